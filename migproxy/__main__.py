@@ -1,0 +1,5 @@
+"""Allow ``python -m migproxy``."""
+
+from migproxy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Command line: ``migproxy inspect|rewrite|cpregs diff|profiles``.
+
+Exit codes: 0 success; 1 the stream could not be framed or rewritten (the message says
+where and why); 2 bad usage, unreadable files or an invalid profile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from migproxy import __version__
+from migproxy.errors import MigproxyError, ProfileError
+from migproxy.events import CpuRewritten
+from migproxy.registers import describe
+
+EXIT_OK = 0
+EXIT_STREAM = 1
+EXIT_USAGE = 2
+
+
+def _err(msg: str) -> None:
+    print(f"migproxy: {msg}", file=sys.stderr)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from migproxy.inspect_stream import format_report, inspect_file
+
+    rep = inspect_file(args.file)
+    if args.json:
+        json.dump(rep, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(rep, registers=not args.no_registers))
+    if not rep["accounted"]:
+        if rep["stopped"]:
+            _err(f"{args.file}: {rep['stopped']['message']}")
+        return EXIT_STREAM
+    return EXIT_OK
+
+
+def _cmd_rewrite(args: argparse.Namespace) -> int:
+    from migproxy.offline import rewrite_file
+    from migproxy.profile import load_profile
+
+    profile = load_profile(args.profile)
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        _err("the output must be another file than the input")
+        return EXIT_USAGE
+    run = rewrite_file(args.input, args.output, profile)
+    for e in run.events:
+        if isinstance(e, CpuRewritten):
+            parts = [f"drop {describe(r)}=0x{v:x}" for r, v in e.dropped]
+            parts += [f"insert {describe(r)}=0x{v:x}" for r, v in e.inserted]
+            parts += [f"set {describe(r)} 0x{o:x}->0x{n:x}" for r, o, n in e.set]
+            print(f"cpu {e.instance_id}: {e.count_before} -> {e.count_after} cpregs: "
+                  + ", ".join(parts))
+    if not run.complete:
+        stop = run.stop
+        why = f"{stop.message} [{stop.reason}]" if stop else "the stream is incomplete"
+        _err(f"{args.input}: not rewritten, {args.output} not written: {why}")
+        return EXIT_STREAM
+    changed = any(isinstance(e, CpuRewritten) for e in run.events)
+    print(f"wrote {args.output} ({run.out_size} bytes, profile {profile.name}"
+          + ("" if changed else ", no register changed") + ")")
+    return EXIT_OK
+
+
+def _cmd_cpregs_diff(args: argparse.Namespace) -> int:
+    from migproxy.cpregs_diff import diff_streams, format_diff, profile_from_diff
+
+    diff = diff_streams(args.source, args.dest)
+    out_is_stdout = args.emit_profile == "-"
+    text = format_diff(diff, verbose=args.verbose)
+    if args.emit_profile:
+        prof = profile_from_diff(diff, args.name or Path(args.dest).stem)
+        toml = prof.to_toml()
+        if out_is_stdout:
+            sys.stdout.write(toml)
+        else:
+            Path(args.emit_profile).write_text(toml, encoding="utf-8")
+            print(text)
+            print(f"profile with {len(prof.rules)} rules written to {args.emit_profile}")
+    else:
+        print(text)
+    for w in diff.warnings:
+        if out_is_stdout:
+            _err(f"warning: {w}")
+    return EXIT_OK
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    from migproxy.profile import builtin_profiles, load_profile
+
+    if args.check:
+        prof = load_profile(args.check)
+        print(f"{prof.source}: profile {prof.name!r}, {len(prof.rules)} rules")
+        for r in prof.rules:
+            print(f"  {r.describe()}")
+        return EXIT_OK
+    for name in builtin_profiles():
+        prof = load_profile("builtin:" + name)
+        print(f"{name}: {prof.description}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="migproxy",
+        description="Inspect and rewrite QEMU ARM migration streams across QEMU versions.")
+    p.add_argument("--version", action="version", version=f"migproxy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("inspect", help="list the items, RAM statistics and cpregs of a stream")
+    s.add_argument("file", help="a stream saved with migrate \"exec:cat > FILE\"")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.add_argument("--no-registers", action="store_true", help="omit the register listing")
+    s.set_defaults(func=_cmd_inspect)
+
+    s = sub.add_parser("rewrite", help="apply a register profile to a saved stream")
+    s.add_argument("input")
+    s.add_argument("output", help="written only if the whole stream was framed and rewritten")
+    s.add_argument("--profile", default="builtin:default",
+                   help="a profile file, or a built-in profile name (default: default)")
+    s.set_defaults(func=_cmd_rewrite)
+
+    s = sub.add_parser("cpregs", help="register list tools")
+    ssub = s.add_subparsers(dest="cpregs_command", required=True, metavar="ACTION")
+    d = ssub.add_parser("diff", help="compare the cpregs of two reference streams")
+    d.add_argument("source", help="reference stream saved by the source QEMU version")
+    d.add_argument("dest", help="reference stream saved by the destination QEMU version")
+    d.add_argument("--emit-profile", metavar="FILE",
+                   help="write the profile that makes the destination accept the source "
+                        "(- for standard output)")
+    d.add_argument("--name", help="name of the emitted profile")
+    d.add_argument("--verbose", "-v", action="store_true",
+                   help="also list state registers whose values differ")
+    d.set_defaults(func=_cmd_cpregs_diff)
+
+    s = sub.add_parser("profiles", help="list the built-in profiles, or check a profile file")
+    s.add_argument("--check", metavar="PROFILE", help="load and print a profile")
+    s.set_defaults(func=_cmd_profiles)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ProfileError as e:
+        _err(f"invalid profile: {e}")
+        return EXIT_USAGE
+    except FileNotFoundError as e:
+        _err(f"{e.filename}: no such file")
+        return EXIT_USAGE
+    except OSError as e:
+        _err(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}")
+        return EXIT_USAGE
+    except MigproxyError as e:
+        _err(str(e))
+        return EXIT_STREAM
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
