@@ -1,0 +1,58 @@
+"""Shared fixtures: synthetic streams, captured real streams, and an engine driver."""
+
+from __future__ import annotations
+
+import lzma
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from migproxy.engine import EngineConfig, FeedResult, StreamEngine
+from migproxy.events import Event
+from migproxy.synthetic import SynthSpec, build
+
+DATA = Path(__file__).parent / "data"
+
+
+def run_engine(data_chunks: Iterable[bytes], config: EngineConfig | None = None,
+               eof: bool = True) -> tuple[bytes, list[Event], StreamEngine]:
+    """Feed chunks to a fresh engine; return the joined output, all events and the engine."""
+    eng = StreamEngine(config or EngineConfig())
+    out: list[bytes] = []
+    events: list[Event] = []
+
+    def take(res: FeedResult) -> None:
+        out.append(res.joined())
+        events.extend(res.events)
+
+    for c in data_chunks:
+        take(eng.feed(c))
+    if eof:
+        take(eng.feed_eof())
+    return b"".join(out), events, eng
+
+
+def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
+    points = sorted({c for c in cuts if 0 < c < len(data)})
+    pieces = []
+    prev = 0
+    for p in points:
+        pieces.append(data[prev:p])
+        prev = p
+    pieces.append(data[prev:])
+    return pieces
+
+
+def real_stream(name: str) -> bytes:
+    return lzma.decompress((DATA / f"{name}.mig.xz").read_bytes())
+
+
+REAL_STREAMS = sorted(p.name[: -len(".mig.xz")] for p in DATA.glob("*.mig.xz"))
+
+
+@pytest.fixture(scope="session")
+def synth_small() -> bytes:
+    return build(SynthSpec(cpus=2, full_pages=16, zero_pages=64, tail_blob=300,
+                           multifd_flush=True,
+                           page_patterns=[b"\x00\x06\x00\x00\x00\x08{\"x\": 1}QEVM\x04"]))
