@@ -57,7 +57,7 @@ def test_no_profile_forwards_identical_and_accounts_every_byte(synth_small: byte
 
 def test_default_profile_drops_bogus_register_and_updates_description(
         synth_small: bytes) -> None:
-    out, events, eng = run_engine([synth_small], _cfg())
+    out, events, _eng = run_engine([synth_small], _cfg())
     rw = [e for e in events if isinstance(e, CpuRewritten)]
     assert [e.instance_id for e in rw] == [0, 1]
     assert all(e.dropped == ((BOGUS, 0),) and e.applied for e in rw)
@@ -185,7 +185,7 @@ def test_ram_page_data_is_forwarded_as_input_slices() -> None:
 def test_guest_data_looking_like_a_description_does_not_steer(synth_small: bytes) -> None:
     # The synthetic pages contain "00 06 <len> {...}" and "QEVM": the framing is unaffected.
     assert b"\x00\x06\x00\x00\x00\x08{" in synth_small
-    out, events, eng = run_engine([synth_small[i:i + 7] for i in range(0, len(synth_small), 7)],
+    _out, events, eng = run_engine([synth_small[i:i + 7] for i in range(0, len(synth_small), 7)],
                                   _cfg())
     assert eng.mode == Mode.DONE
     assert _stop(events) is None
@@ -309,7 +309,7 @@ def test_garbage_is_a_format_error_at_offset_zero() -> None:
 
 
 def test_data_after_a_rewritten_end_aborts(synth_small: bytes) -> None:
-    out, events, eng = run_engine([synth_small, b"\x00"], _cfg(), eof=False)
+    _out, events, eng = run_engine([synth_small, b"\x00"], _cfg(), eof=False)
     stop = _stop(events)
     assert isinstance(stop, Aborted) and stop.reason == "data_after_end"
     assert eng.mode == Mode.ABORTED

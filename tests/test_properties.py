@@ -133,6 +133,6 @@ def test_truncated_streams_report_and_forward_untouched(name: str, data: st.Data
 @given(junk=st.binary(max_size=3000), prefix=st.sampled_from([b"", b"QEVM\x00\x00\x00\x03"]))
 def test_random_bytes_never_crash(junk: bytes, prefix: bytes) -> None:
     data = prefix + junk
-    out, events, _ = run_engine(split_at(data, [len(data) // 3]),
+    out, _events, _ = run_engine(split_at(data, [len(data) // 3]),
                                 EngineConfig(profile=default_profile()))
     assert out == data
