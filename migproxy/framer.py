@@ -44,6 +44,30 @@ _MAX_XBZRLE_OVERHEAD = 0  # encoded data is never larger than a page
 _KNOWN_CAPABILITIES = {b"x-ignore-shared", b"mapped-ram"}
 
 
+_RUN_WINDOW = 4096
+_LOW_NIBBLE_SET = bytes(0 if b & 0x0F == 0 else 1 for b in range(256))
+
+
+def _zero_run(buf: Any, pos: int, end: int) -> int:
+    """How many complete ZERO|CONTINUE records (4 KiB pages) start at ``pos``."""
+    total = 0
+    while True:
+        avail = min((end - pos) // 9, _RUN_WINDOW)
+        if avail < 2:
+            return total
+        lows = bytes(buf[pos + 7 : pos + 9 * avail : 9])
+        k = avail - len(lows.lstrip(b"\x22"))
+        if k:
+            highs = bytes(buf[pos + 6 : pos + 9 * k : 9]).translate(_LOW_NIBBLE_SET)
+            bad = highs.find(1)
+            if bad >= 0:
+                k = bad
+        total += k
+        pos += 9 * k
+        if k < avail:
+            return total
+
+
 @dataclass
 class RamStats:
     """Counts of RAM records seen on the main channel."""
@@ -502,6 +526,17 @@ class StreamFramer:
                         self._check_continue(pos, word ^ flags, have_block, cur_len)
                     zeros += 1
                     pos += 9
+                    if ps == 4096:
+                        # A run of ZERO|CONTINUE records is a 9-byte stride whose last word
+                        # byte is 0x22 and whose next-to-last has a zero low nibble: count
+                        # the run with strided slices instead of one loop turn per record.
+                        k = _zero_run(buf, pos, end)
+                        if k:
+                            last = unpack(buf, pos + 9 * (k - 1))[0] ^ _ZERO_CONT
+                            if last + ps > cur_len:
+                                self._check_continue(pos, last, True, cur_len)
+                            zeros += k
+                            pos += 9 * k
                     continue
                 # Any other record: the general (slower) path.
                 new_pos = self._ram_record(buf, pos, end, word, flags)

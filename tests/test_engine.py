@@ -335,3 +335,21 @@ def test_cpu_seen_events_carry_the_arrays(synth_small: bytes) -> None:
     assert [c.instance_id for c in seen] == [0, 1]
     assert seen[1].values == tuple(v for _, v in DEFAULT_CPREGS)
 
+
+
+@pytest.mark.parametrize("bad_word_low", [0x0322, 0x0122, 0x1023])
+@pytest.mark.parametrize("index", [0, 1, 2, 700, 4095, 4096, 4097, 9999])
+def test_bad_record_inside_a_zero_run_is_found_at_its_offset(index: int,
+                                                              bad_word_low: int) -> None:
+    data = build(SynthSpec(zero_pages=12_000, full_pages=0, part_sections=1))
+    first = data.index(b"\x0dmach-virt.ram", 100) + 14 + 1  # after the first (named) record
+    at = first + 9 * index
+    assert data[at + 7] == 0x22
+    bad = bytearray(data)
+    bad[at + 6 : at + 8] = (bytes(bad[at + 6 : at + 8])[0] & 0xF0 | bad_word_low >> 8,
+                            bad_word_low & 0xFF)
+    out, events, _ = run_engine(split_at(bytes(bad), [first + 9 * 3000 + 4]), _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert stop.offset == at
+    assert out == bad
