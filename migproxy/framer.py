@@ -646,7 +646,7 @@ class StreamFramer:
             self._memsize_left = offset
             self.state = ST_MEMSIZE
             return pos + 8
-        if flags & wire.RAM_HOOK:
+        if kind == wire.RAM_HOOK:
             raise Unsupported("ram_hook", "RAM hook records (RDMA) are not supported",
                               self._abs(pos))
         raise self._fail(pos, "a RAM record (ZERO, PAGE, XBZRLE, COMPRESS_PAGE, MEM_SIZE, "
