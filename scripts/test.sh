@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian 12 machine, then run it.
+#
+#   sudo scripts/test.sh [pytest args...]
+#
+# 1. installs migproxy and its test dependencies (pip, editable);
+# 2. sets up the QEMU lab (QEMU 7.2, 10.0.2, 10.0.13 and 11.1.3 from Debian packages, the
+#    tick guest) with scripts/lab-setup.sh -- this needs root; without root the real-QEMU
+#    tests are skipped (and say so) unless MIGPROXY_REQUIRE_LAB=1;
+# 3. runs ruff and the whole pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+echo "== installing migproxy and test dependencies"
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+if [ "$(id -u)" = 0 ]; then
+    echo "== setting up the QEMU lab"
+    bash scripts/lab-setup.sh
+    export MIGPROXY_REQUIRE_LAB=${MIGPROXY_REQUIRE_LAB:-1}
+else
+    echo "== not root: the QEMU lab is not set up; real-QEMU tests will be skipped"
+fi
+
+echo "== ruff"
+"$PYTHON" -m ruff check migproxy tests bench
+
+echo "== pytest"
+exec "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
