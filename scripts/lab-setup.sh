@@ -165,7 +165,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
         apt_update_once
     fi
     local p
-    for p in debootstrap binutils-aarch64-linux-gnu; do
+    for p in debootstrap binutils-aarch64-linux-gnu curl xz-utils; do
         pkg_installed "$p" || need+=("$p")
     done
     if ((${#need[@]})); then
@@ -353,6 +353,23 @@ modules_dir() {   # prefix [root] -> prefix/usr/lib/<triplet>/qemu as seen insid
     echo "$prefix/usr/lib/qemu"
 }
 
+step_analyzer() {
+    # QEMU's own stream analyser (scripts/analyze-migration.py, stdlib Python), taken from
+    # the 10.0.13 release tree that Debian's package pool serves as the orig tarball.
+    local dest=$LAB_DIR/tools/analyze-migration.py
+    [[ -s $dest ]] && return 0
+    local url
+    url="$(mirror_uri)/pool/main/q/qemu/qemu_10.0.13+ds.orig.tar.xz"
+    log "fetching scripts/analyze-migration.py from the QEMU 10.0.13 orig tarball"
+    mkdir -p "$LAB_DIR/tools"
+    local tmp
+    tmp=$(mktemp -d "$LAB_DIR/tools/.fetch.XXXXXX")
+    curl -fsSL "$url" | tar -xJf - -C "$tmp" --wildcards '*/scripts/analyze-migration.py' \
+        || die "could not fetch analyze-migration.py from $url"
+    mv "$(find "$tmp" -name analyze-migration.py | head -n1)" "$dest"
+    rm -rf "$tmp"
+}
+
 step_verify_and_describe() {
     local key line v ok=1 expect
     declare -A VERS LINES
@@ -435,5 +452,6 @@ step_trixie_root
 step_trixie_qemu11
 step_trixie_qemu10
 step_guest
+step_analyzer
 step_verify_and_describe
 log "lab ready in $LAB_DIR"
