@@ -297,7 +297,15 @@ class StreamEngine:
             self._not_understood(res, "hold_cap_exceeded", str(e), tail.start_offset, mv,
                                  self.received - len(mv))
             return
-        for p in tail.candidates():
+        cands = tail.candidates()
+        if not cands:
+            return
+        # The description JSON holds no NUL byte, so the real EOF (0x00) is the last NUL in the
+        # buffer or sits just before one inside the be32 length: only positions within 6 bytes
+        # of the last NUL can be it. This bounds the JSON parses per feed, whatever the guest
+        # planted in device state.
+        last_nul = tail.buf.rfind(b"\x00")
+        for p in sorted((p for p in cands if p >= last_nul - 5), reverse=True):
             desc = parse_description(memoryview(tail.buf)[p + 6 :])
             if desc is None:
                 continue  # not a description: keep waiting

@@ -353,3 +353,29 @@ def test_bad_record_inside_a_zero_run_is_found_at_its_offset(index: int,
     assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
     assert stop.offset == at
     assert out == bad
+
+
+def test_planted_description_starts_cost_a_bounded_number_of_parses(monkeypatch) -> None:
+    """A device blob full of fake `00 06 <len> {` whose lengths all end at the stream end."""
+    data = bytearray(build(SynthSpec(tail_blob=7000)))
+    blob_hdr = data.index(b"\x09test-blob")
+    start = blob_hdr + 10 + 8  # name, instance, version
+    total = len(data)
+    for i in range(1000):
+        q = start + 7 * i
+        data[q : q + 7] = b"\x00\x06" + struct.pack(">I", total - q - 6) + b"{"
+    data = bytes(data)
+    import migproxy.engine as engine_mod
+
+    calls = []
+    real = engine_mod.parse_description
+
+    def counting(raw):  # type: ignore[no-untyped-def]
+        calls.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(engine_mod, "parse_description", counting)
+    out, events, eng = run_engine(split_at(data, range(0, len(data), 4096)), _cfg())
+    assert eng.mode == Mode.DONE
+    assert any(isinstance(e, CpuRewritten) for e in events)
+    assert len(calls) <= 6
