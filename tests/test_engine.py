@@ -356,14 +356,18 @@ def test_bad_record_inside_a_zero_run_is_found_at_its_offset(index: int,
 
 
 def test_planted_description_starts_cost_a_bounded_number_of_parses(monkeypatch) -> None:
-    """A device blob full of fake `00 06 <len> {` whose lengths all end at the stream end."""
+    """A device blob full of fake `00 06 <len> {` that all claim to end where a read ends.
+
+    None of them is real (the stream goes on), so each would be a JSON parse of everything
+    after it; only positions next to the last NUL byte are considered.
+    """
     data = bytearray(build(SynthSpec(tail_blob=7000)))
-    blob_hdr = data.index(b"\x09test-blob")
-    start = blob_hdr + 10 + 8  # name, instance, version
-    total = len(data)
-    for i in range(1000):
+    start = data.index(b"\x09test-blob") + 10 + 8  # after name, instance, version
+    boundary = start + 900 * 7 + 300  # where the input is split, inside the blob
+    for i in range(900):
         q = start + 7 * i
-        data[q : q + 7] = b"\x00\x06" + struct.pack(">I", total - q - 6) + b"{"
+        data[q : q + 7] = b"\x00\x06" + struct.pack(">I", boundary - q - 6) + b"{"
+    data[boundary - 1] = 0
     data = bytes(data)
     import migproxy.engine as engine_mod
 
@@ -375,7 +379,7 @@ def test_planted_description_starts_cost_a_bounded_number_of_parses(monkeypatch)
         return real(raw)
 
     monkeypatch.setattr(engine_mod, "parse_description", counting)
-    out, events, eng = run_engine(split_at(data, range(0, len(data), 4096)), _cfg())
+    _, events, eng = run_engine([data[:boundary], data[boundary:]], _cfg())
     assert eng.mode == Mode.DONE
     assert any(isinstance(e, CpuRewritten) for e in events)
     assert len(calls) <= 6
