@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -251,13 +252,20 @@ def test_hold_cap_exceeded_releases_untouched() -> None:
     assert out == data
 
 
-def test_description_that_does_not_frame_the_tail(synth_small: bytes) -> None:
-    # Make the description claim a wrong size for the timer device's first field.
-    tail_at = synth_small.index(b"\x00\x06", synth_small.index(b"globalstate"))
-    body = json.loads(synth_small[tail_at + 6:])
-    body["devices"][0]["fields"][0]["size"] = 9
+def _redescribe(stream: bytes, edit: Callable[[dict], object]) -> bytes:
+    """The stream with its VM description edited (and its length fixed)."""
+    tail_at = stream.index(b"\x00\x06", stream.index(b"globalstate"))
+    body = json.loads(stream[tail_at + 6:])
+    edit(body)
     raw = json.dumps(body, separators=(", ", ": ")).encode()
-    bad = synth_small[:tail_at + 2] + struct.pack(">I", len(raw)) + raw
+    return stream[:tail_at + 2] + struct.pack(">I", len(raw)) + raw
+
+
+def test_description_that_does_not_frame_the_tail(synth_small: bytes) -> None:
+    def wrong_timer_size(body: dict) -> None:
+        body["devices"][0]["fields"][0]["size"] = 9
+
+    bad = _redescribe(synth_small, wrong_timer_size)
     out, events, _ = run_engine([bad], _cfg())
     stop = _stop(events)
     assert isinstance(stop, PassthroughEntered) and stop.reason == "tail_not_framed"
@@ -265,16 +273,15 @@ def test_description_that_does_not_frame_the_tail(synth_small: bytes) -> None:
 
 
 def test_cpu_layout_is_checked_against_the_built_in_layout(synth_small: bytes) -> None:
-    tail_at = synth_small.index(b"\x00\x06", synth_small.index(b"globalstate"))
-    body = json.loads(synth_small[tail_at + 6:])
-    cpu = next(d for d in body["devices"] if d["name"] == "cpu")
-    # Take 8 bytes from env.sp_el and give them to env.exclusive_addr: the section still
-    # frames exactly, but the description now puts the cpreg arrays 8 bytes earlier.
-    f = {x["name"]: x for x in cpu["fields"]}
-    f["env.sp_el"]["array_len"] = 3
-    f["env.exclusive_addr"]["size"] = 16
-    raw = json.dumps(body, separators=(", ", ": ")).encode()
-    bad = synth_small[:tail_at + 2] + struct.pack(">I", len(raw)) + raw
+    def move_arrays(body: dict) -> None:
+        # Take 8 bytes from env.sp_el and give them to env.exclusive_addr: the section still
+        # frames exactly, but the description now puts the cpreg arrays 8 bytes earlier.
+        cpu = next(d for d in body["devices"] if d["name"] == "cpu")
+        f = {x["name"]: x for x in cpu["fields"]}
+        f["env.sp_el"]["array_len"] = 3
+        f["env.exclusive_addr"]["size"] = 16
+
+    bad = _redescribe(synth_small, move_arrays)
     out, events, _ = run_engine([bad], _cfg())
     stop = _stop(events)
     assert isinstance(stop, PassthroughEntered) and stop.reason == "cpu_layout"
