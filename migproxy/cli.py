@@ -1,4 +1,5 @@
-"""Command line: ``migproxy inspect|rewrite|cpregs diff|profiles``.
+"""Command line: the daemon (``migproxy --listen :4444 --target dst:4444``) and the
+offline tools (``migproxy inspect|rewrite|cpregs diff|profiles``).
 
 Exit codes: 0 success; 1 the stream could not be framed or rewritten (the message says
 where and why); 2 bad usage, unreadable files or an invalid profile.
@@ -107,12 +108,58 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from migproxy.config import ConfigError, load_config
+    from migproxy.daemon import run_daemon
+    from migproxy.logs import configure_logging
+
+    try:
+        config = load_config(args.config, args)
+    except ConfigError as e:
+        _err(f"invalid configuration: {e}")
+        return EXIT_USAGE
+    configure_logging(config.log_format, config.log_level)
+    return run_daemon(config)
+
+
+def _add_daemon_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("proxy daemon (flags override --config)")
+    g.add_argument("--listen", metavar="[HOST]:PORT",
+                   help="where the source QEMU connects (:4444, 0.0.0.0:4444, [::1]:4444)")
+    g.add_argument("--target", metavar="HOST:PORT",
+                   help="the destination QEMU's -incoming address")
+    g.add_argument("--config", metavar="FILE", help="TOML configuration (see config/)")
+    g.add_argument("--profile", help="register profile: built-in name or file (default: default;"
+                   " 'none' relays without rewriting)")
+    g.add_argument("--policy", choices=("passthrough", "abort"),
+                   help="when the main channel is not understood (default: passthrough)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="parse and report what would be rewritten, forward bytes unchanged")
+    g.add_argument("--metrics", metavar="HOST:PORT",
+                   help='Prometheus endpoint (default 127.0.0.1:9464; "" disables it)')
+    g.add_argument("--log-format", choices=("auto", "json", "console"))
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    g.add_argument("--hold-cap", type=int, metavar="BYTES",
+                   help="device-state hold-back cap (default 67108864)")
+    g.add_argument("--connect-timeout", type=float, metavar="SECONDS")
+    g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
+                   help="close a pair silent this long in both directions (0: never)")
+    g.add_argument("--high-water", type=int, metavar="BYTES",
+                   help="bytes queued towards a peer before reading from the other pauses")
+    g.add_argument("--drain-timeout", type=float, metavar="SECONDS",
+                   help="how long in-flight migrations may run after SIGTERM (default 300)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="migproxy",
-        description="Inspect and rewrite QEMU ARM migration streams across QEMU versions.")
+        description="Live-migration proxy for QEMU ARM VMs across QEMU versions, and tools to "
+                    "inspect and rewrite migration streams.",
+        epilog="Run the proxy: migproxy --listen :4444 --target dst:4444 "
+               "(or --config FILE). Tools: migproxy COMMAND --help.")
     p.add_argument("--version", action="version", version=f"migproxy {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_daemon_options(p)
+    sub = p.add_subparsers(dest="command", required=False, metavar="COMMAND")
 
     s = sub.add_parser("inspect", help="list the items, RAM statistics and cpregs of a stream")
     s.add_argument("file", help="a stream saved with migrate \"exec:cat > FILE\"")
@@ -149,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        if args.listen is None and args.target is None and args.config is None:
+            parser.print_usage(sys.stderr)
+            _err("give --listen and --target (or --config) to run the proxy, or a COMMAND")
+            return EXIT_USAGE
+        args.func = _cmd_daemon
     try:
         return int(args.func(args))
     except ProfileError as e:

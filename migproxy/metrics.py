@@ -1,0 +1,94 @@
+"""Prometheus metrics of the daemon.
+
+Names follow the Prometheus conventions (``migproxy_`` prefix, base units, ``_total`` for
+counters, which prometheus-client appends). Labels are low-cardinality: channel kind,
+direction, section type, record type, register name (bounded by the profiles), reason,
+outcome. No VM ids, no addresses.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+CHANNELS = ("main", "multifd", "other")
+DIRECTIONS = ("to_destination", "to_source")
+
+
+class Metrics:
+    """All metrics, in their own registry (one per daemon; tests make their own)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # no *_created series: they only add noise here
+        r = self.registry = registry or CollectorRegistry()
+        self.connections = Counter(
+            "migproxy_connections", "Accepted connections, by channel kind",
+            ["channel"], registry=r)
+        self.connections_active = Gauge(
+            "migproxy_connections_active", "Open connection pairs, by channel kind",
+            ["channel"], registry=r)
+        self.migrations_active = Gauge(
+            "migproxy_migrations_active", "Main channels currently being relayed", registry=r)
+        self.bytes = Counter(
+            "migproxy_bytes", "Bytes relayed, by direction and channel kind",
+            ["direction", "channel"], registry=r)
+        self.sections = Counter(
+            "migproxy_sections", "Main-channel sections framed, by type (START/PART/END/FULL)",
+            ["type"], registry=r)
+        self.ram_records = Counter(
+            "migproxy_ram_records", "RAM records framed on the main channel, by record type",
+            ["type"], registry=r)
+        self.cpregs_dropped = Counter(
+            "migproxy_cpregs_dropped", "cpreg entries dropped from cpu sections, by register",
+            ["register"], registry=r)
+        self.cpregs_inserted = Counter(
+            "migproxy_cpregs_inserted", "cpreg entries inserted into cpu sections, by register",
+            ["register"], registry=r)
+        self.cpregs_set = Counter(
+            "migproxy_cpregs_set", "cpreg values changed in cpu sections, by register",
+            ["register"], registry=r)
+        self.cpu_sections_rewritten = Counter(
+            "migproxy_cpu_sections_rewritten",
+            "cpu sections whose cpreg arrays were rewritten (dry_run: would have been)",
+            ["mode"], registry=r)
+        self.tail_releases = Counter(
+            "migproxy_tail_releases", "Device-state tails released, rewritten or untouched",
+            ["rewritten"], registry=r)
+        self.passthrough = Counter(
+            "migproxy_passthrough", "Main channels that fell back to untouched relaying, "
+            "by reason", ["reason"], registry=r)
+        self.aborts = Counter(
+            "migproxy_aborts", "Main channels aborted by policy, by reason", ["reason"],
+            registry=r)
+        self.holdback_bytes = Gauge(
+            "migproxy_holdback_bytes", "Device-state bytes currently held back", registry=r)
+        self.holdback_seconds = Histogram(
+            "migproxy_holdback_seconds",
+            "Time the device-state tail was held (first held byte to release)",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                     5, 10), registry=r)
+        self.holdback_size = Histogram(
+            "migproxy_holdback_size_bytes", "Size of released device-state tails",
+            buckets=(16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20), registry=r)
+        self.migrations = Counter(
+            "migproxy_migrations", "Finished main channels, by outcome", ["outcome"],
+            registry=r)
+        self.migration_seconds = Histogram(
+            "migproxy_migration_duration_seconds", "Duration of main channels, by outcome",
+            ["outcome"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+            registry=r)
+        self.connect_errors = Counter(
+            "migproxy_connect_errors", "Failed connections to the target", registry=r)
+        # Pre-create the label sets that must exist from the start (zero-valued series).
+        for ch in CHANNELS:
+            self.connections.labels(ch)
+            self.connections_active.labels(ch)
+            for d in DIRECTIONS:
+                self.bytes.labels(d, ch)
+        for flag in ("true", "false"):
+            self.tail_releases.labels(flag)
