@@ -110,9 +110,9 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         notify("STOPPING=1")
+        await self.close_servers()  # stop accepting first
         n = len(self.registry.pairs)
         self.log.info("stopping", in_flight=n, drain_timeout=self.config.drain_timeout)
-        await self.close_servers()
         aborted = await self.drain(self.config.drain_timeout)
         if aborted:
             self.log.warning("drain_timeout", aborted=aborted)
