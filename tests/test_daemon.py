@@ -514,3 +514,66 @@ async def test_sigterm_drains_in_flight_migrations_then_exits_0(target: Target) 
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_several_routes_in_one_daemon(tmp_path: Path) -> None:
+    t1, t2 = Target(), Target()
+    p1, p2 = await t1.start(), await t2.start()
+    prof = tmp_path / "keep.toml"
+    prof.write_text('name = "keep"\n')  # no rules: relays the stream unchanged
+    cfg = tmp_path / "migproxy.toml"
+    cfg.write_text(f"""
+[daemon]
+metrics = ""
+[defaults]
+policy = "passthrough"
+[[route]]
+listen = "127.0.0.1:0"
+target = "127.0.0.1:{p1}"
+[[route]]
+listen = "127.0.0.1:0"
+target = "127.0.0.1:{p2}"
+profile = "{prof}"
+""")
+    d = Daemon(load_config(str(cfg), argparse.Namespace()), Metrics())
+    await d.start()
+    try:
+        (_, a), (_, b) = d.listen_addresses()
+        await _send_all(a, STREAM)
+        await _send_all(b, STREAM)
+        c1, c2 = await t1.conn(), await t2.conn()
+        await asyncio.wait_for(c1.eof.wait(), 10)
+        await asyncio.wait_for(c2.eof.wait(), 10)
+        assert bytes(c1.data) == REWRITTEN
+        assert bytes(c2.data) == STREAM
+    finally:
+        t1.close()
+        t2.close()
+        await _stop(d)
+
+
+def _has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_listen_address(target: Target) -> None:
+    cfg = load_config(None, _args(listen="[::1]:0", target=f"127.0.0.1:{await target.start()}"))
+    d = Daemon(cfg, Metrics())
+    await d.start()
+    try:
+        host, port = d.listen_addresses()[0][:2]
+        assert host == "::1"
+        _r, w = await asyncio.open_connection("::1", port)
+        w.write(STREAM)
+        w.write_eof()
+        c = await target.conn()
+        await asyncio.wait_for(c.eof.wait(), 10)
+        assert bytes(c.data) == REWRITTEN
+    finally:
+        await _stop(d, target)
