@@ -19,6 +19,18 @@ if [ "$(id -u)" = 0 ]; then
     echo "== setting up the QEMU lab"
     bash scripts/lab-setup.sh
     export MIGPROXY_REQUIRE_LAB=${MIGPROXY_REQUIRE_LAB:-1}
+    echo "== tools for the deployment checks (systemd-analyze, promtool)"
+    command -v systemd-analyze >/dev/null || apt-get install -y -q systemd >/dev/null
+    TOOLS=${MIGPROXY_TOOLS_DIR:-/var/cache/migproxy-lab/tools}
+    if ! command -v promtool >/dev/null && [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
+        # Only the promtool binary: unpack the package instead of installing it, so no
+        # Prometheus server is configured or started on the machine.
+        mkdir -p "$TOOLS/prometheus"
+        (cd "$TOOLS" && apt-get download prometheus >/dev/null \
+            && dpkg -x prometheus_*.deb "$TOOLS/prometheus" && rm -f prometheus_*.deb)
+    fi
+    [ -x "$TOOLS/prometheus/usr/bin/promtool" ] && export PATH="$PATH:$TOOLS/prometheus/usr/bin"
+    export MIGPROXY_REQUIRE_TOOLS=${MIGPROXY_REQUIRE_TOOLS:-1}
 else
     echo "== not root: the QEMU lab is not set up; real-QEMU tests will be skipped"
 fi
