@@ -19,6 +19,7 @@ failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from typing import TYPE_CHECKING, Any
@@ -139,15 +140,34 @@ class Pair:
         return self.dst if side is self.src else self.src
 
     def side_made(self, side: _Side) -> None:
-        loop = asyncio.get_event_loop()
         if side is self.src:
             peer = side.transport.get_extra_info("peername") if side.transport else None
             self.log = self.log.bind(peer=_fmt_peer(peer))
             self.registry.add(self)
-            # Nothing is read from the source until the target connection is up.
-            self.src.pause("connecting")
-            self._connect_task = loop.create_task(self._connect())
+            # The target connection is opened on the first byte from the source (a bare TCP
+            # probe must not reach the destination, which would take it for a broken
+            # migration), or earlier when a later connection of the same route needs it:
+            # connections reach the target in accept order.
+            self.registry.pending(self.route).append(self)
             self._arm_idle()
+
+    def start_connect(self) -> None:
+        """Open the target connection (and, first, those of earlier accepted connections)."""
+        if self._connect_task is not None or self.closing:
+            return
+        queue = self.registry.pending(self.route)
+        while queue:
+            earlier = queue.pop(0)
+            earlier._begin_connect()
+            if earlier is self:
+                return
+        self._begin_connect()
+
+    def _begin_connect(self) -> None:
+        if self._connect_task is not None or self.closing:
+            return
+        self.src.pause("connecting")
+        self._connect_task = asyncio.get_event_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
         loop = asyncio.get_event_loop()
@@ -192,7 +212,7 @@ class Pair:
             return
         if self.dst.transport is None:
             self._pending_src.append(bytes(data))
-            self.src.pause("connecting")
+            self.start_connect()
             if self.src.transport is not None:
                 self.src.transport.pause_reading()
             return
@@ -327,7 +347,13 @@ class Pair:
         if self.closing:
             return
         if side is self.src and self.dst.transport is None:
+            if self._connect_task is None and not self._pending_src:
+                # Nothing was ever sent: a probe. The target never hears of it.
+                self.src.eof = True
+                self._finish("no_data")
+                return
             self._src_eof_pending = True  # handled once the target is connected
+            self.start_connect()
             return
         peer = self.peer(side)
         if side is self.src:
@@ -384,12 +410,17 @@ class Pair:
                 t.close()
 
     def _outcome(self, error: str | None) -> str:
+        if self.channel is None:
+            return "empty"  # closed before a byte arrived (a probe); the target never knew
         if self.engine is None:
             return "relayed" if error is None else "failed"
         mode = self.engine.mode
         if mode == Mode.ABORTED:
             return "aborted"
         if mode == Mode.PASSTHROUGH:
+            # The source stopped sending mid-stream (a cancelled or failed migration).
+            if self.engine.stop_reason in ("truncated", "no_description"):
+                return "incomplete"
             return "passthrough"
         if mode == Mode.DONE:
             return "completed"
@@ -428,6 +459,9 @@ class Pair:
             bytes_in=self.engine.received if self.engine else None,
             bytes_out=self.engine.sent if self.engine else None)
         self.registry.remove(self)
+        if self._connect_task is None:
+            with contextlib.suppress(ValueError):
+                self.registry.pending(self.route).remove(self)
         if not self.done.done():
             self.done.set_result(self.outcome)
 
@@ -438,10 +472,15 @@ class PairRegistry:
     def __init__(self) -> None:
         self.pairs: set[Pair] = set()
         self._locks: dict[int, asyncio.Lock] = {}
+        self._pending: dict[int, list[Pair]] = {}
         self.changed = asyncio.Event()
 
     def connect_lock(self, route: Route) -> asyncio.Lock:
         return self._locks.setdefault(id(route), asyncio.Lock())
+
+    def pending(self, route: Route) -> list[Pair]:
+        """Accepted connections of a route whose target connection is not started yet."""
+        return self._pending.setdefault(id(route), [])
 
     def add(self, pair: Pair) -> None:
         self.pairs.add(pair)

@@ -11,8 +11,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
-echo "== installing migproxy and test dependencies"
+BASE_PYTHON=${PYTHON:-python3}
+VENV=${MIGPROXY_VENV:-.venv}
+echo "== installing migproxy and test dependencies into $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+    # Debian's own python3 is "externally managed" (PEP 668): use a virtual environment.
+    if ! "$BASE_PYTHON" -m venv "$VENV" 2>/dev/null; then
+        rm -rf "$VENV"
+        if [ "$(id -u)" = 0 ]; then
+            apt-get install -y -q python3-venv >/dev/null
+            "$BASE_PYTHON" -m venv "$VENV"
+        else
+            echo "cannot create a virtual environment: install python3-venv" >&2
+            exit 1
+        fi
+    fi
+fi
+PYTHON="$VENV/bin/python"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 
 if [ "$(id -u)" = 0 ]; then
@@ -36,7 +51,7 @@ else
 fi
 
 echo "== ruff"
-"$PYTHON" -m ruff check migproxy tests bench
+"$PYTHON" -m ruff check migproxy tests bench scripts
 
 echo "== pytest"
 exec "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

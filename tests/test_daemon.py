@@ -217,6 +217,13 @@ async def test_source_reset_at_any_point_closes_the_destination(target: Target,
     try:
         s = socket.create_connection(("127.0.0.1", _port(d)))
         s.sendall(STREAM[:cut])
+        if cut == 0:
+            await asyncio.sleep(0.05)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # RST before any byte: the target never hears of it
+            await _wait_pairs_closed(d)
+            assert target.conns == []
+            return
         c = await target.conn()
         await asyncio.sleep(0.05)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -575,5 +582,44 @@ async def test_ipv6_listen_address(target: Target) -> None:
         c = await target.conn()
         await asyncio.wait_for(c.eof.wait(), 10)
         assert bytes(c.data) == REWRITTEN
+    finally:
+        await _stop(d, target)
+
+
+async def test_a_bare_probe_never_reaches_the_target(target: Target) -> None:
+    """Health checks (connect, close) must not open a connection to the destination."""
+    d = await _daemon(await target.start())
+    try:
+        for _ in range(3):
+            _r, w = await asyncio.open_connection("127.0.0.1", _port(d))
+            w.close()
+            await w.wait_closed()
+        await _wait_pairs_closed(d)
+        # A real stream afterwards is the first (and only) connection the target sees.
+        await _send_all(_port(d), STREAM)
+        c = await target.conn()
+        await asyncio.wait_for(c.eof.wait(), 10)
+        assert len(target.conns) == 1 and bytes(c.data) == REWRITTEN
+    finally:
+        await _stop(d, target)
+
+
+async def test_target_connections_are_opened_in_accept_order(target: Target) -> None:
+    """A main channel that has not sent a byte yet still reaches the target before a
+    multifd channel accepted after it (destinations that assign channels by arrival order)."""
+    d = await _daemon(await target.start())
+    try:
+        _r1, w1 = await asyncio.open_connection("127.0.0.1", _port(d))  # main, silent for now
+        await asyncio.sleep(0.05)
+        multifd = wire.MULTIFD_MAGIC_BYTES + struct.pack(">I", 1) + bytes(56)
+        await _send_all(_port(d), multifd)
+        first = await target.conn(0)
+        second = await target.conn(1)
+        w1.write(STREAM)
+        w1.write_eof()
+        await asyncio.wait_for(first.eof.wait(), 10)
+        await asyncio.wait_for(second.eof.wait(), 10)
+        assert bytes(first.data) == REWRITTEN
+        assert bytes(second.data) == multifd
     finally:
         await _stop(d, target)

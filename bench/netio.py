@@ -1,0 +1,260 @@
+"""Sender and sink processes for the TCP benchmarks (loopback only), and process helpers.
+
+    python -m bench.netio sink                 # prints "port N", then one JSON line per
+                                               # connection; commands as JSON lines on stdin
+    python -m bench.netio send PORT SHAPE_JSON REPEATS [--mode bulk|burst|lastbyte]
+
+The sender builds the stream from a :class:`bench.streams.Shape` (deterministic) and sends
+``prefix + unit * REPEATS + suffix`` from those three buffers. It prints one JSON line with
+``time.monotonic()`` stamps (CLOCK_MONOTONIC is one clock for every process of the machine):
+
+* ``bulk``: ``t_start`` before the first byte, ``t_end`` after the last ``sendall``.
+* ``burst``: everything before the device tail, a pause (``--pause``), then ``t0`` and the
+  whole tail at once (the source QEMU sends the device state in one burst after stopping).
+* ``lastbyte``: everything but the very last byte, a pause, then ``t0`` and the last byte.
+
+The sink accepts any number of connections (one thread each), reads with ``recv_into``,
+counts bytes, keeps the last ``end_len`` bytes of each connection and checks them against a
+digest, optionally reads slowly (``rate`` bytes/s) or feeds everything to a fresh engine
+(``engine_check``, smoke mode only), and prints per connection: bytes, first/last byte
+stamps and whether the content matched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+HOST = "127.0.0.1"
+RECV_SIZE = 1 << 20
+IO_TIMEOUT = 120.0  # no single socket operation of a benchmark may block longer
+
+
+# -- sender ---------------------------------------------------------------------------------
+
+def send(port: int, shape_json: str, repeats: int, mode: str, pause: float) -> dict[str, Any]:
+    from bench.streams import Plan, Shape
+
+    plan = Plan(Shape.from_json(json.loads(shape_json)))
+    sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    res: dict[str, Any] = {"bytes": plan.total(repeats)}
+    try:
+        if mode == "bulk":
+            res["t_start"] = time.monotonic()
+            for piece in plan.pieces(repeats):
+                sock.sendall(piece)
+            res["t_end"] = time.monotonic()
+        else:
+            whole = b"".join(plan.pieces(repeats))
+            cut = plan.tail_offset(repeats) if mode == "burst" else len(whole) - 1
+            res["t_start"] = time.monotonic()
+            sock.sendall(whole[:cut])
+            time.sleep(pause)  # let every relay forward what it can
+            res["t0"] = time.monotonic()
+            sock.sendall(whole[cut:])
+            res["t_end"] = time.monotonic()
+            res["final_bytes"] = len(whole) - cut
+        sock.shutdown(socket.SHUT_WR)
+        # Wait for the other side to close (the relay passes the sink's close on).
+        buf = bytearray(65536)
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline and sock.recv_into(buf):
+            pass
+    finally:
+        sock.close()
+    return res
+
+
+# -- sink -----------------------------------------------------------------------------------
+
+class Sink:
+    def __init__(self) -> None:
+        self.expect: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        self.count = 0
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((HOST, 0))
+        self.listener.listen(64)
+        self.port: int = self.listener.getsockname()[1]
+
+    def emit(self, obj: dict[str, Any]) -> None:
+        with self.lock:
+            sys.stdout.write(json.dumps(obj) + "\n")
+            sys.stdout.flush()
+
+    def serve(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            with self.lock:
+                self.count += 1
+                n = self.count
+                exp = dict(self.expect)
+            threading.Thread(target=self.handle, args=(conn, n, exp), daemon=True).start()
+
+    def handle(self, conn: socket.socket, n: int, exp: dict[str, Any]) -> None:
+        total = 0
+        want = int(exp.get("len", -1))
+        end_len = int(exp.get("end_len", 0))
+        rate = float(exp.get("rate", 0))
+        keep_from = want - end_len
+        end = bytearray(end_len)
+        buf = bytearray(min(RECV_SIZE, 65536) if rate else RECV_SIZE)
+        mv = memoryview(buf)
+        eng: Any = None
+        if exp.get("engine_check"):
+            from migproxy.engine import EngineConfig, StreamEngine
+
+            eng = StreamEngine(EngineConfig(profile=None))
+        t_first = t_last = 0.0
+        error = None
+        conn.settimeout(IO_TIMEOUT)
+        try:
+            while True:
+                k = conn.recv_into(buf)
+                if not k:
+                    break
+                now = time.monotonic()
+                if not total:
+                    t_first = now
+                t_last = now
+                if end_len and total + k > keep_from and want >= 0:
+                    a = max(total, keep_from)
+                    b = min(total + k, want)
+                    if b > a:
+                        end[a - keep_from : b - keep_from] = mv[a - total : b - total]
+                total += k
+                if eng is not None:
+                    eng.feed(mv[:k])
+                if rate:
+                    ahead = total / rate - (now - t_first)
+                    if ahead > 0:
+                        time.sleep(min(ahead, 1.0))
+        except OSError as e:
+            error = f"{type(e).__name__}: {e}"
+        finally:
+            conn.close()
+        ok = error is None and (want < 0 or total == want)
+        if ok and end_len:
+            ok = hashlib.sha256(end).hexdigest() == exp.get("end_sha256")
+            if not ok:
+                error = "the end of the stream differs from the expected output"
+        elif ok is False and error is None:
+            error = f"received {total} bytes, expected {want}"
+        res: dict[str, Any] = {"conn": n, "bytes": total, "t_first": t_first,
+                               "t_last": t_last, "ok": ok, "error": error}
+        if eng is not None:
+            eng.feed_eof()
+            res["engine_mode"] = str(eng.mode)
+            res["cpregs"] = [len(c.indexes) for c in eng.cpus]
+            if eng.mode != "done":
+                res["ok"] = False
+                res["error"] = f"the engine could not frame the output: {eng.stop_reason}"
+        self.emit(res)
+
+    def commands(self) -> None:
+        for line in sys.stdin:
+            line = line.strip()
+            if not line:
+                continue
+            cmd = json.loads(line)
+            if cmd.get("cmd") == "quit":
+                os._exit(0)
+            with self.lock:
+                self.expect = cmd
+            self.emit({"ack": True})
+        os._exit(0)
+
+
+def sink_main() -> None:
+    s = Sink()
+    sys.stdout.write(f"port {s.port}\n")
+    sys.stdout.flush()
+    threading.Thread(target=s.serve, daemon=True).start()
+    s.commands()
+
+
+# -- /proc helpers ----------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its waited-for children."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is the state (field 3): utime is field 14 -> index 11.
+    return sum(int(x) for x in fields[11:15]) / _TICK
+
+
+def has_children(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return bool(f.read().strip())
+    except OSError:
+        return False
+
+
+def status_kb(pid: int, key: str) -> int:
+    """A ``kB`` field of /proc/PID/status (VmHWM, VmRSS)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def listening(port: int) -> bool:
+    """True if something listens on 127.0.0.1:port or 0.0.0.0:port (from /proc/net/tcp)."""
+    want = f":{port:04X}"
+    try:
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[3] == "0A" and parts[1].endswith(want):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def wait_listening(port: int, timeout: float = 15.0, alive: Any = None) -> None:
+    """Wait (bounded) until a listener is on ``port``, without connecting to it."""
+    deadline = time.monotonic() + timeout
+    while not listening(port):
+        if alive is not None and not alive():
+            raise RuntimeError(f"the process that should listen on {port} exited")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {HOST}:{port} after {timeout}s")
+        time.sleep(0.02)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="benchmark sender / sink")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("sink")
+    s = sub.add_parser("send")
+    s.add_argument("port", type=int)
+    s.add_argument("shape")
+    s.add_argument("repeats", type=int)
+    s.add_argument("--mode", choices=("bulk", "burst", "lastbyte"), default="bulk")
+    s.add_argument("--pause", type=float, default=0.15)
+    args = ap.parse_args(argv)
+    if args.cmd == "sink":
+        sink_main()
+        return 0
+    print(json.dumps(send(args.port, args.shape, args.repeats, args.mode, args.pause)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,269 @@
+"""Real QEMU: live migrations 10.0.2 -> 10.0.2 of a RAM-dirtying guest, direct and via migproxy.
+
+The guest (``bench/guest/dirty.S``, built here into ``$LAB_DIR/work/bench`` the way
+``scripts/lab-setup.sh`` builds ``tests/guest/tick.S``) fills 300 MiB of its 512 MiB with
+non-zero data and then dirties 16 MiB of it every 10 ms. The source migrates over TCP on
+loopback, with ``max-bandwidth`` raised from QEMU's 128 MiB/s default (so the network path,
+not the rate limit, decides) and the default downtime limit, either straight to the
+destination's ``-incoming`` port or to a migproxy daemon (default profile: rewriting)
+in front of it. QEMU's own ``query-migrate`` on the source reports ``total-time`` and
+``downtime``. Each migration must complete, the destination guest must continue
+(a ``pass N`` line newer than the source's last one), and through migproxy the daemon must
+have released a rewritten tail.
+
+Uses the lab harness (``tests/lab``); skipped with the reason when the lab is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import netio
+from bench.procs import REPO, free_port, py_env, stop
+from bench.report import table
+
+VERSION = "10.0.2"
+MEMORY = "512M"
+MAX_BANDWIDTH = 8 << 30  # bytes/s; QEMU's default is 128 MiB/s
+GUEST_SRC = Path(__file__).resolve().parent / "guest" / "dirty.S"
+_PASS_RE = re.compile(r"^pass (\d+)\r?$", re.M)
+TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-objcopy")
+
+
+def build_guest(cache: Path) -> Path:
+    """``cache/dirty.bin``, rebuilt when ``dirty.S`` changed."""
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / "dirty.bin"
+    stamp = cache / "dirty.src.sha256"
+    digest = hashlib.sha256(GUEST_SRC.read_bytes()).hexdigest()
+    if out.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+        return out
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise RuntimeError(f"cannot build the guest: {', '.join(missing)} missing "
+                           "(apt-get install binutils-aarch64-linux-gnu)")
+    with tempfile.TemporaryDirectory(dir=cache) as d:
+        o, elf, b = Path(d, "dirty.o"), Path(d, "dirty.elf"), Path(d, "dirty.bin")
+        for argv in (["aarch64-linux-gnu-as", "-o", str(o), str(GUEST_SRC)],
+                     ["aarch64-linux-gnu-ld", "-nostdlib", "-z", "noexecstack",
+                      "--build-id=none", "-Ttext=0x40080000", "-o", str(elf), str(o)],
+                     ["aarch64-linux-gnu-objcopy", "-O", "binary", str(elf), str(b)]):
+            subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        os.replace(b, out)
+    stamp.write_text(digest + "\n")
+    return out
+
+
+def _passes(text: str) -> list[int]:
+    return [int(m) for m in _PASS_RE.findall(text)]
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+class _Daemon:
+    """A migproxy daemon (default profile) in front of the destination."""
+
+    def __init__(self, target_port: int, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "migproxy", "--listen", f"127.0.0.1:{self.port}",
+                 "--target", f"127.0.0.1:{target_port}", "--metrics", "", "--log-format",
+                 "json"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=py_env(), cwd=REPO)
+        netio.wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def close(self) -> None:
+        stop(self.proc)
+
+
+def _migrate(lab: Any, guest: Path, via_proxy: bool, timeout: float, work: Path,
+             caps: dict[str, bool]) -> dict[str, Any]:
+    from tests.lab import Qemu
+
+    v = lab.version(VERSION)
+    dst_port = free_port()
+    src = Qemu(v, kernel=str(guest), run_root=lab.runs_dir, memory=MEMORY, name="bench-src")
+    dst = Qemu(v, kernel=str(guest), run_root=lab.runs_dir, memory=MEMORY, incoming="defer",
+               name="bench-dst")
+    daemon: _Daemon | None = None
+    try:
+        src.start()
+        t_fill = time.monotonic()
+        _wait(lambda: "filled" in src.serial() and _passes(src.serial()), 60,
+              "the guest did not fill its RAM")
+        fill_s = time.monotonic() - t_fill
+        dst.start()
+        dst.migrate_incoming(f"tcp:127.0.0.1:{dst_port}", caps)
+        netio.wait_listening(dst_port, 20)
+        port = dst_port
+        if via_proxy:
+            daemon = _Daemon(dst_port, work / f"migproxy-{dst_port}.log")
+            port = daemon.port
+        t0 = time.monotonic()
+        src.migrate(f"tcp:127.0.0.1:{port}", caps, {"max-bandwidth": MAX_BANDWIDTH})
+        info = src.wait_migration(timeout)
+        wall = time.monotonic() - t0
+        if info.get("status") != "completed":
+            raise RuntimeError(f"migration failed: {info.get('error-desc', info)}; "
+                               f"destination: {dst.stderr()[-1000:]}")
+        dinfo = dst.wait_incoming(30)
+        if dinfo.get("status") != "completed":
+            raise RuntimeError(f"destination did not complete: {dinfo}")
+        last_src = max(_passes(src.serial()) or [0])
+        _wait(lambda: any(p > last_src for p in _passes(dst.serial())), 20,
+              f"the destination guest did not continue after pass {last_src}")
+        ram = info.get("ram", {})
+        res: dict[str, Any] = {
+            "path": "migproxy" if via_proxy else "direct",
+            "total_time_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+            "setup_time_ms": info.get("setup-time"), "wall_s": wall, "fill_s": fill_s,
+            "ram_transferred": ram.get("transferred"), "ram_total": ram.get("total"),
+            "ram_normal_pages": ram.get("normal"), "ram_zero_pages": ram.get("duplicate"),
+            "dirty_sync_count": ram.get("dirty-sync-count"), "mbps": ram.get("mbps"),
+            "guest_continued_after_pass": last_src,
+        }
+        if daemon is not None:
+            _wait(lambda: any(e.get("event") == "closed" for e in daemon.events()), 20,
+                  "migproxy did not close the migration")
+            ev = daemon.events()
+            rel = [e for e in ev if e.get("event") == "tail_released"]
+            closed = [e for e in ev if e.get("event") == "closed" and
+                      e.get("channel") == "main"]
+            res["migproxy"] = {
+                "tail_released": rel[0] if rel else None,
+                "outcome": closed[0].get("outcome") if closed else None,
+                "dropped": [e.get("dropped") for e in ev if e.get("event") == "cpu_rewrite"]}
+            if not rel or not rel[0].get("rewritten") or res["migproxy"]["outcome"] != \
+                    "completed":
+                raise RuntimeError(f"migproxy did not rewrite and complete: {ev[-5:]}")
+        return res
+    finally:
+        for q in (src, dst):
+            q.close()
+        if daemon is not None:
+            daemon.close()
+
+
+def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    try:
+        from tests.lab import get_lab
+    except ImportError as e:  # pragma: no cover - the harness is part of the repository
+        return {"skipped": f"the lab harness cannot be imported: {e}"}
+    lab = get_lab()
+    reason = lab.unavailable_reason(VERSION)
+    if reason:
+        log(f"== qemu: skipped ({reason})")
+        return {"skipped": reason}
+    try:
+        guest = build_guest(lab.work_dir / "bench")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        log(f"== qemu: skipped ({e})")
+        return {"skipped": str(e)}
+    configs = CONFIGS[:1] if quick else CONFIGS
+    log(f"== qemu: {VERSION} -> {VERSION}, -m {MEMORY}, guest dirty.S (300 MiB filled, "
+        f"16 MiB dirtied every 10 ms), max-bandwidth {MAX_BANDWIDTH >> 30} GiB/s, "
+        f"capabilities: {', '.join(c for c, _ in configs)}; {repeat} migration(s) per path, "
+        "alternating" + ("" if quick else ", after one unrecorded warm-up"))
+    out: dict[str, Any] = {"version": VERSION, "memory": MEMORY,
+                           "max_bandwidth": MAX_BANDWIDTH, "configs": {}}
+    with tempfile.TemporaryDirectory(prefix="migproxy-bench-qemu-") as d:
+        if not quick:
+            try:
+                _migrate(lab, guest, False, 180, Path(d), {})
+            except (RuntimeError, TimeoutError, OSError) as e:
+                log(f"  warm-up failed: {e}")
+        for name, caps in configs:
+            out["configs"][name] = _config(lab, guest, caps, name, repeat, quick, Path(d), log)
+    return out
+
+
+CONFIGS: list[tuple[str, dict[str, bool]]] = [("default", {}),
+                                              ("return-path", {"return-path": True})]
+
+
+def _config(lab: Any, guest: Path, caps: dict[str, bool], name: str, repeat: int,
+            quick: bool, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "migproxy": []}
+    errors: list[str] = []
+    for i in range(repeat):
+        for via in (False, True):
+            key = "migproxy" if via else "direct"
+            try:
+                r = _migrate(lab, guest, via, 60 if quick else 180, work, caps)
+            except (RuntimeError, TimeoutError, OSError) as e:
+                errors.append(f"{key} #{i + 1}: {e}")
+                log(f"  {name:<11} {key:<9} #{i + 1}: FAILED {e}")
+                continue
+            runs[key].append(r)
+            log(f"  {name:<11} {key:<9} #{i + 1}: total {r['total_time_ms']} ms, downtime "
+                f"{r['downtime_ms']} ms, {r['ram_transferred'] / 1e6:.0f} MB sent, "
+                f"{r['dirty_sync_count']} dirty syncs, {r['mbps']:.0f} Mbit/s")
+    out: dict[str, Any] = {"capabilities": caps, "runs": runs, "errors": errors}
+    med: dict[str, dict[str, float]] = {}
+    for key, rs in runs.items():
+        if rs:
+            med[key] = {k: statistics.median(float(r[k]) for r in rs)
+                        for k in ("total_time_ms", "downtime_ms", "mbps", "ram_transferred")}
+    out["median"] = med
+    if "direct" in med and "migproxy" in med:
+        out["ratio"] = {"total_time": med["migproxy"]["total_time_ms"] /
+                        med["direct"]["total_time_ms"],
+                        "downtime": med["migproxy"]["downtime_ms"] /
+                        med["direct"]["downtime_ms"]}
+    return out
+
+
+def print_result(res: dict[str, Any], say: Callable[[str], None]) -> None:
+    if "skipped" in res:
+        say(f"qemu: skipped: {res['skipped']}")
+        return
+    rows = []
+    for name, cfg in res["configs"].items():
+        for key, rs in cfg["runs"].items():
+            if not rs:
+                rows.append([name, key, "failed", "", "", "", "", ""])
+                continue
+            m = cfg["median"][key]
+            rows.append([name, key, str(len(rs)), f"{m['total_time_ms']:.0f}",
+                         " ".join(str(r["total_time_ms"]) for r in rs),
+                         f"{m['downtime_ms']:.0f}", " ".join(str(r["downtime_ms"]) for r in rs),
+                         f"{m['ram_transferred'] / 1e6:.0f}"])
+    say(table(rows, ["capabilities", "path", "runs", "total-time ms (median)", "all",
+                     "downtime ms (median)", "all", "MB sent"]))
+    for name, cfg in res["configs"].items():
+        if "ratio" in cfg:
+            say(f"{name}: migproxy / direct: total-time {cfg['ratio']['total_time']:.2f}x, "
+                f"downtime {cfg['ratio']['downtime']:.2f}x")
+        for e in cfg["errors"]:
+            say(f"  error ({name}): {e}")
