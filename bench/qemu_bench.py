@@ -194,7 +194,7 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
     log(f"== qemu: {VERSION} -> {VERSION}, -m {MEMORY}, guest dirty.S (300 MiB filled, "
         f"16 MiB dirtied every 10 ms), max-bandwidth {MAX_BANDWIDTH >> 30} GiB/s, "
         f"capabilities: {', '.join(c for c, _ in configs)}; {repeat} migration(s) per path, "
-        "alternating" + ("" if quick else ", after one unrecorded warm-up"))
+        "alternating which goes first" + ("" if quick else ", after one unrecorded warm-up"))
     out: dict[str, Any] = {"version": VERSION, "memory": MEMORY,
                            "max_bandwidth": MAX_BANDWIDTH, "configs": {}}
     with tempfile.TemporaryDirectory(prefix="migproxy-bench-qemu-") as d:
@@ -217,7 +217,7 @@ def _config(lab: Any, guest: Path, caps: dict[str, bool], name: str, repeat: int
     runs: dict[str, list[dict[str, Any]]] = {"direct": [], "migproxy": []}
     errors: list[str] = []
     for i in range(repeat):
-        for via in (False, True):
+        for via in ((False, True) if i % 2 == 0 else (True, False)):
             key = "migproxy" if via else "direct"
             try:
                 r = _migrate(lab, guest, via, 60 if quick else 180, work, caps)
