@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from migproxy import wire
-from migproxy.engine import EngineConfig, Mode, StreamEngine
+from migproxy.engine import EngineConfig, FeedResult, Mode, StreamEngine
 from migproxy.events import (
     Aborted,
     CpuRewritten,
@@ -229,13 +229,19 @@ class Pair:
         if self.engine is None:
             self._send(self.dst, [data], "to_destination")
             return
-        res = self.engine.feed(data)
+        self._engine_result(self.engine.feed(data))
+
+    def _engine_result(self, res: FeedResult) -> bool:
+        """Act on what the engine returned; False if the pair was aborted by policy."""
+        assert self.engine is not None
         self._handle_events(res.events)
         if res.data:
             self._send(self.dst, res.data, "to_destination")
         self._track_hold()
         if self.engine.mode == Mode.ABORTED:
             self._abort("policy_abort")
+            return False
+        return True
 
     def _send(self, to: _Side, chunks: list[bytes | bytearray | memoryview],
               direction: str) -> None:
@@ -362,15 +368,8 @@ class Pair:
                 self._classify(bytes(self._prefix).ljust(CLASSIFY_BYTES, b"\0"))
                 self._send(self.dst, [bytes(self._prefix)], "to_destination")
                 self._prefix = bytearray()
-            if self.engine is not None:
-                res = self.engine.feed_eof()
-                self._handle_events(res.events)
-                if res.data:
-                    self._send(self.dst, res.data, "to_destination")
-                self._track_hold()
-                if self.engine.mode == Mode.ABORTED:
-                    self._abort("policy_abort")
-                    return
+            if self.engine is not None and not self._engine_result(self.engine.feed_eof()):
+                return
         self.log.debug("eof", side=side.name)
         t = peer.transport
         if t is not None and not t.is_closing() and t.can_write_eof():
