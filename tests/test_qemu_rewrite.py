@@ -140,3 +140,20 @@ def test_qemu_analyze_migration_reads_a_rewritten_stream(lab: Lab, scratch: Path
         assert len(new["cpreg_vmstate_values"]) == len(new["cpreg_vmstate_indexes"])
         assert "0x40200000200e0298" not in str(new["cpreg_vmstate_indexes"]).lower()
         assert "0x40200000200e0298" in str(old["cpreg_vmstate_indexes"]).lower()
+
+
+def test_multi_iteration_stream_with_bandwidth_limit(lab: Lab, scratch: Path, capsys) -> None:
+    """A bandwidth-limited migration sends RAM over many PART sections (iterations)."""
+    src = scratch / "slow.mig"
+    last = lab.save_stream("10.0.2", src, capabilities={"xbzrle": True},
+                           parameters={"max-bandwidth": 65536, "downtime-limit": 1},
+                           min_ticks=3)
+    assert main(["inspect", str(src), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["accounted"]
+    parts = [i for i in rep["items"] if i["kind"] == "section" and i["type"] == "PART"]
+    assert len(parts) >= 5
+    out = scratch / "rewritten.mig"
+    _rewrite(src, out)
+    r = lab.load_stream("10.0.13", out, "virt-10.0", "cortex-a57", 1, expect_after=last)
+    assert r.ok, r.error
