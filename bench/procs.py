@@ -6,6 +6,7 @@ Everything listens and connects on 127.0.0.1 only. Every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -33,6 +34,25 @@ def py_env() -> dict[str, str]:
     return env
 
 
+try:
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
+except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
+    _prctl = None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn``: SIGTERM this child when the benchmark process dies (PR_SET_PDEATHSIG),
+    so no relay, sink or sender outlives an interrupted run."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def popen(argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen`` for the benchmark's helpers: repository on the path, tied to us."""
+    return subprocess.Popen(argv, env=py_env(), cwd=REPO, preexec_fn=die_with_parent, **kw)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -57,9 +77,8 @@ class SinkProc:
     """``python -m bench.netio sink``: JSON lines in, JSON lines out."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.netio", "sink"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, env=py_env(), cwd=REPO)
+        self.proc = popen([sys.executable, "-m", "bench.netio", "sink"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._q: queue.Queue[str] = queue.Queue()
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
@@ -150,8 +169,8 @@ class Relay:
                     *path.args, *extra]
         self.log_path = log_dir / f"{path.key}-{self.port}.log"
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=py_env(), cwd=REPO)
+            self.proc = popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL)
         try:
             netio.wait_listening(self.port, 20, alive=lambda: self.proc is not None
                                  and self.proc.poll() is None)
@@ -190,10 +209,9 @@ class Relay:
 
 def start_sender(port: int, shape_json: str, repeats: int, mode: str = "bulk",
                  pause: float = 0.15) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.netio", "send", str(port), shape_json, str(repeats),
-         "--mode", mode, "--pause", str(pause)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=py_env(), cwd=REPO)
+    return popen([sys.executable, "-m", "bench.netio", "send", str(port), shape_json,
+                  str(repeats), "--mode", mode, "--pause", str(pause)],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish_sender(p: subprocess.Popen[str], timeout: float) -> dict[str, Any]:

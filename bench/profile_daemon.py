@@ -66,10 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exp = plan.expected(relay.path.mode)
         sink.expect(len=total + exp.delta, end_len=exp.end_len, end_sha256=exp.end_sha256)
+        Path(a.out).unlink(missing_ok=True)
         argv_spy = ["py-spy", "record", "-p", str(relay.pid), "-r", str(a.rate), "-f", "raw",
-                    "-o", a.out, "--nonblocking"]
-        if a.native:
-            argv_spy.append("--native")
+                    "-o", a.out]
+        # --native cannot sample without pausing the process (slower, but all frames).
+        argv_spy.append("--native" if a.native else "--nonblocking")
         spy = subprocess.Popen(argv_spy, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # let py-spy attach
         cpu0 = relay.cpu()

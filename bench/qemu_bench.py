@@ -1,15 +1,18 @@
-"""Real QEMU: live migrations 10.0.2 -> 10.0.2 of a RAM-dirtying guest, direct and via migproxy.
+"""Real QEMU: live migrations 10.0.2 -> 10.0.2 of a RAM-dirtying guest, direct and via relays.
 
 The guest (``bench/guest/dirty.S``, built here into ``$LAB_DIR/work/bench`` the way
 ``scripts/lab-setup.sh`` builds ``tests/guest/tick.S``) fills 300 MiB of its 512 MiB with
 non-zero data and then dirties 16 MiB of it every 10 ms. The source migrates over TCP on
 loopback, with ``max-bandwidth`` raised from QEMU's 128 MiB/s default (so the network path,
-not the rate limit, decides) and the default downtime limit, either straight to the
-destination's ``-incoming`` port or to a migproxy daemon (default profile: rewriting)
-in front of it. QEMU's own ``query-migrate`` on the source reports ``total-time`` and
-``downtime``. Each migration must complete, the destination guest must continue
-(a ``pass N`` line newer than the source's last one), and through migproxy the daemon must
-have released a rewritten tail.
+not the rate limit, decides) and ``downtime-limit`` 50 ms (see below), either straight to the
+destination's ``-incoming`` port, or to the bare relay (``bench/bare_relay.py``: what any
+relay costs on the same CPUs), or to a migproxy daemon (default profile: rewriting) in front
+of it; the destination preallocates its RAM (``-mem-prealloc``). QEMU's own
+``query-migrate`` on the source reports ``total-time`` and ``downtime``; the STOP event of the
+source and the RESUME event of the destination (QMP timestamps, one host clock) give the
+downtime the guest sees. Each migration must
+complete, the destination guest must continue (a ``pass N`` line newer than the source's
+last one), and through migproxy the daemon must have released a rewritten tail.
 
 Uses the lab harness (``tests/lab``); skipped with the reason when the lab is missing.
 """
@@ -31,12 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from bench import netio
-from bench.procs import REPO, free_port, py_env, stop
+from bench.procs import REPO, free_port, popen, stop
 from bench.report import table
 
 VERSION = "10.0.2"
 MEMORY = "512M"
 MAX_BANDWIDTH = 8 << 30  # bytes/s; QEMU's default is 128 MiB/s
+# QEMU stops the guest once what is left fits in downtime-limit at the bandwidth it measured.
+# With its default (300 ms) a faster path is allowed to leave more for the stop phase (up to
+# 300 ms x bandwidth), so downtime would compare QEMU's decisions, not the paths. At 50 ms
+# both paths iterate until only the 16 MiB hot set is left (it fits at >= 330 MB/s).
+DOWNTIME_LIMIT_MS = 50
 GUEST_SRC = Path(__file__).resolve().parent / "guest" / "dirty.S"
 _PASS_RE = re.compile(r"^pass (\d+)\r?$", re.M)
 TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-objcopy")
@@ -78,6 +86,29 @@ def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _event_time(q: Any, name: str) -> float | None:
+    """Host time (QMP timestamp) of the last event ``name`` the QMP client has seen."""
+    q.execute("query-status")  # read what arrived since the last command
+    ts = [e["timestamp"] for e in q.qmp.events if e.get("event") == name]
+    if not ts:
+        return None
+    return float(ts[-1]["seconds"]) + float(ts[-1]["microseconds"]) / 1e6
+
+
+def _guest_downtime(src: Any, dst: Any) -> float | None:
+    """From the source's STOP to the destination's RESUME event, in ms (one host clock).
+
+    QEMU's own ``downtime`` is measured on the source and ends when the source has sent
+    everything, not when the destination runs; this is what the guest sees.
+    """
+    t_stop = _event_time(src, "STOP")
+    _wait(lambda: _event_time(dst, "RESUME") is not None, 10, "no RESUME on the destination")
+    t_resume = _event_time(dst, "RESUME")
+    if t_stop is None or t_resume is None:
+        return None
+    return round((t_resume - t_stop) * 1e3, 1)
+
+
 class _Daemon:
     """A migproxy daemon (default profile) in front of the destination."""
 
@@ -85,11 +116,10 @@ class _Daemon:
         self.port = free_port()
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(
+            self.proc = popen(
                 [sys.executable, "-m", "migproxy", "--listen", f"127.0.0.1:{self.port}",
                  "--target", f"127.0.0.1:{target_port}", "--metrics", "", "--log-format",
-                 "json"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=py_env(), cwd=REPO)
+                 "json"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         netio.wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
 
     def events(self) -> list[dict[str, Any]]:
@@ -105,16 +135,20 @@ class _Daemon:
         stop(self.proc)
 
 
-def _migrate(lab: Any, guest: Path, via_proxy: bool, timeout: float, work: Path,
+def _migrate(lab: Any, guest: Path, path: str, timeout: float, work: Path,
              caps: dict[str, bool]) -> dict[str, Any]:
     from tests.lab import Qemu
 
     v = lab.version(VERSION)
     dst_port = free_port()
     src = Qemu(v, kernel=str(guest), run_root=lab.runs_dir, memory=MEMORY, name="bench-src")
+    # -mem-prealloc: the destination's RAM is touched at start, before the clock runs. Without
+    # it the first touch of 512 MiB during the load (THP faults, and in a VM the hypervisor
+    # backing the pages) made total-time vary 4x from run to run on the same path.
     dst = Qemu(v, kernel=str(guest), run_root=lab.runs_dir, memory=MEMORY, incoming="defer",
-               name="bench-dst")
+               name="bench-dst", extra_args=["-mem-prealloc"])
     daemon: _Daemon | None = None
+    bare = None
     try:
         src.start()
         t_fill = time.monotonic()
@@ -125,11 +159,18 @@ def _migrate(lab: Any, guest: Path, via_proxy: bool, timeout: float, work: Path,
         dst.migrate_incoming(f"tcp:127.0.0.1:{dst_port}", caps)
         netio.wait_listening(dst_port, 20)
         port = dst_port
-        if via_proxy:
+        if path == "migproxy":
             daemon = _Daemon(dst_port, work / f"migproxy-{dst_port}.log")
             port = daemon.port
+        elif path == "bare":
+            port = free_port()
+            bare = popen([sys.executable, "-m", "bench.bare_relay", "--listen",
+                          f"127.0.0.1:{port}", "--target", f"127.0.0.1:{dst_port}"],
+                         stdin=subprocess.DEVNULL)
+            netio.wait_listening(port, 20, alive=lambda: bare.poll() is None)
         t0 = time.monotonic()
-        src.migrate(f"tcp:127.0.0.1:{port}", caps, {"max-bandwidth": MAX_BANDWIDTH})
+        src.migrate(f"tcp:127.0.0.1:{port}", caps,
+                    {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS})
         info = src.wait_migration(timeout)
         wall = time.monotonic() - t0
         if info.get("status") != "completed":
@@ -139,12 +180,14 @@ def _migrate(lab: Any, guest: Path, via_proxy: bool, timeout: float, work: Path,
         if dinfo.get("status") != "completed":
             raise RuntimeError(f"destination did not complete: {dinfo}")
         last_src = max(_passes(src.serial()) or [0])
+        guest_down = _guest_downtime(src, dst)
         _wait(lambda: any(p > last_src for p in _passes(dst.serial())), 20,
               f"the destination guest did not continue after pass {last_src}")
         ram = info.get("ram", {})
         res: dict[str, Any] = {
-            "path": "migproxy" if via_proxy else "direct",
+            "path": path,
             "total_time_ms": info.get("total-time"), "downtime_ms": info.get("downtime"),
+            "guest_downtime_ms": guest_down,
             "setup_time_ms": info.get("setup-time"), "wall_s": wall, "fill_s": fill_s,
             "ram_transferred": ram.get("transferred"), "ram_total": ram.get("total"),
             "ram_normal_pages": ram.get("normal"), "ram_zero_pages": ram.get("duplicate"),
@@ -171,6 +214,8 @@ def _migrate(lab: Any, guest: Path, via_proxy: bool, timeout: float, work: Path,
             q.close()
         if daemon is not None:
             daemon.close()
+        if bare is not None:
+            stop(bare)
 
 
 def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -193,14 +238,17 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
     configs = CONFIGS[:1] if quick else CONFIGS
     log(f"== qemu: {VERSION} -> {VERSION}, -m {MEMORY}, guest dirty.S (300 MiB filled, "
         f"16 MiB dirtied every 10 ms), max-bandwidth {MAX_BANDWIDTH >> 30} GiB/s, "
-        f"capabilities: {', '.join(c for c, _ in configs)}; {repeat} migration(s) per path, "
-        "alternating which goes first" + ("" if quick else ", after one unrecorded warm-up"))
+        f"downtime-limit {DOWNTIME_LIMIT_MS} ms, destination -mem-prealloc, "
+        f"capabilities: {', '.join(c for c, _ in configs)}; {repeat} migration(s) per path "
+        "(direct, bare relay, migproxy), rotating which goes first"
+        + ("" if quick else ", after one unrecorded warm-up"))
     out: dict[str, Any] = {"version": VERSION, "memory": MEMORY,
-                           "max_bandwidth": MAX_BANDWIDTH, "configs": {}}
+                           "max_bandwidth": MAX_BANDWIDTH, "downtime_limit_ms": DOWNTIME_LIMIT_MS,
+                           "configs": {}}
     with tempfile.TemporaryDirectory(prefix="migproxy-bench-qemu-") as d:
         if not quick:
             try:
-                _migrate(lab, guest, False, 180, Path(d), {})
+                _migrate(lab, guest, "direct", 180, Path(d), {})
             except (RuntimeError, TimeoutError, OSError) as e:
                 log(f"  warm-up failed: {e}")
         for name, caps in configs:
@@ -208,39 +256,43 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
     return out
 
 
+PATHS = ["direct", "bare", "migproxy"]  # bare: bench/bare_relay.py (quick mode: without)
 CONFIGS: list[tuple[str, dict[str, bool]]] = [("default", {}),
                                               ("return-path", {"return-path": True})]
 
 
 def _config(lab: Any, guest: Path, caps: dict[str, bool], name: str, repeat: int,
             quick: bool, work: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    runs: dict[str, list[dict[str, Any]]] = {"direct": [], "migproxy": []}
+    order = PATHS[:1] + PATHS[2:] if quick else PATHS
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in order}
     errors: list[str] = []
     for i in range(repeat):
-        for via in ((False, True) if i % 2 == 0 else (True, False)):
-            key = "migproxy" if via else "direct"
+        for key in order[i % len(order):] + order[: i % len(order)]:  # rotate who goes first
             try:
-                r = _migrate(lab, guest, via, 60 if quick else 180, work, caps)
+                r = _migrate(lab, guest, key, 60 if quick else 180, work, caps)
             except (RuntimeError, TimeoutError, OSError) as e:
                 errors.append(f"{key} #{i + 1}: {e}")
                 log(f"  {name:<11} {key:<9} #{i + 1}: FAILED {e}")
                 continue
             runs[key].append(r)
             log(f"  {name:<11} {key:<9} #{i + 1}: total {r['total_time_ms']} ms, downtime "
-                f"{r['downtime_ms']} ms, {r['ram_transferred'] / 1e6:.0f} MB sent, "
+                f"{r['downtime_ms']} ms (guest: {r['guest_downtime_ms']} ms), "
+                f"{r['ram_transferred'] / 1e6:.0f} MB sent, "
                 f"{r['dirty_sync_count']} dirty syncs, {r['mbps']:.0f} Mbit/s")
     out: dict[str, Any] = {"capabilities": caps, "runs": runs, "errors": errors}
     med: dict[str, dict[str, float]] = {}
     for key, rs in runs.items():
         if rs:
             med[key] = {k: statistics.median(float(r[k]) for r in rs)
-                        for k in ("total_time_ms", "downtime_ms", "mbps", "ram_transferred")}
+                        for k in ("total_time_ms", "downtime_ms", "guest_downtime_ms", "mbps",
+                                  "ram_transferred")}
     out["median"] = med
     if "direct" in med and "migproxy" in med:
-        out["ratio"] = {"total_time": med["migproxy"]["total_time_ms"] /
-                        med["direct"]["total_time_ms"],
-                        "downtime": med["migproxy"]["downtime_ms"] /
-                        med["direct"]["downtime_ms"]}
+        out["ratio"] = {k: med["migproxy"][f"{k}_ms"] / med["direct"][f"{k}_ms"]
+                        for k in ("total_time", "downtime", "guest_downtime")}
+    if "bare" in med and "migproxy" in med:
+        out["ratio_vs_bare"] = {k: med["migproxy"][f"{k}_ms"] / med["bare"][f"{k}_ms"]
+                                for k in ("total_time", "downtime", "guest_downtime")}
     return out
 
 
@@ -252,18 +304,27 @@ def print_result(res: dict[str, Any], say: Callable[[str], None]) -> None:
     for name, cfg in res["configs"].items():
         for key, rs in cfg["runs"].items():
             if not rs:
-                rows.append([name, key, "failed", "", "", "", "", ""])
+                rows.append([name, key, "failed", "", "", "", "", "", "", ""])
                 continue
             m = cfg["median"][key]
             rows.append([name, key, str(len(rs)), f"{m['total_time_ms']:.0f}",
                          " ".join(str(r["total_time_ms"]) for r in rs),
                          f"{m['downtime_ms']:.0f}", " ".join(str(r["downtime_ms"]) for r in rs),
+                         f"{m['guest_downtime_ms']:.0f}",
+                         " ".join(f"{r['guest_downtime_ms']:.0f}" for r in rs),
                          f"{m['ram_transferred'] / 1e6:.0f}"])
     say(table(rows, ["capabilities", "path", "runs", "total-time ms (median)", "all",
-                     "downtime ms (median)", "all", "MB sent"]))
+                     "downtime ms (median)", "all", "STOP->RESUME ms (median)", "all",
+                     "MB sent"]))
+    say("total-time, downtime: QEMU's query-migrate on the source; STOP->RESUME: the source's "
+        "STOP event to the destination's RESUME event (QMP timestamps), what the guest sees")
     for name, cfg in res["configs"].items():
         if "ratio" in cfg:
-            say(f"{name}: migproxy / direct: total-time {cfg['ratio']['total_time']:.2f}x, "
-                f"downtime {cfg['ratio']['downtime']:.2f}x")
+            for key, base in (("ratio", "direct"), ("ratio_vs_bare", "bare relay")):
+                if key in cfg:
+                    r = cfg[key]
+                    say(f"{name}: migproxy / {base} (medians): total-time "
+                        f"{r['total_time']:.2f}x, downtime {r['downtime']:.2f}x, "
+                        f"STOP->RESUME {r['guest_downtime']:.2f}x")
         for e in cfg["errors"]:
             say(f"  error ({name}): {e}")

@@ -1,0 +1,58 @@
+"""Keep the benchmark suite runnable: ``python -m bench.run --quick`` on a few MB.
+
+Nothing about speed is asserted (benchmarks are not tests): only that the suite completes
+and writes the JSON it documents. The socat paths are skipped by the suite (and reported
+as skipped) when socat is not installed; the QEMU part runs only when the lab is set up.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import run
+
+
+def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    assert run.main(["--quick", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert {"command", "machine", "throughput", "records", "switchover", "memory", "qemu",
+            "targets", "notes", "section_seconds"} <= res.keys()
+    assert {"nproc", "python", "uvloop", "lscpu"} <= res["machine"].keys()
+
+    tp = res["throughput"]
+    paths = {"direct", "bare", "migproxy_dry_run", "migproxy_none", "migproxy"}
+    socat = {"socat", "socat_1m"}
+    if shutil.which("socat"):
+        assert set(tp["paths"]) == paths | socat
+    else:
+        assert set(tp["paths"]) == paths and set(tp["skipped"]) == socat
+        assert any("socat" in n for n in res["notes"])
+    for p in tp["paths"].values():
+        assert {"mb_s", "relay_cpu_s_per_gb", "all_ok", "runs"} <= p.keys()
+        assert {"median", "p99"} <= p["mb_s"].keys()
+    assert {"vs_direct", "vs_socat", "vs_socat_1m", "vs_bare"} <= tp["ratios"]["migproxy"].keys()
+
+    names = [r["name"] for r in res["records"]["results"]]
+    assert names[:2] == ["zero-page records", "full-page records"]
+
+    sw = res["switchover"]
+    for size in ("30000", "1000000"):
+        assert {"final_feed_ms", "final_plus_join_ms"} <= sw["in_process"]["sizes"][size].keys()
+        tcp = sw["tcp"]["sizes"][size]
+        assert {"burst", "lastbyte"} <= tcp.keys()
+
+    assert {"1 x small", "1 x big", "8 x small", "8 x big",
+            "1 x small, slow destination"} == set(res["memory"]["cases"])
+    for c in res["memory"]["cases"].values():
+        assert {"peak_hwm_kb", "baseline_rss_kb", "growth_kb", "all_ok"} <= c.keys()
+
+    q = res["qemu"]
+    assert "skipped" in q or "default" in q["configs"]
+    assert all({"target", "value", "goal", "met"} <= t.keys() for t in res["targets"])
+    assert "targets" in capsys.readouterr().out
