@@ -297,15 +297,7 @@ class StreamEngine:
             self._not_understood(res, "hold_cap_exceeded", str(e), tail.start_offset, mv,
                                  self.received - len(mv))
             return
-        cands = tail.candidates()
-        if not cands:
-            return
-        # The description JSON holds no NUL byte, so the real EOF (0x00) is the last NUL in the
-        # buffer or sits just before one inside the be32 length: only positions within 6 bytes
-        # of the last NUL can be it. This bounds the JSON parses per feed, whatever the guest
-        # planted in device state.
-        last_nul = tail.buf.rfind(b"\x00")
-        for p in sorted((p for p in cands if p >= last_nul - 5), reverse=True):
+        for p in tail.candidates():
             desc = parse_description(memoryview(tail.buf)[p + 6 :])
             if desc is None:
                 continue  # not a description: keep waiting
@@ -400,7 +392,7 @@ class StreamEngine:
         pieces: list[bytes | memoryview] = []
         mvb = memoryview(buf)
         pos = 0
-        desc = layout.description
+        lengths: dict[int, dict[str, int]] = {}
         for cpu, r in zip(cpus, results, strict=True):
             if not r.changed:
                 continue
@@ -408,9 +400,9 @@ class StreamEngine:
             pieces.append(cpu.encode_arrays(r.indexes, r.values))
             pos = cpu.arrays_end
             n = len(r.indexes)
-            desc = with_array_lengths(desc, cpu.section.device_index, {F_IDX: n, F_VAL: n})
+            lengths[cpu.section.device_index] = {F_IDX: n, F_VAL: n}
         pieces.append(mvb[pos : layout.eof_offset])
-        body = encode_description(desc)
+        body = encode_description(with_array_lengths(layout.description, lengths))
         pieces.append(bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION)))
         pieces.append(wire.BE32.pack(len(body)))
         pieces.append(body)

@@ -49,23 +49,57 @@ _LOW_NIBBLE_SET = bytes(0 if b & 0x0F == 0 else 1 for b in range(256))
 
 
 def _zero_run(buf: Any, pos: int, end: int) -> int:
-    """How many complete ZERO|CONTINUE records (4 KiB pages) start at ``pos``."""
+    """How many complete ZERO|CONTINUE records (4 KiB pages) start at ``pos``.
+
+    The window starts small (runs in mixed RAM are short) and grows while the run goes on.
+    Each window is copied once, contiguously, and then sliced with a stride of 9 (slicing a
+    memoryview with a step would copy byte by byte).
+    """
     total = 0
+    window = 8
     while True:
-        avail = min((end - pos) // 9, _RUN_WINDOW)
+        avail = min((end - pos) // 9, window)
         if avail < 2:
             return total
-        lows = bytes(buf[pos + 7 : pos + 9 * avail : 9])
-        k = avail - len(lows.lstrip(b"\x22"))
+        chunk = bytes(buf[pos : pos + 9 * avail])
+        k = avail - len(chunk[7::9].lstrip(b"\x22"))
         if k:
-            highs = bytes(buf[pos + 6 : pos + 9 * k : 9]).translate(_LOW_NIBBLE_SET)
-            bad = highs.find(1)
+            bad = chunk[6 : 9 * k : 9].translate(_LOW_NIBBLE_SET).find(1)
             if bad >= 0:
                 k = bad
         total += k
         pos += 9 * k
         if k < avail:
             return total
+        window = min(window * 4, _RUN_WINDOW)
+
+
+_PAGE_REC = 8 + 4096  # a PAGE|CONTINUE record with its 4 KiB page
+
+
+def _page_run(buf: Any, pos: int, end: int) -> int:
+    """How many complete PAGE|CONTINUE records (4 KiB pages) start at ``pos``.
+
+    Gathers one byte per record (the low byte of each record word, then the nibble above it)
+    with a strided slice; the page data itself is never copied.
+    """
+    total = 0
+    window = 4
+    while True:
+        avail = min((end - pos) // _PAGE_REC, window)
+        if avail < 1:
+            return total
+        k = avail - len(bytes(buf[pos + 7 : pos + _PAGE_REC * avail : _PAGE_REC]).lstrip(b"\x28"))
+        if k:
+            highs = bytes(buf[pos + 6 : pos + _PAGE_REC * k : _PAGE_REC])
+            bad = highs.translate(_LOW_NIBBLE_SET).find(1)
+            if bad >= 0:
+                k = bad
+        total += k
+        pos += _PAGE_REC * k
+        if k < avail:
+            return total
+        window = min(window * 4, 256)
 
 
 @dataclass
@@ -517,6 +551,14 @@ class StreamFramer:
                         self.state = ST_SKIP
                         return end
                     pos += ps
+                    if ps == 4096:
+                        k = _page_run(buf, pos, end)
+                        if k:
+                            last = unpack(buf, pos + _PAGE_REC * (k - 1))[0] ^ _PAGE_CONT
+                            if last + ps > cur_len:
+                                self._check_continue(pos, last, True, cur_len)
+                            pages += k
+                            pos += _PAGE_REC * k
                     continue
                 if flags == _ZERO_CONT:
                     if end - pos < 9:

@@ -3,21 +3,24 @@
 From the first FULL section after the iterable phase, bytes are held (under a cap) until
 the tail can be framed. The tail ends with ``EOF (0x00)``, ``VMDESCRIPTION (0x06)``,
 ``be32 length`` and the JSON. The length sits at the *start* of the description, so the end
-of the stream can only be recognised once all of it has arrived: a position ``p`` is a
-possible EOF when ``held[p:p+2] == 00 06`` and ``p + 6 + length`` equals everything held
-so far. Such a position is only a hypothesis: it is accepted only when the description found
-there frames every held byte before it exactly (:func:`migproxy.vmdesc.frame_tail`). The
-hypotheses are indexed by the total length at which they would complete, so each held byte
-is examined once (O(n) over the whole tail, whatever the split of the input).
+of the stream can only be recognised once all of it has arrived.
+
+Where the EOF can be: the description's JSON holds no NUL byte, so the real EOF byte is the
+last NUL of what is held, or sits at most 5 bytes before it (the be32 length may contain
+NULs). A position ``p`` in that range is a candidate when ``held[p:p+2] == 00 06``, the JSON
+starts with ``{`` and ``p + 6 + length`` equals everything held so far. A candidate is only
+a hypothesis: it is accepted only when the description found there frames every held byte
+before it exactly (:func:`migproxy.vmdesc.frame_tail`). So at most six positions are
+examined per input, whatever the guest planted in device state, and finding them costs a
+backwards search to the last NUL (in practice the length of the JSON received so far).
 """
 
 from __future__ import annotations
 
 from migproxy import wire
 
-_MARK = bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION))
+_EOF_VMDESC = bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION))
 _BRACE = ord("{")
-MAX_PENDING = 65536
 
 
 class HoldCapExceeded(Exception):
@@ -25,15 +28,12 @@ class HoldCapExceeded(Exception):
 
 
 class HeldTail:
-    """A bounded buffer for the tail, with the index of possible EOF positions."""
+    """A bounded buffer for the tail."""
 
     def __init__(self, start_offset: int, cap: int) -> None:
         self.start_offset = start_offset
         self.cap = cap
         self.buf = bytearray()
-        self._scan = 0
-        self._candidates: dict[int, list[int]] = {}
-        self._pending = 0
 
     def __len__(self) -> int:
         return len(self.buf)
@@ -43,30 +43,18 @@ class HeldTail:
             raise HoldCapExceeded(
                 f"the device-state tail exceeds the hold-back cap of {self.cap} bytes")
         self.buf += data
-        self._index()
-
-    def _index(self) -> None:
-        buf = self.buf
-        limit = len(buf) - 7  # a candidate needs its header and the JSON's first byte
-        i = self._scan
-        while i <= limit:
-            p = buf.find(_MARK, i, limit + 2)
-            if p < 0:
-                break
-            total = p + 6 + wire.BE32.unpack_from(buf, p + 2)[0]
-            if buf[p + 6] == _BRACE and len(buf) <= total <= self.cap:
-                self._candidates.setdefault(total, []).append(p)
-                self._pending += 1
-            i = p + 1
-        self._scan = max(self._scan, limit + 1)
-        if self._pending > MAX_PENDING:
-            n = len(buf)
-            self._candidates = {t: ps for t, ps in self._candidates.items() if t >= n}
-            self._pending = sum(len(ps) for ps in self._candidates.values())
-            if self._pending > MAX_PENDING:
-                raise HoldCapExceeded(f"more than {MAX_PENDING} possible description starts "
-                                      "in the tail")
 
     def candidates(self) -> list[int]:
-        """EOF positions whose description would end exactly at the current end."""
-        return self._candidates.get(len(self.buf), [])
+        """Possible EOF positions whose description would end exactly at the current end,
+        newest first."""
+        buf = self.buf
+        n = len(buf)
+        if n < 7 or buf[-1] != ord("}"):
+            return []
+        last_nul = buf.rfind(b"\x00")
+        out = []
+        for p in range(min(last_nul, n - 7), max(last_nul - 6, -1), -1):
+            if buf[p : p + 2] == _EOF_VMDESC and buf[p + 6] == _BRACE and \
+                    p + 6 + wire.BE32.unpack_from(buf, p + 2)[0] == n:
+                out.append(p)
+        return out

@@ -215,31 +215,37 @@ def frame_tail(buf: Any, eof_offset: int, desc: dict[str, Any]) -> TailLayout:
     return TailLayout(items, eof_offset, eof_offset + 1, desc, eof_offset + 6 + n)
 
 
-def with_array_lengths(desc: dict[str, Any], device_index: int,
-                       lengths: dict[str, int]) -> dict[str, Any]:
-    """Return a copy of ``desc`` whose named fields of one device describe new element counts.
+def with_array_lengths(desc: dict[str, Any],
+                       changes: dict[int, dict[str, int]]) -> dict[str, Any]:
+    """A copy of ``desc`` whose named fields describe new element counts.
 
-    A count of 1 drops ``array_len`` (QEMU writes a scalar entry), 0 removes the entry.
+    ``changes`` maps a device index to ``{field name: count}``. A count of 1 drops
+    ``array_len`` (QEMU writes a scalar entry), 0 removes the entry. Only the changed
+    devices are copied.
     """
-    out = copy.deepcopy(desc)
-    dev = out["devices"][device_index]
-    fields_out: list[dict[str, Any]] = []
-    for f in dev.get("fields", []):
-        name = f.get("name")
-        if name in lengths:
-            n = lengths[name]
-            if n == 0:
-                continue
-            if n == 1:
-                f.pop("array_len", None)
-            else:
-                # keep QEMU's key order: name, array_len, type, size
-                items = [(k, v) for k, v in f.items() if k != "array_len"]
-                f.clear()
-                for k, v in items:
-                    f[k] = v
-                    if k == "name":
-                        f["array_len"] = n
-        fields_out.append(f)
-    dev["fields"] = fields_out
+    out = dict(desc)
+    devices = list(desc["devices"])
+    for device_index, lengths in changes.items():
+        dev = copy.deepcopy(devices[device_index])
+        fields_out: list[dict[str, Any]] = []
+        for f in dev.get("fields", []):
+            name = f.get("name")
+            if name in lengths:
+                n = lengths[name]
+                if n == 0:
+                    continue
+                if n == 1:
+                    f.pop("array_len", None)
+                else:
+                    # keep QEMU's key order: name, array_len, type, size
+                    items = [(k, v) for k, v in f.items() if k != "array_len"]
+                    f.clear()
+                    for k, v in items:
+                        f[k] = v
+                        if k == "name":
+                            f["array_len"] = n
+            fields_out.append(f)
+        dev["fields"] = fields_out
+        devices[device_index] = dev
+    out["devices"] = devices
     return out

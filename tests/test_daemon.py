@@ -281,6 +281,9 @@ async def test_slow_destination_keeps_memory_bounded() -> None:
         await asyncio.wait_for(c.eof.wait(), 60)
         watcher.cancel()
         assert len(c.data) == len(big) - 16  # one cpu, BOGUS_DBGDTRTX dropped
+        # Byte for byte: receive buffers still referenced by queued writes are not reused.
+        expected = run_engine([big], EngineConfig(profile=default_profile()))[0]
+        assert bytes(c.data) == expected
         # Queued towards the destination: at most the high-water mark plus one read.
         assert 0 < peak <= 256 * 1024 + (1 << 20)
     finally:

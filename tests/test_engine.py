@@ -390,3 +390,21 @@ def test_planted_description_starts_cost_a_bounded_number_of_parses(monkeypatch)
     assert eng.mode == Mode.DONE
     assert any(isinstance(e, CpuRewritten) for e in events)
     assert len(calls) <= 6
+
+
+@pytest.mark.parametrize("bad_word_low", [0x0328, 0x0128, 0x0029])
+@pytest.mark.parametrize("index", [0, 1, 3, 4, 5, 20, 21, 100, 299])
+def test_bad_record_inside_a_full_page_run_is_found_at_its_offset(index: int,
+                                                                   bad_word_low: int) -> None:
+    data = build(SynthSpec(zero_pages=0, full_pages=301, part_sections=1))
+    first = data.index(b"\x0dmach-virt.ram", 100) + 14 + 4096  # after the named record
+    at = first + (8 + 4096) * index
+    assert data[at + 7] == 0x28
+    bad = bytearray(data)
+    bad[at + 6 : at + 8] = (bytes(bad[at + 6 : at + 8])[0] & 0xF0 | bad_word_low >> 8,
+                            bad_word_low & 0xFF)
+    out, events, _ = run_engine(split_at(bytes(bad), [first + 4104 * 50 + 3000]), _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert stop.offset == at
+    assert out == bad
