@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from migproxy.metrics import Metrics
 
 READ_SIZE = 1 << 20
-_POOL_SIZE = 4  # spare receive buffers kept per side
 CLASSIFY_BYTES = 4
 _ids = itertools.count(1)
 
@@ -59,8 +58,6 @@ class _Side(asyncio.BufferedProtocol):
         self.transport: Any = None  # asyncio or uvloop transport
         self._buf = bytearray(READ_SIZE)
         self._mv = memoryview(self._buf)
-        self._in_flight: list[bytearray] = []
-        self._pool: list[bytearray] = []
         self.eof = False
         self.closed = False
         self._pause_reasons: set[str] = set()
@@ -80,17 +77,9 @@ class _Side(asyncio.BufferedProtocol):
 
     def fresh_buffer(self) -> None:
         """The peer transport still queues data that may point into the current buffer:
-        read into another one (a recycled one if possible)."""
-        self._in_flight.append(self._buf)
-        self._buf = self._pool.pop() if self._pool else bytearray(READ_SIZE)
+        read into a new one. The old one lives as long as the transport needs it."""
+        self._buf = bytearray(READ_SIZE)
         self._mv = memoryview(self._buf)
-
-    def recycle(self) -> None:
-        """The peer transport's queue is empty: buffers written earlier are free again."""
-        if self._in_flight:
-            room = _POOL_SIZE - len(self._pool)
-            self._pool.extend(self._in_flight[:room])
-            self._in_flight.clear()
 
     # protocol callbacks -----------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -271,8 +260,6 @@ class Pair:
         if t.get_write_buffer_size():
             # The transport may hold references into the reading side's buffer.
             self.peer(to).fresh_buffer()
-        else:
-            self.peer(to).recycle()
 
     def _classify(self, head: bytes) -> None:
         if head == wire.MAGIC_BYTES:

@@ -34,8 +34,9 @@ if [ "$(id -u)" = 0 ]; then
     echo "== setting up the QEMU lab"
     bash scripts/lab-setup.sh
     export MIGPROXY_REQUIRE_LAB=${MIGPROXY_REQUIRE_LAB:-1}
-    echo "== tools for the deployment checks (systemd-analyze, promtool)"
+    echo "== tools for the deployment checks and the benchmark smoke run"
     command -v systemd-analyze >/dev/null || apt-get install -y -q systemd >/dev/null
+    command -v socat >/dev/null || apt-get install -y -q socat >/dev/null
     TOOLS=${MIGPROXY_TOOLS_DIR:-/var/cache/migproxy-lab/tools}
     if ! command -v promtool >/dev/null && [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
         # Only the promtool binary: unpack the package instead of installing it, so no
