@@ -626,3 +626,51 @@ async def test_target_connections_are_opened_in_accept_order(target: Target) -> 
         assert bytes(second.data) == multifd
     finally:
         await _stop(d, target)
+
+
+async def test_memory_does_not_grow_with_the_stream_under_backpressure() -> None:
+    """200 MB to a destination that reads slowly: the daemon's allocations stay bounded
+    (what it queues towards the destination, plus a few receive buffers)."""
+    import hashlib
+    import tracemalloc
+
+    from migproxy.synthetic import generate
+
+    received = 0
+    digest = hashlib.sha256()
+    done = asyncio.Event()
+
+    async def slow_sink(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal received
+        while True:
+            await asyncio.sleep(0.001)
+            b = await r.read(65536)
+            if not b:
+                break
+            received += len(b)
+            digest.update(b)
+        done.set()
+        w.close()
+
+    server = await asyncio.start_server(slow_sink, "127.0.0.1", 0)
+    spec = SynthSpec(ram_bytes=1 << 30, full_pages=48_000, zero_pages=4000, part_sections=8)
+    d = await _daemon(server.sockets[0].getsockname()[1], high_water=1 << 20)
+    tracemalloc.start()
+    try:
+        _, w = await asyncio.open_connection("127.0.0.1", _port(d))
+        total = 0
+        for chunk in generate(spec):
+            w.write(chunk)
+            total += len(chunk)
+            await w.drain()
+        w.write_eof()
+        await asyncio.wait_for(done.wait(), 120)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        server.close()
+        await _stop(d)
+    assert total > 190_000_000
+    assert received == total - 16  # BOGUS_DBGDTRTX dropped from the one cpu
+    assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB"
+    print(f"peak traced memory {peak / 2**20:.1f} MiB for {total / 1e6:.0f} MB")
