@@ -110,3 +110,13 @@ def test_load_profile_from_file_and_errors(tmp_path) -> None:
         load_profile("nonexistent-profile")
     with pytest.raises(ProfileError, match="must be a table"):
         profile_from_dict({"rule": [1]}, "x")
+
+
+def test_shipped_profiles_load() -> None:
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).parent.parent / "config" / "profiles").glob("*.toml"))
+    assert len(shipped) >= 2
+    for f in shipped:
+        p = load_profile(str(f))
+        assert p.name == f.stem and p.rules

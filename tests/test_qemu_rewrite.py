@@ -157,3 +157,20 @@ def test_multi_iteration_stream_with_bandwidth_limit(lab: Lab, scratch: Path, ca
     _rewrite(src, out)
     r = lab.load_stream("10.0.13", out, "virt-10.0", "cortex-a57", 1, expect_after=last)
     assert r.ok, r.error
+
+
+@pytest.mark.parametrize(("name", "src", "dst", "machine", "smp"), [
+    ("qemu-10.0.2-to-11.1.3-cortex-a57", "10.0.2", "11.1", "virt-10.0", 1),
+    ("qemu-10.0.2-to-11.1.3-cortex-a57", "10.0.2", "11.1", "virt-10.0", 2),
+    ("qemu-7.2-to-10.0.13-cortex-a57", "7.2", "10.0.13", "virt-7.2", 1),
+])
+def test_shipped_profiles_work_on_fresh_streams(lab: Lab, scratch: Path, name: str, src: str,
+                                                dst: str, machine: str, smp: int) -> None:
+    profile = Path(__file__).parent.parent / "config" / "profiles" / f"{name}.toml"
+    live = scratch / "live.mig"
+    last = lab.save_stream(src, live, machine=machine, cpu="cortex-a57", smp=smp)
+    out = scratch / "rewritten.mig"
+    _rewrite(live, out, "--profile", str(profile))
+    r = lab.load_stream(dst, out, machine, "cortex-a57", smp, expect_after=last)
+    assert r.ok, r.error
+    assert r.first_tick == last + 1
