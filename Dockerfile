@@ -10,8 +10,9 @@
 #
 # Configuration: mount a directory with migproxy.toml (and any profile files it names) at
 # /etc/migproxy; see config/migproxy.example.toml (also in the image under
-# /usr/local/share/doc/migproxy/). No configuration is baked in: without one the daemon
-# exits with code 2 and says so.
+# /usr/local/share/doc/migproxy/). The tested profiles of config/profiles/ are in
+# /usr/local/share/migproxy/profiles/ (profile = "/usr/local/share/migproxy/profiles/NAME.toml").
+# No configuration is baked in: without one the daemon exits with code 2 and says so.
 #
 # Metrics: the daemon serves them on 127.0.0.1:9464 by default, which is unreachable from
 # outside the container. To publish them (-p 9464:9464, a Prometheus scrape), bind them to
@@ -70,6 +71,7 @@ RUN groupadd --system --gid 10001 migproxy \
     && mkdir -p /etc/migproxy/profiles /usr/local/share/doc/migproxy
 
 COPY config/migproxy.example.toml /usr/local/share/doc/migproxy/migproxy.example.toml
+COPY config/profiles/ /usr/local/share/migproxy/profiles/
 
 # Numeric, so that runtimes enforcing runAsNonRoot can check it without /etc/passwd.
 USER 10001:10001
