@@ -44,7 +44,7 @@ from migproxy.events import (
     StreamComplete,
     TailReleased,
 )
-from migproxy.framer import ST_DONE, ST_HOLD, RamStats, StreamFramer
+from migproxy.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, RamStats, StreamFramer
 from migproxy.profile import Profile
 from migproxy.tail import HeldTail, HoldCapExceeded
 from migproxy.vmdesc import (
@@ -156,8 +156,8 @@ class StreamEngine:
                 err = TruncatedError(self.forwarded_in,
                                      f"{max(self._need, fr.need)} bytes of an item",
                                      f"the end of the stream after {len(self._carry)}")
-            elif fr.state == ST_DONE:
-                return res
+            elif fr.state in (ST_DONE, ST_AFTER_EOF):
+                return res  # complete (EOF without device state needs no description)
             else:
                 err = TruncatedError(at, "more records (the stream ended before EOF)",
                                      "the end of the stream")

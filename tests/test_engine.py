@@ -408,3 +408,12 @@ def test_bad_record_inside_a_full_page_run_is_found_at_its_offset(index: int,
     assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
     assert stop.offset == at
     assert out == bad
+
+
+def test_eof_without_device_state_or_description_is_complete() -> None:
+    data = build(SynthSpec(zero_pages=10, full_pages=1))
+    end_at = data.index(b"\x03\x00\x00\x00\x01") + 5 + 8 + 5  # after the RAM END section
+    stream = data[:end_at] + b"\x00"
+    out, events, _ = run_engine([stream], _cfg())
+    assert out == stream and _stop(events) is None
+    assert any(isinstance(e, ItemFramed) and e.kind == "eof" for e in events)
