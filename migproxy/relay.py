@@ -39,6 +39,7 @@ from migproxy.events import (
     TailReleased,
 )
 from migproxy.registers import describe, format_id
+from migproxy.returnpath import ReturnPathReader
 
 if TYPE_CHECKING:
     from migproxy.config import Route
@@ -122,6 +123,7 @@ class Pair:
         self.dst = _Side(self, "destination")
         self.channel: str | None = None  # main | multifd | other, once classified
         self.engine: StreamEngine | None = None
+        self.return_path: ReturnPathReader | None = None  # main channels only
         self._prefix = bytearray()
         self._pending_src: list[bytes | bytearray | memoryview] = []
         self._src_eof_pending = False
@@ -211,6 +213,13 @@ class Pair:
         self._last_activity = time.monotonic()
         if side is self.dst:
             self._send(self.src, [data], "to_source")
+            rp = self.return_path
+            if rp is not None and rp.stopped is None:
+                before = rp.shut_status
+                rp.feed(data)
+                if rp.shut_status is not None and before is None:
+                    log = self.log.info if rp.shut_status == 0 else self.log.warning
+                    log("destination_shut", status=rp.shut_status)
             return
         if self.dst.transport is None:
             self._pending_src.append(bytes(data))
@@ -269,6 +278,7 @@ class Pair:
                 profile=self.route.profile, policy=st.policy, dry_run=st.dry_run,
                 hold_cap=st.hold_cap))
             self.metrics.migrations_active.inc()
+            self.return_path = ReturnPathReader()
         elif head == wire.MULTIFD_MAGIC_BYTES:
             self.channel = "multifd"
         else:
@@ -424,6 +434,10 @@ class Pair:
                 return "incomplete"
             return "passthrough"
         if mode == Mode.DONE:
+            # With the return path, the destination says how its load ended (SHUT status).
+            rp = self.return_path
+            if rp is not None and rp.shut_status not in (None, 0):
+                return "destination_failed"
             return "completed"
         return "failed"
 

@@ -674,3 +674,27 @@ async def test_memory_does_not_grow_with_the_stream_under_backpressure() -> None
     assert received == total - 16  # BOGUS_DBGDTRTX dropped from the one cpu
     assert peak < 16 << 20, f"peak {peak / 2**20:.1f} MiB"
     print(f"peak traced memory {peak / 2**20:.1f} MiB for {total / 1e6:.0f} MB")
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(0, "completed"), (1, "destination_failed")])
+async def test_the_destinations_verdict_on_the_return_path_sets_the_outcome(
+        target: Target, status: int, outcome: str) -> None:
+    d = await _daemon(await target.start())
+    try:
+        r, w = await _send_all(_port(d), STREAM, close=False)
+        c = await target.conn()
+        # PONG 1 (answering PING 1), then SHUT with the load's status, as QEMU sends them.
+        rp = struct.pack(">HHI", 2, 4, 1) + struct.pack(">HHI", 1, 4, status)
+        c.writer.write(rp[:5])
+        await c.writer.drain()
+        await asyncio.sleep(0.01)
+        c.writer.write(rp[5:])
+        await c.writer.drain()
+        assert await asyncio.wait_for(r.readexactly(len(rp)), 10) == rp
+        w.write_eof()
+        await asyncio.wait_for(c.eof.wait(), 10)
+        c.writer.close()
+        await _wait_pairs_closed(d)
+        assert _sample(d, "migproxy_migrations_total", outcome=outcome) == 1
+    finally:
+        await _stop(d, target)

@@ -632,3 +632,28 @@ def test_the_demo_runs(lab: Lab) -> None:
     assert r.returncode == 0, out[-6000:]
     assert f'migproxy_cpregs_dropped_total{{register="{DBGDTRTX}"}} 1.0' in r.stdout, out
     assert '"event": "cpu_rewrite"' in r.stdout, out
+
+
+def test_dry_run_with_return_path_reports_the_destinations_failure(
+        lab: Lab, own_proxy: Callable[..., Proxy]) -> None:
+    """With return-path the destination's SHUT status reaches the daemon: a refused stream
+    is counted as destination_failed, not completed; the source notices and keeps running."""
+    p = own_proxy("--dry-run")
+    delta = Delta.start(p)
+    caps = {"return-path": True}
+    with (
+        lab.destination("10.0.13", p.target_uri, capabilities=caps, machine="virt-10.0") as dst,
+        lab.source("10.0.2", machine="virt-10.0") as src,
+    ):
+        src.migrate(p.uri, capabilities=caps)
+        info = src.wait_migration(60)
+        assert info.get("status") == "failed", info
+        dinfo = dst.wait_incoming(30)
+        assert dinfo.get("status") != "completed"
+        n = src.last_counter()
+        assert n is not None and src.status() == "running"
+        assert_counting(src, n)
+    delta.wait("migproxy_migrations_total", 1, outcome="destination_failed")
+    assert delta("migproxy_migrations_total", outcome="completed") == 0
+    shut = delta.events("destination_shut")
+    assert len(shut) == 1 and shut[0]["status"] != 0, shut
