@@ -336,9 +336,7 @@ class Qemu:
         parameters: Mapping[str, Any] | None = None,
     ) -> None:
         """Set capabilities/parameters, then start an outgoing migration to ``uri``."""
-        self.set_capabilities(capabilities or {})
-        self.set_parameters(parameters or {})
-        self.execute("migrate", {"uri": uri})
+        self._configured("migrate", uri, capabilities, parameters)
 
     def migrate_incoming(
         self,
@@ -347,9 +345,13 @@ class Qemu:
         parameters: Mapping[str, Any] | None = None,
     ) -> None:
         """For ``-incoming defer``: set capabilities/parameters, then listen on ``uri``."""
+        self._configured("migrate-incoming", uri, capabilities, parameters)
+
+    def _configured(self, command: str, uri: str, capabilities: Mapping[str, bool] | None,
+                    parameters: Mapping[str, Any] | None) -> None:
         self.set_capabilities(capabilities or {})
         self.set_parameters(parameters or {})
-        self.execute("migrate-incoming", {"uri": uri})
+        self.execute(command, {"uri": uri})
 
     def query_migrate(self) -> dict[str, Any]:
         result: dict[str, Any] = self.execute("query-migrate")
