@@ -1,7 +1,7 @@
 """A minimal TCP relay on migproxy's I/O fast path, without the engine (the baseline).
 
 uvloop, ``BufferedProtocol`` with a 1 MiB receive buffer (reused only while the peer
-transport has nothing queued, as in ``migproxy.relay``), write-buffer high water 4 MiB with
+transport has nothing queued, as in ``migproxy.daemon.relay``), write-buffer high water 4 MiB with
 ``pause_reading``/``resume_reading`` back-pressure, half-close passed on.
 
     python -m bench.bare_relay --listen 127.0.0.1:PORT --target 127.0.0.1:PORT

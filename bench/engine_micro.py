@@ -15,9 +15,9 @@ import platform
 import sys
 import time
 
-from migproxy.engine import EngineConfig, Mode, StreamEngine
-from migproxy.profile import default_profile
-from migproxy.synthetic import SynthSpec, build
+from migproxy.arm.profile import default_profile
+from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
+from testkit.synthetic import SynthSpec, build
 
 CHUNK = 1 << 20
 

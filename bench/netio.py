@@ -111,7 +111,7 @@ class Sink:
         mv = memoryview(buf)
         eng: Any = None
         if exp.get("engine_check"):
-            from migproxy.engine import EngineConfig, StreamEngine
+            from migproxy.stream.engine import EngineConfig, StreamEngine
 
             eng = StreamEngine(EngineConfig(profile=None))
         t_first = t_last = 0.0

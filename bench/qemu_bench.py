@@ -137,7 +137,7 @@ class _Daemon:
 
 def _migrate(lab: Any, guest: Path, path: str, timeout: float, work: Path,
              caps: dict[str, bool]) -> dict[str, Any]:
-    from tests.lab import Qemu
+    from migproxy.lab import Qemu
 
     v = lab.version(VERSION)
     dst_port = free_port()
@@ -222,7 +222,7 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     try:
-        from tests.lab import get_lab
+        from migproxy.lab import get_lab
     except ImportError as e:  # pragma: no cover - the harness is part of the repository
         return {"skipped": f"the lab harness cannot be imported: {e}"}
     lab = get_lab()

@@ -61,9 +61,9 @@ from bench.procs import (
 )
 from bench.report import GiB, KiB, MiB, fmt_size, parse_size, summary, table
 from bench.streams import Plan, Shape, engine_config
-from migproxy.engine import Mode, StreamEngine
-from migproxy.events import TailReleased
-from migproxy.synthetic import SynthSpec
+from migproxy.stream.engine import Mode, StreamEngine
+from migproxy.stream.events import TailReleased
+from testkit.synthetic import SynthSpec
 
 SECTIONS = ("throughput", "records", "switchover", "memory", "qemu")
 

@@ -25,10 +25,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from migproxy.engine import EngineConfig, Mode, StreamEngine
-from migproxy.events import HoldStarted, ItemFramed
-from migproxy.profile import default_profile
-from migproxy.synthetic import SynthSpec, build
+from migproxy.arm.profile import default_profile
+from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
+from migproxy.stream.events import HoldStarted, ItemFramed
+from testkit.synthetic import SynthSpec, build
 
 PAGE = 4096
 

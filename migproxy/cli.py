@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from migproxy import __version__
-from migproxy.errors import MigproxyError, ProfileError
-from migproxy.events import CpuRewritten
-from migproxy.registers import describe
+from migproxy.arm.registers import describe
+from migproxy.stream.errors import MigproxyError, ProfileError
+from migproxy.stream.events import CpuRewritten
 
 EXIT_OK = 0
 EXIT_STREAM = 1
@@ -28,7 +28,7 @@ def _err(msg: str) -> None:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from migproxy.inspect_stream import format_report, inspect_file
+    from migproxy.tools.inspect import format_report, inspect_file
 
     rep = inspect_file(args.file)
     if args.json:
@@ -44,8 +44,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_rewrite(args: argparse.Namespace) -> int:
-    from migproxy.offline import rewrite_file
-    from migproxy.profile import load_profile
+    from migproxy.arm.profile import load_profile
+    from migproxy.tools.offline import rewrite_file
 
     profile = load_profile(args.profile)
     if Path(args.output).resolve() == Path(args.input).resolve():
@@ -71,7 +71,7 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
 
 
 def _cmd_cpregs_diff(args: argparse.Namespace) -> int:
-    from migproxy.cpregs_diff import diff_streams, format_diff, profile_from_diff
+    from migproxy.tools.cpregs_diff import diff_streams, format_diff, profile_from_diff
 
     diff = diff_streams(args.source, args.dest)
     out_is_stdout = args.emit_profile == "-"
@@ -94,7 +94,7 @@ def _cmd_cpregs_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
-    from migproxy.profile import builtin_profiles, load_profile
+    from migproxy.arm.profile import builtin_profiles, load_profile
 
     if args.check:
         prof = load_profile(args.check)
@@ -109,9 +109,9 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
 
 
 def _cmd_daemon(args: argparse.Namespace) -> int:
-    from migproxy.config import ConfigError, load_config
-    from migproxy.daemon import run_daemon
-    from migproxy.logs import configure_logging
+    from migproxy.daemon.config import ConfigError, load_config
+    from migproxy.daemon.logs import configure_logging
+    from migproxy.daemon.server import run_daemon
 
     try:
         config = load_config(args.config, args)

@@ -31,7 +31,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.lab import Lab, Qemu, free_port, wait_port  # noqa: E402
+from migproxy.lab import Lab, Qemu, free_port, wait_port  # noqa: E402
 
 SOURCE = "10.0.2"
 DEST = "10.0.13"

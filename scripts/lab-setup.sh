@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # lab-setup.sh - set up the migproxy "QEMU lab": four real QEMU versions and a
 # bare-metal AArch64 witness guest, described in $LAB_DIR/lab.json for the
-# Python harness (tests/lab).
+# Python harness (migproxy/lab).
 #
 #   7.2.x    bookworm main            apt-get download + dpkg -x  -> $LAB_DIR/qemu-7.2
 #   10.0.2   bookworm-backports       installed natively on the host

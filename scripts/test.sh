@@ -52,7 +52,7 @@ else
 fi
 
 echo "== ruff"
-"$PYTHON" -m ruff check migproxy tests bench scripts
+"$PYTHON" -m ruff check migproxy testkit tests bench scripts
 
 echo "== pytest"
 exec "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

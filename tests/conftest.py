@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from migproxy.engine import EngineConfig, FeedResult, StreamEngine
-from migproxy.events import Event
-from migproxy.synthetic import SynthSpec, build
+from migproxy.stream.engine import EngineConfig, FeedResult, StreamEngine
+from migproxy.stream.events import Event
+from testkit.synthetic import SynthSpec, build
 
 DATA = Path(__file__).parent / "data"
 

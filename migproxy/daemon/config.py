@@ -1,0 +1,260 @@
+"""Daemon configuration: a TOML file, overridden by command-line flags.
+
+Everything is validated when the daemon starts (:class:`ConfigError`, exit code 2), never at
+the first migration: addresses parse, profiles load, numbers are in range.
+
+::
+
+    [daemon]
+    metrics = "127.0.0.1:9464"     # "" disables the metrics endpoint
+    log_format = "auto"            # auto (JSON unless on a terminal) | json | console
+    log_level = "info"             # debug | info | warning | error
+    drain_timeout = 300            # seconds in-flight migrations may take after SIGTERM
+
+    [defaults]                     # for every route, unless the route says otherwise
+    profile = "default"            # built-in name or file path
+    policy = "passthrough"         # passthrough | abort
+    dry_run = false
+    hold_cap = 67108864            # bytes of device state held back at most
+    connect_timeout = 10           # seconds to connect to the target
+    idle_timeout = 3600            # seconds without a byte either way; 0 = never
+    high_water = 4194304           # bytes buffered towards a peer before reading pauses
+
+    [[route]]
+    listen = ":4444"               # [HOST]:PORT, [IPv6]:PORT
+    target = "dst.example:4444"
+    profile = "/etc/migproxy/profiles/10.0-to-11.1.toml"   # any [defaults] key may be set
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from migproxy.arm.profile import Profile, load_profile
+from migproxy.stream.engine import DEFAULT_HOLD_CAP, Policy
+from migproxy.stream.errors import MigproxyError, ProfileError
+
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_METRICS = "127.0.0.1:9464"
+
+
+class ConfigError(MigproxyError):
+    """The configuration is invalid; the daemon must not start."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str  # "" = all interfaces
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, *, what: str, need_host: bool = False,
+                  allow_zero: bool = False) -> Address:
+    """``HOST:PORT``, ``:PORT``, ``[IPv6]:PORT`` (port 0: any free port, if allowed)."""
+    t = text.strip()
+    if t.startswith("["):
+        end = t.find("]")
+        if end < 0 or t[end + 1 : end + 2] != ":":
+            raise ConfigError(f"{what}: {text!r} is not [IPV6]:PORT")
+        host, port_s = t[1:end], t[end + 2 :]
+    else:
+        host, sep, port_s = t.rpartition(":")
+        if not sep:
+            raise ConfigError(f"{what}: {text!r} has no port (use HOST:PORT or :PORT)")
+        if ":" in host:
+            raise ConfigError(f"{what}: write IPv6 addresses in brackets: [{host}]:{port_s}")
+    try:
+        port = int(port_s)
+    except ValueError:
+        raise ConfigError(f"{what}: port {port_s!r} is not a number") from None
+    if not (0 if allow_zero else 1) <= port < 65536:
+        raise ConfigError(f"{what}: port {port} is out of range 1-65535")
+    if need_host and not host:
+        raise ConfigError(f"{what}: {text!r} needs a host")
+    return Address(host, port)
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    profile: str = "default"
+    policy: Policy = Policy.PASSTHROUGH
+    dry_run: bool = False
+    hold_cap: int = DEFAULT_HOLD_CAP
+    connect_timeout: float = 10.0
+    idle_timeout: float = 3600.0
+    high_water: int = 4 << 20
+
+
+@dataclass(frozen=True)
+class Route:
+    listen: Address
+    target: Address
+    settings: RouteSettings
+    profile: Profile | None  # loaded; None only if profile = "none"
+
+
+@dataclass
+class Config:
+    routes: list[Route]
+    metrics: Address | None = None
+    log_format: str = "auto"
+    log_level: str = "info"
+    drain_timeout: float = 300.0
+    source: str = "<command line>"
+    defaults: RouteSettings = field(default_factory=RouteSettings)
+
+
+_SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "connect_timeout", "idle_timeout",
+                 "high_water"}
+
+
+def _number(v: Any, key: str, where: str, *, minimum: float, integer: bool = False,
+            maximum: float | None = None) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{where}: {key} must be a number, not {v!r}")
+    if integer and not isinstance(v, int):
+        raise ConfigError(f"{where}: {key} must be a whole number, not {v!r}")
+    if v < minimum or (maximum is not None and v > maximum):
+        rng = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise ConfigError(f"{where}: {key} must be {rng}, not {v!r}")
+    return v
+
+
+def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSettings:
+    changes: dict[str, Any] = {}
+    for key, v in table.items():
+        if key == "profile":
+            if not isinstance(v, str) or not v:
+                raise ConfigError(f"{where}: profile must be a name or a path")
+            changes[key] = v
+        elif key == "policy":
+            if v not in tuple(Policy):
+                raise ConfigError(f"{where}: policy must be passthrough or abort, not {v!r}")
+            changes[key] = Policy(v)
+        elif key == "dry_run":
+            if not isinstance(v, bool):
+                raise ConfigError(f"{where}: dry_run must be true or false")
+            changes[key] = v
+        elif key == "hold_cap":
+            changes[key] = int(_number(v, key, where, minimum=4096, integer=True))
+        elif key == "high_water":
+            changes[key] = int(_number(v, key, where, minimum=65536, integer=True))
+        elif key == "connect_timeout":
+            changes[key] = float(_number(v, key, where, minimum=0.1, maximum=3600))
+        elif key == "idle_timeout":
+            changes[key] = float(_number(v, key, where, minimum=0))
+        else:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {sorted(_SETTING_KEYS)})")
+    return replace(base, **changes)
+
+
+def _load_profile(spec: str, where: str, cache: dict[str, Profile | None]) -> Profile | None:
+    if spec == "none":
+        return None
+    if spec not in cache:
+        try:
+            cache[spec] = load_profile(spec)
+        except ProfileError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return cache[spec]
+
+
+def load_config(path: str | None, args: argparse.Namespace) -> Config:
+    """Build the configuration from an optional TOML file and the command-line flags."""
+    data: dict[str, Any] = {}
+    source = "<command line>"
+    if path:
+        source = path
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    extra = set(data) - {"daemon", "defaults", "route"}
+    if extra:
+        raise ConfigError(f"{source}: unknown sections {sorted(extra)} "
+                          "(known: daemon, defaults, route)")
+    daemon = data.get("daemon", {})
+    if not isinstance(daemon, dict):
+        raise ConfigError(f"{source}: [daemon] must be a table")
+    extra = set(daemon) - {"metrics", "log_format", "log_level", "drain_timeout"}
+    if extra:
+        raise ConfigError(f"{source}: [daemon]: unknown keys {sorted(extra)}")
+
+    metrics_s = daemon.get("metrics", DEFAULT_METRICS)
+    if getattr(args, "metrics", None) is not None:
+        metrics_s = args.metrics
+    if not isinstance(metrics_s, str):
+        raise ConfigError(f"{source}: metrics must be an address string or \"\"")
+    metrics = parse_address(metrics_s, what="metrics", allow_zero=True) if metrics_s else None
+
+    log_format = getattr(args, "log_format", None) or daemon.get("log_format", "auto")
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, "
+                          f"not {log_format!r}")
+    log_level = getattr(args, "log_level", None) or daemon.get("log_level", "info")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+    drain = daemon.get("drain_timeout", 300)
+    if getattr(args, "drain_timeout", None) is not None:
+        drain = args.drain_timeout
+    drain_timeout = float(_number(drain, "drain_timeout", source, minimum=0))
+
+    defaults_t = data.get("defaults", {})
+    if not isinstance(defaults_t, dict):
+        raise ConfigError(f"{source}: [defaults] must be a table")
+    defaults = _settings(RouteSettings(), defaults_t, f"{source}: [defaults]")
+    # Command-line flags override the file's defaults (and so every route's value).
+    cli: dict[str, Any] = {}
+    for key in _SETTING_KEYS:
+        v = getattr(args, key, None)
+        if v is not None and v is not False:
+            cli[key] = v
+    if getattr(args, "dry_run", False):
+        cli["dry_run"] = True
+    defaults = _settings(defaults, cli, "command line")
+
+    routes_t = data.get("route", [])
+    if not isinstance(routes_t, list):
+        raise ConfigError(f"{source}: route must be an array of tables ([[route]])")
+    listen_a = getattr(args, "listen", None)
+    target_a = getattr(args, "target", None)
+    if (listen_a is None) != (target_a is None):
+        raise ConfigError("--listen and --target go together")
+    if listen_a is not None:
+        routes_t = [{"listen": listen_a, "target": target_a}]
+    if not routes_t:
+        raise ConfigError("no route: give --listen and --target, or [[route]] in --config")
+    cache: dict[str, Profile | None] = {}
+    routes: list[Route] = []
+    seen: set[Address] = set()
+    for i, r in enumerate(routes_t, 1):
+        where = f"{source}: route {i}" if listen_a is None else "command line"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{where}: must be a table")
+        if "listen" not in r or "target" not in r:
+            raise ConfigError(f"{where}: needs listen and target")
+        listen = parse_address(str(r["listen"]), what=f"{where}: listen", allow_zero=True)
+        target = parse_address(str(r["target"]), what=f"{where}: target", need_host=True)
+        if listen in seen and listen.port != 0:
+            raise ConfigError(f"{where}: listen address {listen} is used twice")
+        seen.add(listen)
+        own = {k: v for k, v in r.items() if k not in ("listen", "target")}
+        settings = _settings(defaults, own, where) if listen_a is None else defaults
+        if listen_a is None:
+            # CLI overrides apply to routes from the file too
+            settings = _settings(settings, cli, "command line")
+        routes.append(Route(listen, target, settings,
+                            _load_profile(settings.profile, where, cache)))
+    return Config(routes, metrics, log_format, log_level, drain_timeout, source, defaults)

@@ -1,0 +1,146 @@
+"""The live migration proxy: listeners per route, metrics endpoint, signals, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+import structlog
+
+from migproxy.daemon.config import Config
+from migproxy.daemon.metrics import Metrics
+from migproxy.daemon.relay import Pair, PairRegistry
+from migproxy.daemon.sdnotify import notify
+
+
+class StartError(Exception):
+    """The daemon could not start (an address cannot be bound)."""
+
+
+class Daemon:
+    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.registry = PairRegistry()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.metrics_server: Any = None
+        self._stop = asyncio.Event()
+        self.log: Any = structlog.get_logger("migproxy")
+
+    # -- start ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for route in self.config.routes:
+            def factory(route=route) -> Any:
+                return Pair(route, self.metrics, self.registry).src
+
+            host = route.listen.host or None  # None: every interface, IPv4 and IPv6
+            try:
+                server = await loop.create_server(factory, host, route.listen.port,
+                                                  reuse_address=True, backlog=128)
+            except OSError as e:
+                await self.close_servers()
+                raise StartError(f"cannot listen on {route.listen}: {e.strerror or e}") from e
+            self.servers.append(server)
+            self.log.info("listening", listen=[_fmt(s.getsockname()) for s in server.sockets],
+                          target=str(route.target),
+                          profile=route.profile.name if route.profile else None,
+                          policy=str(route.settings.policy), dry_run=route.settings.dry_run)
+        m = self.config.metrics
+        if m is not None:
+            from prometheus_client import start_http_server
+
+            try:
+                self.metrics_server, _ = start_http_server(
+                    m.port, m.host or "0.0.0.0", registry=self.metrics.registry)
+            except OSError as e:
+                await self.close_servers()
+                raise StartError(f"cannot serve metrics on {m}: {e.strerror or e}") from e
+            self.log.info("metrics", address=f"{_fmt(self.metrics_server.server_address)}",
+                          path="/metrics")
+        notify("READY=1")
+
+    def listen_addresses(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.server_address[1] if self.metrics_server else None
+
+    # -- stop -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def close_servers(self) -> None:
+        for s in self.servers:
+            s.close()
+        for s in self.servers:
+            with contextlib.suppress(Exception):
+                await s.wait_closed()
+        self.servers = []
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for in-flight pairs; abort those left after ``timeout``. Returns how many."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.registry.pairs:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self.registry.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.registry.changed.wait(), left)
+        aborted = 0
+        for pair in list(self.registry.pairs):
+            pair.abort_for_shutdown()
+            aborted += 1
+        return aborted
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, drain, exit 0."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        notify("STOPPING=1")
+        await self.close_servers()  # stop accepting first
+        n = len(self.registry.pairs)
+        self.log.info("stopping", in_flight=n, drain_timeout=self.config.drain_timeout)
+        aborted = await self.drain(self.config.drain_timeout)
+        if aborted:
+            self.log.warning("drain_timeout", aborted=aborted)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+        self.log.info("stopped")
+        return 0
+
+
+def _fmt(addr: Any) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+def run_daemon(config: Config) -> int:
+    """Run the daemon on uvloop (the default asyncio loop if uvloop is missing)."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    daemon = Daemon(config)
+    try:
+        return int(runner(daemon.run()))
+    except StartError as e:
+        structlog.get_logger("migproxy").error("start_failed", error=str(e))
+        return 1

@@ -1,0 +1,60 @@
+"""The held device-state tail.
+
+From the first FULL section after the iterable phase, bytes are held (under a cap) until
+the tail can be framed. The tail ends with ``EOF (0x00)``, ``VMDESCRIPTION (0x06)``,
+``be32 length`` and the JSON. The length sits at the *start* of the description, so the end
+of the stream can only be recognised once all of it has arrived.
+
+Where the EOF can be: the description's JSON holds no NUL byte, so the real EOF byte is the
+last NUL of what is held, or sits at most 5 bytes before it (the be32 length may contain
+NULs). A position ``p`` in that range is a candidate when ``held[p:p+2] == 00 06``, the JSON
+starts with ``{`` and ``p + 6 + length`` equals everything held so far. A candidate is only
+a hypothesis: it is accepted only when the description found there frames every held byte
+before it exactly (:func:`migproxy.vmdesc.frame_tail`). So at most six positions are
+examined per input, whatever the guest planted in device state, and finding them costs a
+backwards search to the last NUL (in practice the length of the JSON received so far).
+"""
+
+from __future__ import annotations
+
+from migproxy.stream import wire
+
+_EOF_VMDESC = bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION))
+_BRACE = ord("{")
+
+
+class HoldCapExceeded(Exception):
+    pass
+
+
+class HeldTail:
+    """A bounded buffer for the tail."""
+
+    def __init__(self, start_offset: int, cap: int) -> None:
+        self.start_offset = start_offset
+        self.cap = cap
+        self.buf = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.buf)
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        if len(self.buf) + len(data) > self.cap:
+            raise HoldCapExceeded(
+                f"the device-state tail exceeds the hold-back cap of {self.cap} bytes")
+        self.buf += data
+
+    def candidates(self) -> list[int]:
+        """Possible EOF positions whose description would end exactly at the current end,
+        newest first."""
+        buf = self.buf
+        n = len(buf)
+        if n < 7 or buf[-1] != ord("}"):
+            return []
+        last_nul = buf.rfind(b"\x00")
+        out = []
+        for p in range(min(last_nul, n - 7), max(last_nul - 6, -1), -1):
+            if buf[p : p + 2] == _EOF_VMDESC and buf[p + 6] == _BRACE and \
+                    p + 6 + wire.BE32.unpack_from(buf, p + 2)[0] == n:
+                out.append(p)
+        return out

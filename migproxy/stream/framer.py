@@ -1,0 +1,699 @@
+"""Incremental framer for the streamed part of the main migration channel.
+
+This covers everything before the device-state tail: the file header, the configuration
+section, commands, and the iterable ``ram`` sections with every page record. All of it is
+forwarded unchanged as soon as it is framed, so the framer only tracks state; it never
+copies page data.
+
+The framer is restartable: ``advance(buf, pos, end)`` consumes whole items only. When an
+item is incomplete it returns the item's start and sets ``need`` to the number of
+contiguous bytes (from that start) it requires; the caller provides them and calls again.
+Payloads whose content does not matter (page data, command payloads) are passed over with
+``skip`` and never have to be contiguous.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from migproxy.stream import wire
+from migproxy.stream.errors import FormatError, Unsupported
+from migproxy.stream.events import Event, ItemFramed
+
+ST_HEADER = 0
+ST_AFTER_HEADER = 1
+ST_CONFIG = 2
+ST_CONFIG_SUB = 3
+ST_CAPS = 4
+ST_TOP = 5
+ST_RAM = 6
+ST_MEMSIZE = 7
+ST_FOOTER = 8
+ST_SKIP = 9
+ST_AFTER_EOF = 10
+ST_HOLD = 11  # the device-state tail starts at the returned position
+ST_DONE = 12
+
+_CONT = wire.RAM_CONTINUE
+_PAGE_CONT = wire.RAM_PAGE | wire.RAM_CONTINUE
+_ZERO_CONT = wire.RAM_ZERO | wire.RAM_CONTINUE
+_MAX_MACHINE_NAME = 256
+_MAX_CAPABILITIES = 64
+_MAX_XBZRLE_OVERHEAD = 0  # encoded data is never larger than a page
+_KNOWN_CAPABILITIES = {b"x-ignore-shared", b"mapped-ram"}
+
+
+_RUN_WINDOW = 4096
+_LOW_NIBBLE_SET = bytes(0 if b & 0x0F == 0 else 1 for b in range(256))
+
+
+def _zero_run(buf: Any, pos: int, end: int) -> int:
+    """How many complete ZERO|CONTINUE records (4 KiB pages) start at ``pos``.
+
+    The window starts small (runs in mixed RAM are short) and grows while the run goes on.
+    Each window is copied once, contiguously, and then sliced with a stride of 9 (slicing a
+    memoryview with a step would copy byte by byte).
+    """
+    total = 0
+    window = 8
+    while True:
+        avail = min((end - pos) // 9, window)
+        if avail < 2:
+            return total
+        chunk = bytes(buf[pos : pos + 9 * avail])
+        k = avail - len(chunk[7::9].lstrip(b"\x22"))
+        if k:
+            bad = chunk[6 : 9 * k : 9].translate(_LOW_NIBBLE_SET).find(1)
+            if bad >= 0:
+                k = bad
+        total += k
+        pos += 9 * k
+        if k < avail:
+            return total
+        window = min(window * 4, _RUN_WINDOW)
+
+
+_PAGE_REC = 8 + 4096  # a PAGE|CONTINUE record with its 4 KiB page
+
+
+def _page_run(buf: Any, pos: int, end: int) -> int:
+    """How many complete PAGE|CONTINUE records (4 KiB pages) start at ``pos``.
+
+    Gathers one byte per record (the low byte of each record word, then the nibble above it)
+    with a strided slice; the page data itself is never copied.
+    """
+    total = 0
+    window = 4
+    while True:
+        avail = min((end - pos) // _PAGE_REC, window)
+        if avail < 1:
+            return total
+        k = avail - len(bytes(buf[pos + 7 : pos + _PAGE_REC * avail : _PAGE_REC]).lstrip(b"\x28"))
+        if k:
+            highs = bytes(buf[pos + 6 : pos + _PAGE_REC * k : _PAGE_REC])
+            bad = highs.translate(_LOW_NIBBLE_SET).find(1)
+            if bad >= 0:
+                k = bad
+        total += k
+        pos += _PAGE_REC * k
+        if k < avail:
+            return total
+        window = min(window * 4, 256)
+
+
+@dataclass
+class RamStats:
+    """Counts of RAM records seen on the main channel."""
+
+    pages: int = 0
+    zero_pages: int = 0
+    xbzrle_pages: int = 0
+    compressed_pages: int = 0
+    multifd_flushes: int = 0
+    eos: int = 0
+    page_bytes: int = 0
+    blocks: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> tuple[int, int, int, int, int]:
+        return (self.pages, self.zero_pages, self.xbzrle_pages, self.compressed_pages,
+                self.multifd_flushes)
+
+
+@dataclass
+class _Section:
+    idstr: str
+    instance_id: int
+    version_id: int
+    ended: bool = False
+
+
+class StreamFramer:
+    """Frames the header, configuration, commands and ``ram`` sections of a main channel."""
+
+    def __init__(self, *, legacy_page_bits: int | None = None) -> None:
+        self.state = ST_HEADER
+        self.need = 0
+        self.skip = 0
+        self.after_skip = ST_TOP
+        self.base = 0  # absolute stream offset of buf[0] in the current advance() call
+        self.events: list[Event] = []
+        self.stats = RamStats()
+        self.page_size: int | None = None
+        self.legacy_page_bits = legacy_page_bits
+        self.machine: str | None = None
+        self.capabilities: list[str] = []
+        self.uuid: bytes | None = None
+        self.ignore_shared = False
+        self.postcopy_pagesize_field = False
+        self.sections: dict[int, _Section] = {}
+        self.open_iterables: set[int] = set()
+        self.iterable_phase_done = False
+        self.commands_seen: dict[str, int] = {}
+        # ram state
+        self._blocks: dict[bytes, int] = {}
+        self._cur_block: bytes | None = None
+        self._cur_block_len = 0
+        self._memsize_left = 0
+        # current item bookkeeping
+        self._item_start = 0
+        self._cur_sid = -1
+        self._cur_type = 0
+        self._cur_snapshot: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        self._caps_left = 0
+        self._eof_offset = 0
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _abs(self, pos: int) -> int:
+        return self.base + pos
+
+    def _emit(self, start_abs: int, end_abs: int, kind: str, **detail: Any) -> None:
+        self.events.append(ItemFramed(start_abs, end_abs - start_abs, kind, detail))
+
+    def _fail(self, pos: int, expected: str, found: str | None = None) -> FormatError:
+        return FormatError(self._abs(pos), expected, found)
+
+    # -- driver --------------------------------------------------------------------------
+
+    def advance(self, buf: Any, pos: int, end: int) -> int:
+        """Consume whole items of ``buf[pos:end]``; return the first unconsumed position."""
+        self.need = 0
+        while True:
+            st = self.state
+            if st == ST_RAM:
+                pos = self._ram(buf, pos, end)
+            elif st == ST_SKIP:
+                n = end - pos
+                if n >= self.skip:
+                    pos += self.skip
+                    self.skip = 0
+                    self.state = self.after_skip
+                    continue
+                self.skip -= n
+                return end
+            elif st == ST_TOP:
+                pos = self._top(buf, pos, end)
+            elif st == ST_FOOTER:
+                pos = self._footer(buf, pos, end)
+            elif st == ST_MEMSIZE:
+                pos = self._memsize(buf, pos, end)
+            elif st == ST_HEADER:
+                pos = self._header(buf, pos, end)
+            elif st == ST_AFTER_HEADER:
+                if pos >= end:
+                    self.need = 1
+                    return pos
+                self.state = ST_CONFIG if buf[pos] == wire.VM_CONFIGURATION else ST_TOP
+                if self.state == ST_TOP:
+                    self._require_page_size(pos)
+                continue
+            elif st == ST_CONFIG:
+                pos = self._config(buf, pos, end)
+            elif st == ST_CONFIG_SUB:
+                pos = self._config_sub(buf, pos, end)
+            elif st == ST_CAPS:
+                pos = self._caps(buf, pos, end)
+            elif st == ST_AFTER_EOF:
+                pos = self._after_eof(buf, pos, end)
+            elif st == ST_DONE:
+                if pos < end:
+                    raise self._fail(pos, "the end of the stream", "more data after it")
+                return pos
+            else:  # ST_HOLD
+                return pos
+            if self.need or self.state == ST_HOLD:
+                return pos
+            if pos >= end and self.state != ST_SKIP:
+                if self.state in (ST_AFTER_HEADER,):
+                    continue
+                return pos
+
+    # -- header and configuration ----------------------------------------------------------
+
+    def _header(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 8:
+            self.need = 8
+            return pos
+        magic, version = wire.BE32.unpack_from(buf, pos)[0], wire.BE32.unpack_from(buf, pos + 4)[0]
+        if magic != wire.FILE_MAGIC:
+            raise self._fail(pos, "the QEVM file magic 0x5145564d", f"0x{magic:08x}")
+        if version != wire.FILE_VERSION:
+            raise self._fail(pos + 4, "stream version 3", str(version))
+        self._emit(self._abs(pos), self._abs(pos + 8), "header", version=version)
+        self.state = ST_AFTER_HEADER
+        return pos + 8
+
+    def _config(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 5:
+            self.need = 5
+            return pos
+        n = wire.BE32.unpack_from(buf, pos + 1)[0]
+        if n == 0 or n > _MAX_MACHINE_NAME:
+            raise self._fail(pos + 1, f"a machine name length of 1..{_MAX_MACHINE_NAME}", str(n))
+        if end - pos < 5 + n:
+            self.need = 5 + n
+            return pos
+        try:
+            self.machine = bytes(buf[pos + 5 : pos + 5 + n]).decode("ascii")
+        except UnicodeDecodeError:
+            raise self._fail(pos + 5, "an ASCII machine type name") from None
+        self._item_start = self._abs(pos)
+        self.state = ST_CONFIG_SUB
+        return pos + 5 + n
+
+    def _config_sub(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 1:
+            self.need = 1
+            return pos
+        if buf[pos] != wire.VM_SUBSECTION:
+            self._emit(self._item_start, self._abs(pos), "configuration", machine=self.machine,
+                       page_size=self.page_size, capabilities=list(self.capabilities))
+            self._require_page_size(pos)
+            self.state = ST_TOP
+            return pos
+        if end - pos < 2:
+            self.need = 2
+            return pos
+        nlen = buf[pos + 1]
+        hdr = 2 + nlen + 4
+        if end - pos < hdr:
+            self.need = hdr
+            return pos
+        name = bytes(buf[pos + 2 : pos + 2 + nlen])
+        if name == b"configuration/target-page-bits":
+            if end - pos < hdr + 4:
+                self.need = hdr + 4
+                return pos
+            bits = wire.BE32.unpack_from(buf, pos + hdr)[0]
+            if not 10 <= bits <= 16:
+                raise self._fail(pos + hdr, "target page bits between 10 and 16", str(bits))
+            self.page_size = 1 << bits
+            return pos + hdr + 4
+        if name == b"configuration/capabilities":
+            if end - pos < hdr + 4:
+                self.need = hdr + 4
+                return pos
+            count = wire.BE32.unpack_from(buf, pos + hdr)[0]
+            if count > _MAX_CAPABILITIES:
+                raise self._fail(pos + hdr, f"at most {_MAX_CAPABILITIES} capabilities", str(count))
+            self._caps_left = count
+            self.state = ST_CAPS
+            return pos + hdr + 4
+        if name == b"configuration/uuid":
+            if end - pos < hdr + 16:
+                self.need = hdr + 16
+                return pos
+            self.uuid = bytes(buf[pos + hdr : pos + hdr + 16])
+            return pos + hdr + 16
+        if name.startswith(b"configuration/"):
+            raise Unsupported("unknown_configuration",
+                              f"unknown configuration subsection {name.decode('ascii', 'replace')}",
+                              self._abs(pos))
+        # Anything else ends the configuration (the 0x05 is not ours): not possible at top level.
+        raise self._fail(pos, "a record type after the configuration", "a subsection marker")
+
+    def _caps(self, buf: Any, pos: int, end: int) -> int:
+        while self._caps_left:
+            if end - pos < 1:
+                self.need = 1
+                return pos
+            n = buf[pos]
+            if end - pos < 1 + n:
+                self.need = 1 + n
+                return pos
+            cap = bytes(buf[pos + 1 : pos + 1 + n])
+            if cap == b"mapped-ram":
+                raise Unsupported("mapped_ram", "the mapped-ram capability (file migration) is "
+                                  "not supported", self._abs(pos))
+            if cap == b"x-ignore-shared":
+                self.ignore_shared = True
+            self.capabilities.append(cap.decode("ascii", "replace"))
+            self._caps_left -= 1
+            pos += 1 + n
+        self.state = ST_CONFIG_SUB
+        return pos
+
+    def _require_page_size(self, pos: int) -> None:
+        if self.page_size is None:
+            if self.legacy_page_bits is None:
+                raise Unsupported(
+                    "no_page_size",
+                    "the stream does not state its target page size (no "
+                    "configuration/target-page-bits); set legacy_page_bits to frame it",
+                    self._abs(pos))
+            self.page_size = 1 << self.legacy_page_bits
+
+    # -- top-level records ------------------------------------------------------------------
+
+    def _top(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 1:
+            self.need = 1
+            return pos
+        t = buf[pos]
+        if t == wire.VM_SECTION_PART or t == wire.VM_SECTION_END:
+            if end - pos < 5:
+                self.need = 5
+                return pos
+            sid = wire.BE32.unpack_from(buf, pos + 1)[0]
+            sec = self.sections.get(sid)
+            if sec is None or sid not in self.open_iterables:
+                raise self._fail(pos + 1, "the id of an open iterable section", str(sid))
+            self._begin_section(pos, t, sid)
+            if t == wire.VM_SECTION_END:
+                sec.ended = True
+                self.open_iterables.discard(sid)
+                if not self.open_iterables:
+                    self.iterable_phase_done = True
+            self.state = ST_RAM
+            return pos + 5
+        if t == wire.VM_COMMAND:
+            return self._command(buf, pos, end)
+        if t == wire.VM_SECTION_START or t == wire.VM_SECTION_FULL:
+            if end - pos < 6:
+                self.need = 6
+                return pos
+            nlen = buf[pos + 5]
+            hdr = 6 + nlen + 8
+            if end - pos < hdr:
+                self.need = hdr
+                return pos
+            if t == wire.VM_SECTION_FULL:
+                if self.iterable_phase_done:
+                    self.state = ST_HOLD
+                    return pos
+                raise Unsupported("full_section_early",
+                                  "a FULL (device state) section arrived before the iterable "
+                                  "phase ended (early-setup device or postcopy); it cannot be "
+                                  "framed without the VM description", self._abs(pos))
+            sid = wire.BE32.unpack_from(buf, pos + 1)[0]
+            idstr = bytes(buf[pos + 6 : pos + 6 + nlen]).decode("ascii", "replace")
+            inst = wire.BE32.unpack_from(buf, pos + 6 + nlen)[0]
+            ver = wire.BE32.unpack_from(buf, pos + 10 + nlen)[0]
+            if sid in self.sections:
+                raise self._fail(pos + 1, "a new section id", f"{sid}, already used")
+            if idstr != "ram":
+                raise Unsupported("iterable_section",
+                                  f"iterable section {idstr!r} is not supported (only 'ram')",
+                                  self._abs(pos))
+            if ver != wire.RAM_SECTION_VERSION or inst != 0:
+                raise Unsupported("ram_version", f"ram section version {ver} instance {inst} "
+                                  "is not supported (only version 4, instance 0)", self._abs(pos))
+            self.sections[sid] = _Section(idstr, inst, ver)
+            self.open_iterables.add(sid)
+            self.iterable_phase_done = False
+            self._begin_section(pos, t, sid)
+            self.state = ST_RAM
+            return pos + hdr
+        if t == wire.VM_EOF:
+            self._eof_offset = self._abs(pos)
+            self._emit(self._abs(pos), self._abs(pos + 1), "eof")
+            self.state = ST_AFTER_EOF
+            return pos + 1
+        raise self._fail(pos, "a record type (START, PART, END, FULL, COMMAND or EOF)",
+                         f"0x{t:02x}")
+
+    def _begin_section(self, pos: int, t: int, sid: int) -> None:
+        self._item_start = self._abs(pos)
+        self._cur_sid = sid
+        self._cur_type = t
+        self._cur_snapshot = self.stats.snapshot()
+
+    def _command(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 5:
+            self.need = 5
+            return pos
+        cmd = wire.BE16.unpack_from(buf, pos + 1)[0]
+        length = wire.BE16.unpack_from(buf, pos + 3)[0]
+        spec = wire.COMMANDS.get(cmd)
+        if spec is None:
+            raise Unsupported("unknown_command", f"unknown migration command {cmd}", self._abs(pos))
+        name, fixed = spec
+        if fixed is not None and length != fixed:
+            raise self._fail(pos + 3, f"payload length {fixed} for command {name}", str(length))
+        if cmd == wire.CMD_PACKAGED:
+            raise Unsupported("postcopy_packaged",
+                              "postcopy sends device state inside a PACKAGED command without a "
+                              "VM description; it cannot be rewritten", self._abs(pos))
+        if cmd == wire.CMD_ENABLE_COLO:
+            raise Unsupported("colo", "COLO streams are not supported", self._abs(pos))
+        if end - pos < 5 + length:
+            self.need = 5 + length
+            return pos
+        detail: dict[str, Any] = {"command": name, "length": length}
+        if cmd == wire.CMD_PING:
+            detail["value"] = wire.BE32.unpack_from(buf, pos + 5)[0]
+        elif cmd == wire.CMD_POSTCOPY_ADVISE:
+            if length not in (0, 16):
+                raise self._fail(pos + 3, "a POSTCOPY_ADVISE length of 0 or 16", str(length))
+            if length == 16:
+                summary = wire.BE64.unpack_from(buf, pos + 5)[0]
+                target = wire.BE64.unpack_from(buf, pos + 13)[0]
+                detail.update(pagesize_summary=summary, target_page_size=target)
+                if target != self.page_size:
+                    raise self._fail(pos + 13, f"target page size {self.page_size}", str(target))
+                if summary != target:
+                    raise Unsupported(
+                        "postcopy_page_sizes",
+                        "postcopy-ram with RAM blocks whose page size differs from the target "
+                        "page size (huge pages): the block list cannot be framed exactly",
+                        self._abs(pos))
+        self.commands_seen[name] = self.commands_seen.get(name, 0) + 1
+        self._emit(self._abs(pos), self._abs(pos + 5 + length), "command", **detail)
+        return pos + 5 + length
+
+    def _footer(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 5:
+            self.need = 5
+            return pos
+        if buf[pos] != wire.VM_SECTION_FOOTER:
+            raise Unsupported("no_footer", "section footers are missing (only machine types with "
+                              "section footers are supported)", self._abs(pos))
+        sid = wire.BE32.unpack_from(buf, pos + 1)[0]
+        if sid != self._cur_sid:
+            raise self._fail(pos + 1, f"the footer of section {self._cur_sid}", f"section {sid}")
+        pos += 5
+        sec = self.sections[sid]
+        s0 = self._cur_snapshot
+        s1 = self.stats.snapshot()
+        self._emit(self._item_start, self._abs(pos), "section",
+                   type=wire.RECORD_NAMES[self._cur_type], section_id=sid, idstr=sec.idstr,
+                   instance_id=sec.instance_id, version_id=sec.version_id,
+                   pages=s1[0] - s0[0], zero_pages=s1[1] - s0[1], xbzrle_pages=s1[2] - s0[2],
+                   compressed_pages=s1[3] - s0[3], multifd_flushes=s1[4] - s0[4])
+        self.state = ST_TOP
+        return pos
+
+    def _after_eof(self, buf: Any, pos: int, end: int) -> int:
+        if end - pos < 5:
+            self.need = 5
+            return pos
+        if buf[pos] != wire.VM_VMDESCRIPTION:
+            raise self._fail(pos, "the VM description (0x06) after EOF", f"0x{buf[pos]:02x}")
+        n = wire.BE32.unpack_from(buf, pos + 1)[0]
+        self._emit(self._abs(pos), self._abs(pos) + 5 + n, "vmdescription", length=n)
+        self.skip = n
+        self.after_skip = ST_DONE
+        self.state = ST_SKIP
+        return pos + 5
+
+    # -- ram ------------------------------------------------------------------------------
+
+    def _memsize(self, buf: Any, pos: int, end: int) -> int:
+        extra = (8 if self.postcopy_pagesize_field else 0) + (8 if self.ignore_shared else 0)
+        while self._memsize_left > 0:
+            if end - pos < 1:
+                self.need = 1
+                return pos
+            n = buf[pos]
+            size = 1 + n + 8 + extra
+            if end - pos < size:
+                self.need = size
+                return pos
+            if n == 0:
+                raise self._fail(pos, "a RAM block name")
+            name = bytes(buf[pos + 1 : pos + 1 + n])
+            used = wire.BE64.unpack_from(buf, pos + 1 + n)[0]
+            if used > self._memsize_left:
+                raise self._fail(pos + 1 + n, f"a block length of at most {self._memsize_left}",
+                                 str(used))
+            self._blocks[name] = used
+            self.stats.blocks[name.decode("ascii", "replace")] = used
+            self._memsize_left -= used
+            pos += size
+        self.state = ST_RAM
+        return pos
+
+    def _ram(self, buf: Any, pos: int, end: int) -> int:
+        ps = self.page_size
+        assert ps is not None
+        mask = ps - 1
+        unpack = wire.BE64.unpack_from
+        cur_len = self._cur_block_len
+        have_block = self._cur_block is not None
+        pages = zeros = 0
+        try:
+            while True:
+                if end - pos < 8:
+                    self.need = 8
+                    return pos
+                word = unpack(buf, pos)[0]
+                flags = word & mask
+                if flags == _PAGE_CONT:
+                    if not have_block or (word ^ flags) + ps > cur_len:
+                        self._check_continue(pos, word ^ flags, have_block, cur_len)
+                    pages += 1
+                    pos += 8
+                    rem = end - pos
+                    if rem < ps:
+                        self.skip = ps - rem
+                        self.after_skip = ST_RAM
+                        self.state = ST_SKIP
+                        return end
+                    pos += ps
+                    if ps == 4096:
+                        k = _page_run(buf, pos, end)
+                        if k:
+                            last = unpack(buf, pos + _PAGE_REC * (k - 1))[0] ^ _PAGE_CONT
+                            if last + ps > cur_len:
+                                self._check_continue(pos, last, True, cur_len)
+                            pages += k
+                            pos += _PAGE_REC * k
+                    continue
+                if flags == _ZERO_CONT:
+                    if end - pos < 9:
+                        self.need = 9
+                        return pos
+                    if not have_block or (word ^ flags) + ps > cur_len:
+                        self._check_continue(pos, word ^ flags, have_block, cur_len)
+                    zeros += 1
+                    pos += 9
+                    if ps == 4096:
+                        # A run of ZERO|CONTINUE records is a 9-byte stride whose last word
+                        # byte is 0x22 and whose next-to-last has a zero low nibble: count
+                        # the run with strided slices instead of one loop turn per record.
+                        k = _zero_run(buf, pos, end)
+                        if k:
+                            last = unpack(buf, pos + 9 * (k - 1))[0] ^ _ZERO_CONT
+                            if last + ps > cur_len:
+                                self._check_continue(pos, last, True, cur_len)
+                            zeros += k
+                            pos += 9 * k
+                    continue
+                # Any other record: the general (slower) path.
+                new_pos = self._ram_record(buf, pos, end, word, flags)
+                if new_pos == pos:  # incomplete (need set) or state change at pos
+                    return pos
+                pos = new_pos
+                if self.state != ST_RAM:
+                    return pos
+                cur_len = self._cur_block_len
+                have_block = self._cur_block is not None
+        finally:
+            st = self.stats
+            st.pages += pages
+            st.zero_pages += zeros
+            st.page_bytes += pages * ps
+
+    def _check_continue(self, pos: int, offset: int, have_block: bool, cur_len: int) -> None:
+        if not have_block:
+            raise self._fail(pos, "a RAM record naming its block (no block named yet)",
+                             "the CONTINUE flag")
+        raise self._fail(pos, f"a page offset inside the block (length 0x{cur_len:x})",
+                         f"0x{offset:x}")
+
+    def _ram_record(self, buf: Any, pos: int, end: int, word: int, flags: int) -> int:
+        ps = self.page_size
+        assert ps is not None
+        offset = word ^ flags
+        kind = flags & ~_CONT
+        if kind in (wire.RAM_ZERO, wire.RAM_PAGE, wire.RAM_XBZRLE, wire.RAM_COMPRESS_PAGE):
+            hdr = 8
+            if flags & _CONT:
+                if self._cur_block is None:
+                    raise self._fail(pos, "a RAM record naming its block (no block named yet)",
+                                     "the CONTINUE flag")
+                block, blen = self._cur_block, self._cur_block_len
+            else:
+                if end - pos < 9:
+                    self.need = 9
+                    return pos
+                n = buf[pos + 8]
+                if end - pos < 9 + n:
+                    self.need = 9 + n
+                    return pos
+                block = bytes(buf[pos + 9 : pos + 9 + n])
+                blen_opt = self._blocks.get(block)
+                if blen_opt is None:
+                    raise self._fail(pos + 8, "the name of a RAM block from the MEM_SIZE list",
+                                     repr(block.decode("ascii", "replace")))
+                blen = blen_opt
+                hdr = 9 + n
+            if offset + ps > blen:
+                raise self._fail(pos, f"a page offset inside the block (length 0x{blen:x})",
+                                 f"0x{offset:x}")
+            st = self.stats
+            if kind == wire.RAM_ZERO:
+                if end - pos < hdr + 1:
+                    self.need = hdr + 1
+                    return pos
+                self._set_block(block, blen)
+                st.zero_pages += 1
+                return pos + hdr + 1
+            if kind == wire.RAM_PAGE:
+                self._set_block(block, blen)
+                st.pages += 1
+                st.page_bytes += ps
+                self.skip = ps
+            elif kind == wire.RAM_XBZRLE:
+                if end - pos < hdr + 3:
+                    self.need = hdr + 3
+                    return pos
+                if buf[pos + hdr] != wire.XBZRLE_ENCODING_FLAG:
+                    raise self._fail(pos + hdr, "the XBZRLE encoding flag 0x01",
+                                     f"0x{buf[pos + hdr]:02x}")
+                enc = wire.BE16.unpack_from(buf, pos + hdr + 1)[0]
+                if enc > ps:
+                    raise self._fail(pos + hdr + 1, f"an XBZRLE length of at most {ps}", str(enc))
+                self._set_block(block, blen)
+                st.xbzrle_pages += 1
+                hdr += 3
+                self.skip = enc
+            else:
+                if end - pos < hdr + 4:
+                    self.need = hdr + 4
+                    return pos
+                clen = wire.BE32.unpack_from(buf, pos + hdr)[0]
+                bound = ps + (ps >> 12) + (ps >> 14) + (ps >> 25) + 13  # zlib compressBound
+                if clen > bound:
+                    raise self._fail(pos + hdr, f"a compressed length of at most {bound}",
+                                     str(clen))
+                self._set_block(block, blen)
+                st.compressed_pages += 1
+                hdr += 4
+                self.skip = clen
+            self.after_skip = ST_RAM
+            self.state = ST_SKIP
+            return pos + hdr
+        if word == wire.RAM_EOS:
+            self.stats.eos += 1
+            self.state = ST_FOOTER
+            return pos + 8
+        if word == wire.RAM_MULTIFD_FLUSH:
+            self.stats.multifd_flushes += 1
+            return pos + 8
+        if flags == wire.RAM_MEM_SIZE:
+            if self._cur_type != wire.VM_SECTION_START or self._blocks:
+                raise self._fail(pos, "a page record (MEM_SIZE only starts the first section)")
+            self._memsize_left = offset
+            self.state = ST_MEMSIZE
+            return pos + 8
+        if kind == wire.RAM_HOOK:
+            raise Unsupported("ram_hook", "RAM hook records (RDMA) are not supported",
+                              self._abs(pos))
+        raise self._fail(pos, "a RAM record (ZERO, PAGE, XBZRLE, COMPRESS_PAGE, MEM_SIZE, "
+                         "MULTIFD_FLUSH or EOS)", f"flags 0x{flags:x} in word 0x{word:016x}")
+
+    def _set_block(self, block: bytes, blen: int) -> None:
+        self._cur_block = block
+        self._cur_block_len = blen

@@ -1,0 +1,111 @@
+"""``migproxy inspect``: what a saved migration stream holds, byte by byte."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+from migproxy.arm.registers import describe, format_id
+from migproxy.stream.events import CpuSeen, ItemFramed
+from migproxy.tools.offline import run_file
+
+
+def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Frame a stream file and report every item, the RAM statistics and each CPU's cpregs.
+
+    ``accounted`` is true when the items cover the file from its first to its last byte
+    with no gap and no overlap.
+    """
+    run = run_file(path)
+    items = [e for e in run.events if isinstance(e, ItemFramed)]
+    items.sort(key=lambda e: e.offset)
+    gaps: list[dict[str, int]] = []
+    pos = 0
+    for it in items:
+        if it.offset != pos:
+            gaps.append({"offset": pos, "size": it.offset - pos})
+        pos = it.offset + it.size
+    if pos != run.size:
+        gaps.append({"offset": pos, "size": run.size - pos})
+    stop = run.stop
+    fr = run.engine.framer
+    cpus = []
+    for e in run.events:
+        if isinstance(e, CpuSeen):
+            c = e.cpu
+            cpus.append({
+                "instance_id": c.instance_id,
+                "section_offset": c.section_offset,
+                "count": len(c.indexes),
+                "registers": [{"id": format_id(i), "name": describe(i), "value": f"0x{v:x}"}
+                              for i, v in zip(c.indexes, c.values, strict=True)],
+            })
+    stats = asdict(fr.stats)
+    return {
+        "file": str(path),
+        "size": run.size,
+        "complete": run.complete,
+        "accounted": run.complete and not gaps,
+        "gaps": gaps,
+        "stopped": None if stop is None else {"reason": stop.reason, "message": stop.message,
+                                              "offset": stop.offset},
+        "machine": fr.machine,
+        "page_size": fr.page_size,
+        "capabilities": fr.capabilities,
+        "commands": fr.commands_seen,
+        "ram": stats,
+        "items": [{"offset": it.offset, "size": it.size, "kind": it.kind, **it.detail}
+                  for it in items],
+        "cpus": cpus,
+    }
+
+
+def _item_line(it: dict[str, Any]) -> str:
+    kind = it["kind"]
+    head = f"{it['offset']:>10}  {it['size']:>9}  "
+    if kind == "section":
+        text = (f"{it['type']:<5} sid {it['section_id']:<3} {it['idstr']} "
+                f"inst {it['instance_id']} v{it['version_id']}")
+        if it["idstr"] == "ram" and "pages" in it:
+            text += (f"  pages {it['pages']} zero {it['zero_pages']}"
+                     + (f" xbzrle {it['xbzrle_pages']}" if it["xbzrle_pages"] else "")
+                     + (f" flush {it['multifd_flushes']}" if it["multifd_flushes"] else ""))
+        return head + text
+    if kind == "command":
+        extra = f" {it['value']}" if "value" in it else ""
+        return head + f"COMMAND {it['command']}{extra}"
+    if kind == "configuration":
+        return head + f"CONFIGURATION machine {it['machine']} page size {it['page_size']}"
+    if kind == "vmdescription":
+        return head + f"VMDESCRIPTION ({it['length']} bytes of JSON)"
+    return head + kind.upper()
+
+
+def format_report(rep: dict[str, Any], *, registers: bool = True) -> str:
+    lines = [f"{rep['file']}: {rep['size']} bytes, machine {rep['machine']}, "
+             f"page size {rep['page_size']}"]
+    lines.append(f"{'offset':>10}  {'size':>9}  item")
+    # Collapse long runs of RAM PART sections to keep the listing readable.
+    items = rep["items"]
+    for it in items:
+        lines.append(_item_line(it))
+    ram = rep["ram"]
+    lines.append(f"RAM: {ram['pages']} pages ({ram['page_bytes']} bytes), {ram['zero_pages']} "
+                 f"zero pages, {ram['xbzrle_pages']} XBZRLE, {ram['compressed_pages']} "
+                 f"compressed, {ram['multifd_flushes']} multifd flushes; blocks: "
+                 + ", ".join(f"{k} 0x{v:x}" for k, v in ram["blocks"].items()))
+    for cpu in rep["cpus"]:
+        lines.append(f"cpu {cpu['instance_id']}: {cpu['count']} cpregs")
+        if registers:
+            for r in cpu["registers"]:
+                lines.append(f"  {r['id']}  {r['name']:<32} {r['value']}")
+    if rep["accounted"]:
+        lines.append(f"all {rep['size']} bytes accounted for")
+    else:
+        if rep["stopped"]:
+            s = rep["stopped"]
+            lines.append(f"NOT fully understood ({s['reason']}): {s['message']}")
+        for g in rep["gaps"]:
+            lines.append(f"unaccounted: {g['size']} bytes at offset {g['offset']}")
+    return "\n".join(lines)

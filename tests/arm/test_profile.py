@@ -1,0 +1,122 @@
+"""Register profiles: parsing, validation and application."""
+
+from __future__ import annotations
+
+import pytest
+
+from migproxy.arm.profile import (
+    builtin_profiles,
+    default_profile,
+    load_profile,
+    parse_profile,
+    profile_from_dict,
+)
+from migproxy.stream.errors import ProfileError, RewriteRefused
+
+BOGUS = 0x40200000200E0298
+A, B, C = 0x603000000013C000, 0x603000000013C005, 0x603000000013C030
+
+
+def test_default_profile_is_the_seed_compat_list() -> None:
+    p = default_profile()
+    assert p.name == "default"
+    assert [(r.action, r.register, r.value_is, r.otherwise) for r in p.rules] == [
+        ("drop", BOGUS, 0, "refuse")]
+    assert "default" in builtin_profiles()
+
+
+def test_drop_is_conditional_and_refuses_otherwise() -> None:
+    p = default_profile()
+    r = p.apply([1, BOGUS, 0x6030000000139828], [5, 0, 7])
+    assert r.indexes == [1, 0x6030000000139828] and r.values == [5, 7]
+    assert r.dropped == [(BOGUS, 0)] and r.changed
+    with pytest.raises(RewriteRefused, match="BOGUS_DBGDTRTX"):
+        p.apply([BOGUS], [1])
+    assert not p.apply([1, 2], [3, 4]).changed
+
+
+def test_skip_leaves_the_register() -> None:
+    p = parse_profile(f'[[rule]]\naction="drop"\nregister="{A:#x}"\nvalue_is=0\n'
+                      'otherwise="skip"\n')
+    r = p.apply([A], [9])
+    assert r.indexes == [A] and r.skipped and not r.changed
+
+
+def test_insert_keeps_order_and_never_overrides() -> None:
+    p = parse_profile(f'[[rule]]\naction="insert"\nregister="{B:#x}"\n'
+                      'value="0xffffffffffffffff"\n')
+    r = p.apply([A, C], [1, 3])
+    assert r.indexes == [A, B, C] and r.values == [1, 2**64 - 1, 3]
+    r = p.apply([B], [5])
+    assert r.values == [5] and not r.changed
+
+
+def test_set_changes_only_present_registers() -> None:
+    p = parse_profile('[[rule]]\naction="set"\nregister="ID_DFR0"\nvalue=6\nvalue_is=5\n')
+    assert p.apply([0x40200000200F0082], [5]).values == [6]
+    assert p.apply([1], [5]).indexes == [1]
+    with pytest.raises(RewriteRefused):
+        p.apply([0x40200000200F0082], [4])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name = 3", "'name' must be a non-empty string"),
+    ("foo = 1", "unknown keys"),
+    ('[[rule]]\naction="remove"\nregister="MIDR_EL1"', "action must be one of"),
+    ('[[rule]]\naction="drop"', "'register' is missing"),
+    ('[[rule]]\naction="drop"\nregister="NO_SUCH_REG"', "NO_SUCH_REG"),
+    ('[[rule]]\naction="insert"\nregister="MIDR_EL1"', "needs a 'value'"),
+    ('[[rule]]\naction="drop"\nregister="MIDR_EL1"\nvalue=1', "drop takes no 'value'"),
+    ('[[rule]]\naction="set"\nregister="MIDR_EL1"\nvalue=-1', "64-bit unsigned"),
+    ('[[rule]]\naction="set"\nregister="MIDR_EL1"\nvalue="zz"', "not an integer"),
+    ('[[rule]]\naction="drop"\nregister="MIDR_EL1"\n[[rule]]\naction="drop"\nregister="0x603000000013c000"',
+     "already has rule 1"),
+    ('[[rule]]\naction="drop"\nregister="MIDR_EL1"\notherwise="maybe"', "refuse' or 'skip"),
+    ("[[rule]", "invalid TOML"),
+])
+def test_invalid_profiles_have_clear_errors(text: str, message: str) -> None:
+    with pytest.raises(ProfileError, match=message.replace("(", r"\(").replace("'", "'")):
+        parse_profile(text, "p.toml")
+
+
+def test_to_toml_round_trips() -> None:
+    p = parse_profile("""
+name = "x"
+description = "round trip"
+[[rule]]
+action = "set"
+register = "ID_DFR0_EL1"
+value = "0x8000000000000001"
+value_is = 3
+otherwise = "skip"
+note = 'a "quoted" note'
+[[rule]]
+action = "insert"
+register = "cp14 crn0 crm5 opc1 0 opc2 0"
+value = 0
+""")
+    q = parse_profile(p.to_toml())
+    assert q.rules == p.rules and q.name == "x" and q.description == "round trip"
+
+
+def test_load_profile_from_file_and_errors(tmp_path) -> None:
+    f = tmp_path / "mine.toml"
+    f.write_text('[[rule]]\naction="drop"\nregister="PAR"\n')
+    p = load_profile(str(f))
+    assert p.name == "mine" and p.rules[0].register == 0x40200000200F3A00
+    with pytest.raises(ProfileError, match="cannot read"):
+        load_profile(str(tmp_path / "missing.toml"))
+    with pytest.raises(ProfileError, match="no built-in profile"):
+        load_profile("nonexistent-profile")
+    with pytest.raises(ProfileError, match="must be a table"):
+        profile_from_dict({"rule": [1]}, "x")
+
+
+def test_shipped_profiles_load() -> None:
+    from pathlib import Path
+
+    shipped = sorted((Path(__file__).resolve().parents[2] / "config" / "profiles").glob("*.toml"))
+    assert len(shipped) >= 2
+    for f in shipped:
+        p = load_profile(str(f))
+        assert p.name == f.stem and p.rules

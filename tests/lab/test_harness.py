@@ -1,0 +1,62 @@
+"""Tests of the lab harness itself: tick parsing always, real QEMU when the lab is set up."""
+
+from __future__ import annotations
+
+import pytest
+
+from migproxy.lab import free_port, last_counter, parse_ticks, require_lab
+
+
+def test_parse_ticks_ignores_partial_and_foreign_lines() -> None:
+    assert parse_ticks("") == []
+    assert parse_ticks("tick 1\ntick 2\ntick 3") == [1, 2]
+    assert parse_ticks("ck 7\ntick 8\nnoise\ntick 9\n") == [8, 9]
+
+
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        ("", None),
+        ("tick 1\ntick 2\n", 2),
+        ("tick 1\ntick 2\nti", 3),  # stopped while printing: counter already 3
+        ("tick 1\ntick 2\ntick 3", 3),
+        ("ti", 1),
+    ],
+)
+def test_last_counter(log: str, expected: int | None) -> None:
+    assert last_counter(log) == expected
+
+
+@pytest.mark.qemu
+def test_stream_roundtrip_same_version() -> None:
+    lab = require_lab("10.0.2")
+    s = lab.stream("10.0.2", "virt-10.0", "cortex-a57", 1)
+    r = lab.load_stream("10.0.2", s.path, "virt-10.0", "cortex-a57", 1, expect_after=s.last_tick)
+    assert r.ok, r.error
+    assert r.first_tick == s.last_tick + 1
+
+
+@pytest.mark.qemu
+def test_dbgdtrtx_stream_refused_by_10_0_13() -> None:
+    lab = require_lab("10.0.2", "10.0.13")
+    s = lab.stream("10.0.2", "virt-10.0", "cortex-a57", 1)
+    r = lab.load_stream("10.0.13", s.path, "virt-10.0", "cortex-a57", 1, expect_after=s.last_tick)
+    assert not r.ok and not r.loaded
+    assert r.returncode == 1
+    assert "device 'cpu'" in r.error
+
+
+@pytest.mark.qemu
+def test_live_tcp_chrooted_with_return_path() -> None:
+    lab = require_lab("11.1")
+    uri = f"tcp:127.0.0.1:{free_port()}"
+    caps = {"return-path": True}
+    with (
+        lab.destination("11.1", uri, capabilities=caps, machine="virt-10.0") as dst,
+        lab.source("11.1", machine="virt-10.0") as src,
+    ):
+        src.migrate(uri, capabilities=caps)
+        assert src.wait_migration(60)["status"] == "completed"
+        n = src.last_counter()
+        assert dst.wait_incoming(30)["status"] == "completed"
+        assert dst.wait_ticks(1, 10)[0] == (n or 0) + 1

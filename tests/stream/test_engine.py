@@ -1,0 +1,419 @@
+"""Stream engine behaviour on synthetic streams built byte by byte."""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+
+import pytest
+
+from migproxy.arm.profile import default_profile, parse_profile
+from migproxy.stream.engine import EngineConfig, Mode, Policy, StreamEngine
+from migproxy.stream.events import (
+    Aborted,
+    CpuRewritten,
+    CpuSeen,
+    HoldStarted,
+    ItemFramed,
+    PassthroughEntered,
+    StreamComplete,
+    TailReleased,
+)
+from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build, cpu_payload
+from tests.conftest import run_engine, split_at
+
+BOGUS = 0x40200000200E0298
+
+
+def _cfg(**kw: object) -> EngineConfig:
+    return EngineConfig(profile=default_profile(), **kw)  # type: ignore[arg-type]
+
+
+def _stop(events: list) -> PassthroughEntered | Aborted | None:
+    for e in events:
+        if isinstance(e, PassthroughEntered | Aborted):
+            return e
+    return None
+
+
+def test_no_profile_forwards_identical_and_accounts_every_byte(synth_small: bytes) -> None:
+    out, events, eng = run_engine([synth_small])
+    assert out == synth_small
+    assert eng.mode == Mode.DONE
+    items = sorted((e for e in events if isinstance(e, ItemFramed)), key=lambda e: e.offset)
+    pos = 0
+    for it in items:
+        assert it.offset == pos
+        pos += it.size
+    assert pos == len(synth_small)
+    kinds = [it.kind for it in items]
+    assert kinds[0] == "header" and kinds[1] == "configuration"
+    assert kinds[-2:] == ["eof", "vmdescription"]
+    assert eng.stats.pages == 16 and eng.stats.zero_pages == 64
+    assert eng.stats.multifd_flushes == 3
+    assert [c.instance_id for c in eng.cpus] == [0, 1]
+    assert eng.cpus[0].indexes == tuple(r for r, _ in DEFAULT_CPREGS)
+
+
+def test_default_profile_drops_bogus_register_and_updates_description(
+        synth_small: bytes) -> None:
+    out, events, _eng = run_engine([synth_small], _cfg())
+    rw = [e for e in events if isinstance(e, CpuRewritten)]
+    assert [e.instance_id for e in rw] == [0, 1]
+    assert all(e.dropped == ((BOGUS, 0),) and e.applied for e in rw)
+    assert len(out) == len(synth_small) - 2 * 16  # 8-byte id + 8-byte value per CPU
+    # The output is itself a complete stream; its cpus lack the register.
+    out2, _, eng2 = run_engine([out])
+    assert out2 == out and eng2.mode == Mode.DONE
+    for cpu in eng2.cpus:
+        assert BOGUS not in cpu.indexes
+        assert len(cpu.indexes) == len(DEFAULT_CPREGS) - 1
+    lay = eng2.layout
+    assert lay is not None
+    for d in lay.description["devices"]:
+        if d["name"] == "cpu":
+            f = {x["name"]: x for x in d["fields"]}
+            assert f["cpreg_vmstate_indexes"]["array_len"] == len(DEFAULT_CPREGS) - 1
+            assert f["cpreg_vmstate_values"]["array_len"] == len(DEFAULT_CPREGS) - 1
+
+
+def test_rewrite_keeps_everything_but_the_arrays(synth_small: bytes) -> None:
+    out, _, eng = run_engine([synth_small], _cfg())
+    # Everything before the tail is byte-identical.
+    hold = eng.layout
+    assert hold is not None
+    in_run = run_engine([synth_small])[2]
+    tail_start = next(c.section_offset for c in in_run.cpus) - 200
+    assert out[:tail_start] == synth_small[:tail_start]
+    # The values of the remaining registers are unchanged.
+    src = dict(zip(in_run.cpus[0].indexes, in_run.cpus[0].values, strict=True))
+    dst = dict(zip(eng.cpus[0].indexes, eng.cpus[0].values, strict=True))
+    del src[BOGUS]
+    out_run = run_engine([out])[2]
+    assert dict(zip(out_run.cpus[0].indexes, out_run.cpus[0].values, strict=True)) == src
+    assert dst[BOGUS] == 0
+
+
+def test_insert_and_set_keep_arrays_sorted_and_in_step(synth_small: bytes) -> None:
+    prof = parse_profile("""
+name = "t"
+[[rule]]
+action = "insert"
+register = "0x40200000200E0280"
+value = 0
+[[rule]]
+action = "insert"
+register = "0x6030000000139820"
+value = "0x5"
+[[rule]]
+action = "set"
+register = "ID_DFR0"
+value = 0x03000006
+value_is = 0x03010066
+[[rule]]
+action = "drop"
+register = "BOGUS_DBGDTRTX"
+""")
+    out, events, _ = run_engine([synth_small], EngineConfig(profile=prof))
+    rw = [e for e in events if isinstance(e, CpuRewritten)]
+    assert len(rw) == 2
+    assert rw[0].inserted == ((0x40200000200E0280, 0), (0x6030000000139820, 5))
+    assert rw[0].set == ((0x40200000200F0082, 0x03010066, 0x03000006),)
+    eng = run_engine([out])[2]
+    for cpu in eng.cpus:
+        assert list(cpu.indexes) == sorted(cpu.indexes)
+        regs = dict(zip(cpu.indexes, cpu.values, strict=True))
+        assert regs[0x40200000200E0280] == 0 and regs[0x6030000000139820] == 5
+        assert regs[0x40200000200F0082] == 0x03000006
+        assert BOGUS not in regs
+        assert len(cpu.indexes) == len(DEFAULT_CPREGS) + 1
+
+
+def test_refused_condition_passes_stream_through_untouched() -> None:
+    regs = tuple((r, 7 if r == BOGUS else v) for r, v in DEFAULT_CPREGS)
+    data = build(SynthSpec(cpregs=regs))
+    out, events, eng = run_engine(split_at(data, range(0, len(data), 1000)), _cfg())
+    assert out == data
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "profile_refused"
+    assert "BOGUS_DBGDTRTX" in stop.message and "0x7" in stop.message
+    out, events, eng = run_engine([data], _cfg(policy=Policy.ABORT))
+    assert isinstance(_stop(events), Aborted)
+    assert out == data[: eng.forwarded_in]  # nothing of the tail was sent
+
+
+def test_dry_run_reports_but_forwards_original(synth_small: bytes) -> None:
+    out, events, _ = run_engine([synth_small], _cfg(dry_run=True))
+    assert out == synth_small
+    rw = [e for e in events if isinstance(e, CpuRewritten)]
+    assert rw and not any(e.applied for e in rw)
+    rel = [e for e in events if isinstance(e, TailReleased)]
+    assert len(rel) == 1 and not rel[0].rewritten
+
+
+def test_tail_is_released_without_waiting_for_eof(synth_small: bytes) -> None:
+    """With the return path the source waits for the destination: release must not wait."""
+    eng = StreamEngine(_cfg())
+    res = eng.feed(synth_small)
+    assert any(isinstance(e, StreamComplete) for e in res.events)
+    assert eng.mode == Mode.DONE
+    assert len(res.joined()) == len(synth_small) - 32
+
+
+def test_held_bytes_are_not_forwarded_before_release(synth_small: bytes) -> None:
+    eng = StreamEngine(_cfg())
+    cut = len(synth_small) - 10
+    first = eng.feed(synth_small[:cut])
+    hold = [e for e in first.events if isinstance(e, HoldStarted)]
+    assert len(hold) == 1
+    assert len(first.joined()) == hold[0].offset
+    assert eng.held_bytes == cut - hold[0].offset
+    second = eng.feed(synth_small[cut:])
+    assert eng.mode == Mode.DONE
+    assert len(first.joined()) + len(second.joined()) == len(synth_small) - 32
+
+
+def test_ram_page_data_is_forwarded_as_input_slices() -> None:
+    data = build(SynthSpec(full_pages=8, zero_pages=0, part_sections=1))
+    eng = StreamEngine()
+    chunk = data[:20000]
+    res = eng.feed(chunk)
+    assert all(isinstance(d, memoryview) for d in res.data)
+    assert all(d.obj is chunk for d in res.data if isinstance(d, memoryview))
+
+
+def test_guest_data_looking_like_a_description_does_not_steer(synth_small: bytes) -> None:
+    # The synthetic pages contain "00 06 <len> {...}" and "QEVM": the framing is unaffected.
+    assert b"\x00\x06\x00\x00\x00\x08{" in synth_small
+    _out, events, eng = run_engine([synth_small[i:i + 7] for i in range(0, len(synth_small), 7)],
+                                  _cfg())
+    assert eng.mode == Mode.DONE
+    assert _stop(events) is None
+
+
+def _replace(data: bytes, old: bytes, new: bytes) -> bytes:
+    assert data.count(old) >= 1
+    return data.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(("mutate", "reason"), [
+    (lambda d: _replace(d, b"\x01\x00\x00\x00\x01\x03ram", b"\x01\x00\x00\x00\x01\x03rom"),
+     "iterable_section"),
+    (lambda d: _replace(d, struct.pack(">BHH", 8, 11, 0), struct.pack(">BHHI", 8, 7, 4, 0)),
+     "postcopy_packaged"),
+    (lambda d: _replace(d, struct.pack(">BHH", 8, 11, 0), struct.pack(">BHH", 8, 99, 0)),
+     "unknown_command"),
+    (lambda d: _replace(d, struct.pack(">BHH", 8, 11, 0), struct.pack(">BHH", 8, 8, 0)),
+     "colo"),
+    (lambda d: d[:8] + d[62:], "no_page_size"),
+    (lambda d: _replace(d, b"configuration/target-page-bits", b"configuration/target-page-byte"),
+     "unknown_configuration"),
+    (lambda d: _replace(d, b"\x7e\x00\x00\x00\x01", b"\x02\x00\x00\x00\x01"), "no_footer"),
+    (lambda d: _replace(d, b"\x7e\x00\x00\x00\x01", b"\x7e\x00\x00\x00\x09"), "format_error"),
+])
+def test_not_understood_streams_pass_through_untouched(synth_small: bytes, mutate, reason) -> None:
+    data = mutate(synth_small)
+    out, events, eng = run_engine(split_at(data, [13, 64, 5000, 70000]), _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered), events[-3:]
+    assert stop.reason == reason
+    assert out == data
+    assert eng.mode == Mode.PASSTHROUGH
+    assert not any(isinstance(e, CpuRewritten) for e in events)
+
+
+def test_abort_policy_forwards_nothing_after_the_problem(synth_small: bytes) -> None:
+    data = _replace(synth_small, struct.pack(">BHH", 8, 11, 0), struct.pack(">BHH", 8, 99, 0))
+    out, events, eng = run_engine([data[:1000], data[1000:]], _cfg(policy=Policy.ABORT))
+    stop = _stop(events)
+    assert isinstance(stop, Aborted) and stop.reason == "unknown_command"
+    assert data.startswith(out) and len(out) <= stop.offset
+    assert eng.feed(b"more").data == []
+
+
+def test_full_section_before_iterables_end_is_not_understood() -> None:
+    data = build(SynthSpec())
+    start = data.index(b"\x01\x00\x00\x00\x01\x03ram")
+    full = (b"\x04\x00\x00\x00\x63\x05early\x00\x00\x00\x00\x00\x00\x00\x01"
+            b"\x7e\x00\x00\x00\x63")
+    bad = data[:start] + full + data[start:]
+    out, events, _ = run_engine([bad], _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "full_section_early"
+    assert out == bad
+
+
+def test_hold_cap_exceeded_releases_untouched() -> None:
+    data = build(SynthSpec(tail_blob=50_000))
+    out, events, _ = run_engine([data], _cfg(hold_cap=20_000))
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "hold_cap_exceeded"
+    assert out == data
+
+
+def _redescribe(stream: bytes, edit: Callable[[dict], object]) -> bytes:
+    """The stream with its VM description edited (and its length fixed)."""
+    tail_at = stream.index(b"\x00\x06", stream.index(b"globalstate"))
+    body = json.loads(stream[tail_at + 6:])
+    edit(body)
+    raw = json.dumps(body, separators=(", ", ": ")).encode()
+    return stream[:tail_at + 2] + struct.pack(">I", len(raw)) + raw
+
+
+def test_description_that_does_not_frame_the_tail(synth_small: bytes) -> None:
+    def wrong_timer_size(body: dict) -> None:
+        body["devices"][0]["fields"][0]["size"] = 9
+
+    bad = _redescribe(synth_small, wrong_timer_size)
+    out, events, _ = run_engine([bad], _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "tail_not_framed"
+    assert out == bad
+
+
+def test_cpu_layout_is_checked_against_the_built_in_layout(synth_small: bytes) -> None:
+    def move_arrays(body: dict) -> None:
+        # Take 8 bytes from env.sp_el and give them to env.exclusive_addr: the section still
+        # frames exactly, but the description now puts the cpreg arrays 8 bytes earlier.
+        cpu = next(d for d in body["devices"] if d["name"] == "cpu")
+        f = {x["name"]: x for x in cpu["fields"]}
+        f["env.sp_el"]["array_len"] = 3
+        f["env.exclusive_addr"]["size"] = 16
+
+    bad = _redescribe(synth_small, move_arrays)
+    out, events, _ = run_engine([bad], _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "cpu_layout"
+    assert "560" in stop.message
+    assert out == bad
+
+
+def test_missing_description_at_eof(synth_small: bytes) -> None:
+    eof_at = synth_small.index(b"\x00\x06", synth_small.index(b"globalstate"))
+    data = synth_small[:eof_at + 1]
+    out, events, _ = run_engine([data], _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "no_description"
+    assert out == data
+
+
+def test_truncated_stream_reports_offset_and_expectation(synth_small: bytes) -> None:
+    data = synth_small[:5003]
+    out, events, _ = run_engine([data], _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "truncated"
+    assert "offset" in stop.message and "expected" in stop.message
+    assert out == data
+
+
+def test_garbage_is_a_format_error_at_offset_zero() -> None:
+    out, events, _ = run_engine([b"GET / HTTP/1.1\r\n\r\n"], _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert stop.offset == 0 and "QEVM" in stop.message
+    assert out == b"GET / HTTP/1.1\r\n\r\n"
+
+
+def test_data_after_a_rewritten_end_aborts(synth_small: bytes) -> None:
+    _out, events, eng = run_engine([synth_small, b"\x00"], _cfg(), eof=False)
+    stop = _stop(events)
+    assert isinstance(stop, Aborted) and stop.reason == "data_after_end"
+    assert eng.mode == Mode.ABORTED
+
+
+def test_data_after_an_untouched_end_passes_through(synth_small: bytes) -> None:
+    out, events, _ = run_engine([synth_small, b"\x00"], EngineConfig(), eof=False)
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "data_after_end"
+    assert out == synth_small + b"\x00"
+
+
+def test_cpu_payload_matches_the_arm_layout() -> None:
+    payload, desc = cpu_payload(0, DEFAULT_CPREGS)
+    n = struct.unpack_from(">i", payload, 568)[0]
+    assert n == len(DEFAULT_CPREGS)
+    assert desc["fields"][12]["name"] == "cpreg_vmstate_array_len"
+
+
+def test_cpu_seen_events_carry_the_arrays(synth_small: bytes) -> None:
+    _, events, _ = run_engine([synth_small])
+    seen = [e.cpu for e in events if isinstance(e, CpuSeen)]
+    assert [c.instance_id for c in seen] == [0, 1]
+    assert seen[1].values == tuple(v for _, v in DEFAULT_CPREGS)
+
+
+
+@pytest.mark.parametrize("bad_word_low", [0x0322, 0x0122, 0x1023])
+@pytest.mark.parametrize("index", [0, 1, 2, 700, 4095, 4096, 4097, 9999])
+def test_bad_record_inside_a_zero_run_is_found_at_its_offset(index: int,
+                                                              bad_word_low: int) -> None:
+    data = build(SynthSpec(zero_pages=12_000, full_pages=0, part_sections=1))
+    first = data.index(b"\x0dmach-virt.ram", 100) + 14 + 1  # after the first (named) record
+    at = first + 9 * index
+    assert data[at + 7] == 0x22
+    bad = bytearray(data)
+    bad[at + 6 : at + 8] = (bytes(bad[at + 6 : at + 8])[0] & 0xF0 | bad_word_low >> 8,
+                            bad_word_low & 0xFF)
+    out, events, _ = run_engine(split_at(bytes(bad), [first + 9 * 3000 + 4]), _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert stop.offset == at
+    assert out == bad
+
+
+def test_planted_description_starts_cost_a_bounded_number_of_parses(monkeypatch) -> None:
+    """A device blob full of fake `00 06 <len> {` that all claim to end where a read ends.
+
+    None of them is real (the stream goes on), so each would be a JSON parse of everything
+    after it; only positions next to the last NUL byte are considered.
+    """
+    data = bytearray(build(SynthSpec(tail_blob=7000)))
+    start = data.index(b"\x09test-blob") + 10 + 8  # after name, instance, version
+    boundary = start + 900 * 7 + 300  # where the input is split, inside the blob
+    for i in range(900):
+        q = start + 7 * i
+        data[q : q + 7] = b"\x00\x06" + struct.pack(">I", boundary - q - 6) + b"{"
+    data[boundary - 1] = 0
+    data = bytes(data)
+    import migproxy.stream.engine as engine_mod
+
+    calls = []
+    real = engine_mod.parse_description
+
+    def counting(raw):  # type: ignore[no-untyped-def]
+        calls.append(len(raw))
+        return real(raw)
+
+    monkeypatch.setattr(engine_mod, "parse_description", counting)
+    _, events, eng = run_engine([data[:boundary], data[boundary:]], _cfg())
+    assert eng.mode == Mode.DONE
+    assert any(isinstance(e, CpuRewritten) for e in events)
+    assert len(calls) <= 6
+
+
+@pytest.mark.parametrize("bad_word_low", [0x0328, 0x0128, 0x0029])
+@pytest.mark.parametrize("index", [0, 1, 3, 4, 5, 20, 21, 100, 299])
+def test_bad_record_inside_a_full_page_run_is_found_at_its_offset(index: int,
+                                                                   bad_word_low: int) -> None:
+    data = build(SynthSpec(zero_pages=0, full_pages=301, part_sections=1))
+    first = data.index(b"\x0dmach-virt.ram", 100) + 14 + 4096  # after the named record
+    at = first + (8 + 4096) * index
+    assert data[at + 7] == 0x28
+    bad = bytearray(data)
+    bad[at + 6 : at + 8] = (bytes(bad[at + 6 : at + 8])[0] & 0xF0 | bad_word_low >> 8,
+                            bad_word_low & 0xFF)
+    out, events, _ = run_engine(split_at(bytes(bad), [first + 4104 * 50 + 3000]), _cfg())
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert stop.offset == at
+    assert out == bad
+
+
+def test_eof_without_device_state_or_description_is_complete() -> None:
+    data = build(SynthSpec(zero_pages=10, full_pages=1))
+    end_at = data.index(b"\x03\x00\x00\x00\x01") + 5 + 8 + 5  # after the RAM END section
+    stream = data[:end_at] + b"\x00"
+    out, events, _ = run_engine([stream], _cfg())
+    assert out == stream and _stop(events) is None
+    assert any(isinstance(e, ItemFramed) and e.kind == "eof" for e in events)
