@@ -19,7 +19,7 @@ from typing import Any
 
 from construct import Array, Int32sb, Int32ub, Int64ub, Struct, this
 
-from migproxy.stream.vmdesc import FieldSpan, TailSection
+from migproxy.stream.vmdesc import FieldSpan, FullSection
 
 # The fixed prefix of vmstate_arm_cpu before the cpreg arrays.
 ARM_CPU_PREFIX = Struct(
@@ -56,7 +56,7 @@ class CpuLayoutError(Exception):
 class CpuSection:
     """A framed ``cpu`` section of the tail with its cpreg arrays decoded."""
 
-    section: TailSection
+    section: FullSection
     count_offset: int  # relative to the held buffer
     indexes: list[int]
     values: list[int]
@@ -83,19 +83,19 @@ def encode_cpreg_arrays(indexes: list[int], values: list[int]) -> bytes:
     return struct.pack(f">i{n}Q{n}Q", n, *indexes, *values)
 
 
-def _span(section: TailSection, name: str) -> FieldSpan | None:
+def _span(section: FullSection, name: str) -> FieldSpan | None:
     for s in section.fields:
         if s.name == name:
             return s
     return None
 
 
-def is_arm_cpu(section: TailSection, desc: dict[str, Any]) -> bool:
+def is_arm_cpu(section: FullSection, desc: dict[str, Any]) -> bool:
     dev = desc["devices"][section.device_index]
     return section.idstr == "cpu" and dev.get("vmsd_name") == "cpu"
 
 
-def parse_cpu_section(buf: Any, section: TailSection) -> CpuSection:
+def parse_cpu_section(buf: Any, section: FullSection) -> CpuSection:
     """Decode the cpreg arrays of a framed ``cpu`` section, checking the layout."""
     if section.version_id not in SUPPORTED_VERSIONS:
         raise CpuLayoutError(f"cpu section version {section.version_id} is not supported "
@@ -130,7 +130,7 @@ def parse_cpu_section(buf: Any, section: TailSection) -> CpuSection:
     return CpuSection(section, s_len.offset, ids, vals)
 
 
-def decode_prefix(buf: Any, section: TailSection) -> dict[str, Any]:
+def decode_prefix(buf: Any, section: FullSection) -> dict[str, Any]:
     """Decode the core registers (for ``inspect``)."""
     start = section.payload_offset
     c = ARM_CPU_PREFIX.parse(bytes(buf[start : start + PREFIX_SIZE]))

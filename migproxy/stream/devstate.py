@@ -10,7 +10,7 @@ last NUL of what is held, or sits at most 5 bytes before it (the be32 length may
 NULs). A position ``p`` in that range is a candidate when ``held[p:p+2] == 00 06``, the JSON
 starts with ``{`` and ``p + 6 + length`` equals everything held so far. A candidate is only
 a hypothesis: it is accepted only when the description found there frames every held byte
-before it exactly (:func:`migproxy.vmdesc.frame_tail`). So at most six positions are
+before it exactly (:func:`migproxy.vmdesc.frame_device_state`). So at most six positions are
 examined per input, whatever the guest planted in device state, and finding them costs a
 backwards search to the last NUL (in practice the length of the JSON received so far).
 """
@@ -27,7 +27,7 @@ class HoldCapExceeded(Exception):
     pass
 
 
-class HeldTail:
+class HeldDeviceState:
     """A bounded buffer for the tail."""
 
     def __init__(self, start_offset: int, cap: int) -> None:

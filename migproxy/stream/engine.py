@@ -32,7 +32,7 @@ from migproxy.arm.cpu_section import (
 )
 from migproxy.arm.profile import Profile
 from migproxy.stream import wire
-from migproxy.stream.devstate import HeldTail, HoldCapExceeded
+from migproxy.stream.devstate import HeldDeviceState, HoldCapExceeded
 from migproxy.stream.errors import FormatError, RewriteRefused, TruncatedError, Unsupported
 from migproxy.stream.events import (
     Aborted,
@@ -49,10 +49,10 @@ from migproxy.stream.events import (
 from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, RamStats, StreamFramer
 from migproxy.stream.vmdesc import (
     DescriptionMismatch,
-    TailLayout,
-    TailSection,
+    DeviceStateLayout,
+    FullSection,
     encode_description,
-    frame_tail,
+    frame_device_state,
     parse_description,
     with_array_lengths,
 )
@@ -106,10 +106,10 @@ class StreamEngine:
         self.sent = 0  # bytes output so far
         self._carry = bytearray()  # unforwarded start of an incomplete item (streaming)
         self._need = 0
-        self._tail: HeldTail | None = None
+        self._tail: HeldDeviceState | None = None
         self._rewritten_release = False
         self.cpus: list[CpuState] = []
-        self.layout: TailLayout | None = None
+        self.layout: DeviceStateLayout | None = None
         self.stop_reason: str | None = None
 
     # -- public API ---------------------------------------------------------------------
@@ -280,7 +280,7 @@ class StreamEngine:
 
     def _start_hold(self, res: FeedResult, pieces: list[Chunk]) -> None:
         self.mode = Mode.HOLDING
-        self._tail = HeldTail(self.forwarded_in, self.config.hold_cap)
+        self._tail = HeldDeviceState(self.forwarded_in, self.config.hold_cap)
         res.events.append(HoldStarted(self.forwarded_in))
         for piece in pieces:
             if len(piece):
@@ -302,7 +302,7 @@ class StreamEngine:
             if desc is None:
                 continue  # not a description: keep waiting
             try:
-                layout = frame_tail(tail.buf, p, desc)
+                layout = frame_device_state(tail.buf, p, desc)
             except DescriptionMismatch as e:
                 self._not_understood(
                     res, "tail_not_framed",
@@ -312,14 +312,14 @@ class StreamEngine:
             self._release(res, layout)
             return
 
-    def _release(self, res: FeedResult, layout: TailLayout) -> None:
+    def _release(self, res: FeedResult, layout: DeviceStateLayout) -> None:
         tail = self._tail
         assert tail is not None
         buf = tail.buf
         base = tail.start_offset
         self.layout = layout
         for item in layout.items:
-            if isinstance(item, TailSection):
+            if isinstance(item, FullSection):
                 res.events.append(ItemFramed(
                     base + item.offset, item.end - item.offset, "section",
                     {"type": "FULL", "section_id": item.section_id, "idstr": item.idstr,
@@ -335,7 +335,7 @@ class StreamEngine:
         cpus: list[CpuSection] = []
         try:
             for item in layout.items:
-                if isinstance(item, TailSection) and is_arm_cpu(item, layout.description):
+                if isinstance(item, FullSection) and is_arm_cpu(item, layout.description):
                     cpu = parse_cpu_section(buf, item)
                     cpus.append(cpu)
                     state = CpuState(item.instance_id, base + item.offset, tuple(cpu.indexes),
@@ -361,7 +361,7 @@ class StreamEngine:
         self.framer.state = ST_DONE
         self._tail = None
 
-    def _rewrite(self, res: FeedResult, buf: bytearray, layout: TailLayout,
+    def _rewrite(self, res: FeedResult, buf: bytearray, layout: DeviceStateLayout,
                  cpus: list[CpuSection]) -> bytes | bytearray | None:
         profile = self.config.profile
         if profile is None or not cpus:

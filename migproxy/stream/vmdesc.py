@@ -45,7 +45,7 @@ class FieldSpan:
 
 
 @dataclass
-class TailSection:
+class FullSection:
     """One FULL section of the tail, framed exactly."""
 
     offset: int  # of the 0x04 type byte, relative to the held buffer
@@ -61,17 +61,17 @@ class TailSection:
 
 
 @dataclass
-class TailCommand:
+class DeviceStateCommand:
     offset: int
     end: int
     command: str
 
 
 @dataclass
-class TailLayout:
+class DeviceStateLayout:
     """The whole tail: sections and commands up to EOF, then the description."""
 
-    items: list[TailSection | TailCommand]
+    items: list[FullSection | DeviceStateCommand]
     eof_offset: int
     description_offset: int  # of the 0x06 byte
     description: dict[str, Any]
@@ -151,13 +151,13 @@ def _walk_vmsd(buf: Any, pos: int, end: int, vmsd: dict[str, Any], depth: int,
     return pos
 
 
-def frame_tail(buf: Any, eof_offset: int, desc: dict[str, Any]) -> TailLayout:
+def frame_device_state(buf: Any, eof_offset: int, desc: dict[str, Any]) -> DeviceStateLayout:
     """Frame ``buf[0:eof_offset]`` (FULL sections and commands) with ``desc``.
 
     ``buf[eof_offset]`` must be EOF, followed by the description record.
     """
     devices = _entries(desc, "devices", 0)
-    items: list[TailSection | TailCommand] = []
+    items: list[FullSection | DeviceStateCommand] = []
     pos = 0
     dev_i = 0
     while pos < eof_offset:
@@ -172,7 +172,7 @@ def frame_tail(buf: Any, eof_offset: int, desc: dict[str, Any]) -> TailLayout:
                 raise DescriptionMismatch(pos, f"command {cmd} cannot appear in the tail")
             if spec[1] is not None and spec[1] != length:
                 raise DescriptionMismatch(pos, f"command {spec[0]} with length {length}")
-            items.append(TailCommand(pos, pos + 5 + length, spec[0]))
+            items.append(DeviceStateCommand(pos, pos + 5 + length, spec[0]))
             pos += 5 + length
             continue
         if t != wire.VM_SECTION_FULL:
@@ -203,7 +203,7 @@ def frame_tail(buf: Any, eof_offset: int, desc: dict[str, Any]) -> TailLayout:
             raise DescriptionMismatch(payload_end, f"expected the footer of section {idstr!r}")
         if wire.BE32.unpack_from(buf, payload_end + 1)[0] != sid:
             raise DescriptionMismatch(payload_end, f"footer of section {idstr!r} has another id")
-        items.append(TailSection(pos, payload, payload_end, payload_end + 5, sid, idstr, inst,
+        items.append(FullSection(pos, payload, payload_end, payload_end + 5, sid, idstr, inst,
                                  ver, dev_i, spans))
         dev_i += 1
         pos = payload_end + 5
@@ -212,7 +212,7 @@ def frame_tail(buf: Any, eof_offset: int, desc: dict[str, Any]) -> TailLayout:
     if dev_i != len(devices):
         raise DescriptionMismatch(pos, f"{len(devices) - dev_i} device entries have no section")
     n = wire.BE32.unpack_from(buf, eof_offset + 2)[0]
-    return TailLayout(items, eof_offset, eof_offset + 1, desc, eof_offset + 6 + n)
+    return DeviceStateLayout(items, eof_offset, eof_offset + 1, desc, eof_offset + 6 + n)
 
 
 def with_array_lengths(desc: dict[str, Any],
