@@ -16,7 +16,8 @@ import sys
 import time
 
 from migproxy.arm.profile import default_profile
-from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
+from migproxy.arm.rewriter import arm_engine_config
+from migproxy.stream.engine import Mode, StreamEngine
 from testkit.synthetic import SynthSpec, build
 
 CHUNK = 1 << 20
@@ -28,7 +29,7 @@ def _chunks(data: bytes) -> list[memoryview]:
 
 
 def _run(chunks: list[memoryview]) -> tuple[float, StreamEngine]:
-    eng = StreamEngine(EngineConfig(profile=default_profile()))
+    eng = StreamEngine(arm_engine_config(default_profile()))
     t0 = time.perf_counter()
     for c in chunks:
         eng.feed(c)

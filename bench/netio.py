@@ -111,9 +111,11 @@ class Sink:
         mv = memoryview(buf)
         eng: Any = None
         if exp.get("engine_check"):
-            from migproxy.stream.engine import EngineConfig, StreamEngine
+            from migproxy.arm.events import seen_cpus
+            from migproxy.arm.rewriter import arm_engine_config
+            from migproxy.stream.engine import StreamEngine
 
-            eng = StreamEngine(EngineConfig(profile=None))
+            eng = StreamEngine(arm_engine_config(None))
         t_first = t_last = 0.0
         error = None
         conn.settimeout(IO_TIMEOUT)
@@ -154,7 +156,7 @@ class Sink:
         if eng is not None:
             eng.feed_eof()
             res["engine_mode"] = str(eng.mode)
-            res["cpregs"] = [len(c.indexes) for c in eng.cpus]
+            res["cpregs"] = [len(c.indexes) for c in seen_cpus(eng.reports)]
             if eng.mode != "done":
                 res["ok"] = False
                 res["error"] = f"the engine could not frame the output: {eng.stop_reason}"

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from migproxy.arm.profile import default_profile
+from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
-from migproxy.stream.events import HoldStarted, ItemFramed
+from migproxy.stream.events import HoldStarted, SectionFramed
 from testkit.synthetic import SynthSpec, build
 
 PAGE = 4096
@@ -64,11 +65,11 @@ class Shape:
 def engine_config(mode: str) -> EngineConfig:
     """The engine configuration of a migproxy mode: rewrite, dry_run or none."""
     if mode == "rewrite":
-        return EngineConfig(profile=default_profile())
+        return arm_engine_config(default_profile())
     if mode == "dry_run":
-        return EngineConfig(profile=default_profile(), dry_run=True)
+        return arm_engine_config(default_profile(), dry_run=True)
     if mode == "none":
-        return EngineConfig(profile=None)
+        return arm_engine_config(None)
     raise ValueError(f"unknown mode {mode!r}")
 
 
@@ -78,14 +79,13 @@ class Plan:
     def __init__(self, shape: Shape) -> None:
         self.shape = shape
         data = build(shape.spec())
-        eng = StreamEngine(EngineConfig(profile=None))
+        eng = StreamEngine(arm_engine_config(None))
         res = eng.feed(data)
         res.events.extend(eng.feed_eof().events)
         if eng.mode != Mode.DONE:
             raise RuntimeError(f"synthetic stream not understood: {eng.stop_reason}")
         parts = [e for e in res.events
-                 if isinstance(e, ItemFramed) and e.kind == "section"
-                 and e.detail.get("type") == "PART"]
+                 if isinstance(e, SectionFramed) and e.type == "PART"]
         hold = [e.offset for e in res.events if isinstance(e, HoldStarted)]
         if not parts or not hold:
             raise RuntimeError("synthetic stream without PART sections or device tail")

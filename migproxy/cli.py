@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from migproxy import __version__
+from migproxy.arm.events import CpuRewritten
+from migproxy.arm.profile import ProfileError
 from migproxy.arm.registers import describe
-from migproxy.stream.errors import MigproxyError, ProfileError
-from migproxy.stream.events import CpuRewritten
+from migproxy.stream.errors import MigproxyError
 
 EXIT_OK = 0
 EXIT_STREAM = 1

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from migproxy.arm.events import CpuState, seen_cpus
+from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import EngineConfig, FeedResult, StreamEngine
 from migproxy.stream.events import Event
 from testkit.synthetic import SynthSpec, build
@@ -18,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 def run_engine(data_chunks: Iterable[bytes], config: EngineConfig | None = None,
                eof: bool = True) -> tuple[bytes, list[Event], StreamEngine]:
     """Feed chunks to a fresh engine; return the joined output, all events and the engine."""
-    eng = StreamEngine(config or EngineConfig())
+    eng = StreamEngine(config or arm_engine_config(None))
     out: list[bytes] = []
     events: list[Event] = []
 
@@ -56,3 +58,8 @@ def synth_small() -> bytes:
     return build(SynthSpec(cpus=2, full_pages=16, zero_pages=64, tail_blob=300,
                            multifd_flush=True,
                            page_patterns=[b"\x00\x06\x00\x00\x00\x08{\"x\": 1}QEVM\x04"]))
+
+
+def cpus(engine: StreamEngine) -> list[CpuState]:
+    """The ARM cpu sections the engine decoded."""
+    return seen_cpus(engine.reports)

@@ -5,9 +5,12 @@ verified): a fixed 568-byte prefix of core registers, then ``cpreg_vmstate_array
 N), ``cpreg_vmstate_indexes`` (N x be64 register ids, strictly ascending),
 ``cpreg_vmstate_values`` (N x be64), then the rest of the fields and the subsections.
 
-The section is located and delimited by the VM description (see :mod:`migproxy.stream.vmdesc`);
-this module checks that what the description says agrees with the built-in layout below
-before anything is rewritten, so a description cannot move the arrays somewhere else.
+The section is located and delimited by the VM description (see :mod:`migproxy.stream.vmdesc`).
+Before anything is rewritten, this module checks the description's spans of the three
+cpreg fields against the built-in layout below: the count at payload offset 568, the arrays
+right after it with the count's number of 8-byte elements, inside the section. So a
+description cannot move the arrays somewhere else. (It checks offsets and sizes, not every
+other field of the entry.)
 """
 
 from __future__ import annotations
@@ -17,39 +20,38 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from construct import Array, Int32sb, Int32ub, Int64ub, Struct, this
-
+from migproxy.stream.errors import SectionRefused
+from migproxy.stream.reasons import Reason
 from migproxy.stream.vmdesc import FieldSpan, FullSection
 
-# The fixed prefix of vmstate_arm_cpu before the cpreg arrays.
-ARM_CPU_PREFIX = Struct(
-    "regs" / Array(16, Int32ub),
-    "xregs" / Array(32, Int64ub),
-    "pc" / Int64ub,
-    "cpsr" / Int32ub,
-    "spsr" / Int32ub,
-    "banked_spsr" / Array(8, Int64ub),
-    "banked_r13" / Array(8, Int32ub),
-    "banked_r14" / Array(8, Int32ub),
-    "usr_regs" / Array(5, Int32ub),
-    "fiq_regs" / Array(5, Int32ub),
-    "elr_el" / Array(4, Int64ub),
-    "sp_el" / Array(4, Int64ub),
+# The fixed prefix of vmstate_arm_cpu before the cpreg arrays (target/arm/machine.c):
+# (field, element size, count), all big-endian.
+ARM_CPU_PREFIX: tuple[tuple[str, int, int], ...] = (
+    ("regs", 4, 16),
+    ("xregs", 8, 32),
+    ("pc", 8, 1),
+    ("cpsr", 4, 1),  # VMSTATE_CPSR: 4 bytes on the wire
+    ("spsr", 4, 1),
+    ("banked_spsr", 8, 8),
+    ("banked_r13", 4, 8),
+    ("banked_r14", 4, 8),
+    ("usr_regs", 4, 5),
+    ("fiq_regs", 4, 5),
+    ("elr_el", 8, 4),
+    ("sp_el", 8, 4),
 )
-CPREG_ARRAYS = Struct(
-    "count" / Int32sb,
-    "indexes" / Array(this.count, Int64ub),
-    "values" / Array(this.count, Int64ub),
-)
-PREFIX_SIZE = ARM_CPU_PREFIX.sizeof()  # 568
+PREFIX_SIZE = sum(size * count for _name, size, count in ARM_CPU_PREFIX)  # 568
 SUPPORTED_VERSIONS = frozenset({22})
 F_LEN = "cpreg_vmstate_array_len"
 F_IDX = "cpreg_vmstate_indexes"
 F_VAL = "cpreg_vmstate_values"
 
 
-class CpuLayoutError(Exception):
+class CpuLayoutError(SectionRefused):
     """The cpu section does not have the layout migproxy knows how to rewrite."""
+
+    reason = Reason.CPU_LAYOUT
+    context = "cpu section not understood: "
 
 
 @dataclass
@@ -128,11 +130,3 @@ def parse_cpu_section(buf: Any, section: FullSection) -> CpuSection:
     if any(b <= a for a, b in pairwise(ids)):
         raise CpuLayoutError("the cpreg index array is not strictly ascending")
     return CpuSection(section, s_len.offset, ids, vals)
-
-
-def decode_prefix(buf: Any, section: FullSection) -> dict[str, Any]:
-    """Decode the core registers (for ``inspect``)."""
-    start = section.payload_offset
-    c = ARM_CPU_PREFIX.parse(bytes(buf[start : start + PREFIX_SIZE]))
-    return {"pc": c.pc, "cpsr": c.cpsr, "xregs": list(c.xregs), "sp_el": list(c.sp_el),
-            "elr_el": list(c.elr_el)}

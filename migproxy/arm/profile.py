@@ -35,12 +35,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 from migproxy.arm.registers import describe, format_id, parse_register
-from migproxy.stream.errors import ProfileError, RewriteRefused
+from migproxy.stream.errors import MigproxyError, SectionRefused
+from migproxy.stream.reasons import Reason
 
 Action = Literal["drop", "insert", "set"]
 _ACTIONS = ("drop", "insert", "set")
 _U64 = (1 << 64) - 1
 BUILTIN_PREFIX = "builtin:"
+
+
+class ProfileError(MigproxyError):
+    """A register profile is invalid."""
+
+
+class RewriteRefused(SectionRefused):
+    """A profile rule's condition does not hold, so the cpu section must not be rewritten.
+
+    ``detail`` says which kind of condition (``condition_failed``).
+    """
+
+    reason = Reason.PROFILE_REFUSED
+
+    def __init__(self, detail: str, message: str) -> None:
+        self.detail = detail
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

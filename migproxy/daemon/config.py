@@ -34,9 +34,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from migproxy.arm.profile import Profile, load_profile
-from migproxy.stream.engine import DEFAULT_HOLD_CAP, Policy
-from migproxy.stream.errors import MigproxyError, ProfileError
+from migproxy.arm.profile import Profile, ProfileError, load_profile
+from migproxy.daemon.addresses import join_host_port
+from migproxy.stream.errors import MigproxyError
+from migproxy.stream.policy import DEFAULT_HOLD_CAP, Policy
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -53,9 +54,7 @@ class Address:
     port: int
 
     def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
 
 def parse_address(text: str, *, what: str, need_host: bool = False,

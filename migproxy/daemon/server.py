@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from migproxy.daemon.addresses import format_host_port
 from migproxy.daemon.config import Config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.relay import Pair, PairRegistry
@@ -44,7 +45,8 @@ class Daemon:
                 await self.close_servers()
                 raise StartError(f"cannot listen on {route.listen}: {e.strerror or e}") from e
             self.servers.append(server)
-            self.log.info("listening", listen=[_fmt(s.getsockname()) for s in server.sockets],
+            self.log.info("listening",
+                          listen=[format_host_port(s.getsockname()) for s in server.sockets],
                           target=str(route.target),
                           profile=route.profile.name if route.profile else None,
                           policy=str(route.settings.policy), dry_run=route.settings.dry_run)
@@ -58,7 +60,7 @@ class Daemon:
             except OSError as e:
                 await self.close_servers()
                 raise StartError(f"cannot serve metrics on {m}: {e.strerror or e}") from e
-            self.log.info("metrics", address=f"{_fmt(self.metrics_server.server_address)}",
+            self.log.info("metrics", address=format_host_port(self.metrics_server.server_address),
                           path="/metrics")
         notify("READY=1")
 
@@ -121,13 +123,6 @@ class Daemon:
             self.metrics_server.server_close()
         self.log.info("stopped")
         return 0
-
-
-def _fmt(addr: Any) -> str:
-    if isinstance(addr, tuple) and len(addr) >= 2:
-        host = addr[0]
-        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
-    return str(addr)
 
 
 def run_daemon(config: Config) -> int:

@@ -4,13 +4,15 @@ Feed it bytes as they arrive from the source; it returns the bytes to forward to
 destination and the events it saw. No sockets, no clocks, no asyncio: the daemon, the
 offline tools and the tests all drive this one object.
 
-* Everything before the device-state tail (header, configuration, commands, RAM) is framed
-  record by record and forwarded as slices of the input (never copied, never buffered
-  beyond an incomplete record header).
-* The tail (FULL sections after the last iterable END) is held back under a cap until EOF
-  and the VM description have arrived, framed exactly with the description, the ARM
-  ``cpu`` sections rewritten by the profile, the description updated, and released at once
-  (without waiting for the source to close the connection).
+* The streamed part (header, configuration, commands, RAM) is framed record by record and
+  forwarded as slices of the input (never copied, never buffered beyond an incomplete
+  record header or command).
+* The non-iterable device state (FULL sections after the last iterable END) is held back
+  under a cap until EOF and the VM description have arrived, and framed exactly with the
+  description. Each FULL section goes to the section rewriters configured
+  (:mod:`migproxy.stream.rewriter`; the engine itself knows no architecture), the
+  description is updated, and the device state is released at once (without waiting for
+  the source to close the connection).
 * Whatever is not understood switches the engine to ``passthrough`` (the rest is forwarded
   untouched, including anything held) or ``abort`` (nothing more is forwarded), as the
   policy says, with an event naming the reason. A partially rewritten stream is never
@@ -20,33 +22,28 @@ offline tools and the tests all drive this one object.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from migproxy.arm.cpu_section import (
-    F_IDX,
-    F_VAL,
-    CpuLayoutError,
-    CpuSection,
-    is_arm_cpu,
-    parse_cpu_section,
-)
-from migproxy.arm.profile import Profile
 from migproxy.stream import wire
 from migproxy.stream.devstate import HeldDeviceState, HoldCapExceeded
-from migproxy.stream.errors import FormatError, RewriteRefused, TruncatedError, Unsupported
+from migproxy.stream.errors import FormatError, SectionRefused, TruncatedError, Unsupported
 from migproxy.stream.events import (
     Aborted,
-    CpuRewritten,
-    CpuSeen,
-    CpuState,
+    CommandFramed,
+    EofFramed,
     Event,
     HoldStarted,
-    ItemFramed,
     PassthroughEntered,
+    SectionFramed,
     StreamComplete,
     TailReleased,
+    VmDescriptionFramed,
 )
 from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, RamStats, StreamFramer
+from migproxy.stream.policy import DEFAULT_HOLD_CAP, MAX_ITEM, Policy
+from migproxy.stream.reasons import Reason
+from migproxy.stream.rewriter import Decoded, SectionEdit, SectionRewriter
 from migproxy.stream.vmdesc import (
     DescriptionMismatch,
     DeviceStateLayout,
@@ -57,28 +54,37 @@ from migproxy.stream.vmdesc import (
     with_array_lengths,
 )
 
+__all__ = ["DEFAULT_HOLD_CAP", "MAX_ITEM", "EngineConfig", "FeedResult", "Mode", "Policy",
+           "StreamEngine"]
+
 Chunk = bytes | bytearray | memoryview
 
-DEFAULT_HOLD_CAP = 64 * 1024 * 1024
-MAX_ITEM = 1024 * 1024  # largest item (record header, command) buffered contiguously
-
-
-class Policy(enum.StrEnum):
-    PASSTHROUGH = "passthrough"
-    ABORT = "abort"
 
 
 class Mode(enum.StrEnum):
-    STREAMING = "streaming"
-    HOLDING = "holding"
-    DONE = "done"
-    PASSTHROUGH = "passthrough"
-    ABORTED = "aborted"
+    """The state of the main channel (the engine's one state machine; the framer's
+    :class:`~migproxy.stream.framer.Grammar` is only its position inside ``STREAMING``)."""
+
+    STREAMING = "streaming"  # the streamed part: framed and forwarded as it arrives
+    HOLDING = "holding"  # the non-iterable device state: held until it is framed
+    DONE = "done"  # the whole stream was framed and released
+    PASSTHROUGH = "passthrough"  # not understood: the rest is relayed untouched
+    ABORTED = "aborted"  # not understood (abort policy): nothing more is forwarded
+
+
+# Every transition the engine makes; anything else is a bug (asserted).
+TRANSITIONS: dict[Mode, frozenset[Mode]] = {
+    Mode.STREAMING: frozenset({Mode.HOLDING, Mode.PASSTHROUGH, Mode.ABORTED}),
+    Mode.HOLDING: frozenset({Mode.DONE, Mode.PASSTHROUGH, Mode.ABORTED}),
+    Mode.DONE: frozenset({Mode.PASSTHROUGH, Mode.ABORTED}),
+    Mode.PASSTHROUGH: frozenset(),
+    Mode.ABORTED: frozenset(),
+}
 
 
 @dataclass
 class EngineConfig:
-    profile: Profile | None = None  # None: frame and report only, never rewrite
+    rewriters: Sequence[SectionRewriter] = ()  # section plug-ins (none: frame and report)
     policy: Policy = Policy.PASSTHROUGH
     dry_run: bool = False  # compute and report rewrites, forward the original bytes
     hold_cap: int = DEFAULT_HOLD_CAP
@@ -97,6 +103,9 @@ class FeedResult:
 class StreamEngine:
     """Frames, rewrites and forwards one main migration channel (source -> destination)."""
 
+    # The engine's state is ``mode`` (see TRANSITIONS); ``stop_reason`` says why it left
+    # STREAMING/HOLDING for PASSTHROUGH or ABORTED.
+
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.framer = StreamFramer(legacy_page_bits=self.config.legacy_page_bits)
@@ -108,9 +117,9 @@ class StreamEngine:
         self._need = 0
         self._tail: HeldDeviceState | None = None
         self._rewritten_release = False
-        self.cpus: list[CpuState] = []
+        self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
-        self.stop_reason: str | None = None
+        self.stop_reason: Reason | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -161,12 +170,12 @@ class StreamEngine:
             else:
                 err = TruncatedError(at, "more records (the stream ended before EOF)",
                                      "the end of the stream")
-            self._not_understood(res, "truncated", str(err), err.offset, memoryview(b""),
+            self._not_understood(res, Reason.TRUNCATED, str(err), err.offset, memoryview(b""),
                                  at)
         elif self.mode == Mode.HOLDING:
             assert self._tail is not None
             self._not_understood(
-                res, "no_description",
+                res, Reason.NO_DESCRIPTION,
                 "the stream ended before a VM description that frames the device state "
                 f"({len(self._tail)} bytes held)", self._tail.start_offset, memoryview(b""),
                 self.received)
@@ -250,16 +259,20 @@ class StreamEngine:
                 self._need = fr.need
         except (FormatError, Unsupported) as e:
             self._events(res)
-            reason = e.reason if isinstance(e, Unsupported) else "format_error"
+            reason = e.reason if isinstance(e, Unsupported) else Reason.FORMAT_ERROR
             offset = e.offset if e.offset is not None else self.forwarded_in
             self._not_understood(res, reason, str(e), offset, mv, chunk_start)
 
-    def _not_understood(self, res: FeedResult, reason: str, message: str, offset: int,
+    def _enter(self, mode: Mode) -> None:
+        assert mode in TRANSITIONS[self.mode], f"engine: {self.mode} -> {mode}"
+        self.mode = mode
+
+    def _not_understood(self, res: FeedResult, reason: Reason, message: str, offset: int,
                         mv: memoryview, chunk_start: int) -> None:
         """Stop rewriting: forward everything not yet forwarded untouched, or abort."""
         self.stop_reason = reason
         if self.config.policy == Policy.ABORT:
-            self.mode = Mode.ABORTED
+            self._enter(Mode.ABORTED)
             res.events.append(Aborted(reason, message, offset))
         else:
             pieces: list[Chunk] = []
@@ -268,7 +281,7 @@ class StreamEngine:
                 pieces.append(mv)
             else:
                 pieces = self._unforwarded(mv, chunk_start)
-            self.mode = Mode.PASSTHROUGH
+            self._enter(Mode.PASSTHROUGH)
             res.events.append(PassthroughEntered(reason, message, offset))
             for piece in pieces:
                 self._out(res, piece)
@@ -279,7 +292,7 @@ class StreamEngine:
     # -- holding the tail ------------------------------------------------------------------
 
     def _start_hold(self, res: FeedResult, pieces: list[Chunk]) -> None:
-        self.mode = Mode.HOLDING
+        self._enter(Mode.HOLDING)
         self._tail = HeldDeviceState(self.forwarded_in, self.config.hold_cap)
         res.events.append(HoldStarted(self.forwarded_in))
         for piece in pieces:
@@ -294,7 +307,7 @@ class StreamEngine:
         try:
             tail.add(mv)
         except HoldCapExceeded as e:
-            self._not_understood(res, "hold_cap_exceeded", str(e), tail.start_offset, mv,
+            self._not_understood(res, Reason.HOLD_CAP_EXCEEDED, str(e), tail.start_offset, mv,
                                  self.received - len(mv))
             return
         for p in tail.candidates():
@@ -305,7 +318,7 @@ class StreamEngine:
                 layout = frame_device_state(tail.buf, p, desc)
             except DescriptionMismatch as e:
                 self._not_understood(
-                    res, "tail_not_framed",
+                    res, Reason.DEVICE_STATE_NOT_FRAMED,
                     f"the VM description does not frame the device state: {e}",
                     tail.start_offset + e.rel_offset, memoryview(b""), self.received)
                 return
@@ -320,36 +333,18 @@ class StreamEngine:
         self.layout = layout
         for item in layout.items:
             if isinstance(item, FullSection):
-                res.events.append(ItemFramed(
-                    base + item.offset, item.end - item.offset, "section",
-                    {"type": "FULL", "section_id": item.section_id, "idstr": item.idstr,
-                     "instance_id": item.instance_id, "version_id": item.version_id}))
+                res.events.append(SectionFramed(
+                    base + item.offset, item.end - item.offset, "FULL", item.section_id,
+                    item.idstr, item.instance_id, item.version_id))
             else:
-                res.events.append(ItemFramed(base + item.offset, item.end - item.offset,
-                                             "command", {"command": item.command}))
-        res.events.append(ItemFramed(base + layout.eof_offset, 1, "eof"))
-        res.events.append(ItemFramed(base + layout.description_offset,
-                                     layout.end - layout.description_offset, "vmdescription",
-                                     {"length": layout.end - layout.description_offset - 5}))
-        # Decode every ARM cpu section; rewrite if a profile is set.
-        cpus: list[CpuSection] = []
-        try:
-            for item in layout.items:
-                if isinstance(item, FullSection) and is_arm_cpu(item, layout.description):
-                    cpu = parse_cpu_section(buf, item)
-                    cpus.append(cpu)
-                    state = CpuState(item.instance_id, base + item.offset, tuple(cpu.indexes),
-                                     tuple(cpu.values))
-                    self.cpus.append(state)
-                    res.events.append(CpuSeen(state))
-        except CpuLayoutError as e:
-            self._not_understood(res, "cpu_layout", f"cpu section not understood: {e}", base,
-                                 memoryview(b""), self.received)
-            return
-        out = self._rewrite(res, buf, layout, cpus)
-        if out is None:
-            return
-        if self.mode != Mode.HOLDING:
+                res.events.append(CommandFramed(base + item.offset, item.end - item.offset,
+                                                item.command, item.end - item.offset - 5))
+        res.events.append(EofFramed(base + layout.eof_offset, 1))
+        res.events.append(VmDescriptionFramed(
+            base + layout.description_offset, layout.end - layout.description_offset,
+            layout.end - layout.description_offset - 5))
+        out = self._rewrite(res, buf, layout)
+        if out is None:  # not understood or refused: handled
             return
         rewritten = out is not buf
         self._rewritten_release = rewritten
@@ -357,51 +352,63 @@ class StreamEngine:
         res.events.append(TailReleased(base, len(buf), len(out), rewritten))
         res.events.append(StreamComplete(base + layout.end))
         self.forwarded_in = self.received
-        self.mode = Mode.DONE
-        self.framer.state = ST_DONE
+        self._enter(Mode.DONE)
         self._tail = None
 
-    def _rewrite(self, res: FeedResult, buf: bytearray, layout: DeviceStateLayout,
-                 cpus: list[CpuSection]) -> bytes | bytearray | None:
-        profile = self.config.profile
-        if profile is None or not cpus:
+    def _rewrite(self, res: FeedResult, buf: bytearray,
+                 layout: DeviceStateLayout) -> bytes | bytearray | None:
+        """Hand every section to the rewriters that claim it: decode all, then plan all.
+        Returns the device state to release (``buf`` itself when unchanged), or None when a
+        rewriter refused (the engine has then stopped rewriting)."""
+        rewriters = self.config.rewriters
+        if not rewriters:
             return buf
-        results = []
+        devices = layout.description["devices"]
+        base = self._tail.start_offset if self._tail is not None else 0
+        claimed: list[tuple[SectionRewriter, Decoded]] = []
+        edits: list[SectionEdit] = []
         try:
-            for cpu in cpus:
-                results.append(profile.apply(cpu.indexes, cpu.values))
-        except RewriteRefused as e:
-            assert self._tail is not None
-            self._not_understood(res, "profile_refused", str(e), self._tail.start_offset,
+            for item in layout.items:
+                if not isinstance(item, FullSection):
+                    continue
+                for rw in rewriters:
+                    if rw.claims(item, devices[item.device_index]):
+                        decoded = rw.decode(buf, item, base)
+                        claimed.append((rw, decoded))
+                        self.reports.extend(decoded.events)
+                        res.events.extend(decoded.events)
+                        break
+            apply = not self.config.dry_run
+            for rw, decoded in claimed:
+                edit = rw.plan(decoded, apply=apply)
+                if edit is not None:
+                    edits.append(edit)
+        except SectionRefused as e:
+            self._not_understood(res, e.reason, f"{e.context}{e}", base,
                                  memoryview(b""), self.received)
             return None
-        applied = not self.config.dry_run
-        for cpu, r in zip(cpus, results, strict=True):
-            if r.changed:
-                res.events.append(CpuRewritten(
-                    cpu.instance_id, len(cpu.indexes), len(r.indexes), tuple(r.dropped),
-                    tuple(r.inserted), tuple(r.set), applied))
-        if not applied or not any(r.changed for r in results):
+        for edit in edits:
+            res.events.extend(edit.events)
+        if self.config.dry_run or not edits:
             return buf
-        for cpu, r in zip(cpus, results, strict=True):
-            if r.changed and (not cpu.indexes or not r.indexes):
-                self._not_understood(res, "cpu_layout", "cannot rewrite an empty cpreg list "
-                                     "or empty it", cpu.section.offset, memoryview(b""),
-                                     self.received)
-                return None
+        return self._splice(buf, layout, edits)
+
+    @staticmethod
+    def _splice(buf: bytearray, layout: DeviceStateLayout, edits: list[SectionEdit]) -> bytes:
+        """The new device state: the splices in stream order, then EOF and the updated
+        VM description."""
+        splices = sorted((s for e in edits for s in e.splices), key=lambda s: s.start)
         pieces: list[bytes | memoryview] = []
         mvb = memoryview(buf)
         pos = 0
-        lengths: dict[int, dict[str, int]] = {}
-        for cpu, r in zip(cpus, results, strict=True):
-            if not r.changed:
-                continue
-            pieces.append(mvb[pos : cpu.count_offset])
-            pieces.append(cpu.encode_arrays(r.indexes, r.values))
-            pos = cpu.arrays_end
-            n = len(r.indexes)
-            lengths[cpu.section.device_index] = {F_IDX: n, F_VAL: n}
+        for s in splices:
+            if s.start < pos or s.end > layout.eof_offset:
+                raise AssertionError("section rewriters produced overlapping splices")
+            pieces.append(mvb[pos : s.start])
+            pieces.append(s.data)
+            pos = s.end
         pieces.append(mvb[pos : layout.eof_offset])
+        lengths = {e.section.device_index: e.field_counts for e in edits if e.field_counts}
         body = encode_description(with_array_lengths(layout.description, lengths))
         pieces.append(bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION)))
         pieces.append(wire.BE32.pack(len(body)))
@@ -413,8 +420,8 @@ class StreamEngine:
                    "description)")
         if self._rewritten_release:
             # A rewritten tail is already out; appending more would splice two streams.
-            self.mode = Mode.ABORTED
-            self.stop_reason = "data_after_end"
-            res.events.append(Aborted("data_after_end", message, chunk_start))
+            self._enter(Mode.ABORTED)
+            self.stop_reason = Reason.DATA_AFTER_END
+            res.events.append(Aborted(Reason.DATA_AFTER_END, message, chunk_start))
             return
-        self._not_understood(res, "data_after_end", message, chunk_start, mv, chunk_start)
+        self._not_understood(res, Reason.DATA_AFTER_END, message, chunk_start, mv, chunk_start)

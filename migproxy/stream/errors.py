@@ -1,6 +1,8 @@
-"""Errors raised by the stream engine and the offline tools."""
+"""Errors raised by the stream engine, its section rewriters and the offline tools."""
 
 from __future__ import annotations
+
+from migproxy.stream.reasons import Reason
 
 
 class MigproxyError(Exception):
@@ -31,24 +33,27 @@ class TruncatedError(FormatError):
 class Unsupported(MigproxyError):
     """The stream is well formed as far as read but uses something migproxy cannot rewrite.
 
-    ``reason`` is a short, stable, low-cardinality token (used as a metrics label);
-    the message explains it to a person.
+    ``reason`` says what (it is the metrics label); the message explains it to a person.
     """
 
-    def __init__(self, reason: str, message: str, offset: int | None = None) -> None:
+    def __init__(self, reason: Reason, message: str, offset: int | None = None) -> None:
         self.reason = reason
         self.offset = offset
         where = f" at offset {offset} (0x{offset:x})" if offset is not None else ""
         super().__init__(f"{message}{where}")
 
 
-class ProfileError(MigproxyError):
-    """A register profile is invalid."""
+class SectionRefused(MigproxyError):
+    """A section rewriter will not rewrite the device state it was handed.
 
+    Raised by a rewriter's ``decode`` (the section is not in a layout it understands) or
+    ``plan`` (a rule refuses); the engine then stops rewriting with ``reason``.
+    """
 
-class RewriteRefused(MigproxyError):
-    """A profile rule's condition does not hold, so the cpu section must not be rewritten."""
+    reason: Reason = Reason.FORMAT_ERROR
+    context: str = ""  # put before the message in the engine's event
 
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
+    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
         super().__init__(message)

@@ -1,68 +1,106 @@
-"""Events the stream engine reports while it frames a migration stream.
+"""Events the stream engine reports while it frames a migration stream: one class each.
 
-Events are plain frozen dataclasses; the engine never performs I/O, it only returns them.
-Offsets are absolute positions in the stream *as received* from the source.
+Events are frozen dataclasses. The engine performs no I/O; it only returns them. Offsets
+are absolute positions in the stream *as received* from the source. Section rewriters
+(plug-ins such as :mod:`migproxy.arm`) add their own subclasses of :class:`Event`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
+
+from migproxy.stream.reasons import Reason
 
 
-@dataclass(frozen=True)
-class ItemFramed:
-    """One top-level item of the stream, exactly delimited.
+class Event:
+    """Base class of everything the engine reports."""
 
-    ``kind`` is one of ``header``, ``configuration``, ``command``, ``section``, ``eof``,
-    ``vmdescription``. For sections ``detail`` holds ``type`` (START/PART/END/FULL),
-    ``section_id``, ``idstr``, ``instance_id``, ``version_id``.
-    """
+    __slots__ = ()
 
+
+@dataclass(frozen=True, slots=True)
+class ItemFramed(Event):
+    """One top-level item of the stream, exactly delimited (base of the item events)."""
+
+    kind: ClassVar[str] = "item"
     offset: int
     size: int
-    kind: str
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class CpuState:
-    """The cpreg arrays of one ARM ``cpu`` section."""
+@dataclass(frozen=True, slots=True)
+class HeaderFramed(ItemFramed):
+    """The file header: ``QEVM`` magic and stream version."""
 
+    kind: ClassVar[str] = "header"
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigurationFramed(ItemFramed):
+    """The configuration section (machine type, target page size, capabilities)."""
+
+    kind: ClassVar[str] = "configuration"
+    machine: str | None
+    page_size: int | None
+    capabilities: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFramed(ItemFramed):
+    """A ``QEMU_VM_COMMAND`` record (MIG_CMD_*)."""
+
+    kind: ClassVar[str] = "command"
+    command: str
+    length: int
+    value: int | None = None  # PING
+    pagesize_summary: int | None = None  # POSTCOPY_ADVISE
+    target_page_size: int | None = None  # POSTCOPY_ADVISE
+
+
+@dataclass(frozen=True, slots=True)
+class SectionFramed(ItemFramed):
+    """A section: START/PART/END of ``ram`` (with its record counts) or a FULL device
+    section of the non-iterable device state (counts ``None``)."""
+
+    kind: ClassVar[str] = "section"
+    type: str  # START, PART, END or FULL
+    section_id: int
+    idstr: str
     instance_id: int
-    section_offset: int
-    indexes: tuple[int, ...]
-    values: tuple[int, ...]
+    version_id: int
+    pages: int | None = None
+    zero_pages: int | None = None
+    xbzrle_pages: int | None = None
+    compressed_pages: int | None = None
+    multifd_flushes: int | None = None
 
 
-@dataclass(frozen=True)
-class CpuSeen:
-    cpu: CpuState
+@dataclass(frozen=True, slots=True)
+class EofFramed(ItemFramed):
+    """``QEMU_VM_EOF``."""
+
+    kind: ClassVar[str] = "eof"
 
 
-@dataclass(frozen=True)
-class CpuRewritten:
-    """A cpu section whose cpreg arrays were changed by the profile."""
+@dataclass(frozen=True, slots=True)
+class VmDescriptionFramed(ItemFramed):
+    """The JSON VM description after EOF (``length`` bytes of JSON)."""
 
-    instance_id: int
-    count_before: int
-    count_after: int
-    dropped: tuple[tuple[int, int], ...]
-    inserted: tuple[tuple[int, int], ...]
-    set: tuple[tuple[int, int, int], ...]  # (id, old value, new value)
-    applied: bool  # False in dry-run: computed and reported, not applied
+    kind: ClassVar[str] = "vmdescription"
+    length: int
 
 
-@dataclass(frozen=True)
-class HoldStarted:
-    """The device-state tail starts here; it is held back until it can be framed."""
+@dataclass(frozen=True, slots=True)
+class HoldStarted(Event):
+    """The non-iterable device state starts here; it is held back until it is framed."""
 
     offset: int
 
 
-@dataclass(frozen=True)
-class TailReleased:
-    """The held tail left the engine: rewritten (``rewritten``) or untouched."""
+@dataclass(frozen=True, slots=True)
+class TailReleased(Event):
+    """The held device state left the engine: rewritten (``rewritten``) or untouched."""
 
     offset: int
     held_bytes: int
@@ -70,38 +108,26 @@ class TailReleased:
     rewritten: bool
 
 
-@dataclass(frozen=True)
-class PassthroughEntered:
+@dataclass(frozen=True, slots=True)
+class PassthroughEntered(Event):
     """The engine stopped understanding the stream; the rest is relayed untouched."""
 
-    reason: str
+    reason: Reason
     message: str
     offset: int
 
 
-@dataclass(frozen=True)
-class Aborted:
+@dataclass(frozen=True, slots=True)
+class Aborted(Event):
     """The engine stopped (abort policy); nothing more is forwarded."""
 
-    reason: str
+    reason: Reason
     message: str
     offset: int
 
 
-@dataclass(frozen=True)
-class StreamComplete:
+@dataclass(frozen=True, slots=True)
+class StreamComplete(Event):
     """The whole stream (through the VM description, if any) was framed."""
 
     offset: int
-
-
-Event = (
-    ItemFramed
-    | CpuSeen
-    | CpuRewritten
-    | HoldStarted
-    | TailReleased
-    | PassthroughEntered
-    | Aborted
-    | StreamComplete
-)

@@ -8,40 +8,69 @@ copies page data.
 The framer is restartable: ``advance(buf, pos, end)`` consumes whole items only. When an
 item is incomplete it returns the item's start and sets ``need`` to the number of
 contiguous bytes (from that start) it requires; the caller provides them and calls again.
-Payloads whose content does not matter (page data, command payloads) are passed over with
-``skip`` and never have to be contiguous.
+Page data, XBZRLE and compressed page payloads and the VM description are passed over with
+``skip`` and never have to be contiguous; a command is framed whole (its payload is at most
+64 KiB), so its bytes are made contiguous by the engine's carry.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from migproxy.stream import wire
 from migproxy.stream.errors import FormatError, Unsupported
-from migproxy.stream.events import Event, ItemFramed
+from migproxy.stream.events import (
+    CommandFramed,
+    ConfigurationFramed,
+    EofFramed,
+    Event,
+    HeaderFramed,
+    SectionFramed,
+    VmDescriptionFramed,
+)
+from migproxy.stream.reasons import Reason
 
-ST_HEADER = 0
-ST_AFTER_HEADER = 1
-ST_CONFIG = 2
-ST_CONFIG_SUB = 3
-ST_CAPS = 4
-ST_TOP = 5
-ST_RAM = 6
-ST_MEMSIZE = 7
-ST_FOOTER = 8
-ST_SKIP = 9
-ST_AFTER_EOF = 10
-ST_HOLD = 11  # the device-state tail starts at the returned position
-ST_DONE = 12
+
+class Grammar(enum.IntEnum):
+    """Where the framer is in the grammar of the streamed part (the framer's own state;
+    the channel's state is the engine's :class:`~migproxy.stream.engine.Mode`)."""
+
+    HEADER = 0  # the file header
+    AFTER_HEADER = 1  # the byte that says whether a configuration section follows
+    CONFIG = 2  # the configuration section's machine name
+    CONFIG_SUB = 3  # a configuration subsection, or the end of the configuration
+    CAPS = 4  # the capability names of configuration/capabilities
+    TOP = 5  # a top-level record
+    RAM = 6  # a RAM record of the current ram section
+    MEMSIZE = 7  # the RAM block list after MEM_SIZE
+    FOOTER = 8  # the footer of the current section
+    SKIP = 9  # payload bytes whose content does not matter (``skip`` of them)
+    AFTER_EOF = 10  # the VM description record after EOF
+    DEVICE_STATE = 11  # the non-iterable device state starts at the returned position
+    END = 12  # after the VM description: nothing may follow
+
+
+ST_HEADER = Grammar.HEADER
+ST_AFTER_HEADER = Grammar.AFTER_HEADER
+ST_CONFIG = Grammar.CONFIG
+ST_CONFIG_SUB = Grammar.CONFIG_SUB
+ST_CAPS = Grammar.CAPS
+ST_TOP = Grammar.TOP
+ST_RAM = Grammar.RAM
+ST_MEMSIZE = Grammar.MEMSIZE
+ST_FOOTER = Grammar.FOOTER
+ST_SKIP = Grammar.SKIP
+ST_AFTER_EOF = Grammar.AFTER_EOF
+ST_HOLD = Grammar.DEVICE_STATE
+ST_DONE = Grammar.END
 
 _CONT = wire.RAM_CONTINUE
 _PAGE_CONT = wire.RAM_PAGE | wire.RAM_CONTINUE
 _ZERO_CONT = wire.RAM_ZERO | wire.RAM_CONTINUE
 _MAX_MACHINE_NAME = 256
 _MAX_CAPABILITIES = 64
-_MAX_XBZRLE_OVERHEAD = 0  # encoded data is never larger than a page
-_KNOWN_CAPABILITIES = {b"x-ignore-shared", b"mapped-ram"}
 
 
 _RUN_WINDOW = 4096
@@ -145,7 +174,6 @@ class StreamFramer:
         self.capabilities: list[str] = []
         self.uuid: bytes | None = None
         self.ignore_shared = False
-        self.postcopy_pagesize_field = False
         self.sections: dict[int, _Section] = {}
         self.open_iterables: set[int] = set()
         self.iterable_phase_done = False
@@ -161,15 +189,11 @@ class StreamFramer:
         self._cur_type = 0
         self._cur_snapshot: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
         self._caps_left = 0
-        self._eof_offset = 0
 
     # -- helpers -------------------------------------------------------------------------
 
     def _abs(self, pos: int) -> int:
         return self.base + pos
-
-    def _emit(self, start_abs: int, end_abs: int, kind: str, **detail: Any) -> None:
-        self.events.append(ItemFramed(start_abs, end_abs - start_abs, kind, detail))
 
     def _fail(self, pos: int, expected: str, found: str | None = None) -> FormatError:
         return FormatError(self._abs(pos), expected, found)
@@ -225,8 +249,8 @@ class StreamFramer:
             if self.need or self.state == ST_HOLD:
                 return pos
             if pos >= end and self.state != ST_SKIP:
-                if self.state in (ST_AFTER_HEADER,):
-                    continue
+                if self.state == ST_AFTER_HEADER:
+                    continue  # that state asks for the byte it needs (need = 1)
                 return pos
 
     # -- header and configuration ----------------------------------------------------------
@@ -240,7 +264,7 @@ class StreamFramer:
             raise self._fail(pos, "the QEVM file magic 0x5145564d", f"0x{magic:08x}")
         if version != wire.FILE_VERSION:
             raise self._fail(pos + 4, "stream version 3", str(version))
-        self._emit(self._abs(pos), self._abs(pos + 8), "header", version=version)
+        self.events.append(HeaderFramed(self._abs(pos), 8, version))
         self.state = ST_AFTER_HEADER
         return pos + 8
 
@@ -267,8 +291,9 @@ class StreamFramer:
             self.need = 1
             return pos
         if buf[pos] != wire.VM_SUBSECTION:
-            self._emit(self._item_start, self._abs(pos), "configuration", machine=self.machine,
-                       page_size=self.page_size, capabilities=list(self.capabilities))
+            self.events.append(ConfigurationFramed(
+                self._item_start, self._abs(pos) - self._item_start, self.machine,
+                self.page_size, tuple(self.capabilities)))
             self._require_page_size(pos)
             self.state = ST_TOP
             return pos
@@ -307,7 +332,7 @@ class StreamFramer:
             self.uuid = bytes(buf[pos + hdr : pos + hdr + 16])
             return pos + hdr + 16
         if name.startswith(b"configuration/"):
-            raise Unsupported("unknown_configuration",
+            raise Unsupported(Reason.UNKNOWN_CONFIGURATION,
                               f"unknown configuration subsection {name.decode('ascii', 'replace')}",
                               self._abs(pos))
         # Anything else ends the configuration (the 0x05 is not ours): not possible at top level.
@@ -324,8 +349,8 @@ class StreamFramer:
                 return pos
             cap = bytes(buf[pos + 1 : pos + 1 + n])
             if cap == b"mapped-ram":
-                raise Unsupported("mapped_ram", "the mapped-ram capability (file migration) is "
-                                  "not supported", self._abs(pos))
+                raise Unsupported(Reason.MAPPED_RAM, "the mapped-ram capability (file "
+                                  "migration) is not supported", self._abs(pos))
             if cap == b"x-ignore-shared":
                 self.ignore_shared = True
             self.capabilities.append(cap.decode("ascii", "replace"))
@@ -337,8 +362,7 @@ class StreamFramer:
     def _require_page_size(self, pos: int) -> None:
         if self.page_size is None:
             if self.legacy_page_bits is None:
-                raise Unsupported(
-                    "no_page_size",
+                raise Unsupported(Reason.NO_PAGE_SIZE,
                     "the stream does not state its target page size (no "
                     "configuration/target-page-bits); set legacy_page_bits to frame it",
                     self._abs(pos))
@@ -382,7 +406,7 @@ class StreamFramer:
                 if self.iterable_phase_done:
                     self.state = ST_HOLD
                     return pos
-                raise Unsupported("full_section_early",
+                raise Unsupported(Reason.FULL_SECTION_EARLY,
                                   "a FULL (device state) section arrived before the iterable "
                                   "phase ended (early-setup device or postcopy); it cannot be "
                                   "framed without the VM description", self._abs(pos))
@@ -393,11 +417,11 @@ class StreamFramer:
             if sid in self.sections:
                 raise self._fail(pos + 1, "a new section id", f"{sid}, already used")
             if idstr != "ram":
-                raise Unsupported("iterable_section",
+                raise Unsupported(Reason.ITERABLE_SECTION,
                                   f"iterable section {idstr!r} is not supported (only 'ram')",
                                   self._abs(pos))
             if ver != wire.RAM_SECTION_VERSION or inst != 0:
-                raise Unsupported("ram_version", f"ram section version {ver} instance {inst} "
+                raise Unsupported(Reason.RAM_VERSION, f"ram section version {ver} instance {inst} "
                                   "is not supported (only version 4, instance 0)", self._abs(pos))
             self.sections[sid] = _Section(idstr, inst, ver)
             self.open_iterables.add(sid)
@@ -406,8 +430,7 @@ class StreamFramer:
             self.state = ST_RAM
             return pos + hdr
         if t == wire.VM_EOF:
-            self._eof_offset = self._abs(pos)
-            self._emit(self._abs(pos), self._abs(pos + 1), "eof")
+            self.events.append(EofFramed(self._abs(pos), 1))
             self.state = ST_AFTER_EOF
             return pos + 1
         raise self._fail(pos, "a record type (START, PART, END, FULL, COMMAND or EOF)",
@@ -427,39 +450,41 @@ class StreamFramer:
         length = wire.BE16.unpack_from(buf, pos + 3)[0]
         spec = wire.COMMANDS.get(cmd)
         if spec is None:
-            raise Unsupported("unknown_command", f"unknown migration command {cmd}", self._abs(pos))
+            raise Unsupported(Reason.UNKNOWN_COMMAND, f"unknown migration command {cmd}",
+                              self._abs(pos))
         name, fixed = spec
         if fixed is not None and length != fixed:
             raise self._fail(pos + 3, f"payload length {fixed} for command {name}", str(length))
         if cmd == wire.CMD_PACKAGED:
-            raise Unsupported("postcopy_packaged",
+            raise Unsupported(Reason.POSTCOPY_PACKAGED,
                               "postcopy sends device state inside a PACKAGED command without a "
                               "VM description; it cannot be rewritten", self._abs(pos))
         if cmd == wire.CMD_ENABLE_COLO:
-            raise Unsupported("colo", "COLO streams are not supported", self._abs(pos))
+            raise Unsupported(Reason.COLO, "COLO streams are not supported", self._abs(pos))
         if end - pos < 5 + length:
             self.need = 5 + length
             return pos
-        detail: dict[str, Any] = {"command": name, "length": length}
+        value: int | None = None
+        summary: int | None = None
+        target: int | None = None
         if cmd == wire.CMD_PING:
-            detail["value"] = wire.BE32.unpack_from(buf, pos + 5)[0]
+            value = wire.BE32.unpack_from(buf, pos + 5)[0]
         elif cmd == wire.CMD_POSTCOPY_ADVISE:
             if length not in (0, 16):
                 raise self._fail(pos + 3, "a POSTCOPY_ADVISE length of 0 or 16", str(length))
             if length == 16:
                 summary = wire.BE64.unpack_from(buf, pos + 5)[0]
                 target = wire.BE64.unpack_from(buf, pos + 13)[0]
-                detail.update(pagesize_summary=summary, target_page_size=target)
                 if target != self.page_size:
                     raise self._fail(pos + 13, f"target page size {self.page_size}", str(target))
                 if summary != target:
-                    raise Unsupported(
-                        "postcopy_page_sizes",
+                    raise Unsupported(Reason.POSTCOPY_PAGE_SIZES,
                         "postcopy-ram with RAM blocks whose page size differs from the target "
                         "page size (huge pages): the block list cannot be framed exactly",
                         self._abs(pos))
         self.commands_seen[name] = self.commands_seen.get(name, 0) + 1
-        self._emit(self._abs(pos), self._abs(pos + 5 + length), "command", **detail)
+        self.events.append(CommandFramed(self._abs(pos), 5 + length, name, length, value,
+                                         summary, target))
         return pos + 5 + length
 
     def _footer(self, buf: Any, pos: int, end: int) -> int:
@@ -467,8 +492,8 @@ class StreamFramer:
             self.need = 5
             return pos
         if buf[pos] != wire.VM_SECTION_FOOTER:
-            raise Unsupported("no_footer", "section footers are missing (only machine types with "
-                              "section footers are supported)", self._abs(pos))
+            raise Unsupported(Reason.NO_FOOTER, "section footers are missing (only machine "
+                              "types with section footers are supported)", self._abs(pos))
         sid = wire.BE32.unpack_from(buf, pos + 1)[0]
         if sid != self._cur_sid:
             raise self._fail(pos + 1, f"the footer of section {self._cur_sid}", f"section {sid}")
@@ -476,11 +501,12 @@ class StreamFramer:
         sec = self.sections[sid]
         s0 = self._cur_snapshot
         s1 = self.stats.snapshot()
-        self._emit(self._item_start, self._abs(pos), "section",
-                   type=wire.RECORD_NAMES[self._cur_type], section_id=sid, idstr=sec.idstr,
-                   instance_id=sec.instance_id, version_id=sec.version_id,
-                   pages=s1[0] - s0[0], zero_pages=s1[1] - s0[1], xbzrle_pages=s1[2] - s0[2],
-                   compressed_pages=s1[3] - s0[3], multifd_flushes=s1[4] - s0[4])
+        self.events.append(SectionFramed(
+            self._item_start, self._abs(pos) - self._item_start,
+            wire.RECORD_NAMES[self._cur_type], sid, sec.idstr, sec.instance_id,
+            sec.version_id, pages=s1[0] - s0[0], zero_pages=s1[1] - s0[1],
+            xbzrle_pages=s1[2] - s0[2], compressed_pages=s1[3] - s0[3],
+            multifd_flushes=s1[4] - s0[4]))
         self.state = ST_TOP
         return pos
 
@@ -491,7 +517,7 @@ class StreamFramer:
         if buf[pos] != wire.VM_VMDESCRIPTION:
             raise self._fail(pos, "the VM description (0x06) after EOF", f"0x{buf[pos]:02x}")
         n = wire.BE32.unpack_from(buf, pos + 1)[0]
-        self._emit(self._abs(pos), self._abs(pos) + 5 + n, "vmdescription", length=n)
+        self.events.append(VmDescriptionFramed(self._abs(pos), 5 + n, n))
         self.skip = n
         self.after_skip = ST_DONE
         self.state = ST_SKIP
@@ -500,7 +526,7 @@ class StreamFramer:
     # -- ram ------------------------------------------------------------------------------
 
     def _memsize(self, buf: Any, pos: int, end: int) -> int:
-        extra = (8 if self.postcopy_pagesize_field else 0) + (8 if self.ignore_shared else 0)
+        extra = 8 if self.ignore_shared else 0  # the block's mr->addr (x-ignore-shared)
         while self._memsize_left > 0:
             if end - pos < 1:
                 self.need = 1
@@ -689,7 +715,7 @@ class StreamFramer:
             self.state = ST_MEMSIZE
             return pos + 8
         if kind == wire.RAM_HOOK:
-            raise Unsupported("ram_hook", "RAM hook records (RDMA) are not supported",
+            raise Unsupported(Reason.RAM_HOOK, "RAM hook records (RDMA) are not supported",
                               self._abs(pos))
         raise self._fail(pos, "a RAM record (ZERO, PAGE, XBZRLE, COMPRESS_PAGE, MEM_SIZE, "
                          "MULTIFD_FLUSH or EOS)", f"flags 0x{flags:x} in word 0x{word:016x}")

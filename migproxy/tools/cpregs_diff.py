@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from migproxy.arm.events import CpuState, seen_cpus
 from migproxy.arm.profile import Profile, Rule
 from migproxy.arm.registers import describe, format_id, is_id_register
 from migproxy.stream.errors import MigproxyError
-from migproxy.stream.events import CpuState
 from migproxy.tools.offline import run_file
 
 
@@ -49,9 +49,10 @@ def _cpus(path: str | os.PathLike[str]) -> tuple[list[CpuState], str | None]:
         stop = run.stop
         why = f"{stop.reason}: {stop.message}" if stop else "incomplete stream"
         raise MigproxyError(f"{path}: cannot read the cpu sections ({why})")
-    if not run.engine.cpus:
+    cpus = seen_cpus(run.engine.reports)
+    if not cpus:
         raise MigproxyError(f"{path}: the stream has no ARM cpu section")
-    return run.engine.cpus, run.engine.framer.machine
+    return cpus, run.engine.framer.machine
 
 
 def diff_streams(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> StreamDiff:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
+from migproxy.arm.events import CpuSeen
 from migproxy.arm.registers import describe, format_id
-from migproxy.stream.events import CpuSeen, ItemFramed
+from migproxy.stream.events import ItemFramed
 from migproxy.tools.offline import run_file
 
 
@@ -48,17 +49,27 @@ def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         "complete": run.complete,
         "accounted": run.complete and not gaps,
         "gaps": gaps,
-        "stopped": None if stop is None else {"reason": stop.reason, "message": stop.message,
+        "stopped": None if stop is None else {"reason": str(stop.reason), "message": stop.message,
                                               "offset": stop.offset},
         "machine": fr.machine,
         "page_size": fr.page_size,
         "capabilities": fr.capabilities,
         "commands": fr.commands_seen,
         "ram": stats,
-        "items": [{"offset": it.offset, "size": it.size, "kind": it.kind, **it.detail}
-                  for it in items],
+        "items": [_item_dict(it) for it in items],
         "cpus": cpus,
     }
+
+
+def _item_dict(it: ItemFramed) -> dict[str, Any]:
+    """An item as JSON: offset, size, kind, then its own fields (those that are set)."""
+    out: dict[str, Any] = {"offset": it.offset, "size": it.size, "kind": it.kind}
+    for f in fields(it):
+        if f.name not in out:
+            v = getattr(it, f.name)
+            if v is not None:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
 
 
 def _item_line(it: dict[str, Any]) -> str:
@@ -76,7 +87,7 @@ def _item_line(it: dict[str, Any]) -> str:
         extra = f" {it['value']}" if "value" in it else ""
         return head + f"COMMAND {it['command']}{extra}"
     if kind == "configuration":
-        return head + f"CONFIGURATION machine {it['machine']} page size {it['page_size']}"
+        return head + f"CONFIGURATION machine {it.get('machine')} page size {it.get('page_size')}"
     if kind == "vmdescription":
         return head + f"VMDESCRIPTION ({it['length']} bytes of JSON)"
     return head + kind.upper()
@@ -86,10 +97,7 @@ def format_report(rep: dict[str, Any], *, registers: bool = True) -> str:
     lines = [f"{rep['file']}: {rep['size']} bytes, machine {rep['machine']}, "
              f"page size {rep['page_size']}"]
     lines.append(f"{'offset':>10}  {'size':>9}  item")
-    # Collapse long runs of RAM PART sections to keep the listing readable.
-    items = rep["items"]
-    for it in items:
-        lines.append(_item_line(it))
+    lines.extend(_item_line(it) for it in rep["items"])
     ram = rep["ram"]
     lines.append(f"RAM: {ram['pages']} pages ({ram['page_bytes']} bytes), {ram['zero_pages']} "
                  f"zero pages, {ram['xbzrle_pages']} XBZRLE, {ram['compressed_pages']} "

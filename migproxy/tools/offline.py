@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from migproxy.arm.profile import Profile
-from migproxy.stream.engine import EngineConfig, Mode, Policy, StreamEngine
+from migproxy.arm.rewriter import arm_engine_config
+from migproxy.stream.engine import Mode, Policy, StreamEngine
 from migproxy.stream.events import Aborted, Event, PassthroughEntered
 
 READ_SIZE = 1 << 20
@@ -52,7 +53,7 @@ def run_file(path: str | os.PathLike[str], *, profile: Profile | None = None,
              keep_events: Callable[[Event], bool] | None = None,
              read_size: int = READ_SIZE) -> FileRun:
     """Feed a whole file to a fresh engine (policy ``abort``: stop at the first problem)."""
-    cfg = EngineConfig(profile=profile, policy=Policy.ABORT, dry_run=dry_run)
+    cfg = arm_engine_config(profile, policy=Policy.ABORT, dry_run=dry_run)
     if hold_cap is not None:
         cfg.hold_cap = hold_cap
     engine = StreamEngine(cfg)

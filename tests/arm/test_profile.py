@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from migproxy.arm.profile import (
+    ProfileError,
+    RewriteRefused,
     builtin_profiles,
     default_profile,
     load_profile,
     parse_profile,
     profile_from_dict,
 )
-from migproxy.stream.errors import ProfileError, RewriteRefused
 
 BOGUS = 0x40200000200E0298
 A, B, C = 0x603000000013C000, 0x603000000013C005, 0x603000000013C030

@@ -23,18 +23,18 @@ import pytest
 import pytest_asyncio
 
 from migproxy.arm.profile import default_profile
+from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon.config import load_config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.server import Daemon
 from migproxy.stream import wire
-from migproxy.stream.engine import EngineConfig
 from testkit.synthetic import SynthSpec, build
 from tests.conftest import run_engine
 
 pytestmark = pytest.mark.asyncio
 
 STREAM = build(SynthSpec(cpus=2, full_pages=200, zero_pages=2000, multifd_flush=True))
-REWRITTEN = run_engine([STREAM], EngineConfig(profile=default_profile()))[0]
+REWRITTEN = run_engine([STREAM], arm_engine_config(default_profile()))[0]
 
 
 @dataclass
@@ -282,7 +282,7 @@ async def test_slow_destination_keeps_memory_bounded() -> None:
         watcher.cancel()
         assert len(c.data) == len(big) - 16  # one cpu, BOGUS_DBGDTRTX dropped
         # Byte for byte: receive buffers still referenced by queued writes are not reused.
-        expected = run_engine([big], EngineConfig(profile=default_profile()))[0]
+        expected = run_engine([big], arm_engine_config(default_profile()))[0]
         assert bytes(c.data) == expected
         # Queued towards the destination: at most the high-water mark plus one read.
         assert 0 < peak <= 256 * 1024 + (1 << 20)
@@ -301,7 +301,7 @@ async def test_several_migrations_at_once_are_independent(target: Target) -> Non
             await target.conn(len(streams) - 1)
         for c in target.conns:
             await asyncio.wait_for(c.eof.wait(), 20)
-        expected = {run_engine([s], EngineConfig(profile=default_profile()))[0]
+        expected = {run_engine([s], arm_engine_config(default_profile()))[0]
                     for s in streams}
         assert {bytes(c.data) for c in target.conns} == expected
         assert _sample(d, "migproxy_cpregs_dropped_total", register="BOGUS_DBGDTRTX") == 10

@@ -8,12 +8,13 @@ from collections.abc import Callable
 
 import pytest
 
+from migproxy.arm.events import CpuRewritten, CpuSeen
 from migproxy.arm.profile import default_profile, parse_profile
+from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import EngineConfig, Mode, Policy, StreamEngine
 from migproxy.stream.events import (
     Aborted,
-    CpuRewritten,
-    CpuSeen,
+    EofFramed,
     HoldStarted,
     ItemFramed,
     PassthroughEntered,
@@ -21,13 +22,13 @@ from migproxy.stream.events import (
     TailReleased,
 )
 from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build, cpu_payload
-from tests.conftest import run_engine, split_at
+from tests.conftest import cpus, run_engine, split_at
 
 BOGUS = 0x40200000200E0298
 
 
 def _cfg(**kw: object) -> EngineConfig:
-    return EngineConfig(profile=default_profile(), **kw)  # type: ignore[arg-type]
+    return arm_engine_config(default_profile(), **kw)  # type: ignore[arg-type]
 
 
 def _stop(events: list) -> PassthroughEntered | Aborted | None:
@@ -52,8 +53,8 @@ def test_no_profile_forwards_identical_and_accounts_every_byte(synth_small: byte
     assert kinds[-2:] == ["eof", "vmdescription"]
     assert eng.stats.pages == 16 and eng.stats.zero_pages == 64
     assert eng.stats.multifd_flushes == 3
-    assert [c.instance_id for c in eng.cpus] == [0, 1]
-    assert eng.cpus[0].indexes == tuple(r for r, _ in DEFAULT_CPREGS)
+    assert [c.instance_id for c in cpus(eng)] == [0, 1]
+    assert cpus(eng)[0].indexes == tuple(r for r, _ in DEFAULT_CPREGS)
 
 
 def test_default_profile_drops_bogus_register_and_updates_description(
@@ -66,7 +67,7 @@ def test_default_profile_drops_bogus_register_and_updates_description(
     # The output is itself a complete stream; its cpus lack the register.
     out2, _, eng2 = run_engine([out])
     assert out2 == out and eng2.mode == Mode.DONE
-    for cpu in eng2.cpus:
+    for cpu in cpus(eng2):
         assert BOGUS not in cpu.indexes
         assert len(cpu.indexes) == len(DEFAULT_CPREGS) - 1
     lay = eng2.layout
@@ -84,14 +85,14 @@ def test_rewrite_keeps_everything_but_the_arrays(synth_small: bytes) -> None:
     hold = eng.layout
     assert hold is not None
     in_run = run_engine([synth_small])[2]
-    tail_start = next(c.section_offset for c in in_run.cpus) - 200
+    tail_start = next(c.section_offset for c in cpus(in_run)) - 200
     assert out[:tail_start] == synth_small[:tail_start]
     # The values of the remaining registers are unchanged.
-    src = dict(zip(in_run.cpus[0].indexes, in_run.cpus[0].values, strict=True))
-    dst = dict(zip(eng.cpus[0].indexes, eng.cpus[0].values, strict=True))
+    src = dict(zip(cpus(in_run)[0].indexes, cpus(in_run)[0].values, strict=True))
+    dst = dict(zip(cpus(eng)[0].indexes, cpus(eng)[0].values, strict=True))
     del src[BOGUS]
     out_run = run_engine([out])[2]
-    assert dict(zip(out_run.cpus[0].indexes, out_run.cpus[0].values, strict=True)) == src
+    assert dict(zip(cpus(out_run)[0].indexes, cpus(out_run)[0].values, strict=True)) == src
     assert dst[BOGUS] == 0
 
 
@@ -115,13 +116,13 @@ value_is = 0x03010066
 action = "drop"
 register = "BOGUS_DBGDTRTX"
 """)
-    out, events, _ = run_engine([synth_small], EngineConfig(profile=prof))
+    out, events, _ = run_engine([synth_small], arm_engine_config(prof))
     rw = [e for e in events if isinstance(e, CpuRewritten)]
     assert len(rw) == 2
     assert rw[0].inserted == ((0x40200000200E0280, 0), (0x6030000000139820, 5))
     assert rw[0].set == ((0x40200000200F0082, 0x03010066, 0x03000006),)
     eng = run_engine([out])[2]
-    for cpu in eng.cpus:
+    for cpu in cpus(eng):
         assert list(cpu.indexes) == sorted(cpu.indexes)
         regs = dict(zip(cpu.indexes, cpu.values, strict=True))
         assert regs[0x40200000200E0280] == 0 and regs[0x6030000000139820] == 5
@@ -323,7 +324,7 @@ def test_data_after_a_rewritten_end_aborts(synth_small: bytes) -> None:
 
 
 def test_data_after_an_untouched_end_passes_through(synth_small: bytes) -> None:
-    out, events, _ = run_engine([synth_small, b"\x00"], EngineConfig(), eof=False)
+    out, events, _ = run_engine([synth_small, b"\x00"], arm_engine_config(None), eof=False)
     stop = _stop(events)
     assert isinstance(stop, PassthroughEntered) and stop.reason == "data_after_end"
     assert out == synth_small + b"\x00"
@@ -416,4 +417,4 @@ def test_eof_without_device_state_or_description_is_complete() -> None:
     stream = data[:end_at] + b"\x00"
     out, events, _ = run_engine([stream], _cfg())
     assert out == stream and _stop(events) is None
-    assert any(isinstance(e, ItemFramed) and e.kind == "eof" for e in events)
+    assert any(isinstance(e, EofFramed) for e in events)

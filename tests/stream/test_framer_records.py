@@ -12,9 +12,10 @@ import struct
 import pytest
 
 from migproxy.arm.profile import default_profile
+from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream import wire
-from migproxy.stream.engine import EngineConfig, Mode
-from migproxy.stream.events import ItemFramed, PassthroughEntered
+from migproxy.stream.engine import Mode
+from migproxy.stream.events import CommandFramed, ItemFramed, PassthroughEntered, SectionFramed
 from testkit.synthetic import BLOCK, SynthSpec, build
 from tests.conftest import run_engine, split_at
 
@@ -46,16 +47,15 @@ def _with_part(*records: bytes) -> bytes:
 
 def _run(data: bytes, cuts: list[int] | None = None) -> tuple[bytes, list, object]:
     return run_engine(split_at(data, cuts or [PART_AT + 3, PART_AT + 11, PART_AT + 30]),
-                      EngineConfig(profile=default_profile()))
+                      arm_engine_config(default_profile()))
 
 
 def _stop(events: list) -> PassthroughEntered | None:
     return next((e for e in events if isinstance(e, PassthroughEntered)), None)
 
 
-def _ram_items(events: list) -> list[ItemFramed]:
-    return [e for e in events if isinstance(e, ItemFramed) and e.kind == "section"
-            and e.detail["idstr"] == "ram"]
+def _ram_items(events: list) -> list[SectionFramed]:
+    return [e for e in events if isinstance(e, SectionFramed) and e.idstr == "ram"]
 
 
 def test_xbzrle_and_compressed_pages_are_framed_and_counted() -> None:
@@ -73,7 +73,7 @@ def test_xbzrle_and_compressed_pages_are_framed_and_counted() -> None:
     st = eng.stats
     assert (st.xbzrle_pages, st.compressed_pages, st.multifd_flushes) == (1, 1, 1)
     first = _ram_items(events)[1]
-    assert first.detail["xbzrle_pages"] == 1 and first.detail["compressed_pages"] == 1
+    assert first.xbzrle_pages == 1 and first.compressed_pages == 1
     assert first.size == len(_part(b"")) + 8 + 14 + 3 + len(enc) + 8 + 4 + len(comp) \
         + 8 + 4096 + 9 + 8
 
@@ -131,7 +131,7 @@ def test_configuration_subsections_and_ignore_shared_block_list() -> None:
     assert eng.framer.ignore_shared and eng.framer.uuid == uuid
     assert eng.framer.capabilities == ["x-ignore-shared"]
     conf = next(e for e in events if isinstance(e, ItemFramed) and e.kind == "configuration")
-    assert conf.detail["capabilities"] == ["x-ignore-shared"]
+    assert conf.capabilities == ("x-ignore-shared",)
 
 
 def test_ignore_shared_without_the_address_field_fails_exactly() -> None:
@@ -192,9 +192,8 @@ def test_every_command_of_the_precopy_stream_is_framed() -> None:
     data = head + cmds + _rest()
     _, events, eng = _run(data, [len(head) + 1, len(head) + 7])
     assert eng.mode == Mode.DONE
-    seen = [e.detail["command"] for e in events if isinstance(e, ItemFramed)
-            and e.kind == "command"]
+    seen = [e.command for e in events if isinstance(e, CommandFramed)]
     assert seen[:4] == ["OPEN_RETURN_PATH", "PING", "POSTCOPY_RAM_DISCARD", "RECV_BITMAP"]
-    ping = next(e for e in events if isinstance(e, ItemFramed) and e.detail.get("command")
+    ping = next(e for e in events if isinstance(e, CommandFramed) and e.command
                 == "PING")
-    assert ping.detail["value"] == 1
+    assert ping.value == 1

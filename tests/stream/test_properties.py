@@ -16,9 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from migproxy.arm.events import CpuRewritten
 from migproxy.arm.profile import default_profile
-from migproxy.stream.engine import EngineConfig, Mode
-from migproxy.stream.events import CpuRewritten, ItemFramed, PassthroughEntered
+from migproxy.arm.rewriter import arm_engine_config
+from migproxy.stream.engine import Mode
+from migproxy.stream.events import ItemFramed, PassthroughEntered, SectionFramed
 from tests.conftest import REAL_STREAMS, real_stream, run_engine, split_at
 
 SETTINGS = settings(max_examples=40, deadline=None,
@@ -29,7 +31,7 @@ SETTINGS = settings(max_examples=40, deadline=None,
 @functools.cache
 def _reference(name: str) -> tuple[bytes, bytes, tuple]:
     data = real_stream(name) if name != "synthetic" else _synthetic()
-    out, events, _ = run_engine([data], EngineConfig(profile=default_profile()))
+    out, events, _ = run_engine([data], arm_engine_config(default_profile()))
     return data, out, tuple(_summary(events))
 
 
@@ -55,7 +57,7 @@ STREAMS = ["synthetic", *REAL_STREAMS]
 def test_any_split_gives_identical_output(name: str, data: st.DataObject) -> None:
     stream, ref_out, ref_events = _reference(name)
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=60))
-    out, events, eng = run_engine(split_at(stream, cuts), EngineConfig(profile=default_profile()))
+    out, events, eng = run_engine(split_at(stream, cuts), arm_engine_config(default_profile()))
     assert out == ref_out
     assert tuple(_summary(events)) == ref_events
     assert eng.mode == Mode.DONE
@@ -65,12 +67,11 @@ def test_any_split_gives_identical_output(name: str, data: st.DataObject) -> Non
 def test_one_byte_at_a_time(name: str) -> None:
     stream, ref_out, ref_events = _reference(name)
     # The RAM part is long and uniform; split the head and the whole tail byte by byte.
-    tail = max(e.offset for e in ref_events if isinstance(e, ItemFramed)
-               and e.kind == "section" and e.detail["type"] == "END")
+    tail = max(e.offset for e in ref_events if isinstance(e, SectionFramed) and e.type == "END")
     pieces = [stream[i:i + 1] for i in range(0, 4096)]
     pieces.append(stream[4096:tail])
     pieces += [stream[i:i + 1] for i in range(tail, len(stream))]
-    out, events, _ = run_engine(pieces, EngineConfig(profile=default_profile()))
+    out, events, _ = run_engine(pieces, arm_engine_config(default_profile()))
     assert out == ref_out
     assert tuple(_summary(events)) == ref_events
 
@@ -108,7 +109,7 @@ def test_mutated_streams_are_never_half_rewritten(name: str, data: st.DataObject
         buf[i] = data.draw(st.integers(0, 255))
     mutated = bytes(buf)
     cuts = data.draw(st.lists(st.integers(0, len(mutated)), max_size=8))
-    out, events, _ = run_engine(split_at(mutated, cuts), EngineConfig(profile=default_profile()))
+    out, events, _ = run_engine(split_at(mutated, cuts), arm_engine_config(default_profile()))
     _check_never_mixed(mutated, out, events)
 
 
@@ -120,7 +121,7 @@ def test_truncated_streams_report_and_forward_untouched(name: str, data: st.Data
     cut = data.draw(st.integers(0, len(stream) - 1))
     prefix = stream[:cut]
     out, events, eng = run_engine(split_at(prefix, [cut // 2]),
-                                  EngineConfig(profile=default_profile()))
+                                  arm_engine_config(default_profile()))
     assert out == prefix
     if cut:
         stops = [e for e in events if isinstance(e, PassthroughEntered)]
@@ -134,5 +135,5 @@ def test_truncated_streams_report_and_forward_untouched(name: str, data: st.Data
 def test_random_bytes_never_crash(junk: bytes, prefix: bytes) -> None:
     data = prefix + junk
     out, _events, _ = run_engine(split_at(data, [len(data) // 3]),
-                                EngineConfig(profile=default_profile()))
+                                arm_engine_config(default_profile()))
     assert out == data

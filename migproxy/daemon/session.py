@@ -1,0 +1,450 @@
+"""The sans-IO migration session: one accepted connection, events in, commands out.
+
+A :class:`Session` owns everything about one accepted connection that is policy, not I/O:
+
+* classification of the first bytes (``QEVM``: a main channel, whose source -> destination
+  direction goes through the stream engine and whose other direction is read as the return
+  path; the multifd magic: a multifd channel; anything else, such as the postcopy preempt
+  channel: relayed untouched);
+* when the target connection is opened: on the first byte from the source (a bare TCP
+  probe never reaches the destination), and in accept order (:class:`ConnectQueue`);
+* both directions, half-close, the idle timer and the outcome.
+
+The executor (:mod:`migproxy.daemon.relay`) turns socket callbacks into calls of the
+``on_*`` methods and carries out the commands they return, in order: :class:`Forward`,
+:class:`HalfClose`, :class:`Close`, :class:`OpenTarget`, :class:`PauseReading` /
+:class:`ResumeReading`, :class:`RequestTimer`; :class:`Report`, :class:`Log` and
+:class:`Finished` go to the observer (:mod:`migproxy.daemon.observe`: metrics and logs).
+Nothing here touches a socket, a clock (times are passed in) or a metric.
+
+Data handed to ``on_source_data`` / ``on_destination_data`` is only valid during the call
+(the executor reuses its receive buffers); the session copies what it keeps.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from migproxy.stream import wire
+from migproxy.stream.engine import EngineConfig, FeedResult, Mode, StreamEngine
+from migproxy.stream.events import Event
+from migproxy.stream.returnpath import ReturnPathReader
+
+Chunk = bytes | bytearray | memoryview
+CLASSIFY_BYTES = 4
+
+
+class Side(enum.StrEnum):
+    SOURCE = "source"
+    DESTINATION = "destination"
+
+    @property
+    def peer(self) -> Side:
+        return Side.DESTINATION if self is Side.SOURCE else Side.SOURCE
+
+
+class Channel(enum.StrEnum):
+    """What an accepted connection carries (QEMU's channel kinds)."""
+
+    MAIN = "main"  # the main migration channel (QEVM)
+    MULTIFD = "multifd"  # a multifd channel
+    OTHER = "other"  # anything else: postcopy preempt/recovery, TLS: relayed untouched
+
+
+class Outcome(enum.StrEnum):
+    """How a connection ended (the ``outcome`` label of ``migproxy_migrations_total``)."""
+
+    COMPLETED = "completed"  # the whole stream framed and released
+    DESTINATION_FAILED = "destination_failed"  # released, but the destination's SHUT != 0
+    PASSTHROUGH = "passthrough"  # relayed untouched from some point on
+    INCOMPLETE = "incomplete"  # the source stopped mid-stream (cancelled or failed)
+    ABORTED = "aborted"  # stopped by the abort policy
+    FAILED = "failed"  # a main channel that ended otherwise (reset, timeout, shutdown)
+    RELAYED = "relayed"  # a multifd/other channel that ended cleanly
+    EMPTY = "empty"  # closed before a byte arrived (a probe); the target never knew
+
+
+class CloseReason(enum.StrEnum):
+    """Why the session closed the pair (the ``reason`` of the ``closed`` log line)."""
+
+    NO_DATA = "no_data"  # the source closed without sending a byte
+    CONNECT_FAILED = "connect_failed"  # the target could not be reached in time
+    POLICY_ABORT = "policy_abort"  # the engine aborted (abort policy)
+    SOURCE_ERROR = "source_error"  # a reset or error on the source connection
+    DESTINATION_ERROR = "destination_error"  # a reset or error on the target connection
+    SOURCE_CLOSED = "source_closed"  # the source closed while the other direction was open
+    DESTINATION_CLOSED = "destination_closed"  # likewise the destination
+    IDLE_TIMEOUT = "idle_timeout"  # no byte either way for idle_timeout seconds
+    SHUTDOWN = "shutdown"  # the drain timeout ran out at daemon shutdown
+
+
+class Timer(enum.StrEnum):
+    IDLE = "idle"
+
+
+class ConnState(enum.StrEnum):
+    """The target side of the session (as mitmproxy's tunnel layer has it)."""
+
+    INACTIVE = "inactive"  # no target connection yet (nothing from the source so far)
+    CONNECTING = "connecting"  # OpenTarget sent; the source is paused meanwhile
+    OPEN = "open"  # both connections up
+    CLOSED = "closed"  # Finished sent; every later event is ignored
+
+
+# -- commands -----------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Forward:
+    """Write ``chunks`` to ``to`` (slices of the engine's input: zero-copy)."""
+
+    to: Side
+    chunks: Sequence[Chunk]
+
+
+@dataclass(slots=True)
+class HalfClose:
+    """Pass an EOF on: ``write_eof()`` on ``to``."""
+
+    to: Side
+
+
+@dataclass(slots=True)
+class Close:
+    """Close both connections; ``abort``: reset them (each QEMU sees the failure)."""
+
+    abort: bool
+
+
+@dataclass(slots=True)
+class OpenTarget:
+    """Open the target connection (the executor reports ``on_target_connected`` or
+    ``on_target_failed``)."""
+
+
+@dataclass(slots=True)
+class PauseReading:
+    side: Side
+    reason: str
+
+
+@dataclass(slots=True)
+class ResumeReading:
+    side: Side
+    reason: str
+
+
+@dataclass(slots=True)
+class RequestTimer:
+    """Call ``on_timer(timer, now)`` after ``delay`` seconds (replaces an armed one)."""
+
+    timer: Timer
+    delay: float
+
+
+@dataclass(slots=True)
+class Classified:
+    """The channel kind is known (for the observer: counts, log context)."""
+
+    channel: Channel
+
+
+@dataclass(slots=True)
+class Report:
+    """Engine events, and the bytes it holds now (for the observer)."""
+
+    events: list[Event]
+    held_bytes: int
+
+
+@dataclass(slots=True)
+class Log:
+    level: str  # debug | info | warning | error
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Finished:
+    """The session is over: the executor cancels its timers and forgets it."""
+
+    outcome: Outcome
+    reason: CloseReason | None
+    abort: bool
+    channel: Channel | None
+    seconds: float
+    bytes_in: int | None  # main channels: bytes read from the source
+    bytes_out: int | None  # main channels: bytes forwarded to the destination
+
+
+Command = (Forward | HalfClose | Close | OpenTarget | PauseReading | ResumeReading
+           | RequestTimer | Classified | Report | Log | Finished)
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    engine: EngineConfig  # for main channels
+    idle_timeout: float  # seconds without a byte either way; 0: never
+
+
+class Session:
+    """One accepted connection and its connection to the target."""
+
+    def __init__(self, settings: SessionSettings, now: float) -> None:
+        self.settings = settings
+        self.state = ConnState.INACTIVE
+        self.channel: Channel | None = None
+        self.engine: StreamEngine | None = None
+        self.return_path: ReturnPathReader | None = None
+        self.outcome: Outcome | None = None
+        self.started = now
+        self.last_activity = now
+        self._prefix = bytearray()  # the first bytes, until CLASSIFY_BYTES arrived
+        self._pending: list[bytes] = []  # source bytes that arrived before the target
+        self._source_eof_pending = False
+        self._eof = {Side.SOURCE: False, Side.DESTINATION: False}
+
+    @property
+    def closed(self) -> bool:
+        return self.state == ConnState.CLOSED
+
+    # -- events in ------------------------------------------------------------------------
+
+    def on_accepted(self) -> list[Command]:
+        return self._idle_timer(self.started)
+
+    def on_source_data(self, data: memoryview, now: float) -> list[Command]:
+        if self.closed:
+            return []
+        self.last_activity = now
+        if self.state != ConnState.OPEN:
+            self._pending.append(bytes(data))
+            out: list[Command] = [PauseReading(Side.SOURCE, "connecting")]
+            if self.state == ConnState.INACTIVE:
+                out.append(OpenTarget())
+                self.state = ConnState.CONNECTING
+            return out
+        out = []
+        self._from_source(data, out)
+        return out
+
+    def on_destination_data(self, data: memoryview, now: float) -> list[Command]:
+        if self.closed:
+            return []
+        self.last_activity = now
+        out: list[Command] = [Forward(Side.SOURCE, [data])]
+        rp = self.return_path
+        if rp is not None and rp.stopped is None:
+            before = rp.shut_status
+            rp.feed(data)
+            if rp.shut_status is not None and before is None:
+                out.append(Log("info" if rp.shut_status == 0 else "warning", "destination_shut",
+                               {"status": rp.shut_status}))
+        return out
+
+    def connect_now(self) -> list[Command]:
+        """Open the target connection although no byte arrived: a later connection of the
+        same route needs this one connected first (:class:`ConnectQueue`)."""
+        if self.state != ConnState.INACTIVE:
+            return []
+        self.state = ConnState.CONNECTING
+        return [PauseReading(Side.SOURCE, "connecting"), OpenTarget()]
+
+    def on_target_connected(self, now: float) -> list[Command]:
+        if self.closed:
+            return [Close(abort=True)]
+        self.state = ConnState.OPEN
+        out: list[Command] = [Log("debug", "connected")]
+        pending, self._pending = self._pending, []
+        for chunk in pending:
+            self._from_source(memoryview(chunk), out)
+            if self.closed:
+                return out
+        if self._source_eof_pending:
+            out.extend(self.on_eof(Side.SOURCE, now))
+            if self.closed:
+                return out
+        out.append(ResumeReading(Side.SOURCE, "connecting"))
+        return out
+
+    def on_target_failed(self, error: str, now: float) -> list[Command]:
+        if self.closed:
+            return []
+        out: list[Command] = [Log("error", "connect_failed", {"error": error})]
+        out.extend(self._end(CloseReason.CONNECT_FAILED, abort=True, now=now))
+        return out
+
+    def on_eof(self, side: Side, now: float) -> list[Command]:
+        if self.closed:
+            return []
+        if side is Side.SOURCE and self.state != ConnState.OPEN:
+            if self.state == ConnState.INACTIVE and not self._pending:
+                # Nothing was ever sent: a probe. The target never hears of it.
+                self._eof[Side.SOURCE] = True
+                return self._end(CloseReason.NO_DATA, abort=False, now=now)
+            self._source_eof_pending = True  # CONNECTING: handled once the target is up
+            return []
+        self._eof[side] = True
+        out: list[Command] = []
+        if side is Side.SOURCE:
+            if self.channel is None and self._prefix:
+                # Fewer than 4 bytes ever arrived: relay them as they are.
+                prefix = bytes(self._prefix)
+                self._classify(prefix.ljust(CLASSIFY_BYTES, b"\0"), out)
+                self._prefix = bytearray()
+                out.append(Forward(Side.DESTINATION, [prefix]))
+            if self.engine is not None and not self._engine_result(self.engine.feed_eof(),
+                                                                  out, now):
+                return out
+        out.append(Log("debug", "eof", {"side": str(side)}))
+        out.append(HalfClose(side.peer))
+        if self._eof[Side.SOURCE] and self._eof[Side.DESTINATION]:
+            out.extend(self._end(None, abort=False, now=now))
+        return out
+
+    def on_lost(self, side: Side, error: str | None, now: float) -> list[Command]:
+        """A connection is gone: reset (``error``) or closed by its peer."""
+        if self.closed:
+            return []
+        if error is not None:
+            out: list[Command] = [Log("warning", "connection_lost",
+                                      {"side": str(side), "error": error})]
+            reason = (CloseReason.SOURCE_ERROR if side is Side.SOURCE
+                      else CloseReason.DESTINATION_ERROR)
+            out.extend(self._end(reason, abort=True, now=now))
+            return out
+        both = self._eof[side] and self._eof[side.peer]
+        closed = (CloseReason.SOURCE_CLOSED if side is Side.SOURCE
+                  else CloseReason.DESTINATION_CLOSED)
+        return self._end(None if both else closed, abort=False, now=now)
+
+    def on_backpressure(self, side: Side, full: bool) -> list[Command]:
+        """``side``'s write buffer went over (``full``) or under the high-water mark."""
+        if full:
+            return [PauseReading(side.peer, "backpressure")]
+        return [ResumeReading(side.peer, "backpressure")]
+
+    def on_timer(self, timer: Timer, now: float) -> list[Command]:
+        if self.closed:
+            return []
+        return self._idle_timer(now)
+
+    def on_shutdown(self, now: float) -> list[Command]:
+        """The daemon's drain timeout ran out."""
+        if self.closed:
+            return []
+        return self._end(CloseReason.SHUTDOWN, abort=True, now=now)
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _idle_timer(self, now: float) -> list[Command]:
+        idle = self.settings.idle_timeout
+        if idle <= 0:
+            return []
+        due = self.last_activity + idle - now
+        if due <= 0:
+            out: list[Command] = [Log("warning", "idle_timeout", {"seconds": idle})]
+            out.extend(self._end(CloseReason.IDLE_TIMEOUT, abort=True, now=now))
+            return out
+        return [RequestTimer(Timer.IDLE, due)]
+
+    def _from_source(self, data: memoryview, out: list[Command]) -> None:
+        if self.channel is None:
+            self._prefix += data
+            if len(self._prefix) < CLASSIFY_BYTES:
+                return
+            self._classify(bytes(self._prefix[:CLASSIFY_BYTES]), out)
+            data = memoryview(bytes(self._prefix))
+            self._prefix = bytearray()
+        if self.engine is None:
+            out.append(Forward(Side.DESTINATION, [data]))
+            return
+        self._engine_result(self.engine.feed(data), out, self.last_activity)
+
+    def _engine_result(self, res: FeedResult, out: list[Command], now: float) -> bool:
+        """Turn the engine's result into commands; False if the engine aborted."""
+        engine = self.engine
+        assert engine is not None
+        if res.data:  # bytes first: logging and metrics must not delay the switchover
+            out.append(Forward(Side.DESTINATION, res.data))
+        out.append(Report(res.events, engine.held_bytes))
+        if engine.mode == Mode.ABORTED:
+            out.extend(self._end(CloseReason.POLICY_ABORT, abort=True, now=now))
+            return False
+        return True
+
+    def _classify(self, head: bytes, out: list[Command]) -> None:
+        if head == wire.MAGIC_BYTES:
+            self.channel = Channel.MAIN
+            self.engine = StreamEngine(self.settings.engine)
+            self.return_path = ReturnPathReader()
+        elif head == wire.MULTIFD_MAGIC_BYTES:
+            self.channel = Channel.MULTIFD
+        else:
+            self.channel = Channel.OTHER
+        out.append(Classified(self.channel))
+
+    def _outcome(self, error: CloseReason | None) -> Outcome:
+        if self.channel is None:
+            return Outcome.EMPTY
+        engine = self.engine
+        if engine is None:
+            return Outcome.RELAYED if error is None else Outcome.FAILED
+        mode = engine.mode
+        if mode == Mode.ABORTED:
+            return Outcome.ABORTED
+        if mode == Mode.PASSTHROUGH:
+            # The source stopped sending mid-stream (a cancelled or failed migration)?
+            reason = engine.stop_reason
+            if reason is not None and reason.source_ended:
+                return Outcome.INCOMPLETE
+            return Outcome.PASSTHROUGH
+        if mode == Mode.DONE:
+            # With the return path, the destination says how its load ended (SHUT status).
+            rp = self.return_path
+            if rp is not None and rp.shut_status not in (None, 0):
+                return Outcome.DESTINATION_FAILED
+            return Outcome.COMPLETED
+        return Outcome.FAILED
+
+    def _end(self, reason: CloseReason | None, *, abort: bool, now: float) -> list[Command]:
+        self.state = ConnState.CLOSED
+        self.outcome = self._outcome(reason if abort else None)
+        engine = self.engine
+        return [Close(abort=abort), Finished(
+            self.outcome, reason, abort, self.channel, now - self.started,
+            engine.received if engine is not None else None,
+            engine.sent if engine is not None else None)]
+
+
+class ConnectQueue:
+    """Accept order of one route: connections reach the target in the order they were
+    accepted (destinations that assign channels by arrival, QEMU 7.2 and TLS, must see the
+    main channel first). A connection whose first byte arrives pulls in every connection
+    accepted before it that is still waiting."""
+
+    def __init__(self) -> None:
+        self._waiting: list[Session] = []
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def accepted(self, session: Session) -> None:
+        self._waiting.append(session)
+
+    def connecting(self, session: Session) -> list[Session]:
+        """``session`` starts connecting: the earlier waiting sessions that must connect
+        before it, in accept order (``session`` itself is no longer waiting)."""
+        try:
+            i = self._waiting.index(session)
+        except ValueError:
+            return []
+        earlier = self._waiting[:i]
+        del self._waiting[: i + 1]
+        return earlier
+
+    def remove(self, session: Session) -> None:
+        if session in self._waiting:
+            self._waiting.remove(session)

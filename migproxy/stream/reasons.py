@@ -1,0 +1,50 @@
+"""Why the engine stopped rewriting a main channel: one enum, every reason that exists.
+
+A reason is a stable, low-cardinality token: it is the ``reason`` label of the
+``migproxy_passthrough_total`` and ``migproxy_aborts_total`` metrics (every label is created
+at start), the ``reason`` of the ``passthrough`` / ``abort`` log lines and of the
+:class:`~migproxy.stream.events.PassthroughEntered` and :class:`~migproxy.stream.events.Aborted`
+events. The README's reason table lists the same members with the same words.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Reason(enum.StrEnum):
+    """The stream is not (or no longer) rewritten, and why."""
+
+    # -- the grammar ------------------------------------------------------------------
+    FORMAT_ERROR = "format_error"  # the bytes do not follow the migration stream grammar
+    TRUNCATED = "truncated"  # the source closed in the middle of the streamed part
+    # -- well formed, but not supported -----------------------------------------------
+    UNKNOWN_CONFIGURATION = "unknown_configuration"  # a configuration subsection not known
+    MAPPED_RAM = "mapped_ram"  # the mapped-ram capability (file migration)
+    NO_PAGE_SIZE = "no_page_size"  # no target-page-bits and no legacy_page_bits set
+    FULL_SECTION_EARLY = "full_section_early"  # device state before the iterable phase ended
+    ITERABLE_SECTION = "iterable_section"  # an iterable section other than "ram"
+    RAM_VERSION = "ram_version"  # a ram section version or instance other than 4 / 0
+    UNKNOWN_COMMAND = "unknown_command"  # a MIG_CMD number not known
+    POSTCOPY_PACKAGED = "postcopy_packaged"  # postcopy: device state inside PACKAGED
+    POSTCOPY_PAGE_SIZES = "postcopy_page_sizes"  # postcopy with huge-page RAM blocks
+    COLO = "colo"  # COLO streams
+    NO_FOOTER = "no_footer"  # sections without footers (machine types before 2.3)
+    RAM_HOOK = "ram_hook"  # RAM hook records (RDMA)
+    # -- the non-iterable device state ------------------------------------------------
+    NO_DESCRIPTION = "no_description"  # the source closed before a description framed it
+    HOLD_CAP_EXCEEDED = "hold_cap_exceeded"  # the device state outgrew hold_cap
+    DEVICE_STATE_NOT_FRAMED = "tail_not_framed"  # the description does not frame the bytes
+    DATA_AFTER_END = "data_after_end"  # bytes after the VM description
+    # -- section rewriters ------------------------------------------------------------
+    CPU_LAYOUT = "cpu_layout"  # an ARM cpu section not in the layout migproxy rewrites
+    PROFILE_REFUSED = "profile_refused"  # a profile rule's condition does not hold
+
+    @property
+    def source_ended(self) -> bool:
+        """The source closed the channel before the stream was complete: a migration that
+        was cancelled or failed at the source, not a stream migproxy misread."""
+        return self in _SOURCE_ENDED
+
+
+_SOURCE_ENDED = frozenset({Reason.TRUNCATED, Reason.NO_DESCRIPTION})

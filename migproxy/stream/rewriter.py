@@ -1,0 +1,75 @@
+"""Section rewriters: the plug-in point of the engine for device state.
+
+The engine frames the non-iterable device state with the VM description and hands every
+FULL section to the rewriters it was configured with; it knows nothing about what a section
+holds. A rewriter (the ARM ``cpu`` rewriter in :mod:`migproxy.arm.rewriter` is one) works in
+two phases, so that nothing is emitted unless every section agrees:
+
+1. ``decode``: for each section the rewriter ``claims``, read what it needs and report it
+   (events). Raise :class:`~migproxy.stream.errors.SectionRefused` when the section is not
+   in a layout the rewriter understands.
+2. ``plan``: say how the section changes, as :class:`SectionEdit` (byte splices inside the
+   section and new element counts for fields of its description entry), or ``None``.
+   Raise :class:`~migproxy.stream.errors.SectionRefused` when a rule refuses.
+
+Only when every plan is in does the engine build the new device state (splices in stream
+order, the description updated) and release it; a refusal anywhere leaves the whole stream
+untouched (passthrough) or stops it (abort), per policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from migproxy.stream.events import Event
+from migproxy.stream.vmdesc import FullSection
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class Splice:
+    """Replace ``held[start:end]`` (offsets in the held device state) with ``data``."""
+
+    start: int
+    end: int
+    data: bytes
+
+
+@dataclass
+class SectionEdit:
+    """How one FULL section changes."""
+
+    section: FullSection
+    splices: list[Splice]
+    field_counts: dict[str, int] = field(default_factory=dict)  # field name -> elements
+    events: list[Event] = field(default_factory=list)  # reported with the plan
+
+
+@dataclass
+class Decoded:
+    """What ``decode`` found in one section: its events and the rewriter's own data."""
+
+    section: FullSection
+    events: list[Event]
+    data: Any = None
+
+
+class SectionRewriter(Protocol):
+    """A plug-in that understands (and may rewrite) some device sections."""
+
+    name: str
+
+    def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
+        """Whether this rewriter handles the section (``device``: its description entry)."""
+        ...
+
+    def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:
+        """Read a claimed section of ``held``; ``offset`` is the stream offset of held[0]."""
+        ...
+
+    def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
+        """The change to make (``apply`` False: dry run, report it as not applied)."""
+        ...
