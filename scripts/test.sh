@@ -7,7 +7,7 @@
 # 2. sets up the QEMU lab (QEMU 7.2, 10.0.2, 10.0.13 and 11.1.3 from Debian packages, the
 #    tick guest) with scripts/lab-setup.sh -- this needs root; without root the real-QEMU
 #    tests are skipped (and say so) unless MIGPROXY_REQUIRE_LAB=1;
-# 3. runs ruff and the whole pytest suite.
+# 3. runs ruff, mypy and the whole pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +53,10 @@ fi
 
 echo "== ruff"
 "$PYTHON" -m ruff check migproxy testkit tests bench scripts
+
+echo "== mypy (strict on the core and the ARM plug-in)"
+"$PYTHON" -m mypy --strict migproxy/stream migproxy/arm
+"$PYTHON" -m mypy migproxy
 
 echo "== pytest"
 exec "$PYTHON" -m pytest -q -p no:cacheprovider "$@"

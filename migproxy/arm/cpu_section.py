@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+from migproxy.stream import wire
 from migproxy.stream.errors import SectionRefused
 from migproxy.stream.reasons import Reason
 from migproxy.stream.vmdesc import FieldSpan, FullSection
@@ -97,7 +98,7 @@ def is_arm_cpu(section: FullSection, desc: dict[str, Any]) -> bool:
     return section.idstr == "cpu" and dev.get("vmsd_name") == "cpu"
 
 
-def parse_cpu_section(buf: Any, section: FullSection) -> CpuSection:
+def parse_cpu_section(buf: wire.Buffer, section: FullSection) -> CpuSection:
     """Decode the cpreg arrays of a framed ``cpu`` section, checking the layout."""
     if section.version_id not in SUPPORTED_VERSIONS:
         raise CpuLayoutError(f"cpu section version {section.version_id} is not supported "

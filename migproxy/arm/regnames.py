@@ -59,6 +59,8 @@ register lists of real QEMU migration streams.
 
 from __future__ import annotations
 
+from typing import Any
+
 # --------------------------------------------------------------------------------------
 # AArch64: (op0, op1, crn, crm, op2) -> name
 # --------------------------------------------------------------------------------------
@@ -776,7 +778,7 @@ ALIASES: dict[str, str] = {
 # --------------------------------------------------------------------------------------
 # Register families
 # --------------------------------------------------------------------------------------
-def _add(table: dict, key: tuple[int, ...], name: str) -> None:
+def _add(table: dict[Any, str], key: tuple[int, ...], name: str) -> None:
     if key in table:
         raise ValueError(f"regnames: {name} collides with {table[key]} at {key}")
     table[key] = name

@@ -25,7 +25,7 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self.registry = PairRegistry()
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[asyncio.Server] = []
         self.metrics_server: Any = None
         self._stop = asyncio.Event()
         self.log: Any = structlog.get_logger("migproxy")

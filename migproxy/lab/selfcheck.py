@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import Lab, LoadResult, free_port
 
@@ -101,7 +102,7 @@ class SelfCheck:
 
         def run() -> tuple[bool, str]:
             uri = f"tcp:127.0.0.1:{free_port()}"
-            kw = {"machine": "virt-10.0", "cpu": cpu, "smp": smp}
+            kw: dict[str, Any] = {"machine": "virt-10.0", "cpu": cpu, "smp": smp}
             with (
                 self.lab.destination(dst_v, uri, capabilities=caps, **kw) as dst,
                 self.lab.source(src_v, **kw) as src,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
 
 from migproxy.stream import wire
 from migproxy.stream.errors import FormatError, Unsupported
@@ -77,7 +76,7 @@ _RUN_WINDOW = 4096
 _LOW_NIBBLE_SET = bytes(0 if b & 0x0F == 0 else 1 for b in range(256))
 
 
-def _zero_run(buf: Any, pos: int, end: int) -> int:
+def _zero_run(buf: wire.Buffer, pos: int, end: int) -> int:
     """How many complete ZERO|CONTINUE records (4 KiB pages) start at ``pos``.
 
     The window starts small (runs in mixed RAM are short) and grows while the run goes on.
@@ -106,7 +105,7 @@ def _zero_run(buf: Any, pos: int, end: int) -> int:
 _PAGE_REC = 8 + 4096  # a PAGE|CONTINUE record with its 4 KiB page
 
 
-def _page_run(buf: Any, pos: int, end: int) -> int:
+def _page_run(buf: wire.Buffer, pos: int, end: int) -> int:
     """How many complete PAGE|CONTINUE records (4 KiB pages) start at ``pos``.
 
     Gathers one byte per record (the low byte of each record word, then the nibble above it)
@@ -200,7 +199,7 @@ class StreamFramer:
 
     # -- driver --------------------------------------------------------------------------
 
-    def advance(self, buf: Any, pos: int, end: int) -> int:
+    def advance(self, buf: wire.Buffer, pos: int, end: int) -> int:
         """Consume whole items of ``buf[pos:end]``; return the first unconsumed position."""
         self.need = 0
         while True:
@@ -255,7 +254,7 @@ class StreamFramer:
 
     # -- header and configuration ----------------------------------------------------------
 
-    def _header(self, buf: Any, pos: int, end: int) -> int:
+    def _header(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 8:
             self.need = 8
             return pos
@@ -268,11 +267,11 @@ class StreamFramer:
         self.state = ST_AFTER_HEADER
         return pos + 8
 
-    def _config(self, buf: Any, pos: int, end: int) -> int:
+    def _config(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 5:
             self.need = 5
             return pos
-        n = wire.BE32.unpack_from(buf, pos + 1)[0]
+        n: int = wire.BE32.unpack_from(buf, pos + 1)[0]
         if n == 0 or n > _MAX_MACHINE_NAME:
             raise self._fail(pos + 1, f"a machine name length of 1..{_MAX_MACHINE_NAME}", str(n))
         if end - pos < 5 + n:
@@ -286,7 +285,7 @@ class StreamFramer:
         self.state = ST_CONFIG_SUB
         return pos + 5 + n
 
-    def _config_sub(self, buf: Any, pos: int, end: int) -> int:
+    def _config_sub(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 1:
             self.need = 1
             return pos
@@ -338,7 +337,7 @@ class StreamFramer:
         # Anything else ends the configuration (the 0x05 is not ours): not possible at top level.
         raise self._fail(pos, "a record type after the configuration", "a subsection marker")
 
-    def _caps(self, buf: Any, pos: int, end: int) -> int:
+    def _caps(self, buf: wire.Buffer, pos: int, end: int) -> int:
         while self._caps_left:
             if end - pos < 1:
                 self.need = 1
@@ -370,7 +369,7 @@ class StreamFramer:
 
     # -- top-level records ------------------------------------------------------------------
 
-    def _top(self, buf: Any, pos: int, end: int) -> int:
+    def _top(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 1:
             self.need = 1
             return pos
@@ -442,12 +441,12 @@ class StreamFramer:
         self._cur_type = t
         self._cur_snapshot = self.stats.snapshot()
 
-    def _command(self, buf: Any, pos: int, end: int) -> int:
+    def _command(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 5:
             self.need = 5
             return pos
         cmd = wire.BE16.unpack_from(buf, pos + 1)[0]
-        length = wire.BE16.unpack_from(buf, pos + 3)[0]
+        length: int = wire.BE16.unpack_from(buf, pos + 3)[0]
         spec = wire.COMMANDS.get(cmd)
         if spec is None:
             raise Unsupported(Reason.UNKNOWN_COMMAND, f"unknown migration command {cmd}",
@@ -487,7 +486,7 @@ class StreamFramer:
                                          summary, target))
         return pos + 5 + length
 
-    def _footer(self, buf: Any, pos: int, end: int) -> int:
+    def _footer(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 5:
             self.need = 5
             return pos
@@ -510,7 +509,7 @@ class StreamFramer:
         self.state = ST_TOP
         return pos
 
-    def _after_eof(self, buf: Any, pos: int, end: int) -> int:
+    def _after_eof(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 5:
             self.need = 5
             return pos
@@ -525,7 +524,7 @@ class StreamFramer:
 
     # -- ram ------------------------------------------------------------------------------
 
-    def _memsize(self, buf: Any, pos: int, end: int) -> int:
+    def _memsize(self, buf: wire.Buffer, pos: int, end: int) -> int:
         extra = 8 if self.ignore_shared else 0  # the block's mr->addr (x-ignore-shared)
         while self._memsize_left > 0:
             if end - pos < 1:
@@ -550,7 +549,7 @@ class StreamFramer:
         self.state = ST_RAM
         return pos
 
-    def _ram(self, buf: Any, pos: int, end: int) -> int:
+    def _ram(self, buf: wire.Buffer, pos: int, end: int) -> int:
         ps = self.page_size
         assert ps is not None
         mask = ps - 1
@@ -628,7 +627,7 @@ class StreamFramer:
         raise self._fail(pos, f"a page offset inside the block (length 0x{cur_len:x})",
                          f"0x{offset:x}")
 
-    def _ram_record(self, buf: Any, pos: int, end: int, word: int, flags: int) -> int:
+    def _ram_record(self, buf: wire.Buffer, pos: int, end: int, word: int, flags: int) -> int:
         ps = self.page_size
         assert ps is not None
         offset = word ^ flags

@@ -26,7 +26,6 @@ _LENGTHS: dict[int, int | None] = {
     RP_SHUT: 4, RP_PONG: 4, RP_REQ_PAGES_ID: None, RP_REQ_PAGES: 12, RP_RESUME_ACK: 4,
     RP_SWITCHOVER_ACK: 0,
 }
-_MAX_MESSAGE = 4 + 65535
 
 
 @dataclass

@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from migproxy.stream import wire
 from migproxy.stream.events import Event
 from migproxy.stream.vmdesc import FullSection
 
-Buffer = bytes | bytearray | memoryview
+Buffer = wire.Buffer
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ def _entries(obj: dict[str, Any], key: str, where: int) -> list[dict[str, Any]]:
     return v
 
 
-def _walk_vmsd(buf: Any, pos: int, end: int, vmsd: dict[str, Any], depth: int,
+def _walk_vmsd(buf: wire.Buffer, pos: int, end: int, vmsd: dict[str, Any], depth: int,
                spans: list[FieldSpan] | None) -> int:
     """Consume one vmsd level (fields, then subsections); return the end position."""
     if depth > MAX_NESTING:
@@ -151,7 +151,8 @@ def _walk_vmsd(buf: Any, pos: int, end: int, vmsd: dict[str, Any], depth: int,
     return pos
 
 
-def frame_device_state(buf: Any, eof_offset: int, desc: dict[str, Any]) -> DeviceStateLayout:
+def frame_device_state(buf: wire.Buffer, eof_offset: int,
+                       desc: dict[str, Any]) -> DeviceStateLayout:
     """Frame ``buf[0:eof_offset]`` (FULL sections and commands) with ``desc``.
 
     ``buf[eof_offset]`` must be EOF, followed by the description record.

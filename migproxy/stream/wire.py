@@ -83,5 +83,6 @@ MULTIFD_MAGIC_BYTES = struct.pack(">I", MULTIFD_MAGIC)
 
 BE16 = struct.Struct(">H")
 BE32 = struct.Struct(">I")
-BE32S = struct.Struct(">i")
 BE64 = struct.Struct(">Q")
+
+Buffer = bytes | bytearray | memoryview  # what the parsers read from

@@ -116,8 +116,8 @@ def profile_from_diff(diff: StreamDiff, name: str) -> Profile:
             diff.warnings.append(f"{describe(r)} changes differently on different CPUs; "
                                  "no rule emitted for it")
             continue
-        ((sv, dv),) = pairs
-        rules.append(Rule("set", r, value=dv, value_is=sv,
+        ((before, after),) = pairs
+        rules.append(Rule("set", r, value=after, value_is=before,
                           note="constant ID register with another value on the destination"))
     for r in sorted(inserts):
         vals = inserts[r]
