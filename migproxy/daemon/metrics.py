@@ -16,6 +16,8 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from migproxy.stream.reasons import Reason
+
 CHANNELS = ("main", "multifd", "other")
 DIRECTIONS = ("to_destination", "to_source")
 
@@ -92,3 +94,6 @@ class Metrics:
                 self.bytes.labels(d, ch)
         for flag in ("true", "false"):
             self.tail_releases.labels(flag)
+        for reason in Reason:
+            self.passthrough.labels(reason)
+            self.aborts.labels(reason)
