@@ -227,7 +227,7 @@ class Session:
                 self.state = ConnState.CONNECTING
             return out
         out = []
-        self._from_source(data, out)
+        self._from_source(data, out, now)
         return out
 
     def on_destination_data(self, data: memoryview, now: float) -> list[Command]:
@@ -259,7 +259,7 @@ class Session:
         out: list[Command] = [Log("debug", "connected")]
         pending, self._pending = self._pending, []
         for chunk in pending:
-            self._from_source(memoryview(chunk), out)
+            self._from_source(memoryview(chunk), out, now)
             if self.closed:
                 return out
         if self._source_eof_pending:
@@ -315,13 +315,16 @@ class Session:
                       else CloseReason.DESTINATION_ERROR)
             out.extend(self._end(reason, abort=True, now=now))
             return out
-        both = self._eof[side] and self._eof[side.peer]
+        # Closed cleanly by the peer while the other direction was still open (once both
+        # directions have ended, the session is already over).
         closed = (CloseReason.SOURCE_CLOSED if side is Side.SOURCE
                   else CloseReason.DESTINATION_CLOSED)
-        return self._end(None if both else closed, abort=False, now=now)
+        return self._end(closed, abort=False, now=now)
 
     def on_backpressure(self, side: Side, full: bool) -> list[Command]:
         """``side``'s write buffer went over (``full``) or under the high-water mark."""
+        if self.closed:
+            return []
         if full:
             return [PauseReading(side.peer, "backpressure")]
         return [ResumeReading(side.peer, "backpressure")]
@@ -350,7 +353,7 @@ class Session:
             return out
         return [RequestTimer(Timer.IDLE, due)]
 
-    def _from_source(self, data: memoryview, out: list[Command]) -> None:
+    def _from_source(self, data: memoryview, out: list[Command], now: float) -> None:
         if self.channel is None:
             self._prefix += data
             if len(self._prefix) < CLASSIFY_BYTES:
@@ -361,7 +364,7 @@ class Session:
         if self.engine is None:
             out.append(Forward(Side.DESTINATION, [data]))
             return
-        self._engine_result(self.engine.feed(data), out, self.last_activity)
+        self._engine_result(self.engine.feed(data), out, now)
 
     def _engine_result(self, res: FeedResult, out: list[Command], now: float) -> bool:
         """Turn the engine's result into commands; False if the engine aborted."""

@@ -1,7 +1,7 @@
-"""The held device-state tail.
+"""The held non-iterable device state (QEMU's ``qemu_savevm_state_complete_precopy_non_iterable``).
 
 From the first FULL section after the iterable phase, bytes are held (under a cap) until
-the tail can be framed. The tail ends with ``EOF (0x00)``, ``VMDESCRIPTION (0x06)``,
+they can be framed. The device state ends with ``EOF (0x00)``, ``VMDESCRIPTION (0x06)``,
 ``be32 length`` and the JSON. The length sits at the *start* of the description, so the end
 of the stream can only be recognised once all of it has arrived.
 
@@ -10,7 +10,7 @@ last NUL of what is held, or sits at most 5 bytes before it (the be32 length may
 NULs). A position ``p`` in that range is a candidate when ``held[p:p+2] == 00 06``, the JSON
 starts with ``{`` and ``p + 6 + length`` equals everything held so far. A candidate is only
 a hypothesis: it is accepted only when the description found there frames every held byte
-before it exactly (:func:`migproxy.vmdesc.frame_device_state`). So at most six positions are
+before it exactly (:func:`migproxy.stream.vmdesc.frame_device_state`). So at most six positions are
 examined per input, whatever the guest planted in device state, and finding them costs a
 backwards search to the last NUL (in practice the length of the JSON received so far).
 """
