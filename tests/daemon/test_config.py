@@ -1,0 +1,439 @@
+"""Unit tests of :mod:`migproxy.daemon.config`: address parsing and every way
+``load_config`` refuses a configuration (files are written to ``tmp_path``, the flags come
+from the real command-line parser)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from migproxy.cli import build_parser
+from migproxy.daemon.config import (
+    DEFAULT_METRICS,
+    Address,
+    Config,
+    ConfigError,
+    RouteSettings,
+    load_config,
+    parse_address,
+)
+from migproxy.stream.errors import MigproxyError
+
+ROUTE = '[[route]]\nlisten = ":4444"\ntarget = "dst.example:4444"\n'
+
+
+def _args(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(flags))
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "migproxy.toml"
+    p.write_text(text, encoding="utf-8")
+    return str(p)
+
+
+def _load(tmp_path: Path, text: str, *flags: str) -> Config:
+    path = _write(tmp_path, text)
+    return load_config(path, _args("--config", path, *flags))
+
+
+def _refused(tmp_path: Path, text: str, match: str, *flags: str) -> ConfigError:
+    with pytest.raises(ConfigError, match=match) as ei:
+        _load(tmp_path, text, *flags)
+    return ei.value
+
+
+# --- parse_address ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "host", "port", "shown"), [
+    ("127.0.0.1:4444", "127.0.0.1", 4444, "127.0.0.1:4444"),
+    ("0.0.0.0:1", "0.0.0.0", 1, "0.0.0.0:1"),
+    ("dst.example:65535", "dst.example", 65535, "dst.example:65535"),
+    ("[::1]:4444", "::1", 4444, "[::1]:4444"),
+    ("[::]:4445", "::", 4445, "[::]:4445"),
+    ("[fe80::1%eth0]:80", "fe80::1%eth0", 80, "[fe80::1%eth0]:80"),
+    (":4444", "", 4444, ":4444"),
+    ("  host:22  ", "host", 22, "host:22"),
+])
+def test_parse_address_accepts(text: str, host: str, port: int, shown: str) -> None:
+    a = parse_address(text, what="x")
+    assert a == Address(host, port)
+    assert str(a) == shown
+
+
+def test_parse_address_port_zero_only_if_allowed() -> None:
+    assert parse_address("127.0.0.1:0", what="x", allow_zero=True) == Address("127.0.0.1", 0)
+    assert parse_address(":0", what="x", allow_zero=True) == Address("", 0)
+    with pytest.raises(ConfigError, match="x: port 0 is out of range"):
+        parse_address("127.0.0.1:0", what="x")
+
+
+@pytest.mark.parametrize("text", ["h:65536", "h:99999", "h:-1", "[::1]:65536", ":70000"])
+@pytest.mark.parametrize("allow_zero", [False, True])
+def test_parse_address_rejects_ports_out_of_range(text: str, allow_zero: bool) -> None:
+    with pytest.raises(ConfigError, match=r"listen: port -?[0-9]+ is out of range"):
+        parse_address(text, what="listen", allow_zero=allow_zero)
+
+
+@pytest.mark.parametrize(("text", "port_s"), [("h:abc", "abc"), ("h:", ""), ("[::1]:", ""),
+                                              ("h:44x", "44x"), ("h:0x10", "0x10"),
+                                              ("[::1]:http", "http")])
+def test_parse_address_rejects_non_numeric_ports(text: str, port_s: str) -> None:
+    with pytest.raises(ConfigError, match=f"target: port {port_s!r} is not a number"):
+        parse_address(text, what="target")
+
+
+@pytest.mark.parametrize("text", ["host", "4444", "", "   ", "[::1]"])
+def test_parse_address_rejects_missing_ports(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"(has no port|is not \[IPV6\]:PORT)"):
+        parse_address(text, what="listen")
+
+
+def test_parse_address_rejects_hosts_without_port_with_a_hint() -> None:
+    with pytest.raises(ConfigError, match="listen: 'host' has no port"):
+        parse_address("host", what="listen")
+
+
+@pytest.mark.parametrize("text", ["[::1]4444", "[::1", "[::1]x4444", "[::1]"])
+def test_parse_address_rejects_bad_brackets(text: str) -> None:
+    with pytest.raises(ConfigError, match="is not \\[IPV6\\]:PORT"):
+        parse_address(text, what="listen")
+
+
+@pytest.mark.parametrize("text", ["::1:4444", "fe80::1:80", "1:2:3"])
+def test_parse_address_wants_brackets_for_ipv6(text: str) -> None:
+    with pytest.raises(ConfigError, match="write IPv6 addresses in brackets"):
+        parse_address(text, what="listen")
+
+
+@pytest.mark.parametrize("text", [":4444", "[]:4444", "  :1"])
+def test_parse_address_need_host(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"target: .* needs a host"):
+        parse_address(text, what="target", need_host=True)
+    assert parse_address(text, what="listen").host == ""
+
+
+def test_config_error_is_a_migproxy_error() -> None:
+    assert issubclass(ConfigError, MigproxyError)
+
+
+# --- load_config: accepted configurations (baselines for the refusals below) ------------
+
+
+def test_minimal_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, ROUTE)
+    cfg = load_config(path, _args("--config", path))
+    assert cfg.source == path
+    assert len(cfg.routes) == 1
+    r = cfg.routes[0]
+    assert r.listen == Address("", 4444)
+    assert r.target == Address("dst.example", 4444)
+    assert r.settings == RouteSettings()
+    assert r.profile is not None and r.profile.name == "default"
+    assert str(cfg.metrics) == DEFAULT_METRICS
+    assert (cfg.log_format, cfg.log_level, cfg.drain_timeout) == ("auto", "info", 300.0)
+
+
+def test_command_line_only() -> None:
+    cfg = load_config(None, _args("--listen", "127.0.0.1:0", "--target", "[::1]:5555",
+                                  "--metrics", "", "--profile", "none", "--policy", "abort"))
+    assert cfg.source == "<command line>"
+    assert cfg.metrics is None
+    (r,) = cfg.routes
+    assert (r.listen, r.target) == (Address("127.0.0.1", 0), Address("::1", 5555))
+    assert r.profile is None
+    assert r.settings.policy == "abort"
+
+
+def test_all_keys_in_range(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, """
+[daemon]
+metrics = ""
+log_format = "json"
+log_level = "debug"
+drain_timeout = 0
+
+[defaults]
+profile = "none"
+policy = "abort"
+dry_run = true
+hold_cap = 4096
+connect_timeout = 0.1
+idle_timeout = 0
+high_water = 65536
+""" + ROUTE + """
+[[route]]
+listen = "127.0.0.1:4445"
+target = "h:1"
+connect_timeout = 3600
+hold_cap = 1048576
+profile = "default"
+""")
+    assert cfg.metrics is None
+    assert (cfg.log_format, cfg.log_level, cfg.drain_timeout) == ("json", "debug", 0.0)
+    first, second = cfg.routes
+    assert first.settings == cfg.defaults
+    assert first.profile is None
+    assert cfg.defaults.hold_cap == 4096 and cfg.defaults.high_water == 65536
+    assert cfg.defaults.dry_run is True and cfg.defaults.policy == "abort"
+    assert (cfg.defaults.connect_timeout, cfg.defaults.idle_timeout) == (0.1, 0.0)
+    assert second.settings.connect_timeout == 3600.0
+    assert second.settings.hold_cap == 1048576
+    assert second.settings.policy == "abort"  # inherited from [defaults]
+    assert second.profile is not None
+
+
+def test_flags_override_file_and_routes(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[daemon]\nlog_level = "error"\n[defaults]\nhold_cap = 8192\n'
+                + ROUTE + "hold_cap = 16384\n",
+                "--hold-cap", "32768", "--log-level", "warning", "--dry-run")
+    assert cfg.log_level == "warning"
+    assert cfg.defaults.hold_cap == 32768
+    assert cfg.routes[0].settings.hold_cap == 32768
+    assert cfg.routes[0].settings.dry_run is True
+
+
+def test_port_zero_may_be_listened_on_twice(tmp_path: Path) -> None:
+    two = ('[[route]]\nlisten = "127.0.0.1:0"\ntarget = "h:1"\n'
+           '[[route]]\nlisten = "127.0.0.1:0"\ntarget = "h:2"\n')
+    cfg = _load(tmp_path, two)
+    assert [r.target.port for r in cfg.routes] == [1, 2]
+
+
+# --- load_config: the file itself -------------------------------------------------------
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match=f"cannot read {path}"):
+        load_config(path, _args("--config", path))
+
+
+def test_a_directory_is_unreadable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(str(tmp_path), _args("--config", str(tmp_path)))
+
+
+@pytest.mark.parametrize("text", ["[daemon", "x = ", "a = 1\na = 2\n", "[[route]\n"])
+def test_invalid_toml(tmp_path: Path, text: str) -> None:
+    _refused(tmp_path, text, "invalid TOML")
+
+
+def test_unknown_sections(tmp_path: Path) -> None:
+    _refused(tmp_path, ROUTE + "[routes]\nx = 1\n[zzz]\n", "unknown sections \\['routes', 'zzz'\\]")
+    _refused(tmp_path, "profile = \"default\"\n" + ROUTE, "unknown sections \\['profile'\\]")
+
+
+@pytest.mark.parametrize(("table", "text"), [("daemon", "daemon = 1\n"),
+                                             ("daemon", 'daemon = "x"\n'),
+                                             ("defaults", "defaults = [1]\n"),
+                                             ("defaults", "defaults = true\n")])
+def test_tables_must_be_tables(tmp_path: Path, table: str, text: str) -> None:
+    _refused(tmp_path, text + ROUTE, f"\\[{table}\\] must be a table")
+
+
+# --- load_config: [daemon] --------------------------------------------------------------
+
+
+def test_daemon_unknown_keys(tmp_path: Path) -> None:
+    _refused(tmp_path, "[daemon]\nprofile = \"x\"\nmetric = \"\"\n" + ROUTE,
+             "\\[daemon\\]: unknown keys \\['metric', 'profile'\\]")
+
+
+@pytest.mark.parametrize("value", ["9464", "false", "[]", "{ a = 1 }"])
+def test_metrics_must_be_a_string(tmp_path: Path, value: str) -> None:
+    _refused(tmp_path, f"[daemon]\nmetrics = {value}\n" + ROUTE, "metrics must be an address")
+
+
+@pytest.mark.parametrize(("value", "match"), [('"localhost"', "has no port"),
+                                              ('"h:99999"', "out of range"),
+                                              ('"::1:9464"', "brackets"),
+                                              ('"h:x"', "not a number")])
+def test_metrics_must_be_an_address(tmp_path: Path, value: str, match: str) -> None:
+    err = _refused(tmp_path, f"[daemon]\nmetrics = {value}\n" + ROUTE, match)
+    assert str(err).startswith("metrics: ")
+
+
+def test_metrics_flag_is_checked_too(tmp_path: Path) -> None:
+    _refused(tmp_path, ROUTE, "metrics: port 70000 is out of range", "--metrics", "h:70000")
+
+
+@pytest.mark.parametrize("key", ["log_format", "log_level"])
+@pytest.mark.parametrize("value", ['"yaml"', '"INFO"', '""', "1"])
+def test_log_settings_must_be_known(tmp_path: Path, key: str, value: str) -> None:
+    _refused(tmp_path, f"[daemon]\n{key} = {value}\n" + ROUTE, f"{key} must be one of")
+
+
+@pytest.mark.parametrize(("value", "match"), [("-1", "must be >= 0"),
+                                              ("-0.5", "must be >= 0"),
+                                              ('"300"', "must be a number"),
+                                              ("true", "must be a number"),
+                                              ("[300]", "must be a number")])
+def test_drain_timeout(tmp_path: Path, value: str, match: str) -> None:
+    _refused(tmp_path, f"[daemon]\ndrain_timeout = {value}\n" + ROUTE, f"drain_timeout {match}")
+
+
+def test_drain_timeout_flag_is_checked_too(tmp_path: Path) -> None:
+    _refused(tmp_path, ROUTE, "drain_timeout must be >= 0", "--drain-timeout", "-3")
+
+
+# --- load_config: route settings --------------------------------------------------------
+
+BAD_SETTINGS = [
+    ("color = 1", "unknown key 'color'"),
+    ('profile = ""', "profile must be a name or a path"),
+    ("profile = 1", "profile must be a name or a path"),
+    ('policy = "drop"', "policy must be passthrough or abort"),
+    ('policy = "ABORT"', "policy must be passthrough or abort"),
+    ("policy = 1", "policy must be passthrough or abort"),
+    ('dry_run = "yes"', "dry_run must be true or false"),
+    ("dry_run = 1", "dry_run must be true or false"),
+    ("hold_cap = 4095", "hold_cap must be >= 4096"),
+    ("hold_cap = 0", "hold_cap must be >= 4096"),
+    ("hold_cap = 8192.0", "hold_cap must be a whole number"),
+    ('hold_cap = "64M"', "hold_cap must be a number"),
+    ("hold_cap = true", "hold_cap must be a number"),
+    ("high_water = 65535", "high_water must be >= 65536"),
+    ("high_water = 1e6", "high_water must be a whole number"),
+    ("connect_timeout = 0", "connect_timeout must be between 0.1 and 3600"),
+    ("connect_timeout = 0.05", "connect_timeout must be between 0.1 and 3600"),
+    ("connect_timeout = 3600.5", "connect_timeout must be between 0.1 and 3600"),
+    ("connect_timeout = -1", "connect_timeout must be between 0.1 and 3600"),
+    ('connect_timeout = "10"', "connect_timeout must be a number"),
+    ("idle_timeout = -1", "idle_timeout must be >= 0"),
+    ("idle_timeout = false", "idle_timeout must be a number"),
+]
+
+
+@pytest.mark.parametrize(("line", "match"), BAD_SETTINGS)
+def test_bad_defaults(tmp_path: Path, line: str, match: str) -> None:
+    err = _refused(tmp_path, f"[defaults]\n{line}\n" + ROUTE, match)
+    assert "[defaults]" in str(err)
+
+
+@pytest.mark.parametrize(("line", "match"), BAD_SETTINGS)
+def test_bad_route_settings(tmp_path: Path, line: str, match: str) -> None:
+    err = _refused(tmp_path, ROUTE + ROUTE.replace(":4444\"", ":4445\"", 1) + line + "\n",
+                   match)
+    assert "route 2" in str(err)
+
+
+def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
+    err = _refused(tmp_path, "[defaults]\nholdcap = 1\n" + ROUTE, "unknown key 'holdcap'")
+    for key in ("connect_timeout", "dry_run", "high_water", "hold_cap", "idle_timeout",
+                "policy", "profile"):
+        assert key in str(err)
+
+
+@pytest.mark.parametrize(("flags", "match"), [
+    (("--hold-cap", "100"), "command line: hold_cap must be >= 4096"),
+    (("--high-water", "1"), "command line: high_water must be >= 65536"),
+    (("--connect-timeout", "0"), "command line: connect_timeout must be between"),
+    (("--idle-timeout", "-1"), "command line: idle_timeout must be >= 0"),
+])
+def test_bad_flags(tmp_path: Path, flags: tuple[str, ...], match: str) -> None:
+    _refused(tmp_path, ROUTE, match, *flags)
+
+
+@pytest.mark.parametrize("where", ["defaults", "route"])
+def test_unknown_profile(tmp_path: Path, where: str) -> None:
+    missing = tmp_path / "nope.toml"
+    line = f'profile = "{missing}"\n'
+    text = f"[defaults]\n{line}" + ROUTE if where == "defaults" else ROUTE + line
+    err = _refused(tmp_path, text, "cannot read profile")
+    assert "route 1" in str(err)
+    _refused(tmp_path, ROUTE + 'profile = "no-such-builtin"\n', "route 1: .*no-such-builtin")
+
+
+def test_invalid_profile_file(tmp_path: Path) -> None:
+    prof = tmp_path / "bad.toml"
+    prof.write_text("this is = = not toml\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="route 1: "):
+        _load(tmp_path, ROUTE + f'profile = "{prof}"\n')
+
+
+def test_unknown_profile_on_the_command_line() -> None:
+    with pytest.raises(ConfigError, match=r"command line: .*no-such-builtin"):
+        load_config(None, _args("--listen", ":1", "--target", "h:1", "--profile",
+                                "no-such-builtin"))
+
+
+# --- load_config: routes ----------------------------------------------------------------
+
+
+def test_no_route_at_all(tmp_path: Path) -> None:
+    _refused(tmp_path, "[daemon]\n", "no route")
+    _refused(tmp_path, "", "no route")
+    _refused(tmp_path, "route = []\n", "no route")
+    with pytest.raises(ConfigError, match="no route"):
+        load_config(None, _args())
+
+
+@pytest.mark.parametrize("text", ['route = "x"\n', "route = 1\n", "[route]\nlisten = \":1\"\n"])
+def test_route_must_be_an_array_of_tables(tmp_path: Path, text: str) -> None:
+    _refused(tmp_path, text, "route must be an array of tables")
+
+
+def test_route_entries_must_be_tables(tmp_path: Path) -> None:
+    _refused(tmp_path, 'route = ["a", "b"]\n', "route 1: must be a table")
+
+
+@pytest.mark.parametrize("text", ['[[route]]\nlisten = ":1"\n', '[[route]]\ntarget = "h:1"\n',
+                                  "[[route]]\n"])
+def test_route_needs_listen_and_target(tmp_path: Path, text: str) -> None:
+    _refused(tmp_path, text, "route 1: needs listen and target")
+
+
+def test_second_route_is_named(tmp_path: Path) -> None:
+    _refused(tmp_path, ROUTE + '[[route]]\nlisten = ":1"\n', "route 2: needs listen and target")
+
+
+@pytest.mark.parametrize(("listen", "target", "match"), [
+    ('":4444"', '":4444"', "route 1: target: ':4444' needs a host"),
+    ('":4444"', '"h"', "route 1: target: 'h' has no port"),
+    ('":4444"', '"h:0"', "route 1: target: port 0 is out of range"),
+    ('"h"', '"h:1"', "route 1: listen: 'h' has no port"),
+    ('":65536"', '"h:1"', "route 1: listen: port 65536 is out of range"),
+    ('"::1:4444"', '"h:1"', "route 1: listen: write IPv6 addresses in brackets"),
+])
+def test_route_addresses(tmp_path: Path, listen: str, target: str, match: str) -> None:
+    _refused(tmp_path, f"[[route]]\nlisten = {listen}\ntarget = {target}\n", match)
+
+
+@pytest.mark.parametrize(("a", "b"), [(":4444", ":4444"), ("127.0.0.1:4444", "127.0.0.1:4444"),
+                                      ("[::1]:80", "[::1]:80"), (" h:1", "h:1")])
+def test_duplicate_listen_addresses(tmp_path: Path, a: str, b: str) -> None:
+    text = (f'[[route]]\nlisten = "{a}"\ntarget = "x:1"\n'
+            f'[[route]]\nlisten = "{b}"\ntarget = "y:1"\n')
+    _refused(tmp_path, text, "route 2: listen address .* is used twice")
+
+
+def test_duplicate_listen_address_after_another(tmp_path: Path) -> None:
+    text = ('[[route]]\nlisten = ":1"\ntarget = "x:1"\n'
+            '[[route]]\nlisten = ":2"\ntarget = "x:1"\n'
+            '[[route]]\nlisten = ":1"\ntarget = "x:2"\n')
+    _refused(tmp_path, text, "route 3: listen address :1 is used twice")
+
+
+@pytest.mark.parametrize("flags", [("--listen", ":4444"), ("--target", "h:4444")])
+def test_listen_and_target_flags_go_together(tmp_path: Path, flags: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError, match="--listen and --target go together"):
+        load_config(None, _args(*flags))
+    _refused(tmp_path, ROUTE, "--listen and --target go together", *flags)
+
+
+def test_listen_and_target_flags_replace_the_routes(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, ROUTE + ROUTE.replace(":4444\"", ":4445\"", 1),
+                "--listen", ":7000", "--target", "t:7001")
+    (r,) = cfg.routes
+    assert (r.listen, r.target) == (Address("", 7000), Address("t", 7001))
+
+
+def test_bad_flag_addresses() -> None:
+    with pytest.raises(ConfigError, match="command line: target: ':1' needs a host"):
+        load_config(None, _args("--listen", ":1", "--target", ":1"))
+    with pytest.raises(ConfigError, match="command line: listen: port 'x' is not a number"):
+        load_config(None, _args("--listen", ":x", "--target", "h:1"))
