@@ -1,8 +1,10 @@
-"""Shared fixtures: synthetic streams, captured real streams, and an engine driver."""
+"""Shared fixtures: synthetic streams, captured real streams, an engine driver, and the
+QEMU lab as a test sees it (skip, or fail under MIGPROXY_REQUIRE_LAB=1)."""
 
 from __future__ import annotations
 
 import lzma
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 
 from migproxy.arm.events import CpuState, seen_cpus
 from migproxy.arm.rewriter import arm_engine_config
+from migproxy.lab import Lab, LabUnavailable, get_lab
 from migproxy.stream.engine import EngineConfig, FeedResult, StreamEngine
 from migproxy.stream.events import Event
 from testkit.synthetic import SynthSpec, build
@@ -63,3 +66,18 @@ def synth_small() -> bytes:
 def cpus(engine: StreamEngine) -> list[CpuState]:
     """The ARM cpu sections the engine decoded."""
     return seen_cpus(engine.reports)
+
+
+REQUIRE_ENV = "MIGPROXY_REQUIRE_LAB"
+
+
+def require_lab(*versions: str) -> Lab:
+    """The QEMU lab with these versions, or skip the test; with ``MIGPROXY_REQUIRE_LAB=1``
+    (set by scripts/test.sh as root, where the lab is always set up) a missing lab fails."""
+    try:
+        return get_lab().require(*versions)
+    except LabUnavailable as e:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            raise LabUnavailable(f"{e} ({REQUIRE_ENV}=1, so this is an error, "
+                                 "not a skip)") from None
+        pytest.skip(f"QEMU lab unavailable: {e}")

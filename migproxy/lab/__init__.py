@@ -4,7 +4,7 @@ Set the lab up once with ``scripts/lab-setup.sh`` (root); it writes
 ``$LAB_DIR/lab.json`` (default ``/var/cache/migproxy-lab``), which this
 package reads.  Typical use in a test::
 
-    from migproxy.lab import require_lab
+    from tests.conftest import require_lab
 
     def test_roundtrip(tmp_path):
         lab = require_lab("10.0.2")          # skips, or fails if MIGPROXY_REQUIRE_LAB=1
@@ -19,14 +19,12 @@ when needed; run directories, sockets and logs are always there).
 
 from .lab import (
     DEFAULT_LAB_DIR,
-    REQUIRE_ENV,
     Lab,
     LabUnavailable,
     LoadResult,
     Stream,
     free_port,
     get_lab,
-    require_lab,
     stream_name,
     wait_port,
 )
@@ -44,7 +42,6 @@ from .qmp import QMPClient, QMPConnectionError, QMPError
 __all__ = [
     "DEFAULT_LAB_DIR",
     "MIGRATION_FINAL_STATES",
-    "REQUIRE_ENV",
     "Lab",
     "LabUnavailable",
     "LoadResult",
@@ -60,7 +57,6 @@ __all__ = [
     "get_lab",
     "last_counter",
     "parse_ticks",
-    "require_lab",
     "stream_name",
     "wait_port",
 ]

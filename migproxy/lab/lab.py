@@ -14,12 +14,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from .qemu import Qemu, QemuError, QemuExited, QemuVersion
 
 DEFAULT_LAB_DIR = "/var/cache/migproxy-lab"
-REQUIRE_ENV = "MIGPROXY_REQUIRE_LAB"
 SETUP_HINT = "run `sudo scripts/lab-setup.sh` (as root) to set up the QEMU lab"
 
 
@@ -175,15 +174,13 @@ class Lab:
         return None
 
     def require(self, *versions: str) -> Lab:
-        """Skip the calling test if the lab (or a version) is missing.
-
-        With ``MIGPROXY_REQUIRE_LAB=1`` (set in CI, where the lab is always
-        set up) a missing lab is an error instead of a skip.
-        """
+        """This lab, if it (and each version) can be used here; else raise
+        :class:`LabUnavailable` with the reason (the tests turn it into a skip, or, with
+        ``MIGPROXY_REQUIRE_LAB=1`` as in CI, a failure: see ``tests/conftest.py``)."""
         reason = self.unavailable_reason(*versions)
-        if reason is None:
-            return self
-        _skip_or_fail(reason)
+        if reason is not None:
+            raise LabUnavailable(reason)
+        return self
 
     def version(self, key: str) -> QemuVersion:
         """A version by lab key ("11.1") or exact version ("11.1.3")."""
@@ -485,15 +482,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _skip_or_fail(reason: str) -> NoReturn:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        raise LabUnavailable(f"{reason} ({REQUIRE_ENV}=1, so this is an error, not a skip)")
-    import pytest
-
-    pytest.skip(f"QEMU lab unavailable: {reason}")
-    raise AssertionError("unreachable")  # pytest.skip raises
-
-
 _LAB: Lab | None = None
 
 
@@ -503,8 +491,3 @@ def get_lab() -> Lab:
     if _LAB is None:
         _LAB = Lab.load()
     return _LAB
-
-
-def require_lab(*versions: str) -> Lab:
-    """``get_lab().require(*versions)``: skip (or fail under MIGPROXY_REQUIRE_LAB=1)."""
-    return get_lab().require(*versions)

@@ -32,7 +32,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from migproxy.lab import MIGRATION_FINAL_STATES, Lab, Qemu, free_port, require_lab, wait_port
+from migproxy.lab import MIGRATION_FINAL_STATES, Lab, Qemu, free_port, wait_port
+from tests.conftest import require_lab
 
 pytestmark = pytest.mark.qemu
 

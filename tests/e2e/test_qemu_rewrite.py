@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from migproxy.cli import main
-from migproxy.lab import Lab, require_lab
+from migproxy.lab import Lab
+from tests.conftest import require_lab
 
 pytestmark = pytest.mark.qemu
 

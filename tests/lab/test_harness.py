@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from migproxy.lab import free_port, last_counter, parse_ticks, require_lab
+from migproxy.lab import LabUnavailable, free_port, get_lab, last_counter, parse_ticks
+from tests.conftest import REQUIRE_ENV, require_lab
 
 
 def test_parse_ticks_ignores_partial_and_foreign_lines() -> None:
@@ -60,3 +61,15 @@ def test_live_tcp_chrooted_with_return_path() -> None:
         n = src.last_counter()
         assert dst.wait_incoming(30)["status"] == "completed"
         assert dst.wait_ticks(1, 10)[0] == (n or 0) + 1
+
+
+def test_a_missing_version_is_an_error_of_the_harness_and_a_skip_or_failure_of_a_test(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(LabUnavailable):
+        get_lab().require("0.0")  # no such version in any lab
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="QEMU lab unavailable"):
+        require_lab("0.0")
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    with pytest.raises(LabUnavailable, match="an error, not a skip"):
+        require_lab("0.0")
