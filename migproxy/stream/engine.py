@@ -115,7 +115,7 @@ class StreamEngine:
         self.sent = 0  # bytes output so far
         self._carry = bytearray()  # unforwarded start of an incomplete item (streaming)
         self._need = 0
-        self._tail: HeldDeviceState | None = None
+        self._held: HeldDeviceState | None = None
         self._rewritten_release = False
         self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
@@ -129,7 +129,7 @@ class StreamEngine:
 
     @property
     def held_bytes(self) -> int:
-        return len(self._tail) if self._tail is not None else 0
+        return len(self._held) if self._held is not None else 0
 
     def feed(self, data: Chunk) -> FeedResult:
         """Take the next bytes from the source; return what to forward and what happened."""
@@ -173,11 +173,11 @@ class StreamEngine:
             self._not_understood(res, Reason.TRUNCATED, str(err), err.offset, memoryview(b""),
                                  at)
         elif self.mode == Mode.HOLDING:
-            assert self._tail is not None
+            assert self._held is not None
             self._not_understood(
                 res, Reason.NO_DESCRIPTION,
                 "the stream ended before a VM description that frames the device state "
-                f"({len(self._tail)} bytes held)", self._tail.start_offset, memoryview(b""),
+                f"({len(self._held)} bytes held)", self._held.start_offset, memoryview(b""),
                 self.received)
         return res
 
@@ -229,7 +229,7 @@ class StreamEngine:
                     self.forwarded_in += p
                     del c[:p]
                 if fr.state == ST_HOLD:
-                    # The tail starts at forwarded_in: held = rest of carry + rest of chunk.
+                    # The device state starts at forwarded_in: rest of carry + rest of chunk.
                     rest = bytes(c)
                     self._carry = bytearray()
                     self._start_hold(res, [rest, mv[pos:]])
@@ -276,8 +276,8 @@ class StreamEngine:
             res.events.append(Aborted(reason, message, offset))
         else:
             pieces: list[Chunk] = []
-            if self._tail is not None:
-                pieces.append(memoryview(self._tail.buf))
+            if self._held is not None:
+                pieces.append(memoryview(self._held.buf))
                 pieces.append(mv)
             else:
                 pieces = self._unforwarded(mv, chunk_start)
@@ -287,13 +287,13 @@ class StreamEngine:
                 self._out(res, piece)
             self.forwarded_in = self.received
         self._carry = bytearray()
-        self._tail = None
+        self._held = None
 
-    # -- holding the tail ------------------------------------------------------------------
+    # -- holding the device state ---------------------------------------------------------------
 
     def _start_hold(self, res: FeedResult, pieces: list[Chunk]) -> None:
         self._enter(Mode.HOLDING)
-        self._tail = HeldDeviceState(self.forwarded_in, self.config.hold_cap)
+        self._held = HeldDeviceState(self.forwarded_in, self.config.hold_cap)
         res.events.append(HoldStarted(self.forwarded_in))
         for piece in pieces:
             if len(piece):
@@ -302,34 +302,34 @@ class StreamEngine:
                     return
 
     def _hold(self, mv: memoryview, res: FeedResult) -> None:
-        tail = self._tail
-        assert tail is not None
+        held = self._held
+        assert held is not None
         try:
-            tail.add(mv)
+            held.add(mv)
         except HoldCapExceeded as e:
-            self._not_understood(res, Reason.HOLD_CAP_EXCEEDED, str(e), tail.start_offset, mv,
+            self._not_understood(res, Reason.HOLD_CAP_EXCEEDED, str(e), held.start_offset, mv,
                                  self.received - len(mv))
             return
-        for p in tail.candidates():
-            desc = parse_description(memoryview(tail.buf)[p + 6 :])
+        for p in held.candidates():
+            desc = parse_description(memoryview(held.buf)[p + 6 :])
             if desc is None:
                 continue  # not a description: keep waiting
             try:
-                layout = frame_device_state(tail.buf, p, desc)
+                layout = frame_device_state(held.buf, p, desc)
             except DescriptionMismatch as e:
                 self._not_understood(
                     res, Reason.DEVICE_STATE_NOT_FRAMED,
                     f"the VM description does not frame the device state: {e}",
-                    tail.start_offset + e.rel_offset, memoryview(b""), self.received)
+                    held.start_offset + e.rel_offset, memoryview(b""), self.received)
                 return
             self._release(res, layout)
             return
 
     def _release(self, res: FeedResult, layout: DeviceStateLayout) -> None:
-        tail = self._tail
-        assert tail is not None
-        buf = tail.buf
-        base = tail.start_offset
+        held = self._held
+        assert held is not None
+        buf = held.buf
+        base = held.start_offset
         self.layout = layout
         for item in layout.items:
             if isinstance(item, FullSection):
@@ -353,7 +353,7 @@ class StreamEngine:
         res.events.append(StreamComplete(base + layout.end))
         self.forwarded_in = self.received
         self._enter(Mode.DONE)
-        self._tail = None
+        self._held = None
 
     def _rewrite(self, res: FeedResult, buf: bytearray,
                  layout: DeviceStateLayout) -> bytes | bytearray | None:
@@ -364,7 +364,7 @@ class StreamEngine:
         if not rewriters:
             return buf
         devices = layout.description["devices"]
-        base = self._tail.start_offset if self._tail is not None else 0
+        base = self._held.start_offset if self._held is not None else 0
         claimed: list[tuple[SectionRewriter, Decoded]] = []
         edits: list[SectionEdit] = []
         try:
@@ -419,7 +419,7 @@ class StreamEngine:
         message = (f"{len(mv)} bytes arrived after the end of the stream (after the VM "
                    "description)")
         if self._rewritten_release:
-            # A rewritten tail is already out; appending more would splice two streams.
+            # Rewritten device state is already out; more would splice two streams.
             self._enter(Mode.ABORTED)
             self.stop_reason = Reason.DATA_AFTER_END
             res.events.append(Aborted(Reason.DATA_AFTER_END, message, chunk_start))

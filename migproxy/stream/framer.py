@@ -51,19 +51,21 @@ class Grammar(enum.IntEnum):
     END = 12  # after the VM description: nothing may follow
 
 
-ST_HEADER = Grammar.HEADER
-ST_AFTER_HEADER = Grammar.AFTER_HEADER
-ST_CONFIG = Grammar.CONFIG
-ST_CONFIG_SUB = Grammar.CONFIG_SUB
-ST_CAPS = Grammar.CAPS
-ST_TOP = Grammar.TOP
-ST_RAM = Grammar.RAM
-ST_MEMSIZE = Grammar.MEMSIZE
-ST_FOOTER = Grammar.FOOTER
-ST_SKIP = Grammar.SKIP
-ST_AFTER_EOF = Grammar.AFTER_EOF
-ST_HOLD = Grammar.DEVICE_STATE
-ST_DONE = Grammar.END
+# The framer keeps its state as a plain int (exact-int comparisons are the fastest in the
+# hot loop); ``StreamFramer.grammar`` names it.
+ST_HEADER = int(Grammar.HEADER)
+ST_AFTER_HEADER = int(Grammar.AFTER_HEADER)
+ST_CONFIG = int(Grammar.CONFIG)
+ST_CONFIG_SUB = int(Grammar.CONFIG_SUB)
+ST_CAPS = int(Grammar.CAPS)
+ST_TOP = int(Grammar.TOP)
+ST_RAM = int(Grammar.RAM)
+ST_MEMSIZE = int(Grammar.MEMSIZE)
+ST_FOOTER = int(Grammar.FOOTER)
+ST_SKIP = int(Grammar.SKIP)
+ST_AFTER_EOF = int(Grammar.AFTER_EOF)
+ST_HOLD = int(Grammar.DEVICE_STATE)
+ST_DONE = int(Grammar.END)
 
 _CONT = wire.RAM_CONTINUE
 _PAGE_CONT = wire.RAM_PAGE | wire.RAM_CONTINUE
@@ -188,6 +190,11 @@ class StreamFramer:
         self._cur_type = 0
         self._cur_snapshot: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
         self._caps_left = 0
+
+    @property
+    def grammar(self) -> Grammar:
+        """Where the framer is in the grammar."""
+        return Grammar(self.state)
 
     # -- helpers -------------------------------------------------------------------------
 

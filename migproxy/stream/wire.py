@@ -1,7 +1,8 @@
 """Constants of the QEMU migration wire format (main channel).
 
-Values are facts of the format (``migration/savevm.h``, ``migration/ram.h``,
-``migration/savevm.c``); see ``docs`` in the README for the grammar.
+Values are facts of the format, from QEMU's ``migration/savevm.c``, ``migration/ram.c``
+and ``migration/migration.h``; the grammar itself is in :mod:`migproxy.stream.framer` (the
+streamed part) and :mod:`migproxy.stream.vmdesc` (the non-iterable device state).
 """
 
 from __future__ import annotations
