@@ -18,7 +18,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
 
 from migproxy.stream import wire
 from migproxy.stream.errors import SectionRefused
@@ -91,11 +90,6 @@ def _span(section: FullSection, name: str) -> FieldSpan | None:
         if s.name == name:
             return s
     return None
-
-
-def is_arm_cpu(section: FullSection, desc: dict[str, Any]) -> bool:
-    dev = desc["devices"][section.device_index]
-    return section.idstr == "cpu" and dev.get("vmsd_name") == "cpu"
 
 
 def parse_cpu_section(buf: wire.Buffer, section: FullSection) -> CpuSection:

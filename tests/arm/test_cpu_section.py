@@ -16,7 +16,6 @@ from migproxy.arm.cpu_section import (
     PREFIX_SIZE,
     CpuLayoutError,
     encode_cpreg_arrays,
-    is_arm_cpu,
     parse_cpu_section,
 )
 from migproxy.stream import wire
@@ -357,38 +356,3 @@ def test_encoded_arrays_replace_the_original_and_parse_back() -> None:
     assert again.indexes == new_ids
     assert again.values == new_vals
     assert again.count_offset == cpu.count_offset
-
-
-# --- is_arm_cpu -------------------------------------------------------------------------
-
-
-def test_is_arm_cpu() -> None:
-    timer = ({"name": "timer", "instance_id": 0, "vmsd_name": "timer", "version": 2,
-              "fields": [{"name": "t", "type": "uint64", "size": 8}]}, bytes(8))
-    _, secs, desc = _frame([timer, _cpu(0)])
-    assert is_arm_cpu(secs[1], desc) is True
-    assert is_arm_cpu(secs[0], desc) is False
-
-
-@pytest.mark.parametrize(("idstr", "vmsd_name", "expected"), [
-    ("cpu", "cpu", True),
-    ("cpu", "cpu_common", False),
-    ("cpu", None, False),
-    ("cpu_common", "cpu", False),
-    ("CPU", "cpu", False),
-])
-def test_is_arm_cpu_needs_idstr_and_vmsd_name(idstr: str, vmsd_name: str | None,
-                                               expected: bool) -> None:
-    dev: dict[str, Any] = {"name": idstr, "instance_id": 0, "version": 22}
-    if vmsd_name is not None:
-        dev["vmsd_name"] = vmsd_name
-    desc = {"devices": [{"name": "other"}, dev]}
-    sec = FullSection(0, 10, 20, 25, 3, idstr, 0, 22, 1)
-    assert is_arm_cpu(sec, desc) is expected
-
-
-def test_is_arm_cpu_uses_the_sections_device_entry() -> None:
-    desc = {"devices": [{"name": "cpu", "vmsd_name": "cpu"},
-                        {"name": "cpu", "vmsd_name": "not-cpu"}]}
-    assert is_arm_cpu(FullSection(0, 1, 2, 3, 1, "cpu", 0, 22, 0), desc) is True
-    assert is_arm_cpu(FullSection(0, 1, 2, 3, 1, "cpu", 0, 22, 1), desc) is False

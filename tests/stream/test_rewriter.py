@@ -1,0 +1,148 @@
+"""The section-rewriter plug-in interface of the engine, with rewriters that are not ARM's:
+what the engine hands them, how it applies their plans, and what a refusal does."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from migproxy.stream.engine import EngineConfig, Mode, Policy
+from migproxy.stream.errors import SectionRefused
+from migproxy.stream.events import (
+    Aborted,
+    Event,
+    HoldStarted,
+    PassthroughEntered,
+    TailReleased,
+)
+from migproxy.stream.reasons import Reason
+from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice
+from migproxy.stream.vmdesc import FullSection
+from testkit.synthetic import SynthSpec, build
+from tests.conftest import run_engine
+
+STREAM = build(SynthSpec(cpus=1, full_pages=4, zero_pages=8))
+RUNNING = b"running"
+
+
+class Seen(Event):
+    """A test event: what the recording rewriter decoded."""
+
+    __slots__ = ("device", "idstr", "offset")
+
+    def __init__(self, idstr: str, offset: int, device: Mapping[str, Any]) -> None:
+        self.idstr = idstr
+        self.offset = offset
+        self.device = device
+
+
+class RunstateRewriter:
+    """Claims ``globalstate`` and replaces its 7-byte runstate ``running`` with ``new``."""
+
+    name = "test-runstate"
+
+    def __init__(self, new: bytes = b"paused!", *, refuse_in: str | None = None) -> None:
+        assert len(new) == len(RUNNING)
+        self.new = new
+        self.refuse_in = refuse_in
+        self.plans: list[bool] = []
+
+    def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
+        return section.idstr == "globalstate"
+
+    def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:
+        if self.refuse_in == "decode":
+            raise SectionRefused("globalstate not understood", reason=Reason.CPU_LAYOUT)
+        at = bytes(held).index(RUNNING, section.payload_offset, section.payload_end)
+        return Decoded(section, [Seen(section.idstr, offset + section.offset, {})], at)
+
+    def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
+        self.plans.append(apply)
+        if self.refuse_in == "plan":
+            raise SectionRefused("a rule refuses", reason=Reason.PROFILE_REFUSED)
+        at: int = decoded.data
+        return SectionEdit(decoded.section, [Splice(at, at + len(RUNNING), self.new)])
+
+
+class Recorder:
+    """Claims every section and records the device entry the engine handed it."""
+
+    name = "test-recorder"
+
+    def __init__(self) -> None:
+        self.devices: list[tuple[str, Mapping[str, Any]]] = []
+
+    def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
+        self.devices.append((section.idstr, device))
+        return False
+
+
+def test_a_plan_is_spliced_in_and_everything_else_is_kept() -> None:
+    rw = RunstateRewriter()
+    out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,)))
+    assert eng.mode == Mode.DONE and rw.plans == [True]
+    assert len(out) == len(STREAM)
+    # Only the runstate changed (the description is re-encoded the way QEMU writes it).
+    at = STREAM.rindex(RUNNING, 0, STREAM.rindex(b"\x00\x06"))
+    assert out[:at] == STREAM[:at] and out[at : at + 7] == b"paused!"
+    assert [e.idstr for e in events if isinstance(e, Seen)] == ["globalstate"]
+    released = [e for e in events if isinstance(e, TailReleased)]
+    assert len(released) == 1 and released[0].rewritten
+    # The output is itself a stream the engine frames completely.
+    again, _, eng2 = run_engine([out], EngineConfig())
+    assert eng2.mode == Mode.DONE and again == out
+
+
+def test_the_engine_hands_each_section_its_own_device_entry() -> None:
+    rec = Recorder()
+    out, _, eng = run_engine([STREAM], EngineConfig(rewriters=(rec,)))
+    assert eng.mode == Mode.DONE and out == STREAM
+    assert eng.layout is not None
+    devices = eng.layout.description["devices"]
+    assert [d for _, d in rec.devices] == devices
+    assert all(idstr == d["name"] for idstr, d in rec.devices)
+
+
+def test_without_rewriters_the_engine_frames_and_forwards_untouched() -> None:
+    out, events, eng = run_engine([STREAM], EngineConfig())
+    assert out == STREAM and eng.mode == Mode.DONE and eng.reports == []
+    assert not any(isinstance(e, Seen) for e in events)
+
+
+def test_dry_run_plans_without_applying() -> None:
+    rw = RunstateRewriter()
+    out, _, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,), dry_run=True))
+    assert out == STREAM and eng.mode == Mode.DONE and rw.plans == [False]
+
+
+@pytest.mark.parametrize(("phase", "reason"), [("decode", Reason.CPU_LAYOUT),
+                                                ("plan", Reason.PROFILE_REFUSED)])
+def test_a_refusal_leaves_the_whole_stream_untouched(phase: str, reason: Reason) -> None:
+    rw = RunstateRewriter(refuse_in=phase)
+    out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,)))
+    assert out == STREAM and eng.mode == Mode.PASSTHROUGH and eng.stop_reason == reason
+    stop = [e for e in events if isinstance(e, PassthroughEntered)]
+    assert len(stop) == 1 and stop[0].reason == reason
+    assert rw.plans == ([] if phase == "decode" else [True])
+
+
+def test_a_refusal_under_the_abort_policy_forwards_no_device_state() -> None:
+    rw = RunstateRewriter(refuse_in="plan")
+    out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,),
+                                                         policy=Policy.ABORT))
+    assert eng.mode == Mode.ABORTED
+    hold = next(e.offset for e in events if isinstance(e, HoldStarted))
+    assert out == STREAM[:hold]  # the streamed part went on; no device state byte did
+    assert [e.reason for e in events if isinstance(e, Aborted)] == [Reason.PROFILE_REFUSED]
+
+
+def test_overlapping_splices_are_a_bug_not_a_stream() -> None:
+    class Twice(RunstateRewriter):
+        def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
+            at: int = decoded.data
+            return SectionEdit(decoded.section, [Splice(at, at + 7, b"paused!"),
+                                                 Splice(at + 3, at + 7, b"xxxx")])
+    with pytest.raises(AssertionError, match="overlapping"):
+        run_engine([STREAM], EngineConfig(rewriters=(Twice(),)))
