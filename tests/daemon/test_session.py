@@ -1,7 +1,7 @@
 """Unit tests of the sans-IO :class:`~migproxy.daemon.session.Session`: events in (with an
 explicit ``now``), commands out. No sockets, no asyncio, no clock.
 
-The policies pinned here are the ones tests/daemon/test_daemon.py checks over loopback TCP:
+The policies pinned here are the ones tests/daemon/test_relay.py checks over loopback TCP:
 classification, connect on the first byte and in accept order, half-close, outcomes,
 the idle timer, backpressure.
 """

@@ -1,0 +1,135 @@
+"""Loopback helpers for the daemon tests: a target server, a daemon on a free port, and
+ways to read its metrics and wait for its pairs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass, field
+
+from migproxy.arm.profile import default_profile
+from migproxy.arm.rewriter import arm_engine_config
+from migproxy.daemon.config import load_config
+from migproxy.daemon.metrics import Metrics
+from migproxy.daemon.server import Daemon
+from testkit.synthetic import SynthSpec, build
+from tests.conftest import run_engine
+
+STREAM = build(SynthSpec(cpus=2, full_pages=200, zero_pages=2000, multifd_flush=True))
+REWRITTEN = run_engine([STREAM], arm_engine_config(default_profile()))[0]
+
+
+@dataclass
+class Conn:
+    data: bytearray = field(default_factory=bytearray)
+    eof: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.StreamWriter | None = None
+    error: BaseException | None = None
+
+
+class Target:
+    """A destination stand-in: records what each connection receives."""
+
+    def __init__(self, reply: bytes = b"", read_delay: float = 0.0,
+                 read_size: int = 1 << 20) -> None:
+        self.conns: list[Conn] = []
+        self.new = asyncio.Event()
+        self.reply = reply
+        self.read_delay = read_delay
+        self.read_size = read_size
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        c = Conn(writer=w)
+        self.conns.append(c)
+        self.new.set()
+        if self.reply:
+            w.write(self.reply)
+        try:
+            while True:
+                if self.read_delay:
+                    await asyncio.sleep(self.read_delay)
+                b = await r.read(self.read_size)
+                if not b:
+                    break
+                c.data += b
+        except (ConnectionError, OSError) as e:
+            c.error = e
+        c.eof.set()
+
+    async def conn(self, i: int = 0, timeout: float = 10) -> Conn:
+        async def wait() -> Conn:
+            while len(self.conns) <= i:
+                self.new.clear()
+                await self.new.wait()
+            return self.conns[i]
+        return await asyncio.wait_for(wait(), timeout)
+
+    def close(self) -> None:
+        """Close like a destination QEMU does when it is done: every connection, then the
+        listener."""
+        for c in self.conns:
+            if c.writer is not None and not c.writer.is_closing():
+                c.writer.close()
+        if self.server:
+            self.server.close()
+
+
+def cli_args(**kw: object) -> argparse.Namespace:
+    base: dict[str, object] = {"metrics": ""}
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+async def start_daemon(target_port: int, **kw: object) -> Daemon:
+    cfg = load_config(None, cli_args(listen="127.0.0.1:0", target=f"127.0.0.1:{target_port}", **kw))
+    d = Daemon(cfg, Metrics())
+    await d.start()
+    return d
+
+
+async def stop_daemon(d: Daemon, target: Target | None = None, timeout: float = 5) -> None:
+    if target is not None:
+        target.close()
+    await d.close_servers()
+    await d.drain(timeout)
+
+
+def listen_port(d: Daemon) -> int:
+    return d.listen_addresses()[0][1]
+
+
+def sample(d: Daemon, name: str, **labels: str) -> float:
+    v = d.metrics.registry.get_sample_value(name, labels or None)
+    return 0.0 if v is None else v
+
+
+async def send_all(port: int, data: bytes, *, chunk: int = 65536,
+                    close: bool = True) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    for i in range(0, len(data), chunk):
+        w.write(data[i : i + chunk])
+        await w.drain()
+    if close:
+        w.write_eof()
+    return r, w
+
+
+async def reader_closed(r: asyncio.StreamReader) -> bool:
+    """The daemon closed this connection: an EOF, or a reset (an aborted pair)."""
+    try:
+        return await asyncio.wait_for(r.read(), 10) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def wait_pairs_closed(d: Daemon, timeout: float = 10) -> None:
+    async def wait() -> None:
+        while d.registry.pairs:
+            d.registry.changed.clear()
+            await d.registry.changed.wait()
+    await asyncio.wait_for(wait(), timeout)
