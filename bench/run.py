@@ -62,7 +62,7 @@ from bench.procs import (
 from bench.report import GiB, KiB, MiB, fmt_size, parse_size, summary, table
 from bench.streams import Plan, Shape, engine_config
 from migproxy.stream.engine import Mode, StreamEngine
-from migproxy.stream.events import TailReleased
+from migproxy.stream.events import DeviceStateReleased
 from testkit.synthetic import SynthSpec
 
 SECTIONS = ("throughput", "records", "switchover", "memory", "qemu")
@@ -256,7 +256,7 @@ def switch_inprocess(sizes: list[int], reps: int, chunk: int = 256 * KiB) -> dic
             t1 = time.perf_counter()
             blob = b"".join(res.data)
             t2 = time.perf_counter()
-            if eng.mode != Mode.DONE or not any(isinstance(e, TailReleased) and e.rewritten
+            if eng.mode != Mode.DONE or not any(isinstance(e, DeviceStateReleased) and e.rewritten
                                                 for e in res.events):
                 raise RuntimeError(f"tail of {n} bytes not released rewritten: "
                                    f"{eng.stop_reason}")

@@ -28,7 +28,7 @@ from typing import Any
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
-from migproxy.stream.events import HoldStarted, SectionFramed
+from migproxy.stream.events import DeviceStateHeld, SectionFramed
 from testkit.synthetic import SynthSpec, build
 
 PAGE = 4096
@@ -86,7 +86,7 @@ class Plan:
             raise RuntimeError(f"synthetic stream not understood: {eng.stop_reason}")
         parts = [e for e in res.events
                  if isinstance(e, SectionFramed) and e.type == "PART"]
-        hold = [e.offset for e in res.events if isinstance(e, HoldStarted)]
+        hold = [e.offset for e in res.events if isinstance(e, DeviceStateHeld)]
         if not parts or not hold:
             raise RuntimeError("synthetic stream without PART sections or device tail")
         a = parts[0].offset

@@ -18,12 +18,12 @@ from migproxy.daemon.session import Channel, Classified, CloseReason, Finished, 
 from migproxy.stream.events import (
     Aborted,
     CommandFramed,
+    DeviceStateHeld,
+    DeviceStateReleased,
     Event,
-    HoldStarted,
     PassthroughEntered,
     SectionFramed,
     StreamComplete,
-    TailReleased,
 )
 from migproxy.stream.reasons import Reason
 
@@ -89,10 +89,10 @@ class PairObserver:
                 self.log.debug("command", command=e.command)
             elif isinstance(e, CpuRewritten):
                 self._cpu_rewritten(e)
-            elif isinstance(e, HoldStarted):
+            elif isinstance(e, DeviceStateHeld):
                 self._hold_t0 = time.monotonic()
                 self.log.debug("holdback_started", offset=e.offset)
-            elif isinstance(e, TailReleased):
+            elif isinstance(e, DeviceStateReleased):
                 self._hold_done(e.held_bytes)
                 m.tail_releases.labels("true" if e.rewritten else "false").inc()
                 self.log.info("tail_released", held_bytes=e.held_bytes, out_bytes=e.out_bytes,

@@ -31,13 +31,13 @@ from migproxy.stream.errors import FormatError, SectionRefused, TruncatedError, 
 from migproxy.stream.events import (
     Aborted,
     CommandFramed,
+    DeviceStateHeld,
+    DeviceStateReleased,
     EofFramed,
     Event,
-    HoldStarted,
     PassthroughEntered,
     SectionFramed,
     StreamComplete,
-    TailReleased,
     VmDescriptionFramed,
 )
 from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, RamStats, StreamFramer
@@ -294,7 +294,7 @@ class StreamEngine:
     def _start_hold(self, res: FeedResult, pieces: list[Chunk]) -> None:
         self._enter(Mode.HOLDING)
         self._held = HeldDeviceState(self.forwarded_in, self.config.hold_cap)
-        res.events.append(HoldStarted(self.forwarded_in))
+        res.events.append(DeviceStateHeld(self.forwarded_in))
         for piece in pieces:
             if len(piece):
                 self._hold(memoryview(piece), res)
@@ -349,7 +349,7 @@ class StreamEngine:
         rewritten = out is not buf
         self._rewritten_release = rewritten
         self._out(res, out if rewritten else memoryview(buf))
-        res.events.append(TailReleased(base, len(buf), len(out), rewritten))
+        res.events.append(DeviceStateReleased(base, len(buf), len(out), rewritten))
         res.events.append(StreamComplete(base + layout.end))
         self.forwarded_in = self.received
         self._enter(Mode.DONE)

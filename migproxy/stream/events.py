@@ -92,14 +92,14 @@ class VmDescriptionFramed(ItemFramed):
 
 
 @dataclass(frozen=True, slots=True)
-class HoldStarted(Event):
+class DeviceStateHeld(Event):
     """The non-iterable device state starts here; it is held back until it is framed."""
 
     offset: int
 
 
 @dataclass(frozen=True, slots=True)
-class TailReleased(Event):
+class DeviceStateReleased(Event):
     """The held device state left the engine: rewritten (``rewritten``) or untouched."""
 
     offset: int

@@ -11,7 +11,7 @@ from migproxy.arm.events import CpuRewritten, CpuSeen
 from migproxy.arm.profile import default_profile, parse_profile
 from migproxy.arm.rewriter import ArmCpuRewriter, arm_engine_config
 from migproxy.stream.engine import Mode
-from migproxy.stream.events import HoldStarted
+from migproxy.stream.events import DeviceStateHeld
 from migproxy.stream.vmdesc import FullSection
 from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build
 from tests.conftest import run_engine
@@ -49,7 +49,7 @@ def _held_cpu(stream: bytes) -> tuple[bytes, FullSection]:
     """The held device state of ``stream`` and its cpu section (offsets relative to it)."""
     _, events, eng = run_engine([stream], arm_engine_config(None))
     assert eng.layout is not None
-    hold = next(e.offset for e in events if isinstance(e, HoldStarted))
+    hold = next(e.offset for e in events if isinstance(e, DeviceStateHeld))
     (sec,) = [s for s in eng.layout.items if isinstance(s, FullSection) and s.idstr == "cpu"]
     return stream[hold:], sec
 

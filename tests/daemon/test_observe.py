@@ -36,11 +36,11 @@ from migproxy.stream import wire
 from migproxy.stream.engine import StreamEngine
 from migproxy.stream.events import (
     Aborted,
+    DeviceStateHeld,
+    DeviceStateReleased,
     Event,
-    HoldStarted,
     PassthroughEntered,
     SectionFramed,
-    TailReleased,
 )
 from migproxy.stream.policy import Policy
 from migproxy.stream.reasons import Reason
@@ -164,7 +164,7 @@ def test_report_of_a_real_stream_updates_the_counters(logs: Entries) -> None:
     assert peak > 0
     assert _v(obs, "migproxy_holdback_bytes") == 0
     assert _v(obs, "migproxy_holdback_seconds_count") == 1
-    [released] = [e for e in events if isinstance(e, TailReleased)]
+    [released] = [e for e in events if isinstance(e, DeviceStateReleased)]
     assert _v(obs, "migproxy_holdback_size_bytes_sum") == released.held_bytes
     [line] = _lines(logs, "tail_released")
     assert line["held_bytes"] == released.held_bytes and line["rewritten"] is True
@@ -192,13 +192,13 @@ def test_report_in_dry_run_counts_would_be_rewrites_only(logs: Entries) -> None:
 
 def test_holdback_gauge_follows_the_held_size() -> None:
     obs = _observer()
-    obs.report(Report([HoldStarted(100)], 4000))
+    obs.report(Report([DeviceStateHeld(100)], 4000))
     assert _v(obs, "migproxy_holdback_bytes") == 4000
     obs.report(Report([], 9000))
     assert _v(obs, "migproxy_holdback_bytes") == 9000
     obs.report(Report([], 9000))
     assert _v(obs, "migproxy_holdback_bytes") == 9000
-    obs.report(Report([TailReleased(100, 9000, 8984, True)], 0))
+    obs.report(Report([DeviceStateReleased(100, 9000, 8984, True)], 0))
     assert _v(obs, "migproxy_holdback_bytes") == 0
     assert _v(obs, "migproxy_holdback_seconds_count") == 1
     assert _v(obs, "migproxy_holdback_size_bytes_sum") == 9000
@@ -322,7 +322,7 @@ def test_finished_with_abort_logs_a_warning(logs: Entries, outcome: Outcome,
 def test_finished_while_holding_gives_back_the_held_bytes() -> None:
     obs = _observer()
     obs.classified(Classified(Channel.MAIN))
-    obs.report(Report([HoldStarted(10)], 5000))
+    obs.report(Report([DeviceStateHeld(10)], 5000))
     assert _v(obs, "migproxy_holdback_bytes") == 5000
     obs.finished(Finished(Outcome.FAILED, CloseReason.SOURCE_ERROR, True, Channel.MAIN, 1.0,
                           6000, 1000))

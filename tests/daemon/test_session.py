@@ -40,7 +40,7 @@ from migproxy.daemon.session import (
     Timer,
 )
 from migproxy.stream import wire
-from migproxy.stream.events import Aborted, PassthroughEntered, TailReleased
+from migproxy.stream.events import Aborted, DeviceStateReleased, PassthroughEntered
 from migproxy.stream.policy import Policy
 from migproxy.stream.reasons import Reason
 from testkit.synthetic import SynthSpec, build
@@ -324,7 +324,7 @@ def test_destination_eof_first_keeps_the_source_direction_open() -> None:
 
 def test_outcome_completed() -> None:
     s, out = _relay(STREAM)
-    assert any(isinstance(e, TailReleased) and e.rewritten
+    assert any(isinstance(e, DeviceStateReleased) and e.rewritten
                for r in _of(out, Report) for e in r.events)
     out = s.on_eof(Side.DESTINATION, 3.0)
     assert _finished(out).outcome is Outcome.COMPLETED

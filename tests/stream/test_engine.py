@@ -14,12 +14,12 @@ from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import EngineConfig, Mode, Policy, StreamEngine
 from migproxy.stream.events import (
     Aborted,
+    DeviceStateHeld,
+    DeviceStateReleased,
     EofFramed,
-    HoldStarted,
     ItemFramed,
     PassthroughEntered,
     StreamComplete,
-    TailReleased,
 )
 from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build, cpu_payload
 from tests.conftest import cpus, run_engine, split_at
@@ -149,7 +149,7 @@ def test_dry_run_reports_but_forwards_original(synth_small: bytes) -> None:
     assert out == synth_small
     rw = [e for e in events if isinstance(e, CpuRewritten)]
     assert rw and not any(e.applied for e in rw)
-    rel = [e for e in events if isinstance(e, TailReleased)]
+    rel = [e for e in events if isinstance(e, DeviceStateReleased)]
     assert len(rel) == 1 and not rel[0].rewritten
 
 
@@ -166,7 +166,7 @@ def test_held_bytes_are_not_forwarded_before_release(synth_small: bytes) -> None
     eng = StreamEngine(_cfg())
     cut = len(synth_small) - 10
     first = eng.feed(synth_small[:cut])
-    hold = [e for e in first.events if isinstance(e, HoldStarted)]
+    hold = [e for e in first.events if isinstance(e, DeviceStateHeld)]
     assert len(hold) == 1
     assert len(first.joined()) == hold[0].offset
     assert eng.held_bytes == cut - hold[0].offset

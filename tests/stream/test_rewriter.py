@@ -12,10 +12,10 @@ from migproxy.stream.engine import EngineConfig, Mode, Policy
 from migproxy.stream.errors import SectionRefused
 from migproxy.stream.events import (
     Aborted,
+    DeviceStateHeld,
+    DeviceStateReleased,
     Event,
-    HoldStarted,
     PassthroughEntered,
-    TailReleased,
 )
 from migproxy.stream.reasons import Reason
 from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice
@@ -88,7 +88,7 @@ def test_a_plan_is_spliced_in_and_everything_else_is_kept() -> None:
     at = STREAM.rindex(RUNNING, 0, STREAM.rindex(b"\x00\x06"))
     assert out[:at] == STREAM[:at] and out[at : at + 7] == b"paused!"
     assert [e.idstr for e in events if isinstance(e, Seen)] == ["globalstate"]
-    released = [e for e in events if isinstance(e, TailReleased)]
+    released = [e for e in events if isinstance(e, DeviceStateReleased)]
     assert len(released) == 1 and released[0].rewritten
     # The output is itself a stream the engine frames completely.
     again, _, eng2 = run_engine([out], EngineConfig())
@@ -133,7 +133,7 @@ def test_a_refusal_under_the_abort_policy_forwards_no_device_state() -> None:
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,),
                                                          policy=Policy.ABORT))
     assert eng.mode == Mode.ABORTED
-    hold = next(e.offset for e in events if isinstance(e, HoldStarted))
+    hold = next(e.offset for e in events if isinstance(e, DeviceStateHeld))
     assert out == STREAM[:hold]  # the streamed part went on; no device state byte did
     assert [e.reason for e in events if isinstance(e, Aborted)] == [Reason.PROFILE_REFUSED]
 
