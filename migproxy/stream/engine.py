@@ -143,14 +143,17 @@ class StreamEngine:
         if n == 0:
             return res
         mode = self.mode
-        if mode == Mode.PASSTHROUGH:
-            self._out(res, mv)
-        elif mode == Mode.STREAMING:
-            self._stream(mv, chunk_start, res)
-        elif mode == Mode.HOLDING:
-            self._hold(mv, res)
-        elif mode == Mode.DONE:
-            self._after_done(mv, chunk_start, res)
+        try:
+            if mode == Mode.PASSTHROUGH:
+                self._out(res, mv)
+            elif mode == Mode.STREAMING:
+                self._stream(mv, chunk_start, res)
+            elif mode == Mode.HOLDING:
+                self._hold(mv, res)
+            elif mode == Mode.DONE:
+                self._after_done(mv, chunk_start, res)
+        except Exception as e:  # a bug must stop rewriting, never crash the caller
+            self._internal_error(res, e, mv, chunk_start)
         self.forwarded_in = self.received if self.mode == Mode.PASSTHROUGH else \
             self.forwarded_in
         return res
@@ -158,6 +161,13 @@ class StreamEngine:
     def feed_eof(self) -> FeedResult:
         """The source closed its side. Flush or report what is incomplete."""
         res = FeedResult()
+        try:
+            self._eof(res)
+        except Exception as e:  # a bug must stop rewriting, never crash the caller
+            self._internal_error(res, e, memoryview(b""), self.received)
+        return res
+
+    def _eof(self, res: FeedResult) -> None:
         if self.mode == Mode.STREAMING:
             fr = self.framer
             at = self.received
@@ -166,7 +176,7 @@ class StreamEngine:
                                      f"{max(self._need, fr.need)} bytes of an item",
                                      f"the end of the stream after {len(self._carry)}")
             elif fr.state in (ST_DONE, ST_AFTER_EOF):
-                return res  # complete (EOF without device state needs no description)
+                return  # complete (EOF without device state needs no description)
             else:
                 err = TruncatedError(at, "more records (the stream ended before EOF)",
                                      "the end of the stream")
@@ -179,7 +189,6 @@ class StreamEngine:
                 "the stream ended before a VM description that frames the device state "
                 f"({len(self._held)} bytes held)", self._held.start_offset, memoryview(b""),
                 self.received)
-        return res
 
     # -- output helpers -------------------------------------------------------------------
 
@@ -263,6 +272,21 @@ class StreamEngine:
             offset = e.offset if e.offset is not None else self.forwarded_in
             self._not_understood(res, reason, str(e), offset, mv, chunk_start)
 
+    def _internal_error(self, res: FeedResult, e: Exception, mv: memoryview,
+                        chunk_start: int) -> None:
+        """The engine raised (a bug): stop as for anything not understood. Bytes already in
+        ``res`` are accounted for; the rest goes out untouched (or nothing, under abort)."""
+        message = f"internal error: {type(e).__name__}: {e}"
+        if self.mode in (Mode.PASSTHROUGH, Mode.ABORTED):
+            return  # already stopped: nothing more to decide
+        if self.mode == Mode.DONE and self._rewritten_release:
+            self._enter(Mode.ABORTED)  # a rewritten release is out: never append to it
+            self.stop_reason = Reason.INTERNAL_ERROR
+            res.events.append(Aborted(Reason.INTERNAL_ERROR, message, chunk_start))
+            return
+        self._not_understood(res, Reason.INTERNAL_ERROR, message, self.forwarded_in, mv,
+                             chunk_start)
+
     def _enter(self, mode: Mode) -> None:
         assert mode in TRANSITIONS[self.mode], f"engine: {self.mode} -> {mode}"
         self.mode = mode
@@ -275,10 +299,13 @@ class StreamEngine:
             self._enter(Mode.ABORTED)
             res.events.append(Aborted(reason, message, offset))
         else:
-            pieces: list[Chunk] = []
-            if self._held is not None:
-                pieces.append(memoryview(self._held.buf))
-                pieces.append(mv)
+            # Everything from the first byte not yet forwarded: what is held, then the part
+            # of ``mv`` (input from ``chunk_start`` on) that was not added to it.
+            held = self._held
+            pieces: list[Chunk]
+            if held is not None:
+                skip = max(0, held.start_offset + len(held.buf) - chunk_start)
+                pieces = [memoryview(held.buf), mv[skip:]]
             else:
                 pieces = self._unforwarded(mv, chunk_start)
             self._enter(Mode.PASSTHROUGH)

@@ -39,6 +39,8 @@ class Reason(enum.StrEnum):
     # -- section rewriters ------------------------------------------------------------
     CPU_LAYOUT = "cpu_layout"  # an ARM cpu section not in the layout migproxy rewrites
     PROFILE_REFUSED = "profile_refused"  # a profile rule's condition does not hold
+    # -- migproxy itself --------------------------------------------------------------
+    INTERNAL_ERROR = "internal_error"  # a bug: the engine raised; it stops, it never crashes
 
     @property
     def source_ended(self) -> bool:

@@ -12,7 +12,6 @@ section's id. Anything else is a :class:`DescriptionMismatch`.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,7 +226,7 @@ def with_array_lengths(desc: dict[str, Any],
     out = dict(desc)
     devices = list(desc["devices"])
     for device_index, lengths in changes.items():
-        dev = copy.deepcopy(devices[device_index])
+        dev = dict(devices[device_index])  # shallow: only the changed entries are new
         fields_out: list[dict[str, Any]] = []
         for f in dev.get("fields", []):
             name = f.get("name")
@@ -235,16 +234,15 @@ def with_array_lengths(desc: dict[str, Any],
                 n = lengths[name]
                 if n == 0:
                     continue
-                if n == 1:
-                    f.pop("array_len", None)
-                else:
-                    # keep QEMU's key order: name, array_len, type, size
-                    items = [(k, v) for k, v in f.items() if k != "array_len"]
-                    f.clear()
-                    for k, v in items:
-                        f[k] = v
-                        if k == "name":
-                            f["array_len"] = n
+                # QEMU's key order: name, array_len (only for more than one), type, size
+                g: dict[str, Any] = {}
+                for k, v in f.items():
+                    if k == "array_len":
+                        continue
+                    g[k] = v
+                    if k == "name" and n != 1:
+                        g["array_len"] = n
+                f = g
             fields_out.append(f)
         dev["fields"] = fields_out
         devices[device_index] = dev

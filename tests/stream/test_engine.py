@@ -21,6 +21,7 @@ from migproxy.stream.events import (
     PassthroughEntered,
     StreamComplete,
 )
+from migproxy.stream.reasons import Reason
 from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build, cpu_payload
 from tests.conftest import cpus, run_engine, split_at
 
@@ -418,3 +419,71 @@ def test_eof_without_device_state_or_description_is_complete() -> None:
     out, events, _ = run_engine([stream], _cfg())
     assert out == stream and _stop(events) is None
     assert any(isinstance(e, EofFramed) for e in events)
+
+
+def test_a_deeply_nested_description_entry_is_rewritten(synth_small: bytes) -> None:
+    def nest(body: dict) -> None:
+        deep: list = []
+        for _ in range(600):  # json.loads takes it; copying it recursively would not
+            deep = [deep]
+        cpu = next(d for d in body["devices"] if d["name"] == "cpu")
+        cpu["x-vendor-note"] = deep
+
+    data = _redescribe(synth_small, nest)
+    out, events, eng = run_engine([data], _cfg())
+    assert eng.mode == Mode.DONE and _stop(events) is None
+    assert out[: out.index(b"cpu")] == data[: data.index(b"cpu")]
+    assert [e.instance_id for e in events if isinstance(e, CpuRewritten)] == [0, 1]
+    again, _, eng2 = run_engine([out])
+    assert eng2.mode == Mode.DONE and again == out
+
+
+@pytest.mark.parametrize("policy", [Policy.PASSTHROUGH, Policy.ABORT])
+@pytest.mark.parametrize("where", ["streaming", "holding", "eof"])
+def test_an_exception_inside_the_engine_is_a_stop_never_a_crash(
+        synth_small: bytes, monkeypatch: pytest.MonkeyPatch, policy: Policy,
+        where: str) -> None:
+    """A bug anywhere in the engine becomes ``internal_error``: the input goes out untouched
+    (passthrough) or nothing more does (abort); the caller never sees the exception."""
+    from migproxy.arm.rewriter import ArmCpuRewriter
+    from migproxy.stream.framer import StreamFramer
+
+    calls = {"n": 0}
+    if where == "streaming":
+        real = StreamFramer.advance
+
+        def advance(self: StreamFramer, *a: object) -> int:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("boom in the framer")
+            return real(self, *a)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(StreamFramer, "advance", advance)
+    elif where == "holding":
+        def decode(self: object, *a: object) -> object:
+            raise KeyError("boom in a rewriter")
+
+        monkeypatch.setattr(ArmCpuRewriter, "decode", decode)
+    data = synth_small if where != "eof" else synth_small[: len(synth_small) // 2]
+    if where == "eof":
+        monkeypatch.setattr(StreamEngine, "_eof", lambda self, res: 1 / 0)
+    eng = StreamEngine(_cfg(policy=policy))
+    out = bytearray()
+    events: list = []
+    for i in range(0, len(data), 4096):  # several feeds: the failure is not at the start
+        res = eng.feed(data[i : i + 4096])
+        out += res.joined()
+        events += res.events
+    res = eng.feed_eof()
+    out += res.joined()
+    events += res.events
+    assert eng.stop_reason == Reason.INTERNAL_ERROR
+    stop = next(e for e in events if isinstance(e, PassthroughEntered | Aborted))
+    assert stop.reason == Reason.INTERNAL_ERROR
+    assert ("ZeroDivisionError" if where == "eof" else "boom") in stop.message
+    if policy == Policy.PASSTHROUGH:
+        assert eng.mode == Mode.PASSTHROUGH and bytes(out) == data
+    else:
+        assert eng.mode == Mode.ABORTED and data.startswith(bytes(out))
+        if where != "eof":  # at EOF everything streamed was out already; nothing was held
+            assert len(out) < len(data)
