@@ -16,6 +16,8 @@ Page data, XBZRLE and compressed page payloads and the VM description are passed
 from __future__ import annotations
 
 import enum
+import functools
+import struct
 from dataclasses import dataclass, field
 
 from migproxy.stream import wire
@@ -130,6 +132,87 @@ def _page_run(buf: wire.Buffer, pos: int, end: int) -> int:
         if k < avail:
             return total
         window = min(window * 4, 256)
+
+
+@functools.cache
+def _above(threshold: int) -> bytes:
+    """A translate table: 1 for byte values above ``threshold``, else 0."""
+    return bytes(1 if v > threshold else 0 for v in range(256))
+
+
+_EXACT_BELOW = 24  # runs shorter than this are checked word by word (cheaper than slices)
+
+
+@functools.cache
+def _block_bound(block_len: int, page_size: int) -> tuple[int, int, int]:
+    """For a block: the largest record word whose page lies inside it (``limit``, -1 if
+    none does), the index of its first non-zero byte (``lane``) and the largest value that
+    byte of a record word may have when the bytes before it are zero (``top``)."""
+    if block_len < page_size:
+        return -1, 0, -1
+    mask = page_size - 1
+    limit = ((block_len - page_size) & ~mask) | mask
+    lb = limit.to_bytes(8, "big")
+    lane = next(b for b in range(8) if lb[b])
+    top = lb[lane] if lb[lane + 1 :] == b"\xff" * (7 - lane) else lb[lane] - 1
+    return limit, lane, top
+
+
+def _in_block(buf: wire.Buffer, pos: int, k: int, stride: int,
+              bound: tuple[int, int, int]) -> int:
+    """How many of the ``k`` records at ``pos`` (``stride`` bytes apart) have a record word
+    of at most ``limit`` (see :func:`_block_bound`): every record of a run is checked, as
+    the record-by-record path checks it, so the result never depends on how the input was
+    split.
+
+    Big-endian words compare like their bytes, so a long run is decided with a few strided
+    slices: the bytes before ``lane`` must be zero and byte ``lane`` at most ``top``.
+    Runs this does not decide are checked word by word.
+    """
+    limit, lane, top = bound
+    if limit < 0:
+        return 0
+    if k < _EXACT_BELOW:
+        words = _WORDS[stride][k].unpack_from(buf, pos)
+        return next((j for j, w in enumerate(words) if w > limit), k)
+    # A long run.
+    span = stride * k
+    if stride < 64:  # short records: one contiguous copy, then fast strided slices
+        src: wire.Buffer = bytes(buf[pos : pos + span])
+        base = 0
+    else:  # page records: gather only the lanes (the page data is never copied)
+        src = buf
+        base = pos
+    end = base + span
+    ok = True
+    for b in range(lane):
+        if bytes(src[base + b : end : stride]).strip(b"\0"):
+            ok = False
+            break
+    if ok and bytes(src[base + lane : end : stride]).translate(_above(top)).find(1) < 0:
+        return k
+    unpack = wire.BE64.unpack_from
+    for j in range(k):
+        if unpack(buf, pos + stride * j)[0] > limit:
+            return j
+    return k
+
+
+def _words_unpackers(stride: int) -> tuple[struct.Struct, ...]:
+    """Unpackers of the record words of ``k`` records ``stride`` bytes apart, by ``k``."""
+    return tuple(struct.Struct(">" + f"Q{stride - 8}x" * k) for k in range(_EXACT_BELOW))
+
+
+_ZERO_WORDS = _words_unpackers(9)  # ZERO|CONTINUE records (4 KiB pages)
+_PAGE_WORDS = _words_unpackers(_PAGE_REC)  # PAGE|CONTINUE records (4 KiB pages)
+_WORDS = {9: _ZERO_WORDS, _PAGE_REC: _PAGE_WORDS}
+_MAX_PAGE_RUN_WORDS = 1024  # 4 MiB of pages: more than a 1 MiB read holds
+
+
+@functools.lru_cache(maxsize=_MAX_PAGE_RUN_WORDS)
+def _page_words(k: int) -> struct.Struct:
+    """Unpacks the record words of ``k`` PAGE|CONTINUE records (4 KiB pages) in one call."""
+    return struct.Struct(">" + f"Q{_PAGE_REC - 8}x" * k)
 
 
 @dataclass
@@ -563,6 +646,8 @@ class StreamFramer:
         unpack = wire.BE64.unpack_from
         cur_len = self._cur_block_len
         have_block = self._cur_block is not None
+        bound = _block_bound(cur_len, ps)
+        limit = bound[0]
         pages = zeros = 0
         try:
             while True:
@@ -586,9 +671,13 @@ class StreamFramer:
                     if ps == 4096:
                         k = _page_run(buf, pos, end)
                         if k:
-                            last = unpack(buf, pos + _PAGE_REC * (k - 1))[0] ^ _PAGE_CONT
-                            if last + ps > cur_len:
-                                self._check_continue(pos, last, True, cur_len)
+                            # A record outside the block stops the run: the next turn
+                            # of the loop reports it where the record is.
+                            if k <= _MAX_PAGE_RUN_WORDS:  # one unpack: no page byte copied
+                                if max(_page_words(k).unpack_from(buf, pos)) > limit:
+                                    k = _in_block(buf, pos, k, _PAGE_REC, bound)
+                            else:
+                                k = _in_block(buf, pos, k, _PAGE_REC, bound)
                             pages += k
                             pos += _PAGE_REC * k
                     continue
@@ -606,9 +695,11 @@ class StreamFramer:
                         # the run with strided slices instead of one loop turn per record.
                         k = _zero_run(buf, pos, end)
                         if k:
-                            last = unpack(buf, pos + 9 * (k - 1))[0] ^ _ZERO_CONT
-                            if last + ps > cur_len:
-                                self._check_continue(pos, last, True, cur_len)
+                            if k < _EXACT_BELOW:
+                                if max(_ZERO_WORDS[k].unpack_from(buf, pos)) > limit:
+                                    k = _in_block(buf, pos, k, 9, bound)
+                            else:
+                                k = _in_block(buf, pos, k, 9, bound)
                             zeros += k
                             pos += 9 * k
                     continue
@@ -621,6 +712,8 @@ class StreamFramer:
                     return pos
                 cur_len = self._cur_block_len
                 have_block = self._cur_block is not None
+                bound = _block_bound(cur_len, ps)
+                limit = bound[0]
         finally:
             st = self.stats
             st.pages += pages

@@ -10,12 +10,15 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream import wire
 from migproxy.stream.engine import Mode
 from migproxy.stream.events import CommandFramed, ItemFramed, PassthroughEntered, SectionFramed
+from migproxy.stream.framer import _block_bound, _in_block
 from testkit.synthetic import BLOCK, SynthSpec, build
 from tests.conftest import run_engine, split_at
 
@@ -197,3 +200,46 @@ def test_every_command_of_the_precopy_stream_is_framed() -> None:
     ping = next(e for e in events if isinstance(e, CommandFramed) and e.command
                 == "PING")
     assert ping.value == 1
+
+
+@pytest.mark.parametrize("kind", ["zero", "page"])
+@pytest.mark.parametrize("bad", [1, 3, 5])
+def test_a_record_outside_its_block_inside_a_run_is_found_for_any_split(kind: str,
+                                                                        bad: int) -> None:
+    """Every record of a run of CONTINUE records is checked, not only the last: the verdict
+    and its offset are the same in one read and when the input is split before the bad
+    record (the run fast paths and the record-by-record path agree)."""
+    flag = wire.RAM_ZERO if kind == "zero" else wire.RAM_PAGE
+    fill = b"\x00" if kind == "zero" else bytes(range(256)) * 16
+    records = [_named(0, flag) + fill]
+    for j in range(1, 7):
+        offset = (1 << 20) + 4096 * j if j == bad else 4096 * j  # the block is 1 MiB
+        records.append(_cont(offset, flag) + fill)
+    data = _with_part(*records)
+    bad_at = PART_AT + 5 + sum(len(r) for r in records[:bad])
+    results = []
+    for cuts in ([], [bad_at], [bad_at - 1], [PART_AT + 5 + len(records[0])]):
+        _, events, eng = run_engine(split_at(data, cuts), arm_engine_config(default_profile()))
+        stop = next(e for e in events if isinstance(e, PassthroughEntered))
+        results.append((eng.mode, stop.reason, stop.offset))
+    assert results[0] == (Mode.PASSTHROUGH, "format_error", bad_at)
+    assert all(r == results[0] for r in results), results
+
+
+@given(st.integers(1, 1 << 40).map(lambda n: n * 4096),
+       st.lists(st.integers(0, (1 << 44) - 1), min_size=1, max_size=80),
+       st.sampled_from([9, 4104]))
+def test_the_run_offset_check_agrees_with_a_record_by_record_check(
+        block_len: int, offsets: list[int], stride: int) -> None:
+    bound = _block_bound(block_len, 4096)
+    words = [((o * 4096) | 0x22) & ((1 << 64) - 1) for o in offsets]
+    buf = b"".join(struct.pack(">Q", w) + bytes(stride - 8) for w in words)
+    expected = next((j for j, w in enumerate(words) if (w & ~0xFFF) + 4096 > block_len),
+                    len(words))
+    assert _in_block(buf, 0, len(words), stride, bound) == expected
+    # Offsets near the end of the block, where the byte lanes decide exactly.
+    near = [max(0, block_len - 4096 * (j % 3)) | 0x22 for j in range(len(offsets))]
+    buf = b"".join(struct.pack(">Q", w) + bytes(stride - 8) for w in near)
+    expected = next((j for j, w in enumerate(near) if (w & ~0xFFF) + 4096 > block_len),
+                    len(near))
+    assert _in_block(buf, 0, len(near), stride, bound) == expected
