@@ -175,21 +175,20 @@ def _in_block(buf: wire.Buffer, pos: int, k: int, stride: int,
     if k < _EXACT_BELOW:
         words = _WORDS[stride][k].unpack_from(buf, pos)
         return next((j for j, w in enumerate(words) if w > limit), k)
-    # A long run.
+    # A long run: one byte lane per byte of the record words.
     span = stride * k
     if stride < 64:  # short records: one contiguous copy, then fast strided slices
-        src: wire.Buffer = bytes(buf[pos : pos + span])
-        base = 0
-    else:  # page records: gather only the lanes (the page data is never copied)
-        src = buf
-        base = pos
-    end = base + span
-    ok = True
-    for b in range(lane):
-        if bytes(src[base + b : end : stride]).strip(b"\0"):
-            ok = False
-            break
-    if ok and bytes(src[base + lane : end : stride]).translate(_above(top)).find(1) < 0:
+        src = bytes(buf[pos : pos + span])
+        lanes = [src[b::stride] for b in range(lane + 1)]
+    else:  # page records: gather only the words (the page data is never copied), as two
+        # strided 4-byte views (bytes 0-3 and 4-7 of each word), then split into lanes
+        mv = memoryview(buf)
+        n4 = stride // 4
+        hi = mv[pos : pos + span].cast("I")[::n4].tobytes()
+        lo = mv[pos + 4 : pos + span].cast("I")[::n4].tobytes() if lane >= 4 else b""
+        lanes = [(hi if b < 4 else lo)[b % 4 :: 4] for b in range(lane + 1)]
+    if not any(lanes[b].strip(b"\0") for b in range(lane)) and \
+            lanes[lane].translate(_above(top)).find(1) < 0:
         return k
     unpack = wire.BE64.unpack_from
     for j in range(k):
@@ -206,14 +205,6 @@ def _words_unpackers(stride: int) -> tuple[struct.Struct, ...]:
 _ZERO_WORDS = _words_unpackers(9)  # ZERO|CONTINUE records (4 KiB pages)
 _PAGE_WORDS = _words_unpackers(_PAGE_REC)  # PAGE|CONTINUE records (4 KiB pages)
 _WORDS = {9: _ZERO_WORDS, _PAGE_REC: _PAGE_WORDS}
-_MAX_PAGE_RUN_WORDS = 1024  # 4 MiB of pages: more than a 1 MiB read holds
-
-
-@functools.lru_cache(maxsize=_MAX_PAGE_RUN_WORDS)
-def _page_words(k: int) -> struct.Struct:
-    """Unpacks the record words of ``k`` PAGE|CONTINUE records (4 KiB pages) in one call."""
-    return struct.Struct(">" + f"Q{_PAGE_REC - 8}x" * k)
-
 
 @dataclass
 class RamStats:
@@ -673,11 +664,7 @@ class StreamFramer:
                         if k:
                             # A record outside the block stops the run: the next turn
                             # of the loop reports it where the record is.
-                            if k <= _MAX_PAGE_RUN_WORDS:  # one unpack: no page byte copied
-                                if max(_page_words(k).unpack_from(buf, pos)) > limit:
-                                    k = _in_block(buf, pos, k, _PAGE_REC, bound)
-                            else:
-                                k = _in_block(buf, pos, k, _PAGE_REC, bound)
+                            k = _in_block(buf, pos, k, _PAGE_REC, bound)
                             pages += k
                             pos += _PAGE_REC * k
                     continue
