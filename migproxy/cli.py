@@ -134,8 +134,9 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    " 'none' relays without rewriting)")
     g.add_argument("--policy", choices=("passthrough", "abort"),
                    help="when the main channel is not understood (default: passthrough)")
-    g.add_argument("--dry-run", action="store_true",
-                   help="parse and report what would be rewritten, forward bytes unchanged")
+    g.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
+                   help="parse and report what would be rewritten, forward bytes unchanged "
+                   "(--no-dry-run overrides dry_run = true in the file)")
     g.add_argument("--metrics", metavar="HOST:PORT",
                    help='Prometheus endpoint (default 127.0.0.1:9464; "" disables it)')
     g.add_argument("--log-format", choices=("auto", "json", "console"))

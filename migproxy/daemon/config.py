@@ -1,7 +1,8 @@
 """Daemon configuration: a TOML file, overridden by command-line flags.
 
 Everything is validated when the daemon starts (:class:`ConfigError`, exit code 2), never at
-the first migration: addresses parse, profiles load, numbers are in range.
+the first migration: addresses parse, no two routes listen where both cannot be bound,
+profiles load, numbers are finite and in range (:data:`LIMITS`).
 
 ::
 
@@ -29,6 +30,8 @@ the first migration: addresses parse, profiles load, numbers are in range.
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +60,30 @@ class Address:
         return join_host_port(self.host, self.port)
 
 
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def listens_overlap(a: Address, b: Address) -> bool:
+    """Whether two listen addresses cannot both be bound: the same port, and the same host,
+    or one of them every interface (``""``: IPv4 and IPv6; ``0.0.0.0``: every IPv4
+    address; ``::``: every IPv6 address, as asyncio binds IPv6 sockets IPv6-only). Host
+    names are compared as written."""
+    if a.port != b.port:
+        return False
+    if not a.host or not b.host:
+        return True
+    ia, ib = _ip(a.host), _ip(b.host)
+    if ia is None or ib is None:
+        return a.host.lower() == b.host.lower()
+    if ia.version != ib.version:
+        return False
+    return ia == ib or ia.is_unspecified or ib.is_unspecified
+
+
 def parse_address(text: str, *, what: str, need_host: bool = False,
                   allow_zero: bool = False) -> Address:
     """``HOST:PORT``, ``:PORT``, ``[IPv6]:PORT`` (port 0: any free port, if allowed)."""
@@ -72,12 +99,13 @@ def parse_address(text: str, *, what: str, need_host: bool = False,
             raise ConfigError(f"{what}: {text!r} has no port (use HOST:PORT or :PORT)")
         if ":" in host:
             raise ConfigError(f"{what}: write IPv6 addresses in brackets: [{host}]:{port_s}")
-    try:
-        port = int(port_s)
-    except ValueError:
-        raise ConfigError(f"{what}: port {port_s!r} is not a number") from None
-    if not (0 if allow_zero else 1) <= port < 65536:
-        raise ConfigError(f"{what}: port {port} is out of range 1-65535")
+    digits = port_s[1:] if port_s.startswith("-") else port_s
+    if not (digits.isascii() and digits.isdigit()):  # int() would take " 80", "+80", "4_4"
+        raise ConfigError(f"{what}: port {port_s!r} is not a number")
+    port = int(port_s)
+    low = 0 if allow_zero else 1
+    if not low <= port < 65536:
+        raise ConfigError(f"{what}: port {port} is out of range {low}-65535")
     if need_host and not host:
         raise ConfigError(f"{what}: {text!r} needs a host")
     return Address(host, port)
@@ -115,17 +143,26 @@ class Config:
 
 _SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "connect_timeout", "idle_timeout",
                  "high_water"}
+# (lowest, highest) accepted value of each number; the README's configuration table says why.
+LIMITS: dict[str, tuple[float, float]] = {
+    "hold_cap": (4096, 1 << 32),  # bytes; real non-iterable device state is KiB to a few MiB
+    "high_water": (65536, 1 << 30),  # bytes queued towards one peer
+    "connect_timeout": (0.1, 3600),  # seconds
+    "idle_timeout": (0, 7 * 86400),  # seconds; 0 = never
+    "drain_timeout": (0, 86400),  # seconds
+}
 
 
-def _number(v: Any, key: str, where: str, *, minimum: float, integer: bool = False,
-            maximum: float | None = None) -> float:
+def _number(v: Any, key: str, where: str, *, minimum: float, maximum: float,
+            integer: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ConfigError(f"{where}: {key} must be a number, not {v!r}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{where}: {key} must be a finite number, not {v!r}")
     if integer and not isinstance(v, int):
         raise ConfigError(f"{where}: {key} must be a whole number, not {v!r}")
-    if v < minimum or (maximum is not None and v > maximum):
-        rng = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise ConfigError(f"{where}: {key} must be {rng}, not {v!r}")
+    if not minimum <= v <= maximum:
+        raise ConfigError(f"{where}: {key} must be between {minimum} and {maximum}, not {v!r}")
     return v
 
 
@@ -144,14 +181,11 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
             if not isinstance(v, bool):
                 raise ConfigError(f"{where}: dry_run must be true or false")
             changes[key] = v
-        elif key == "hold_cap":
-            changes[key] = int(_number(v, key, where, minimum=4096, integer=True))
-        elif key == "high_water":
-            changes[key] = int(_number(v, key, where, minimum=65536, integer=True))
-        elif key == "connect_timeout":
-            changes[key] = float(_number(v, key, where, minimum=0.1, maximum=3600))
-        elif key == "idle_timeout":
-            changes[key] = float(_number(v, key, where, minimum=0))
+        elif key in LIMITS:
+            low, high = LIMITS[key]
+            n = _number(v, key, where, minimum=low, maximum=high,
+                        integer=key in ("hold_cap", "high_water"))
+            changes[key] = int(n) if key in ("hold_cap", "high_water") else float(n)
         else:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {sorted(_SETTING_KEYS)})")
     return replace(base, **changes)
@@ -178,6 +212,8 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as e:
             raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
     extra = set(data) - {"daemon", "defaults", "route"}
@@ -208,7 +244,8 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     drain = daemon.get("drain_timeout", 300)
     if getattr(args, "drain_timeout", None) is not None:
         drain = args.drain_timeout
-    drain_timeout = float(_number(drain, "drain_timeout", source, minimum=0))
+    low, high = LIMITS["drain_timeout"]
+    drain_timeout = float(_number(drain, "drain_timeout", source, minimum=low, maximum=high))
 
     defaults_t = data.get("defaults", {})
     if not isinstance(defaults_t, dict):
@@ -218,10 +255,8 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     cli: dict[str, Any] = {}
     for key in _SETTING_KEYS:
         v = getattr(args, key, None)
-        if v is not None and v is not False:
+        if v is not None:  # --dry-run / --no-dry-run: True / False; absent: None
             cli[key] = v
-    if getattr(args, "dry_run", False):
-        cli["dry_run"] = True
     defaults = _settings(defaults, cli, "command line")
 
     routes_t = data.get("route", [])
@@ -237,7 +272,7 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
         raise ConfigError("no route: give --listen and --target, or [[route]] in --config")
     cache: dict[str, Profile | None] = {}
     routes: list[Route] = []
-    seen: set[Address] = set()
+    seen: list[tuple[Address, str]] = []
     for i, r in enumerate(routes_t, 1):
         where = f"{source}: route {i}" if listen_a is None else "command line"
         if not isinstance(r, dict):
@@ -246,9 +281,15 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
             raise ConfigError(f"{where}: needs listen and target")
         listen = parse_address(str(r["listen"]), what=f"{where}: listen", allow_zero=True)
         target = parse_address(str(r["target"]), what=f"{where}: target", need_host=True)
-        if listen in seen and listen.port != 0:
-            raise ConfigError(f"{where}: listen address {listen} is used twice")
-        seen.add(listen)
+        if listen.port != 0:
+            for other, other_where in seen:
+                if listen == other:
+                    raise ConfigError(f"{where}: listen address {listen} is used twice "
+                                      f"(also in {other_where})")
+                if listens_overlap(listen, other):
+                    raise ConfigError(f"{where}: listen address {listen} overlaps {other} "
+                                      f"({other_where}): both cannot be bound")
+            seen.append((listen, where))
         own = {k: v for k, v in r.items() if k not in ("listen", "target")}
         settings = _settings(defaults, own, where) if listen_a is None else defaults
         if listen_a is None:

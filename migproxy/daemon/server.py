@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from typing import Any
 
 import structlog
@@ -14,6 +15,8 @@ from migproxy.daemon.config import Config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
+
+RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
 
 
 class StartError(Exception):
@@ -33,6 +36,7 @@ class Daemon:
     # -- start ----------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        await self._resolve_targets()
         for route in self.config.routes:
             def factory(route=route) -> Any:
                 return Pair(route, self.metrics, self.registry).src
@@ -63,6 +67,18 @@ class Daemon:
             self.log.info("metrics", address=format_host_port(self.metrics_server.server_address),
                           path="/metrics")
         notify("READY=1")
+
+    async def _resolve_targets(self) -> None:
+        """Warn about targets whose names do not resolve now (they may later: not fatal)."""
+        loop = asyncio.get_running_loop()
+        for target in {r.target for r in self.config.routes}:
+            try:
+                await asyncio.wait_for(loop.getaddrinfo(target.host, target.port,
+                                                        type=socket.SOCK_STREAM),
+                                       RESOLVE_TIMEOUT)
+            except (OSError, TimeoutError) as e:
+                self.log.warning("target_unresolved", target=str(target),
+                                 error=str(e) or type(e).__name__)
 
     def listen_addresses(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for srv in self.servers for s in srv.sockets]

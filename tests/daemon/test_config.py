@@ -267,8 +267,8 @@ def test_log_settings_must_be_known(tmp_path: Path, key: str, value: str) -> Non
     _refused(tmp_path, f"[daemon]\n{key} = {value}\n" + ROUTE, f"{key} must be one of")
 
 
-@pytest.mark.parametrize(("value", "match"), [("-1", "must be >= 0"),
-                                              ("-0.5", "must be >= 0"),
+@pytest.mark.parametrize(("value", "match"), [("-1", "must be between 0 and"),
+                                              ("-0.5", "must be between 0 and"),
                                               ('"300"', "must be a number"),
                                               ("true", "must be a number"),
                                               ("[300]", "must be a number")])
@@ -277,7 +277,7 @@ def test_drain_timeout(tmp_path: Path, value: str, match: str) -> None:
 
 
 def test_drain_timeout_flag_is_checked_too(tmp_path: Path) -> None:
-    _refused(tmp_path, ROUTE, "drain_timeout must be >= 0", "--drain-timeout", "-3")
+    _refused(tmp_path, ROUTE, "drain_timeout must be between 0 and", "--drain-timeout", "-3")
 
 
 # --- load_config: route settings --------------------------------------------------------
@@ -291,19 +291,19 @@ BAD_SETTINGS = [
     ("policy = 1", "policy must be passthrough or abort"),
     ('dry_run = "yes"', "dry_run must be true or false"),
     ("dry_run = 1", "dry_run must be true or false"),
-    ("hold_cap = 4095", "hold_cap must be >= 4096"),
-    ("hold_cap = 0", "hold_cap must be >= 4096"),
+    ("hold_cap = 4095", "hold_cap must be between 4096 and"),
+    ("hold_cap = 0", "hold_cap must be between 4096 and"),
     ("hold_cap = 8192.0", "hold_cap must be a whole number"),
     ('hold_cap = "64M"', "hold_cap must be a number"),
     ("hold_cap = true", "hold_cap must be a number"),
-    ("high_water = 65535", "high_water must be >= 65536"),
+    ("high_water = 65535", "high_water must be between 65536 and"),
     ("high_water = 1e6", "high_water must be a whole number"),
     ("connect_timeout = 0", "connect_timeout must be between 0.1 and 3600"),
     ("connect_timeout = 0.05", "connect_timeout must be between 0.1 and 3600"),
     ("connect_timeout = 3600.5", "connect_timeout must be between 0.1 and 3600"),
     ("connect_timeout = -1", "connect_timeout must be between 0.1 and 3600"),
     ('connect_timeout = "10"', "connect_timeout must be a number"),
-    ("idle_timeout = -1", "idle_timeout must be >= 0"),
+    ("idle_timeout = -1", "idle_timeout must be between 0 and"),
     ("idle_timeout = false", "idle_timeout must be a number"),
 ]
 
@@ -329,10 +329,10 @@ def test_unknown_key_lists_the_known_ones(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flags", "match"), [
-    (("--hold-cap", "100"), "command line: hold_cap must be >= 4096"),
-    (("--high-water", "1"), "command line: high_water must be >= 65536"),
+    (("--hold-cap", "100"), "command line: hold_cap must be between 4096 and"),
+    (("--high-water", "1"), "command line: high_water must be between 65536 and"),
     (("--connect-timeout", "0"), "command line: connect_timeout must be between"),
-    (("--idle-timeout", "-1"), "command line: idle_timeout must be >= 0"),
+    (("--idle-timeout", "-1"), "command line: idle_timeout must be between 0 and"),
 ])
 def test_bad_flags(tmp_path: Path, flags: tuple[str, ...], match: str) -> None:
     _refused(tmp_path, ROUTE, match, *flags)
@@ -437,3 +437,71 @@ def test_bad_flag_addresses() -> None:
         load_config(None, _args("--listen", ":1", "--target", ":1"))
     with pytest.raises(ConfigError, match="command line: listen: port 'x' is not a number"):
         load_config(None, _args("--listen", ":x", "--target", "h:1"))
+
+
+# --- hardening: what used to pass validation and fail later ------------------------------
+
+
+@pytest.mark.parametrize("key", ["idle_timeout", "connect_timeout", "hold_cap", "high_water"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_must_be_finite(tmp_path: Path, key: str, value: str) -> None:
+    _refused(tmp_path, f'[defaults]\n{key} = {value}\n[[route]]\nlisten = ":1"\ntarget = "x:1"\n',
+             f"{key} must be a (finite|whole) number")
+
+
+def test_drain_timeout_must_be_finite(tmp_path: Path) -> None:
+    _refused(tmp_path, '[daemon]\ndrain_timeout = nan\n[[route]]\nlisten = ":1"\ntarget = "x:1"\n',
+             "drain_timeout must be a finite number")
+
+
+@pytest.mark.parametrize(("key", "value"), [("hold_cap", (1 << 32) + 1),
+                                            ("high_water", (1 << 30) + 1),
+                                            ("idle_timeout", 7 * 86400 + 1),
+                                            ("connect_timeout", 3601)])
+def test_numbers_have_an_upper_bound(tmp_path: Path, key: str, value: int) -> None:
+    _refused(tmp_path, f'[defaults]\n{key} = {value}\n[[route]]\nlisten = ":1"\ntarget = "x:1"\n',
+             f"{key} must be between")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    p = tmp_path / "migproxy.toml"
+    p.write_bytes(b'[[route]]\nlisten = ":1"\ntarget = "\xff:1"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(str(p), _args("--config", str(p)))
+
+
+@pytest.mark.parametrize("port", ["+80", " 80", "4_444", "\u0664\u0664", "0x50"])
+def test_ports_are_plain_digits(port: str) -> None:
+    with pytest.raises(ConfigError, match="is not a number"):
+        parse_address(f"h:{port}", what="x")
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (":4444", "0.0.0.0:4444"), ("0.0.0.0:4444", ":4444"), (":4444", "127.0.0.1:4444"),
+    ("0.0.0.0:4444", "127.0.0.1:4444"), ("[::]:4444", "[::1]:4444"),
+    ("[::1]:4444", "[0::1]:4444"),
+    ("Host:1", "host:1"),
+])
+def test_listen_addresses_that_cannot_both_be_bound(tmp_path: Path, a: str, b: str) -> None:
+    text = (f'[[route]]\nlisten = "{a}"\ntarget = "x:1"\n'
+            f'[[route]]\nlisten = "{b}"\ntarget = "y:1"\n')
+    _refused(tmp_path, text, "route 2: listen address .* (overlaps|is used twice)")
+
+
+@pytest.mark.parametrize(("a", "b"), [("0.0.0.0:4444", "[::1]:4444"),
+                                      ("[::]:4444", "127.0.0.1:4444"),
+                                      ("127.0.0.1:4444", "127.0.0.2:4444"),
+                                      ("127.0.0.1:4444", "127.0.0.1:4445"),
+                                      (":0", ":0")])
+def test_listen_addresses_that_can_both_be_bound(tmp_path: Path, a: str, b: str) -> None:
+    text = (f'[[route]]\nlisten = "{a}"\ntarget = "x:1"\n'
+            f'[[route]]\nlisten = "{b}"\ntarget = "y:1"\n')
+    assert len(_load(tmp_path, text).routes) == 2
+
+
+def test_no_dry_run_overrides_the_file(tmp_path: Path) -> None:
+    text = '[defaults]\ndry_run = true\n[[route]]\nlisten = ":1"\ntarget = "x:1"\n'
+    assert _load(tmp_path, text).routes[0].settings.dry_run is True
+    assert _load(tmp_path, text, "--no-dry-run").routes[0].settings.dry_run is False
+    assert _load(tmp_path, text.replace("true", "false"), "--dry-run").routes[0] \
+        .settings.dry_run is True

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from migproxy.daemon.config import load_config
 from migproxy.daemon.metrics import Metrics
@@ -221,3 +222,17 @@ async def test_ipv6_listen_address(target: Target) -> None:
         assert bytes(c.data) == REWRITTEN
     finally:
         await stop_daemon(d, target)
+
+
+async def test_a_target_that_does_not_resolve_is_a_warning_not_a_failure() -> None:
+    cfg = load_config(None, cli_args(listen="127.0.0.1:0", target="nonexistent.invalid:4444"))
+    d = Daemon(cfg, Metrics())
+    with structlog.testing.capture_logs() as logs:
+        await d.start()
+    try:
+        assert d.listen_addresses()  # it listens all the same
+        warn = [e for e in logs if e["event"] == "target_unresolved"]
+        assert len(warn) == 1 and warn[0]["target"] == "nonexistent.invalid:4444"
+        assert warn[0]["log_level"] == "warning"
+    finally:
+        await stop_daemon(d)
