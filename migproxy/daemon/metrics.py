@@ -18,7 +18,7 @@ from prometheus_client import (
 
 from migproxy.stream.reasons import Reason
 
-CHANNELS = ("main", "multifd", "other")
+CHANNELS = ("main", "multifd", "tls", "other")
 DIRECTIONS = ("to_destination", "to_source")
 
 

@@ -35,6 +35,10 @@ from migproxy.stream.returnpath import ReturnPathReader
 
 Chunk = bytes | bytearray | memoryview
 CLASSIFY_BYTES = 4
+TLS_HANDSHAKE = 0x16  # TLS record content type "handshake"
+TLS_MAJOR = 0x03  # TLS record version major (SSL 3.0 and every TLS version)
+TLS_NOTE = ("a TLS migration (tls-creds): migproxy cannot read it, so nothing is rewritten; "
+            "the channel is relayed untouched")
 
 
 class Side(enum.StrEnum):
@@ -51,7 +55,8 @@ class Channel(enum.StrEnum):
 
     MAIN = "main"  # the main migration channel (QEVM)
     MULTIFD = "multifd"  # a multifd channel
-    OTHER = "other"  # anything else: postcopy preempt/recovery, TLS: relayed untouched
+    TLS = "tls"  # a TLS handshake record: any channel of a TLS migration, relayed untouched
+    OTHER = "other"  # anything else (postcopy preempt/recovery): relayed untouched
 
 
 class Outcome(enum.StrEnum):
@@ -385,6 +390,9 @@ class Session:
             self.return_path = ReturnPathReader()
         elif head == wire.MULTIFD_MAGIC_BYTES:
             self.channel = Channel.MULTIFD
+        elif head[0] == TLS_HANDSHAKE and head[1] == TLS_MAJOR:
+            self.channel = Channel.TLS
+            out.append(Log("warning", "tls", {"note": TLS_NOTE}))
         else:
             self.channel = Channel.OTHER
         out.append(Classified(self.channel))

@@ -77,12 +77,12 @@ def test_label_names() -> None:
 
 def test_pre_created_connection_series() -> None:
     lines = _lines(Metrics())
-    for ch in ("main", "multifd", "other"):
+    for ch in ("main", "multifd", "tls", "other"):
         assert f'migproxy_connections_total{{channel="{ch}"}} 0.0' in lines
         assert f'migproxy_connections_active{{channel="{ch}"}} 0.0' in lines
         for d in ("to_destination", "to_source"):
             assert f'migproxy_bytes_total{{channel="{ch}",direction="{d}"}} 0.0' in lines
-    assert CHANNELS == ("main", "multifd", "other")
+    assert CHANNELS == ("main", "multifd", "tls", "other")
     assert DIRECTIONS == ("to_destination", "to_source")
 
 
@@ -128,9 +128,9 @@ def test_pre_created_reason_series() -> None:
 
 
 def test_exact_series_count_at_start() -> None:
-    # connections 3, connections_active 3, bytes 6, tail releases 2, passthrough and aborts
+    # connections 4, connections_active 4, bytes 8, tail releases 2, passthrough and aborts
     # one per reason, 2 gauges, 1 counter, 2 histograms (14 + 7 buckets, +Inf, count, sum)
-    expected = 3 + 3 + 6 + 2 + 2 * len(Reason) + 2 + 1 + (14 + 1 + 2) + (7 + 1 + 2)
+    expected = 4 + 4 + 8 + 2 + 2 * len(Reason) + 2 + 1 + (14 + 1 + 2) + (7 + 1 + 2)
     assert len(_lines(Metrics())) == expected
 
 

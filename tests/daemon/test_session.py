@@ -682,3 +682,23 @@ def test_finished_of_a_policy_abort_during_the_replay_uses_the_current_time() ->
     done = _finished(out)
     assert done.outcome is Outcome.ABORTED
     assert done.seconds == 5.0
+
+
+def test_a_tls_channel_is_classified_tls_warned_about_and_relayed_untouched() -> None:
+    hello = bytes((0x16, 0x03, 0x01, 0x02, 0x00)) + bytes(range(200))
+    s = Session(_settings(), 0.0)
+    s.on_accepted()
+    s.on_source_data(memoryview(hello[:2]), 1.0)
+    cmds = s.on_target_connected(1.0) + s.on_source_data(memoryview(hello[2:]), 1.0)
+    assert _of(cmds, Classified) == [Classified(Channel.TLS)]
+    assert [c.event for c in _of(cmds, Log) if c.level == "warning"] == ["tls"]
+    assert _sent(cmds) == hello and s.engine is None
+    done = _finished(s.on_eof(Side.SOURCE, 2.0) + s.on_eof(Side.DESTINATION, 2.0))
+    assert done.outcome == Outcome.RELAYED and done.channel == Channel.TLS
+
+
+def test_only_a_tls_handshake_record_header_is_tls() -> None:
+    for head in (b"\x16\x02\x00\x00", b"\x17\x03\x03\x00", b"\x15\x03\x03\x00"):
+        s = Session(_settings(), 0.0)
+        s.on_source_data(memoryview(head), 0.0)
+        assert _of(s.on_target_connected(0.0), Classified) == [Classified(Channel.OTHER)]
