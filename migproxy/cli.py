@@ -143,6 +143,8 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     g.add_argument("--hold-cap", type=int, metavar="BYTES",
                    help="device-state hold-back cap (default 67108864)")
+    g.add_argument("--max-description", type=int, metavar="BYTES",
+                   help="largest VM description parsed (default 16777216)")
     g.add_argument("--connect-timeout", type=float, metavar="SECONDS")
     g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                    help="close a pair silent this long in both directions (0: never)")

@@ -17,6 +17,7 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     policy = "passthrough"         # passthrough | abort
     dry_run = false
     hold_cap = 67108864            # bytes of device state held back at most
+    max_description = 16777216     # bytes of VM description parsed at most
     connect_timeout = 10           # seconds to connect to the target
     idle_timeout = 3600            # seconds without a byte either way; 0 = never
     high_water = 4194304           # bytes buffered towards a peer before reading pauses
@@ -40,7 +41,7 @@ from typing import Any
 from migproxy.arm.profile import Profile, ProfileError, load_profile
 from migproxy.daemon.addresses import join_host_port
 from migproxy.stream.errors import MigproxyError
-from migproxy.stream.policy import DEFAULT_HOLD_CAP, Policy
+from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Policy
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -117,6 +118,7 @@ class RouteSettings:
     policy: Policy = Policy.PASSTHROUGH
     dry_run: bool = False
     hold_cap: int = DEFAULT_HOLD_CAP
+    max_description: int = DEFAULT_MAX_DESCRIPTION
     connect_timeout: float = 10.0
     idle_timeout: float = 3600.0
     high_water: int = 4 << 20
@@ -141,11 +143,13 @@ class Config:
     defaults: RouteSettings = field(default_factory=RouteSettings)
 
 
-_SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "connect_timeout", "idle_timeout",
-                 "high_water"}
+_SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "max_description",
+                 "connect_timeout", "idle_timeout", "high_water"}
+_INTEGERS = ("hold_cap", "max_description", "high_water")
 # (lowest, highest) accepted value of each number; the README's configuration table says why.
 LIMITS: dict[str, tuple[float, float]] = {
     "hold_cap": (4096, 1 << 32),  # bytes; real non-iterable device state is KiB to a few MiB
+    "max_description": (4096, 1 << 30),  # bytes; a real VM description is 10-100 KiB
     "high_water": (65536, 1 << 30),  # bytes queued towards one peer
     "connect_timeout": (0.1, 3600),  # seconds
     "idle_timeout": (0, 7 * 86400),  # seconds; 0 = never
@@ -183,9 +187,8 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
             changes[key] = v
         elif key in LIMITS:
             low, high = LIMITS[key]
-            n = _number(v, key, where, minimum=low, maximum=high,
-                        integer=key in ("hold_cap", "high_water"))
-            changes[key] = int(n) if key in ("hold_cap", "high_water") else float(n)
+            n = _number(v, key, where, minimum=low, maximum=high, integer=key in _INTEGERS)
+            changes[key] = int(n) if key in _INTEGERS else float(n)
         else:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {sorted(_SETTING_KEYS)})")
     return replace(base, **changes)

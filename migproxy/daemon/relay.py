@@ -126,7 +126,7 @@ class Pair:
         st = route.settings
         self.session = Session(SessionSettings(
             arm_engine_config(route.profile, policy=st.policy, dry_run=st.dry_run,
-                              hold_cap=st.hold_cap),
+                              hold_cap=st.hold_cap, max_description=st.max_description),
             st.idle_timeout), time.monotonic())
         self.sides = {Side.SOURCE: _Side(self, Side.SOURCE),
                       Side.DESTINATION: _Side(self, Side.DESTINATION)}

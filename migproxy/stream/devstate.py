@@ -34,6 +34,7 @@ class HeldDeviceState:
         self.start_offset = start_offset
         self.cap = cap
         self.buf = bytearray()
+        self.last_nul = -1  # position of the last NUL held (tracked as bytes arrive)
 
     def __len__(self) -> int:
         return len(self.buf)
@@ -42,7 +43,11 @@ class HeldDeviceState:
         if len(self.buf) + len(data) > self.cap:
             raise HoldCapExceeded(
                 f"the device-state tail exceeds the hold-back cap of {self.cap} bytes")
+        old = len(self.buf)
         self.buf += data
+        i = self.buf.rfind(b"\x00", old)  # only the new bytes: no rescan of what is held
+        if i >= 0:
+            self.last_nul = i
 
     def candidates(self) -> list[int]:
         """Possible EOF positions whose description would end exactly at the current end,
@@ -51,7 +56,7 @@ class HeldDeviceState:
         n = len(buf)
         if n < 7 or buf[-1] != ord("}"):
             return []
-        last_nul = buf.rfind(b"\x00")
+        last_nul = self.last_nul
         out = []
         for p in range(min(last_nul, n - 7), max(last_nul - 6, -1), -1):
             if buf[p : p + 2] == _EOF_VMDESC and buf[p + 6] == _BRACE and \

@@ -41,7 +41,13 @@ from migproxy.stream.events import (
     VmDescriptionFramed,
 )
 from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, RamStats, StreamFramer
-from migproxy.stream.policy import DEFAULT_HOLD_CAP, MAX_ITEM, Policy
+from migproxy.stream.policy import (
+    DEFAULT_HOLD_CAP,
+    DEFAULT_MAX_DESCRIPTION,
+    MAX_DESCRIPTION_CONTAINERS,
+    MAX_ITEM,
+    Policy,
+)
 from migproxy.stream.reasons import Reason
 from migproxy.stream.rewriter import Decoded, SectionEdit, SectionRewriter
 from migproxy.stream.vmdesc import (
@@ -88,6 +94,7 @@ class EngineConfig:
     policy: Policy = Policy.PASSTHROUGH
     dry_run: bool = False  # compute and report rewrites, forward the original bytes
     hold_cap: int = DEFAULT_HOLD_CAP
+    max_description: int = DEFAULT_MAX_DESCRIPTION  # bytes of description JSON parsed
     legacy_page_bits: int | None = None
 
 
@@ -117,6 +124,7 @@ class StreamEngine:
         self._need = 0
         self._held: HeldDeviceState | None = None
         self._rewritten_release = False
+        self._oversized = 0  # size of a description candidate not parsed (over the caps)
         self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
         self.stop_reason: Reason | None = None
@@ -187,8 +195,12 @@ class StreamEngine:
             self._not_understood(
                 res, Reason.NO_DESCRIPTION,
                 "the stream ended before a VM description that frames the device state "
-                f"({len(self._held)} bytes held)", self._held.start_offset, memoryview(b""),
-                self.received)
+                f"({len(self._held)} bytes held"
+                + (f"; a {self._oversized}-byte description was not parsed: over "
+                   f"max_description ({self.config.max_description}) or "
+                   f"{MAX_DESCRIPTION_CONTAINERS} objects and arrays"
+                   if self._oversized else "") + ")",
+                self._held.start_offset, memoryview(b""), self.received)
 
     # -- output helpers -------------------------------------------------------------------
 
@@ -338,7 +350,15 @@ class StreamEngine:
                                  self.received - len(mv))
             return
         for p in held.candidates():
-            desc = parse_description(memoryview(held.buf)[p + 6 :])
+            raw = memoryview(held.buf)[p + 6 :]
+            if len(raw) > self.config.max_description:
+                self._oversized = len(raw)  # not parsed: said at the end if nothing frames
+                continue
+            if held.buf.count(b"{", p + 6) + held.buf.count(b"[", p + 6) > \
+                    MAX_DESCRIPTION_CONTAINERS:
+                self._oversized = len(raw)
+                continue
+            desc = parse_description(raw)
             if desc is None:
                 continue  # not a description: keep waiting
             try:

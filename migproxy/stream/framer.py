@@ -74,6 +74,8 @@ _PAGE_CONT = wire.RAM_PAGE | wire.RAM_CONTINUE
 _ZERO_CONT = wire.RAM_ZERO | wire.RAM_CONTINUE
 _MAX_MACHINE_NAME = 256
 _MAX_CAPABILITIES = 64
+MAX_RAM_BLOCKS = 4096  # RAM blocks in the MEM_SIZE list (a QEMU VM has tens)
+MAX_SECTIONS = 16  # iterable sections started (QEMU starts one "ram" section)
 
 
 _RUN_WINDOW = 4096
@@ -496,6 +498,9 @@ class StreamFramer:
             ver = wire.BE32.unpack_from(buf, pos + 10 + nlen)[0]
             if sid in self.sections:
                 raise self._fail(pos + 1, "a new section id", f"{sid}, already used")
+            if len(self.sections) >= MAX_SECTIONS:
+                raise Unsupported(Reason.LIMIT_EXCEEDED, f"more than {MAX_SECTIONS} iterable "
+                                  "sections started", self._abs(pos))
             if idstr != "ram":
                 raise Unsupported(Reason.ITERABLE_SECTION,
                                   f"iterable section {idstr!r} is not supported (only 'ram')",
@@ -620,9 +625,15 @@ class StreamFramer:
                 raise self._fail(pos, "a RAM block name")
             name = bytes(buf[pos + 1 : pos + 1 + n])
             used = wire.BE64.unpack_from(buf, pos + 1 + n)[0]
-            if used > self._memsize_left:
-                raise self._fail(pos + 1 + n, f"a block length of at most {self._memsize_left}",
+            if not 0 < used <= self._memsize_left:
+                raise self._fail(pos + 1 + n, f"a block length of 1 to {self._memsize_left}",
                                  str(used))
+            if name in self._blocks:
+                raise self._fail(pos + 1, "a RAM block name not listed before",
+                                 repr(name.decode("ascii", "replace")))
+            if len(self._blocks) >= MAX_RAM_BLOCKS:
+                raise Unsupported(Reason.LIMIT_EXCEEDED, f"more than {MAX_RAM_BLOCKS} RAM "
+                                  "blocks in the MEM_SIZE list", self._abs(pos))
             self._blocks[name] = used
             self.stats.blocks[name.decode("ascii", "replace")] = used
             self._memsize_left -= used

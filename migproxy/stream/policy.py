@@ -5,7 +5,13 @@ from __future__ import annotations
 import enum
 
 DEFAULT_HOLD_CAP = 64 * 1024 * 1024  # bytes of non-iterable device state held back
-MAX_ITEM = 1024 * 1024  # largest item (record header, command) buffered contiguously
+DEFAULT_MAX_DESCRIPTION = 16 * 1024 * 1024  # bytes of VM description JSON parsed at most
+# The largest item the framer needs contiguous: a command (5-byte header, payload of at most
+# 65535 bytes). Record headers, block lists and the configuration are far smaller.
+MAX_ITEM = 5 + 0xFFFF
+# Containers ({ and [) a VM description may hold before it is parsed (a real one has a few
+# thousand; this bounds the objects json.loads builds, whatever the size cap).
+MAX_DESCRIPTION_CONTAINERS = 200_000
 
 
 class Policy(enum.StrEnum):

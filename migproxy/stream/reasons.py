@@ -24,6 +24,7 @@ class Reason(enum.StrEnum):
     NO_PAGE_SIZE = "no_page_size"  # no target-page-bits and no legacy_page_bits set
     FULL_SECTION_EARLY = "full_section_early"  # device state before the iterable phase ended
     ITERABLE_SECTION = "iterable_section"  # an iterable section other than "ram"
+    LIMIT_EXCEEDED = "limit_exceeded"  # more RAM blocks or sections than migproxy keeps
     RAM_VERSION = "ram_version"  # a ram section version or instance other than 4 / 0
     UNKNOWN_COMMAND = "unknown_command"  # a MIG_CMD number not known
     POSTCOPY_PACKAGED = "postcopy_packaged"  # postcopy: device state inside PACKAGED

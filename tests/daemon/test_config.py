@@ -455,6 +455,7 @@ def test_drain_timeout_must_be_finite(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("hold_cap", (1 << 32) + 1),
+                                            ("max_description", (1 << 30) + 1),
                                             ("high_water", (1 << 30) + 1),
                                             ("idle_timeout", 7 * 86400 + 1),
                                             ("connect_timeout", 3601)])
@@ -505,3 +506,11 @@ def test_no_dry_run_overrides_the_file(tmp_path: Path) -> None:
     assert _load(tmp_path, text, "--no-dry-run").routes[0].settings.dry_run is False
     assert _load(tmp_path, text.replace("true", "false"), "--dry-run").routes[0] \
         .settings.dry_run is True
+
+
+def test_max_description_reaches_the_route(tmp_path: Path) -> None:
+    text = '[defaults]\nmax_description = 65536\n[[route]]\nlisten = ":1"\ntarget = "x:1"\n'
+    assert _load(tmp_path, text).routes[0].settings.max_description == 65536
+    assert _load(tmp_path, text, "--max-description", "8192").routes[0] \
+        .settings.max_description == 8192
+    _refused(tmp_path, text.replace("65536", "100"), "max_description must be between 4096")

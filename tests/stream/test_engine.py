@@ -487,3 +487,50 @@ def test_an_exception_inside_the_engine_is_a_stop_never_a_crash(
         assert eng.mode == Mode.ABORTED and data.startswith(bytes(out))
         if where != "eof":  # at EOF everything streamed was out already; nothing was held
             assert len(out) < len(data)
+
+
+def test_a_description_over_max_description_is_never_parsed(
+        synth_small: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    import migproxy.stream.engine as engine_mod
+
+    parses: list[int] = []
+    real = engine_mod.parse_description
+    monkeypatch.setattr(engine_mod, "parse_description",
+                        lambda raw: parses.append(len(raw)) or real(raw))
+    tail_at = synth_small.index(b"\x00\x06", synth_small.index(b"globalstate"))
+    size = len(synth_small) - tail_at - 6
+    out, events, eng = run_engine([synth_small], _cfg(max_description=size - 1))
+    assert parses == [] and out == synth_small
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "no_description"
+    assert f"a {size}-byte description was not parsed" in stop.message
+    # At the cap itself it is parsed and the stream is rewritten.
+    out, events, eng = run_engine([synth_small], _cfg(max_description=size))
+    assert eng.mode == Mode.DONE and parses == [size]
+
+
+def test_a_description_with_too_many_objects_is_never_parsed(
+        synth_small: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    import migproxy.stream.engine as engine_mod
+    from migproxy.stream.policy import MAX_DESCRIPTION_CONTAINERS
+
+    def pad(body: dict) -> None:
+        body["x-padding"] = [{} for _ in range(MAX_DESCRIPTION_CONTAINERS)]
+
+    data = _redescribe(synth_small, pad)
+    parses: list[int] = []
+    monkeypatch.setattr(engine_mod, "parse_description", lambda raw: parses.append(1))
+    out, events, _ = run_engine([data], _cfg())
+    assert parses == [] and out == data
+    stop = _stop(events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == "no_description"
+    assert "objects and arrays" in stop.message
+
+
+def test_the_last_nul_is_tracked_as_bytes_arrive() -> None:
+    from migproxy.stream.devstate import HeldDeviceState
+
+    held = HeldDeviceState(0, 1 << 20)
+    for piece in (b"ab\x00cd", b"efg", b"\x00\x00h", b"", b"}"):
+        held.add(piece)
+        assert held.last_nul == held.buf.rfind(b"\x00")

@@ -243,3 +243,58 @@ def test_the_run_offset_check_agrees_with_a_record_by_record_check(
     expected = next((j for j, w in enumerate(near) if (w & ~0xFFF) + 4096 > block_len),
                     len(near))
     assert _in_block(buf, 0, len(near), stride, bound) == expected
+
+
+def _head_with_blocks(blocks: list[tuple[bytes, int]], total: int) -> bytes:
+    """A header whose ram START section lists ``blocks`` (name, used length)."""
+    h = _head()
+    start = h.index(_q((1 << 20) | wire.RAM_MEM_SIZE))
+    end = h.index(_q(wire.RAM_EOS), start)
+    listing = _q(total | wire.RAM_MEM_SIZE) + b"".join(
+        bytes((len(n),)) + n + _q(used) for n, used in blocks)
+    return h[:start] + listing + h[end:]
+
+
+def test_zero_length_ram_blocks_are_refused_at_once() -> None:
+    """A zero-length block never uses up the MEM_SIZE total: refusing it is what stops a
+    flood of them from growing the framer's state without bound."""
+    flood = [(b"b%d" % i, 0) for i in range(10_000)]
+    data = _head_with_blocks(flood, 1 << 20) + _rest()
+    _, events, eng = _run(data, [100, 4000])
+    stop = _stop(events)
+    assert stop is not None and stop.reason == "format_error" and "block length" in stop.message
+    assert len(eng.framer._blocks) == 0
+
+
+def test_a_ram_block_listed_twice_is_refused() -> None:
+    data = _head_with_blocks([(BLOCK, 4096), (BLOCK, 4096)], 8192) + _rest()
+    _, events, _ = _run(data, [60])
+    stop = _stop(events)
+    assert stop is not None and stop.reason == "format_error" and "not listed before" in \
+        stop.message
+
+
+def test_the_number_of_ram_blocks_is_bounded() -> None:
+    from migproxy.stream.framer import MAX_RAM_BLOCKS
+
+    n = MAX_RAM_BLOCKS + 1
+    blocks = [(b"b%d" % i, 4096) for i in range(n)]
+    data = _head_with_blocks(blocks, 4096 * n) + _rest()
+    _, events, eng = _run(data, [100])
+    stop = _stop(events)
+    assert stop is not None and stop.reason == "limit_exceeded"
+    assert len(eng.framer._blocks) == MAX_RAM_BLOCKS
+
+
+def test_the_number_of_iterable_sections_is_bounded() -> None:
+    from migproxy.stream.framer import MAX_SECTIONS
+
+    head = _head()
+    starts = b"".join(b"\x01" + struct.pack(">I", SID + 1 + i) + b"\x03ram"
+                      + struct.pack(">II", 0, 4) + _q(wire.RAM_EOS)
+                      + b"\x7e" + struct.pack(">I", SID + 1 + i) for i in range(MAX_SECTIONS))
+    data = head + starts + _rest()
+    _, events, eng = _run(data, [len(head) + 7])
+    stop = _stop(events)
+    assert stop is not None and stop.reason == "limit_exceeded"
+    assert len(eng.framer.sections) == MAX_SECTIONS
