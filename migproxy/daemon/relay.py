@@ -148,6 +148,8 @@ class Pair:
     def accepted(self) -> None:
         peer = self.src.transport.get_extra_info("peername")
         self.observer.bind(peer=format_host_port(peer))
+        if isinstance(peer, tuple) and peer:
+            self.session.peer_host = str(peer[0])
         self.registry.add(self)
         self.registry.queue(self.route).accepted(self.session)
         self.run(self.session.on_accepted())

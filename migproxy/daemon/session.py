@@ -35,6 +35,9 @@ from migproxy.stream.returnpath import ReturnPathReader
 
 Chunk = bytes | bytearray | memoryview
 CLASSIFY_BYTES = 4
+# Connections of one migration come from one source host within milliseconds (QEMU opens
+# the multifd channels right after the main one): only those are kept in accept order.
+ACCEPT_ORDER_WINDOW = 2.0  # seconds
 TLS_HANDSHAKE = 0x16  # TLS record content type "handshake"
 TLS_MAJOR = 0x03  # TLS record version major (SSL 3.0 and every TLS version)
 TLS_NOTE = ("a TLS migration (tls-creds): migproxy cannot read it, so nothing is rewritten; "
@@ -197,8 +200,10 @@ class SessionSettings:
 class Session:
     """One accepted connection and its connection to the target."""
 
-    def __init__(self, settings: SessionSettings, now: float) -> None:
+    def __init__(self, settings: SessionSettings, now: float,
+                 peer_host: str | None = None) -> None:
         self.settings = settings
+        self.peer_host = peer_host  # the source's address (accept order groups by it)
         self.state = ConnState.INACTIVE
         self.channel: Channel | None = None
         self.engine: StreamEngine | None = None
@@ -431,10 +436,13 @@ class Session:
 
 
 class ConnectQueue:
-    """Accept order of one route: connections reach the target in the order they were
-    accepted (destinations that assign channels by arrival, QEMU 7.2 and TLS, must see the
-    main channel first). A connection whose first byte arrives pulls in every connection
-    accepted before it that is still waiting."""
+    """Accept order of one route: the connections of one migration reach the target in the
+    order they were accepted (destinations that assign channels by arrival, QEMU 7.2 and
+    TLS, must see the main channel first). A connection whose first byte arrives pulls in
+    the connections still waiting that came from the same host at most
+    ``ACCEPT_ORDER_WINDOW`` seconds before it. A silent connection from anywhere else (a
+    port scanner, a health check) is never pulled in, so it cannot reach the destination
+    ahead of a migration's main channel."""
 
     def __init__(self) -> None:
         self._waiting: list[Session] = []
@@ -452,8 +460,10 @@ class ConnectQueue:
             i = self._waiting.index(session)
         except ValueError:
             return []
-        earlier = self._waiting[:i]
-        del self._waiting[: i + 1]
+        since = session.started - ACCEPT_ORDER_WINDOW
+        earlier = [s for s in self._waiting[:i]
+                   if s.peer_host == session.peer_host and s.started >= since]
+        self._waiting = [s for s in self._waiting if s is not session and s not in earlier]
         return earlier
 
     def remove(self, session: Session) -> None:

@@ -313,6 +313,25 @@ async def test_target_connections_are_opened_in_accept_order(target: Target) -> 
         await stop_daemon(d, target)
 
 
+async def test_a_silent_connection_from_another_host_never_reaches_the_target(
+        target: Target) -> None:
+    """A port scanner or health check accepted before a migration stays where it is: the
+    main channel is the destination's first connection (accept order groups by host)."""
+    d = await start_daemon(await target.start())
+    try:
+        _rp, wp = await asyncio.open_connection("127.0.0.1", listen_port(d),
+                                                local_addr=("127.0.0.2", 0))
+        await asyncio.sleep(0.05)  # accepted first (the order of accepts, not a timing test)
+        _r, _w = await send_all(listen_port(d), STREAM)
+        first = await target.conn(0)
+        await asyncio.wait_for(first.eof.wait(), 10)
+        assert bytes(first.data) == REWRITTEN
+        assert len(target.conns) == 1
+        wp.close()
+    finally:
+        await stop_daemon(d, target)
+
+
 async def test_memory_does_not_grow_with_the_stream_under_backpressure() -> None:
     """200 MB to a destination that reads slowly: the daemon's allocations stay bounded
     (what it queues towards the destination, plus a few receive buffers)."""

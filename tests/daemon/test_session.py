@@ -702,3 +702,21 @@ def test_only_a_tls_handshake_record_header_is_tls() -> None:
         s = Session(_settings(), 0.0)
         s.on_source_data(memoryview(head), 0.0)
         assert _of(s.on_target_connected(0.0), Classified) == [Classified(Channel.OTHER)]
+
+
+def test_accept_order_only_pulls_in_the_same_host_within_the_window() -> None:
+    from migproxy.daemon.session import ACCEPT_ORDER_WINDOW
+
+    q = ConnectQueue()
+    probe = Session(_settings(), 0.0, "192.0.2.9")  # a scanner, accepted first
+    old = Session(_settings(), 10.0, "192.0.2.1")  # the same host, but long before
+    main = Session(_settings(), 20.0, "192.0.2.1")
+    multifd = Session(_settings(), 20.0 + ACCEPT_ORDER_WINDOW / 2, "192.0.2.1")
+    for s in (probe, old, main, multifd):
+        q.accepted(s)
+    # The multifd channel's first byte comes first: it pulls in the main channel only.
+    assert q.connecting(multifd) == [main]
+    assert len(q) == 2  # the probe and the old connection still wait, untouched
+    assert q.connecting(main) == []
+    # Each of the others connects only for its own first byte.
+    assert q.connecting(old) == [] and q.connecting(probe) == [] and len(q) == 0
