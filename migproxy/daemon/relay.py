@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from migproxy.daemon.config import Route
     from migproxy.daemon.metrics import Metrics
 
-READ_SIZE = 1 << 20
+INITIAL_READ_SIZE = 64 << 10  # an idle or small connection never holds more
+READ_SIZE = 1 << 20  # a side's receive buffer grows to this while reads fill it
 _ids = itertools.count(1)
 _DIRECTION = {Side.DESTINATION: "to_destination", Side.SOURCE: "to_source"}
 
@@ -60,7 +61,8 @@ class _Side(asyncio.BufferedProtocol):
         self.pair = pair
         self.side = side
         self.transport: Any = None  # asyncio or uvloop transport
-        self._buf = bytearray(READ_SIZE)
+        self.read_size = INITIAL_READ_SIZE
+        self._buf = bytearray(self.read_size)
         self._mv = memoryview(self._buf)
         self.closed = False
         self._pause_reasons: set[str] = set()
@@ -81,7 +83,7 @@ class _Side(asyncio.BufferedProtocol):
     def fresh_buffer(self) -> None:
         """The peer transport still queues data that may point into the current buffer:
         read into a new one. The old one lives as long as the transport needs it."""
-        self._buf = bytearray(READ_SIZE)
+        self._buf = bytearray(self.read_size)
         self._mv = memoryview(self._buf)
 
     # protocol callbacks -----------------------------------------------------------------
@@ -98,7 +100,13 @@ class _Side(asyncio.BufferedProtocol):
         return self._mv
 
     def buffer_updated(self, nbytes: int) -> None:
+        full = nbytes == self.read_size
         self.pair.data_from(self.side, self._mv[:nbytes])
+        if full and self.read_size < READ_SIZE:
+            # Reads fill the buffer: a bulk transfer. Read into a larger one from now on
+            # (the old one stays alive as long as a queued write refers to it).
+            self.read_size = min(self.read_size * 4, READ_SIZE)
+            self.fresh_buffer()
 
     def eof_received(self) -> bool:
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))

@@ -332,6 +332,42 @@ async def test_a_silent_connection_from_another_host_never_reaches_the_target(
         await stop_daemon(d, target)
 
 
+async def test_idle_connections_hold_small_buffers_and_bulk_ones_grow() -> None:
+    """Receive buffers start at 64 KiB and grow only while reads fill them: 50 idle
+    connections cost a few MiB, not 2 MiB each; a bulk transfer still reads 1 MiB at once."""
+    import tracemalloc
+
+    from migproxy.daemon.relay import INITIAL_READ_SIZE, READ_SIZE
+
+    target = Target()
+    d = await start_daemon(await target.start())
+    writers = []
+    try:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(50):
+            _r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+            writers.append(w)
+        while len(d.registry.pairs) < 50:
+            await asyncio.sleep(0.01)
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        assert grown < 50 * 4 * INITIAL_READ_SIZE, grown  # was 50 x 2 MiB
+        assert {p.src.read_size for p in d.registry.pairs} == {INITIAL_READ_SIZE}
+        # A bulk transfer on another connection: its source side's buffer grows.
+        _r, w = await send_all(listen_port(d), STREAM, chunk=len(STREAM), close=False)
+        conn = await target.conn(50)  # after the 50 it pulled in (same host: accept order)
+        while len(conn.data) < len(STREAM) // 2:
+            await asyncio.sleep(0.01)
+        sizes = {p.src.read_size for p in d.registry.pairs}
+        assert max(sizes) > INITIAL_READ_SIZE and max(sizes) <= READ_SIZE
+        w.close()
+    finally:
+        for w in writers:
+            w.close()
+        await stop_daemon(d, target)
+
+
 async def test_memory_does_not_grow_with_the_stream_under_backpressure() -> None:
     """200 MB to a destination that reads slowly: the daemon's allocations stay bounded
     (what it queues towards the destination, plus a few receive buffers)."""
