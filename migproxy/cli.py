@@ -145,6 +145,12 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    help="device-state hold-back cap (default 67108864)")
     g.add_argument("--max-description", type=int, metavar="BYTES",
                    help="largest VM description parsed (default 16777216)")
+    g.add_argument("--max-connections", type=int, metavar="N",
+                   help="open connections per route; more are refused (default 512)")
+    g.add_argument("--max-per-peer", type=int, metavar="N",
+                   help="open connections per source address and route (default 300)")
+    g.add_argument("--allow", action="append", metavar="CIDR",
+                   help="source network allowed to connect (repeatable; default: all)")
     g.add_argument("--connect-timeout", type=float, metavar="SECONDS")
     g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                    help="close a pair silent this long in both directions (0: never)")

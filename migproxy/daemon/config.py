@@ -21,6 +21,9 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     connect_timeout = 10           # seconds to connect to the target
     idle_timeout = 3600            # seconds without a byte either way; 0 = never
     high_water = 4194304           # bytes buffered towards a peer before reading pauses
+    max_connections = 512          # open connections per route; more are refused at once
+    max_per_peer = 300             # open connections per source address and route
+    allow = []                     # source networks allowed ("10.0.0.0/8"); empty: all
 
     [[route]]
     listen = ":4444"               # [HOST]:PORT, [IPv6]:PORT
@@ -40,6 +43,13 @@ from typing import Any
 
 from migproxy.arm.profile import Profile, ProfileError, load_profile
 from migproxy.daemon.addresses import join_host_port
+from migproxy.daemon.admission import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_PEER,
+    AdmissionLimits,
+    Network,
+    parse_networks,
+)
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Policy
 
@@ -122,6 +132,13 @@ class RouteSettings:
     connect_timeout: float = 10.0
     idle_timeout: float = 3600.0
     high_water: int = 4 << 20
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_per_peer: int = DEFAULT_MAX_PER_PEER
+    allow: tuple[Network, ...] = ()  # empty: every source address
+
+    @property
+    def admission(self) -> AdmissionLimits:
+        return AdmissionLimits(self.max_connections, self.max_per_peer, self.allow)
 
 
 @dataclass(frozen=True)
@@ -144,8 +161,9 @@ class Config:
 
 
 _SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "max_description",
-                 "connect_timeout", "idle_timeout", "high_water"}
-_INTEGERS = ("hold_cap", "max_description", "high_water")
+                 "connect_timeout", "idle_timeout", "high_water", "max_connections",
+                 "max_per_peer", "allow"}
+_INTEGERS = ("hold_cap", "max_description", "high_water", "max_connections", "max_per_peer")
 # (lowest, highest) accepted value of each number; the README's configuration table says why.
 LIMITS: dict[str, tuple[float, float]] = {
     "hold_cap": (4096, 1 << 32),  # bytes; real non-iterable device state is KiB to a few MiB
@@ -154,6 +172,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "connect_timeout": (0.1, 3600),  # seconds
     "idle_timeout": (0, 7 * 86400),  # seconds; 0 = never
     "drain_timeout": (0, 86400),  # seconds
+    "max_connections": (1, 65536),  # open connections per route
+    "max_per_peer": (1, 65536),  # open connections per source address and route
 }
 
 
@@ -185,6 +205,15 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
             if not isinstance(v, bool):
                 raise ConfigError(f"{where}: dry_run must be true or false")
             changes[key] = v
+        elif key == "allow":
+            if isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+                raise ConfigError(f"{where}: allow must be a list of addresses or networks")
+            try:
+                changes[key] = parse_networks(v, f"{where}: allow")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         elif key in LIMITS:
             low, high = LIMITS[key]
             n = _number(v, key, where, minimum=low, maximum=high, integer=key in _INTEGERS)

@@ -16,6 +16,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from migproxy.daemon.admission import Refusal
 from migproxy.stream.reasons import Reason
 
 CHANNELS = ("main", "multifd", "tls", "other")
@@ -84,6 +85,9 @@ class Metrics:
             "migproxy_migration_duration_seconds", "Duration of main channels, by outcome",
             ["outcome"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r)
+        self.connections_refused = Counter(
+            "migproxy_connections_refused", "Connections closed at once by admission, by reason",
+            ["reason"], registry=r)
         self.connect_errors = Counter(
             "migproxy_connect_errors", "Failed connections to the target", registry=r)
         # Pre-create the label sets that must exist from the start (zero-valued series).
@@ -97,3 +101,5 @@ class Metrics:
         for reason in Reason:
             self.passthrough.labels(reason)
             self.aborts.labels(reason)
+        for refusal in Refusal:
+            self.connections_refused.labels(refusal)

@@ -13,6 +13,7 @@ from typing import Any
 
 from migproxy.arm.events import CpuRewritten
 from migproxy.arm.registers import describe, format_id
+from migproxy.daemon.admission import Refusal
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.session import Channel, Classified, CloseReason, Finished, Log, Report
 from migproxy.stream.events import (
@@ -50,6 +51,10 @@ class PairObserver:
 
     def bind(self, **context: Any) -> None:
         self.log = self.log.bind(**context)
+
+    def refused(self, reason: Refusal) -> None:
+        self.metrics.connections_refused.labels(reason).inc()
+        self.log.warning("refused", reason=str(reason))
 
     def forwarded(self, direction: str, n: int) -> None:
         self.metrics.bytes.labels(direction, self.channel or Channel.OTHER).inc(n)

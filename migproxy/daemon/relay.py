@@ -23,6 +23,7 @@ import structlog
 
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon.addresses import format_host_port
+from migproxy.daemon.admission import Admission
 from migproxy.daemon.observe import PairObserver
 from migproxy.daemon.session import (
     Classified,
@@ -145,6 +146,8 @@ class Pair:
                 conn=self.id, route=str(route.listen), target=str(route.target)),
             profile=route.profile.name if route.profile else None, dry_run=st.dry_run)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self.admitted = False
+        self.refused = False
         self._connect_task: asyncio.Task[None] | None = None
         self.done: asyncio.Future[str] = asyncio.get_event_loop().create_future()
 
@@ -158,11 +161,22 @@ class Pair:
         self.observer.bind(peer=format_host_port(peer))
         if isinstance(peer, tuple) and peer:
             self.session.peer_host = str(peer[0])
+        refusal = self.registry.admission(self.route).admit(self.session.peer_host)
+        if refusal is not None:
+            # Closed at once: no byte read, no timer, nothing towards the target.
+            self.refused = True
+            self.src.transport.abort()
+            self.observer.refused(refusal)
+            self.done.set_result("refused")
+            return
+        self.admitted = True
         self.registry.add(self)
         self.registry.queue(self.route).accepted(self.session)
         self.run(self.session.on_accepted())
 
     def data_from(self, side: Side, data: memoryview) -> None:
+        if self.refused:
+            return
         s = self.session
         now = time.monotonic()
         if side is Side.SOURCE:
@@ -175,6 +189,8 @@ class Pair:
 
     # commands out ---------------------------------------------------------------------------
     def run(self, commands: list[Command]) -> None:
+        if self.refused:
+            return  # closed at accept: the session never started
         obs = self.observer
         for c in commands:
             if isinstance(c, Forward):
@@ -276,6 +292,7 @@ class PairRegistry:
         self._by_session: dict[int, Pair] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._queues: dict[int, ConnectQueue] = {}
+        self._admission: dict[int, Admission] = {}
         self.changed = asyncio.Event()
 
     def connect_lock(self, route: Route) -> asyncio.Lock:
@@ -293,7 +310,16 @@ class PairRegistry:
         self._by_session[id(pair.session)] = pair
         self.changed.set()
 
+    def admission(self, route: Route) -> Admission:
+        a = self._admission.get(id(route))
+        if a is None:
+            a = self._admission[id(route)] = Admission(route.settings.admission)
+        return a
+
     def remove(self, pair: Pair) -> None:
+        if pair.admitted:
+            pair.admitted = False
+            self.admission(pair.route).release(pair.session.peer_host)
         self.pairs.discard(pair)
         self._by_session.pop(id(pair.session), None)
         self.queue(pair.route).remove(pair.session)

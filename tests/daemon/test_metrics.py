@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
+from migproxy.daemon.admission import Refusal
 from migproxy.daemon.metrics import CHANNELS, DIRECTIONS, Metrics
 from migproxy.stream.reasons import Reason
 
@@ -30,6 +31,7 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_migrations", "counter", ("outcome",)),
     ("migproxy_migration_duration_seconds", "histogram", ("outcome",)),
     ("migproxy_connect_errors", "counter", ()),
+    ("migproxy_connections_refused", "counter", ("reason",)),
 ]
 
 
@@ -129,8 +131,10 @@ def test_pre_created_reason_series() -> None:
 
 def test_exact_series_count_at_start() -> None:
     # connections 4, connections_active 4, bytes 8, tail releases 2, passthrough and aborts
-    # one per reason, 2 gauges, 1 counter, 2 histograms (14 + 7 buckets, +Inf, count, sum)
-    expected = 4 + 4 + 8 + 2 + 2 * len(Reason) + 2 + 1 + (14 + 1 + 2) + (7 + 1 + 2)
+    # one per reason, refused one per refusal, 2 gauges, 1 counter, 2 histograms (14 + 7
+    # buckets, +Inf, count, sum)
+    expected = (4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 2 + 1 + (14 + 1 + 2)
+                + (7 + 1 + 2))
     assert len(_lines(Metrics())) == expected
 
 

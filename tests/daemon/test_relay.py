@@ -438,3 +438,40 @@ async def test_the_destinations_verdict_on_the_return_path_sets_the_outcome(
         assert sample(d, "migproxy_migrations_total", outcome=outcome) == 1
     finally:
         await stop_daemon(d, target)
+
+
+async def test_connections_over_the_per_peer_limit_are_closed_at_once(target: Target) -> None:
+    d = await start_daemon(await target.start(), max_per_peer=2)
+    try:
+        held = [await asyncio.open_connection("127.0.0.1", listen_port(d)) for _ in range(2)]
+        while len(d.registry.pairs) < 2:
+            await asyncio.sleep(0.01)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        assert await asyncio.wait_for(reader_closed(r3), 10)
+        assert sample(d, "migproxy_connections_refused_total", reason="peer_full") == 1
+        assert len(d.registry.pairs) == 2 and not target.conns  # nothing reached the target
+        for _r, w in held:
+            w.close()
+        await wait_pairs_closed(d)
+        # The limit counts open connections: with the others gone, a migration goes through.
+        _r, _w = await send_all(listen_port(d), STREAM)
+        conn = await target.conn(0)
+        await asyncio.wait_for(conn.eof.wait(), 10)
+        assert bytes(conn.data) == REWRITTEN
+        w3.close()
+    finally:
+        await stop_daemon(d, target)
+
+
+async def test_sources_outside_the_allow_list_are_refused(target: Target) -> None:
+    d = await start_daemon(await target.start(), allow=["192.0.2.0/24"])
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        w.write(STREAM[:4096])
+        assert await asyncio.wait_for(reader_closed(r), 10)
+        assert sample(d, "migproxy_connections_refused_total", reason="not_allowed") == 1
+        assert sample(d, "migproxy_connections_total", channel="main") == 0
+        assert not target.conns
+        w.close()
+    finally:
+        await stop_daemon(d, target)
