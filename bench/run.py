@@ -253,6 +253,9 @@ def switch_inprocess(sizes: list[int], reps: int, chunk: int = 256 * KiB) -> dic
                 t_hold += time.perf_counter() - t0
             t0 = time.perf_counter()
             res = eng.feed(pieces[-1])
+            if eng.mode == Mode.HOLDING:  # no return path: released at the source's EOF
+                res.data.extend((end := eng.feed_eof()).data)
+                res.events.extend(end.events)
             t1 = time.perf_counter()
             blob = b"".join(res.data)
             t2 = time.perf_counter()

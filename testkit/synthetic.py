@@ -48,6 +48,7 @@ class SynthSpec:
     tail_blob: int = 0  # bytes of an extra opaque device in the tail
     seed: int = 1
     page_patterns: list[bytes] = field(default_factory=list)  # guest data to place in pages
+    return_path: bool = False  # send OPEN_RETURN_PATH after the configuration, as QEMU does
 
 
 def _cstr(s: bytes) -> bytes:
@@ -173,6 +174,8 @@ def generate(spec: SynthSpec | None = None, *, chunk: int = 1 << 20) -> Iterator
     header += bytes((wire.VM_CONFIGURATION,)) + struct.pack(">I", 9) + b"virt-10.0"
     header += bytes((wire.VM_SUBSECTION,)) + _cstr(b"configuration/target-page-bits")
     header += struct.pack(">II", 1, 12)
+    if spec.return_path:
+        header += bytes((wire.VM_COMMAND,)) + struct.pack(">HH", wire.CMD_OPEN_RETURN_PATH, 0)
     out += header
     sid_ram = 1
     out += _section_header(wire.VM_SECTION_START, sid_ram, b"ram", 0, 4)

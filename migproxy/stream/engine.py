@@ -11,8 +11,10 @@ offline tools and the tests all drive this one object.
   under a cap until EOF and the VM description have arrived, and framed exactly with the
   description. Each FULL section goes to the section rewriters configured
   (:mod:`migproxy.stream.rewriter`; the engine itself knows no architecture), the
-  description is updated, and the device state is released at once (without waiting for
-  the source to close the connection).
+  description is updated, and the device state is released: with the return path at once
+  (the source then waits for the destination), without it when the source closes, which
+  QEMU does right after the description (so the end is never taken from content a guest
+  could have planted).
 * Whatever is not understood switches the engine to ``passthrough`` (the rest is forwarded
   untouched, including anything held) or ``abort`` (nothing more is forwarded), as the
   policy says, with an event naming the reason. A partially rewritten stream is never
@@ -190,7 +192,9 @@ class StreamEngine:
                                      "the end of the stream")
             self._not_understood(res, Reason.TRUNCATED, str(err), err.offset, memoryview(b""),
                                  at)
-        elif self.mode == Mode.HOLDING:
+        elif self.mode == Mode.HOLDING and self.end_at_source_eof:
+            self._try_end(res)
+        if self.mode == Mode.HOLDING:
             assert self._held is not None
             self._not_understood(
                 res, Reason.NO_DESCRIPTION,
@@ -349,6 +353,24 @@ class StreamEngine:
             self._not_understood(res, Reason.HOLD_CAP_EXCEEDED, str(e), held.start_offset, mv,
                                  self.received - len(mv))
             return
+        if self.end_at_source_eof:
+            return  # the end of the stream is the source closing: see feed_eof
+        self._try_end(res)
+
+    @property
+    def end_at_source_eof(self) -> bool:
+        """Without the return path the source closes the connection right after the VM
+        description, so the end of the device state is a fact of the transport: it is
+        framed at the source's EOF, and guest bytes that imitate a description (they can
+        only be in the device state, before the real one) can never be taken for the end.
+        With the return path the source waits for the destination instead, and the end is
+        recognised by content (:meth:`_try_end`)."""
+        return "OPEN_RETURN_PATH" not in self.framer.commands_seen
+
+    def _try_end(self, res: FeedResult) -> None:
+        """Release the device state if a description at the end of what is held frames it."""
+        held = self._held
+        assert held is not None
         for p in held.candidates():
             raw = memoryview(held.buf)[p + 6 :]
             if len(raw) > self.config.max_description:

@@ -26,6 +26,8 @@ from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build, cpu_payload
 from tests.conftest import cpus, run_engine, split_at
 
 BOGUS = 0x40200000200E0298
+# synth_small's shape with OPEN_RETURN_PATH: the end of the device state is found by content.
+RP_STREAM = build(SynthSpec(cpus=2, full_pages=16, zero_pages=64, return_path=True))
 
 
 def _cfg(**kw: object) -> EngineConfig:
@@ -154,26 +156,26 @@ def test_dry_run_reports_but_forwards_original(synth_small: bytes) -> None:
     assert len(rel) == 1 and not rel[0].rewritten
 
 
-def test_tail_is_released_without_waiting_for_eof(synth_small: bytes) -> None:
+def test_tail_is_released_without_waiting_for_eof() -> None:
     """With the return path the source waits for the destination: release must not wait."""
     eng = StreamEngine(_cfg())
-    res = eng.feed(synth_small)
+    res = eng.feed(RP_STREAM)
     assert any(isinstance(e, StreamComplete) for e in res.events)
     assert eng.mode == Mode.DONE
-    assert len(res.joined()) == len(synth_small) - 32
+    assert len(res.joined()) == len(RP_STREAM) - 32
 
 
-def test_held_bytes_are_not_forwarded_before_release(synth_small: bytes) -> None:
+def test_held_bytes_are_not_forwarded_before_release() -> None:
     eng = StreamEngine(_cfg())
-    cut = len(synth_small) - 10
-    first = eng.feed(synth_small[:cut])
+    cut = len(RP_STREAM) - 10
+    first = eng.feed(RP_STREAM[:cut])
     hold = [e for e in first.events if isinstance(e, DeviceStateHeld)]
     assert len(hold) == 1
     assert len(first.joined()) == hold[0].offset
     assert eng.held_bytes == cut - hold[0].offset
-    second = eng.feed(synth_small[cut:])
+    second = eng.feed(RP_STREAM[cut:])
     assert eng.mode == Mode.DONE
-    assert len(first.joined()) + len(second.joined()) == len(synth_small) - 32
+    assert len(first.joined()) + len(second.joined()) == len(RP_STREAM) - 32
 
 
 def test_ram_page_data_is_forwarded_as_input_slices() -> None:
@@ -317,18 +319,39 @@ def test_garbage_is_a_format_error_at_offset_zero() -> None:
     assert out == b"GET / HTTP/1.1\r\n\r\n"
 
 
-def test_data_after_a_rewritten_end_aborts(synth_small: bytes) -> None:
-    _out, events, eng = run_engine([synth_small, b"\x00"], _cfg(), eof=False)
+def test_data_after_a_rewritten_end_aborts() -> None:
+    _out, events, eng = run_engine([RP_STREAM, b"\x00"], _cfg(), eof=False)
     stop = _stop(events)
     assert isinstance(stop, Aborted) and stop.reason == "data_after_end"
     assert eng.mode == Mode.ABORTED
 
 
-def test_data_after_an_untouched_end_passes_through(synth_small: bytes) -> None:
-    out, events, _ = run_engine([synth_small, b"\x00"], arm_engine_config(None), eof=False)
+def test_data_after_an_untouched_end_passes_through() -> None:
+    out, events, _ = run_engine([RP_STREAM, b"\x00"], arm_engine_config(None), eof=False)
     stop = _stop(events)
     assert isinstance(stop, PassthroughEntered) and stop.reason == "data_after_end"
+    assert out == RP_STREAM + b"\x00"
+
+
+def test_without_the_return_path_the_end_is_the_source_closing(synth_small: bytes) -> None:
+    """No OPEN_RETURN_PATH: QEMU closes right after the description, so the device state is
+    framed at the source's EOF and released then, not when a read happens to end at
+    something that looks like a description."""
+    eng = StreamEngine(_cfg())
+    res = eng.feed(synth_small)
+    assert eng.mode == Mode.HOLDING and not any(isinstance(e, DeviceStateReleased)
+                                                for e in res.events)
+    hold = next(e.offset for e in res.events if isinstance(e, DeviceStateHeld))
+    assert res.joined() == synth_small[:hold]  # nothing of the device state yet
+    end = eng.feed_eof()
+    assert eng.mode == Mode.DONE
+    assert any(isinstance(e, DeviceStateReleased) and e.rewritten for e in end.events)
+    assert res.joined() + end.joined() == run_engine([synth_small], _cfg())[0]
+    # Bytes after the description are just more device state: at EOF nothing frames it,
+    # and the stream goes out untouched.
+    out, events, _ = run_engine([synth_small, b"\x00"], _cfg())
     assert out == synth_small + b"\x00"
+    assert _stop(events).reason == "no_description"  # type: ignore[union-attr]
 
 
 def test_cpu_payload_matches_the_arm_layout() -> None:
@@ -534,3 +557,19 @@ def test_the_last_nul_is_tracked_as_bytes_arrive() -> None:
     for piece in (b"ab\x00cd", b"efg", b"\x00\x00h", b"", b"}"):
         held.add(piece)
         assert held.last_nul == held.buf.rfind(b"\x00")
+
+
+def test_a_fake_description_in_device_state_cannot_end_a_stream_without_return_path() -> None:
+    """A guest that plants ``00 06 <len> {...}`` in device state it controls, with a read
+    ending right after it, used to turn the migration into passthrough. Without the return
+    path the end is the source closing: the plant changes nothing."""
+    fake_json = b'{"devices": []}'
+    fake = b"\x00\x06" + struct.pack(">I", len(fake_json)) + fake_json
+    base = build(SynthSpec(cpus=2, tail_blob=4096))
+    blob_at = base.index(b"test-blob") + len(b"test-blob") + 8  # the blob's payload
+    data = base[:blob_at + 100] + fake + base[blob_at + 100 + len(fake):]
+    cut = blob_at + 100 + len(fake)  # a read ends right after the fake
+    whole, _, eng1 = run_engine([data], _cfg())
+    split, events, eng2 = run_engine([data[:cut], data[cut:]], _cfg())
+    assert eng1.mode == eng2.mode == Mode.DONE and split == whole
+    assert [e.instance_id for e in events if isinstance(e, CpuRewritten)] == [0, 1]
