@@ -85,6 +85,10 @@ class Metrics:
             "migproxy_migration_duration_seconds", "Duration of main channels, by outcome",
             ["outcome"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
             registry=r)
+        self.event_loop_lag = Gauge(
+            "migproxy_event_loop_lag_seconds",
+            "How late the daemon's event loop last woke up (measured every 0.5 s)",
+            registry=r)
         self.connections_refused = Counter(
             "migproxy_connections_refused", "Connections closed at once by admission, by reason",
             ["reason"], registry=r)

@@ -13,10 +13,12 @@ import structlog
 from migproxy.daemon.addresses import format_host_port
 from migproxy.daemon.config import Config
 from migproxy.daemon.metrics import Metrics
+from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 
 RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
+LAG_INTERVAL = 0.5  # seconds between two event-loop lag measurements
 
 
 class StartError(Exception):
@@ -29,7 +31,8 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.registry = PairRegistry()
         self.servers: list[asyncio.Server] = []
-        self.metrics_server: Any = None
+        self.metrics_server: MetricsServer | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.log: Any = structlog.get_logger("migproxy")
 
@@ -56,17 +59,26 @@ class Daemon:
                           policy=str(route.settings.policy), dry_run=route.settings.dry_run)
         m = self.config.metrics
         if m is not None:
-            from prometheus_client import start_http_server
-
+            self.metrics_server = MetricsServer(self.metrics.registry)
             try:
-                self.metrics_server, _ = start_http_server(
-                    m.port, m.host or "0.0.0.0", registry=self.metrics.registry)
+                await self.metrics_server.start(m.host or "0.0.0.0", m.port)
             except OSError as e:
+                self.metrics_server = None
                 await self.close_servers()
                 raise StartError(f"cannot serve metrics on {m}: {e.strerror or e}") from e
-            self.log.info("metrics", address=format_host_port(self.metrics_server.server_address),
+            self.log.info("metrics", address=format_host_port(self.metrics_server.address),
                           path="/metrics")
+        self._lag_task = loop.create_task(self._watch_loop_lag())
         notify("READY=1")
+
+    async def _watch_loop_lag(self) -> None:
+        """How late the event loop wakes up: a busy loop delays every migration."""
+        loop = asyncio.get_running_loop()
+        gauge = self.metrics.event_loop_lag
+        while True:
+            t0 = loop.time()
+            await asyncio.sleep(LAG_INTERVAL)
+            gauge.set(max(0.0, loop.time() - t0 - LAG_INTERVAL))
 
     async def _resolve_targets(self) -> None:
         """Warn about targets whose names do not resolve now (they may later: not fatal)."""
@@ -85,7 +97,17 @@ class Daemon:
 
     @property
     def metrics_port(self) -> int | None:
-        return self.metrics_server.server_address[1] if self.metrics_server else None
+        return int(self.metrics_server.address[1]) if self.metrics_server else None
+
+    async def close_metrics(self) -> None:
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
+            self._lag_task = None
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+            self.metrics_server = None
 
     # -- stop -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -134,9 +156,7 @@ class Daemon:
         aborted = await self.drain(self.config.drain_timeout)
         if aborted:
             self.log.warning("drain_timeout", aborted=aborted)
-        if self.metrics_server is not None:
-            self.metrics_server.shutdown()
-            self.metrics_server.server_close()
+        await self.close_metrics()
         self.log.info("stopped")
         return 0
 

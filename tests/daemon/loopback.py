@@ -97,6 +97,7 @@ async def stop_daemon(d: Daemon, target: Target | None = None, timeout: float = 
         target.close()
     await d.close_servers()
     await d.drain(timeout)
+    await d.close_metrics()
 
 
 def listen_port(d: Daemon) -> int:

@@ -32,6 +32,7 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_migration_duration_seconds", "histogram", ("outcome",)),
     ("migproxy_connect_errors", "counter", ()),
     ("migproxy_connections_refused", "counter", ("reason",)),
+    ("migproxy_event_loop_lag_seconds", "gauge", ()),
 ]
 
 
@@ -131,9 +132,9 @@ def test_pre_created_reason_series() -> None:
 
 def test_exact_series_count_at_start() -> None:
     # connections 4, connections_active 4, bytes 8, tail releases 2, passthrough and aborts
-    # one per reason, refused one per refusal, 2 gauges, 1 counter, 2 histograms (14 + 7
+    # one per reason, refused one per refusal, 3 gauges, 1 counter, 2 histograms (14 + 7
     # buckets, +Inf, count, sum)
-    expected = (4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 2 + 1 + (14 + 1 + 2)
+    expected = (4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 3 + 1 + (14 + 1 + 2)
                 + (7 + 1 + 2))
     assert len(_lines(Metrics())) == expected
 

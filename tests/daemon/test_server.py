@@ -45,6 +45,7 @@ async def test_drain_waits_for_in_flight_then_aborts_the_rest(target: Target) ->
     # A migration in flight keeps the drain waiting until its timeout, then it is aborted.
     assert await d.drain(0.3) == 1
     assert await reader_closed(r)
+    await d.close_metrics()
 
 
 async def test_systemd_notification(target: Target, monkeypatch) -> None:
@@ -81,9 +82,6 @@ async def test_metrics_endpoint_serves_the_counters(target: Target) -> None:
         assert "_created" not in body
     finally:
         await stop_daemon(d, target)
-        if d.metrics_server:
-            d.metrics_server.shutdown()
-            d.metrics_server.server_close()
 
 
 def _run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
