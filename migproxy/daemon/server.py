@@ -15,6 +15,7 @@ from migproxy.daemon.config import Config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
+from migproxy.daemon.session import ConnState
 from migproxy.daemon.sdnotify import notify
 
 RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
@@ -125,6 +126,11 @@ class Daemon:
         """Wait for in-flight pairs; abort those left after ``timeout``. Returns how many."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        # Connections that never sent a byte carry no migration: close them now, so an idle
+        # client (a probe, a health check) cannot hold the shutdown for the whole timeout.
+        for pair in list(self.registry.pairs):
+            if pair.session.state == ConnState.INACTIVE:
+                pair.abort_for_shutdown()
         while self.registry.pairs:
             left = deadline - loop.time()
             if left <= 0:

@@ -234,3 +234,29 @@ async def test_a_target_that_does_not_resolve_is_a_warning_not_a_failure() -> No
         assert warn[0]["log_level"] == "warning"
     finally:
         await stop_daemon(d)
+
+
+async def test_an_idle_client_does_not_hold_the_drain(target: Target) -> None:
+    """A connection that never sent a byte carries no migration: the drain closes it at
+    once instead of waiting the whole drain timeout for it; a migration in flight is still
+    waited for."""
+    d = await start_daemon(await target.start())
+    try:
+        idle_r, _idle_w = await asyncio.open_connection("127.0.0.1", listen_port(d),
+                                                        local_addr=("127.0.0.2", 0))
+        r, w = await send_all(listen_port(d), STREAM[:5000], close=False)
+        conn = await target.conn()
+        while len(d.registry.pairs) < 2:
+            await asyncio.sleep(0.01)
+        await d.close_servers()
+        drain = asyncio.ensure_future(d.drain(300))
+        assert await asyncio.wait_for(reader_closed(idle_r), 10)  # closed at once
+        assert len(d.registry.pairs) == 1 and not drain.done()  # the migration is waited for
+        w.write(STREAM[5000:])
+        w.write_eof()
+        await asyncio.wait_for(conn.eof.wait(), 10)
+        conn.writer.close()  # the destination closes its side too: the migration is done
+        assert await asyncio.wait_for(drain, 10) == 0  # it finished: nothing was aborted
+        assert await reader_closed(r)
+    finally:
+        await stop_daemon(d, target)
