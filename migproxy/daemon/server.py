@@ -15,8 +15,8 @@ from migproxy.daemon.config import Config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
-from migproxy.daemon.session import ConnState
 from migproxy.daemon.sdnotify import notify
+from migproxy.daemon.session import ConnState
 
 RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
 LAG_INTERVAL = 0.5  # seconds between two event-loop lag measurements
