@@ -420,8 +420,13 @@ class Session:
         if mode == Mode.DONE:
             # With the return path, the destination says how its load ended (SHUT status).
             rp = self.return_path
-            if rp is not None and rp.shut_status not in (None, 0):
+            shut = rp.shut_status if rp is not None else None
+            if shut not in (None, 0):
                 return Outcome.DESTINATION_FAILED
+            if error == CloseReason.DESTINATION_ERROR and shut != 0:
+                # Everything was sent, but the destination reset the connection without
+                # reporting a successful load: QEMU closes cleanly when it succeeds.
+                return Outcome.FAILED
             return Outcome.COMPLETED
         return Outcome.FAILED
 

@@ -720,3 +720,32 @@ def test_accept_order_only_pulls_in_the_same_host_within_the_window() -> None:
     assert q.connecting(main) == []
     # Each of the others connects only for its own first byte.
     assert q.connecting(old) == [] and q.connecting(probe) == [] and len(q) == 0
+
+
+def _done_main(settings: SessionSettings | None = None) -> Session:
+    s = Session(settings or _settings(), 0.0)
+    s.on_accepted()
+    s.on_source_data(memoryview(STREAM), 1.0)
+    s.on_target_connected(1.0)
+    s.on_eof(Side.SOURCE, 2.0)
+    assert s.engine is not None and s.engine.mode.value == "done"
+    return s
+
+
+def test_a_destination_reset_after_the_whole_stream_is_not_a_completed_migration() -> None:
+    s = _done_main()
+    done = _finished(s.on_lost(Side.DESTINATION, "Connection reset by peer", 3.0))
+    assert done.outcome == Outcome.FAILED and done.reason == CloseReason.DESTINATION_ERROR
+
+
+def test_a_destination_reset_after_a_successful_shut_is_completed() -> None:
+    s = _done_main()
+    s.on_destination_data(memoryview(struct.pack(">HHI", 1, 4, 0)), 2.5)  # SHUT, status 0
+    done = _finished(s.on_lost(Side.DESTINATION, "Connection reset by peer", 3.0))
+    assert done.outcome == Outcome.COMPLETED
+
+
+def test_a_clean_close_by_the_destination_after_the_stream_is_completed() -> None:
+    s = _done_main()
+    done = _finished(s.on_eof(Side.DESTINATION, 3.0))
+    assert done.outcome == Outcome.COMPLETED and not done.abort
