@@ -156,6 +156,8 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    help="close a pair silent this long in both directions (0: never)")
     g.add_argument("--high-water", type=int, metavar="BYTES",
                    help="bytes queued towards a peer before reading from the other pauses")
+    g.add_argument("--hold-budget", type=int, metavar="BYTES",
+                   help="device state all migrations may hold at once (default 268435456)")
     g.add_argument("--drain-timeout", type=float, metavar="SECONDS",
                    help="how long in-flight migrations may run after SIGTERM (default 300)")
 

@@ -11,6 +11,7 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     log_format = "auto"            # auto (JSON unless on a terminal) | json | console
     log_level = "info"             # debug | info | warning | error
     drain_timeout = 300            # seconds in-flight migrations may take after SIGTERM
+    hold_budget = 268435456        # bytes of device state all migrations hold at most
 
     [defaults]                     # for every route, unless the route says otherwise
     profile = "default"            # built-in name or file path
@@ -56,6 +57,7 @@ from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Po
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_METRICS = "127.0.0.1:9464"
+DEFAULT_HOLD_BUDGET = 256 << 20  # device state held by all migrations of a daemon at once
 
 
 class ConfigError(MigproxyError):
@@ -156,6 +158,7 @@ class Config:
     log_format: str = "auto"
     log_level: str = "info"
     drain_timeout: float = 300.0
+    hold_budget: int = DEFAULT_HOLD_BUDGET
     source: str = "<command line>"
     defaults: RouteSettings = field(default_factory=RouteSettings)
 
@@ -172,6 +175,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "connect_timeout": (0.1, 3600),  # seconds
     "idle_timeout": (0, 7 * 86400),  # seconds; 0 = never
     "drain_timeout": (0, 86400),  # seconds
+    "hold_budget": (4096, 1 << 36),  # bytes held by all migrations of the daemon together
     "max_connections": (1, 65536),  # open connections per route
     "max_per_peer": (1, 65536),  # open connections per source address and route
 }
@@ -255,7 +259,7 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     daemon = data.get("daemon", {})
     if not isinstance(daemon, dict):
         raise ConfigError(f"{source}: [daemon] must be a table")
-    extra = set(daemon) - {"metrics", "log_format", "log_level", "drain_timeout"}
+    extra = set(daemon) - {"metrics", "log_format", "log_level", "drain_timeout", "hold_budget"}
     if extra:
         raise ConfigError(f"{source}: [daemon]: unknown keys {sorted(extra)}")
 
@@ -278,6 +282,12 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
         drain = args.drain_timeout
     low, high = LIMITS["drain_timeout"]
     drain_timeout = float(_number(drain, "drain_timeout", source, minimum=low, maximum=high))
+    budget = daemon.get("hold_budget", DEFAULT_HOLD_BUDGET)
+    if getattr(args, "hold_budget", None) is not None:
+        budget = args.hold_budget
+    low, high = LIMITS["hold_budget"]
+    hold_budget = int(_number(budget, "hold_budget", source, minimum=low, maximum=high,
+                              integer=True))
 
     defaults_t = data.get("defaults", {})
     if not isinstance(defaults_t, dict):
@@ -329,4 +339,5 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
             settings = _settings(settings, cli, "command line")
         routes.append(Route(listen, target, settings,
                             _load_profile(settings.profile, where, cache)))
-    return Config(routes, metrics, log_format, log_level, drain_timeout, source, defaults)
+    return Config(routes, metrics, log_format, log_level, drain_timeout, hold_budget, source,
+                  defaults)

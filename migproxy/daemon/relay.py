@@ -44,6 +44,7 @@ from migproxy.daemon.session import (
     Side,
     Timer,
 )
+from migproxy.stream.policy import HoldBudget
 
 if TYPE_CHECKING:
     from migproxy.daemon.config import Route
@@ -135,7 +136,8 @@ class Pair:
         st = route.settings
         self.session = Session(SessionSettings(
             arm_engine_config(route.profile, policy=st.policy, dry_run=st.dry_run,
-                              hold_cap=st.hold_cap, max_description=st.max_description),
+                              hold_cap=st.hold_cap, max_description=st.max_description,
+                              hold_budget=registry.hold_budget),
             st.idle_timeout), time.monotonic())
         self.sides = {Side.SOURCE: _Side(self, Side.SOURCE),
                       Side.DESTINATION: _Side(self, Side.DESTINATION)}
@@ -287,7 +289,8 @@ class Pair:
 class PairRegistry:
     """The live pairs of a daemon, and the per-route accept order and connect lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_budget: HoldBudget | None = None) -> None:
+        self.hold_budget = hold_budget  # shared by every pair's engine
         self.pairs: set[Pair] = set()
         self._by_session: dict[int, Pair] = {}
         self._locks: dict[int, asyncio.Lock] = {}

@@ -17,6 +17,7 @@ from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
+from migproxy.stream.policy import HoldBudget
 
 RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
 LAG_INTERVAL = 0.5  # seconds between two event-loop lag measurements
@@ -30,7 +31,7 @@ class Daemon:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.registry = PairRegistry()
+        self.registry = PairRegistry(HoldBudget(config.hold_budget))
         self.servers: list[asyncio.Server] = []
         self.metrics_server: MetricsServer | None = None
         self._lag_task: asyncio.Task[None] | None = None

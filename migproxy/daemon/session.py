@@ -434,6 +434,8 @@ class Session:
         self.state = ConnState.CLOSED
         self.outcome = self._outcome(reason if abort else None)
         engine = self.engine
+        if engine is not None:
+            engine.close()  # gives held device state back to the shared budget
         return [Close(abort=abort), Finished(
             self.outcome, reason, abort, self.channel, now - self.started,
             engine.received if engine is not None else None,

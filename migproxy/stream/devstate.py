@@ -18,21 +18,27 @@ backwards search to the last NUL (in practice the length of the JSON received so
 from __future__ import annotations
 
 from migproxy.stream import wire
+from migproxy.stream.policy import HoldBudget
 
 _EOF_VMDESC = bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION))
 _BRACE = ord("{")
 
 
 class HoldCapExceeded(Exception):
-    pass
+    """The device state outgrew the engine's hold_cap."""
+
+
+class HoldBudgetExhausted(Exception):
+    """The engines sharing a hold budget hold all of it."""
 
 
 class HeldDeviceState:
     """A bounded buffer for the tail."""
 
-    def __init__(self, start_offset: int, cap: int) -> None:
+    def __init__(self, start_offset: int, cap: int, budget: HoldBudget | None = None) -> None:
         self.start_offset = start_offset
         self.cap = cap
+        self.budget = budget
         self.buf = bytearray()
         self.last_nul = -1  # position of the last NUL held (tracked as bytes arrive)
 
@@ -43,11 +49,21 @@ class HeldDeviceState:
         if len(self.buf) + len(data) > self.cap:
             raise HoldCapExceeded(
                 f"the device-state tail exceeds the hold-back cap of {self.cap} bytes")
+        if self.budget is not None and not self.budget.take(len(data)):
+            raise HoldBudgetExhausted(
+                f"the shared hold budget of {self.budget.total} bytes is in use by other "
+                "migrations")
         old = len(self.buf)
         self.buf += data
         i = self.buf.rfind(b"\x00", old)  # only the new bytes: no rescan of what is held
         if i >= 0:
             self.last_nul = i
+
+    def free(self) -> None:
+        """Give what is held back to the budget (the buffer is being dropped)."""
+        if self.budget is not None:
+            self.budget.give(len(self.buf))
+            self.budget = None
 
     def candidates(self) -> list[int]:
         """Possible EOF positions whose description would end exactly at the current end,

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from migproxy.stream import wire
-from migproxy.stream.devstate import HeldDeviceState, HoldCapExceeded
+from migproxy.stream.devstate import HeldDeviceState, HoldBudgetExhausted, HoldCapExceeded
 from migproxy.stream.errors import FormatError, SectionRefused, TruncatedError, Unsupported
 from migproxy.stream.events import (
     Aborted,
@@ -48,6 +48,7 @@ from migproxy.stream.policy import (
     DEFAULT_MAX_DESCRIPTION,
     MAX_DESCRIPTION_CONTAINERS,
     MAX_ITEM,
+    HoldBudget,
     Policy,
 )
 from migproxy.stream.reasons import Reason
@@ -97,6 +98,7 @@ class EngineConfig:
     dry_run: bool = False  # compute and report rewrites, forward the original bytes
     hold_cap: int = DEFAULT_HOLD_CAP
     max_description: int = DEFAULT_MAX_DESCRIPTION  # bytes of description JSON parsed
+    hold_budget: HoldBudget | None = None  # shared with other engines (None: no sum bound)
     legacy_page_bits: int | None = None
 
 
@@ -303,6 +305,15 @@ class StreamEngine:
         self._not_understood(res, Reason.INTERNAL_ERROR, message, self.forwarded_in, mv,
                              chunk_start)
 
+    def _drop_held(self) -> None:
+        if self._held is not None:
+            self._held.free()
+            self._held = None
+
+    def close(self) -> None:
+        """The channel is gone (closed mid-stream): give back what is held. Idempotent."""
+        self._drop_held()
+
     def _enter(self, mode: Mode) -> None:
         assert mode in TRANSITIONS[self.mode], f"engine: {self.mode} -> {mode}"
         self.mode = mode
@@ -330,13 +341,14 @@ class StreamEngine:
                 self._out(res, piece)
             self.forwarded_in = self.received
         self._carry = bytearray()
-        self._held = None
+        self._drop_held()
 
     # -- holding the device state ---------------------------------------------------------------
 
     def _start_hold(self, res: FeedResult, pieces: list[Chunk]) -> None:
         self._enter(Mode.HOLDING)
-        self._held = HeldDeviceState(self.forwarded_in, self.config.hold_cap)
+        self._held = HeldDeviceState(self.forwarded_in, self.config.hold_cap,
+                                     self.config.hold_budget)
         res.events.append(DeviceStateHeld(self.forwarded_in))
         for piece in pieces:
             if len(piece):
@@ -349,8 +361,10 @@ class StreamEngine:
         assert held is not None
         try:
             held.add(mv)
-        except HoldCapExceeded as e:
-            self._not_understood(res, Reason.HOLD_CAP_EXCEEDED, str(e), held.start_offset, mv,
+        except (HoldCapExceeded, HoldBudgetExhausted) as e:
+            reason = (Reason.HOLD_CAP_EXCEEDED if isinstance(e, HoldCapExceeded)
+                      else Reason.HOLD_BUDGET_EXHAUSTED)
+            self._not_understood(res, reason, str(e), held.start_offset, mv,
                                  self.received - len(mv))
             return
         if self.end_at_source_eof:
@@ -422,7 +436,7 @@ class StreamEngine:
         res.events.append(StreamComplete(base + layout.end))
         self.forwarded_in = self.received
         self._enter(Mode.DONE)
-        self._held = None
+        self._drop_held()
 
     def _rewrite(self, res: FeedResult, buf: bytearray,
                  layout: DeviceStateLayout) -> bytes | bytearray | None:

@@ -14,6 +14,24 @@ MAX_ITEM = 5 + 0xFFFF
 MAX_DESCRIPTION_CONTAINERS = 200_000
 
 
+class HoldBudget:
+    """Bytes of device state all the engines sharing it may hold at once (the daemon has
+    one for all its migrations: hold_cap bounds one, this bounds their sum)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    def take(self, n: int) -> bool:
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n: int) -> None:
+        self.used -= n
+
+
 class Policy(enum.StrEnum):
     """Passthrough: relay the rest untouched. Abort: forward nothing more."""
 

@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     # -- the non-iterable device state ------------------------------------------------
     NO_DESCRIPTION = "no_description"  # the source closed before a description framed it
     HOLD_CAP_EXCEEDED = "hold_cap_exceeded"  # the device state outgrew hold_cap
+    HOLD_BUDGET_EXHAUSTED = "hold_budget_exhausted"  # other migrations hold the whole budget
     DEVICE_STATE_NOT_FRAMED = "tail_not_framed"  # the description does not frame the bytes
     DATA_AFTER_END = "data_after_end"  # bytes after the VM description
     # -- section rewriters ------------------------------------------------------------

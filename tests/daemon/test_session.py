@@ -749,3 +749,15 @@ def test_a_clean_close_by_the_destination_after_the_stream_is_completed() -> Non
     s = _done_main()
     done = _finished(s.on_eof(Side.DESTINATION, 3.0))
     assert done.outcome == Outcome.COMPLETED and not done.abort
+
+
+def test_a_session_that_ends_mid_hold_gives_the_budget_back() -> None:
+    from migproxy.stream.policy import HoldBudget
+
+    budget = HoldBudget(1 << 30)
+    s = Session(SessionSettings(arm_engine_config(PROFILE, hold_budget=budget), 0.0), 0.0)
+    s.on_source_data(memoryview(STREAM), 1.0)
+    s.on_target_connected(1.0)
+    assert budget.used > 0  # the device state is held (no return path: until EOF)
+    _finished(s.on_lost(Side.SOURCE, "reset", 2.0))
+    assert budget.used == 0

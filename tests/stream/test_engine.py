@@ -573,3 +573,29 @@ def test_a_fake_description_in_device_state_cannot_end_a_stream_without_return_p
     split, events, eng2 = run_engine([data[:cut], data[cut:]], _cfg())
     assert eng1.mode == eng2.mode == Mode.DONE and split == whole
     assert [e.instance_id for e in events if isinstance(e, CpuRewritten)] == [0, 1]
+
+
+def test_engines_sharing_a_hold_budget_never_hold_more_than_it(synth_small: bytes) -> None:
+    from migproxy.stream.policy import HoldBudget
+
+    first = StreamEngine(_cfg())
+    first.feed(synth_small)  # no return path: the device state is held until EOF
+    held = first.held_bytes
+    budget = HoldBudget(held + 100)
+    a = StreamEngine(_cfg(hold_budget=budget))
+    b = StreamEngine(_cfg(hold_budget=budget))
+    a.feed(synth_small)
+    assert a.mode == Mode.HOLDING and budget.used == held
+    res = b.feed(synth_small)  # would need another `held` bytes: not there
+    stop = _stop(res.events)
+    assert isinstance(stop, PassthroughEntered) and stop.reason == Reason.HOLD_BUDGET_EXHAUSTED
+    assert res.joined() == synth_small and budget.used == held  # b gave back what it took
+    a.feed_eof()
+    assert a.mode == Mode.DONE and budget.used == 0  # released: the budget is free again
+    c = StreamEngine(_cfg(hold_budget=budget))
+    c.feed(synth_small)
+    assert budget.used == held
+    c.close()  # the channel died mid-hold
+    assert budget.used == 0
+    c.close()  # idempotent
+    assert budget.used == 0
