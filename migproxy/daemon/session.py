@@ -91,6 +91,14 @@ class CloseReason(enum.StrEnum):
 
 class Timer(enum.StrEnum):
     IDLE = "idle"
+    DEVICE_STATE_END = "device_state_end"  # confirm that an unframed end really is the end
+
+
+# With the return path, how long a description that does not frame the device state must
+# stand with no byte after it before it counts as the end (and the stream as not
+# understood). QEMU sends the whole device state at once; a guest's planted fake is
+# followed by the rest within the same burst.
+END_CONFIRM_DELAY = 1.0  # seconds
 
 
 class ConnState(enum.StrEnum):
@@ -342,6 +350,11 @@ class Session:
     def on_timer(self, timer: Timer, now: float) -> list[Command]:
         if self.closed:
             return []
+        if timer == Timer.DEVICE_STATE_END:
+            out: list[Command] = []
+            if self.engine is not None and self.engine.end_unconfirmed:
+                self._engine_result(self.engine.conclude(), out, now)
+            return out
         return self._idle_timer(now)
 
     def on_shutdown(self, now: float) -> list[Command]:
@@ -386,6 +399,8 @@ class Session:
         if engine.mode == Mode.ABORTED:
             out.extend(self._end(CloseReason.POLICY_ABORT, abort=True, now=now))
             return False
+        if engine.end_unconfirmed:
+            out.append(RequestTimer(Timer.DEVICE_STATE_END, END_CONFIRM_DELAY))
         return True
 
     def _classify(self, head: bytes, out: list[Command]) -> None:

@@ -129,6 +129,7 @@ class StreamEngine:
         self._held: HeldDeviceState | None = None
         self._rewritten_release = False
         self._oversized = 0  # size of a description candidate not parsed (over the caps)
+        self.unframed: tuple[str, int] | None = None  # the last candidate that did not frame
         self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
         self.stop_reason: Reason | None = None
@@ -196,6 +197,8 @@ class StreamEngine:
                                  at)
         elif self.mode == Mode.HOLDING and self.end_at_source_eof:
             self._try_end(res)
+        if self.end_unconfirmed:
+            self._unframed_verdict(res)
         if self.mode == Mode.HOLDING:
             assert self._held is not None
             self._not_understood(
@@ -369,7 +372,29 @@ class StreamEngine:
             return
         if self.end_at_source_eof:
             return  # the end of the stream is the source closing: see feed_eof
+        self.unframed = None  # more bytes: an earlier candidate was not the end
         self._try_end(res)
+
+    @property
+    def end_unconfirmed(self) -> bool:
+        """A description at the end of what is held parsed but does not frame it, and no
+        byte has come since: the driver should call :meth:`conclude` if none comes within
+        a short delay (the source, waiting on the return path, will send nothing more)."""
+        return self.mode == Mode.HOLDING and self.unframed is not None
+
+    def conclude(self) -> FeedResult:
+        """No byte came after an unframed description: the device state is not understood
+        (passthrough of everything held, or abort). Nothing to do otherwise."""
+        res = FeedResult()
+        if self.end_unconfirmed:
+            self._unframed_verdict(res)
+        return res
+
+    def _unframed_verdict(self, res: FeedResult) -> None:
+        assert self.unframed is not None
+        message, offset = self.unframed
+        self._not_understood(res, Reason.DEVICE_STATE_NOT_FRAMED, message, offset,
+                             memoryview(b""), self.received)
 
     @property
     def end_at_source_eof(self) -> bool:
@@ -400,11 +425,16 @@ class StreamEngine:
             try:
                 layout = frame_device_state(held.buf, p, desc)
             except DescriptionMismatch as e:
-                self._not_understood(
-                    res, Reason.DEVICE_STATE_NOT_FRAMED,
-                    f"the VM description does not frame the device state: {e}",
-                    held.start_offset + e.rel_offset, memoryview(b""), self.received)
-                return
+                self.unframed = (f"the VM description does not frame the device state: {e}",
+                                 held.start_offset + e.rel_offset)
+                if self.end_at_source_eof:
+                    self._unframed_verdict(res)  # the end is known: this is the verdict
+                    return
+                # With the return path the end is only a hypothesis: a description a guest
+                # planted, followed by the rest of the real device state, looks like this
+                # until the next byte. Not a verdict: wait (conclude() decides if nothing
+                # more arrives).
+                continue
             self._release(res, layout)
             return
 

@@ -761,3 +761,31 @@ def test_a_session_that_ends_mid_hold_gives_the_budget_back() -> None:
     assert budget.used > 0  # the device state is held (no return path: until EOF)
     _finished(s.on_lost(Side.SOURCE, "reset", 2.0))
     assert budget.used == 0
+
+
+def test_an_unframed_end_with_the_return_path_is_concluded_on_a_timer() -> None:
+    import json
+
+    from migproxy.daemon.session import END_CONFIRM_DELAY
+
+    rp = build(SynthSpec(cpus=2, full_pages=16, zero_pages=64, return_path=True))
+    at = rp.index(b"\x00\x06", rp.index(b"globalstate"))
+    while rp[at + 6 : at + 7] != b"{":
+        at = rp.index(b"\x00\x06", at + 1)
+    body = json.loads(rp[at + 6 :])
+    body["devices"][0]["fields"][0]["size"] = 9  # the description no longer frames
+    raw = json.dumps(body).encode()
+    bad = rp[: at + 2] + struct.pack(">I", len(raw)) + raw
+    s = Session(_settings(), 0.0)
+    s.on_source_data(memoryview(bad), 1.0)
+    cmds = s.on_target_connected(1.0)
+    assert RequestTimer(Timer.DEVICE_STATE_END, END_CONFIRM_DELAY) in cmds
+    held = _sent(cmds)
+    assert len(held) < len(bad)  # the device state waits
+    out = s.on_timer(Timer.DEVICE_STATE_END, 2.0)
+    assert held + _sent(out) == bad  # all of it, untouched
+    stops = [e for c in _of(out, Report) for e in c.events if isinstance(e, PassthroughEntered)]
+    assert [e.reason for e in stops] == [Reason.DEVICE_STATE_NOT_FRAMED]
+    assert s.on_timer(Timer.DEVICE_STATE_END, 3.0) == []  # already decided
+    done = _finished(s.on_eof(Side.SOURCE, 4.0) + s.on_eof(Side.DESTINATION, 4.0))
+    assert done.outcome == Outcome.PASSTHROUGH

@@ -599,3 +599,41 @@ def test_engines_sharing_a_hold_budget_never_hold_more_than_it(synth_small: byte
     assert budget.used == 0
     c.close()  # idempotent
     assert budget.used == 0
+
+
+def _planted(base: bytes) -> tuple[bytes, int]:
+    """``base`` with a fake description planted in its test-blob device, and where a read
+    boundary right after the fake lies."""
+    fake_json = b'{"devices": []}'
+    fake = b"\x00\x06" + struct.pack(">I", len(fake_json)) + fake_json
+    blob_at = base.index(b"test-blob") + len(b"test-blob") + 8
+    return base[:blob_at + 100] + fake + base[blob_at + 100 + len(fake):], \
+        blob_at + 100 + len(fake)
+
+
+def test_with_the_return_path_a_planted_fake_is_not_a_verdict() -> None:
+    data, cut = _planted(build(SynthSpec(cpus=2, tail_blob=4096, return_path=True)))
+    eng = StreamEngine(_cfg())
+    first = eng.feed(data[:cut])  # a read ends right after the fake: it parses, no frame
+    assert eng.mode == Mode.HOLDING and eng.end_unconfirmed and _stop(first.events) is None
+    rest = eng.feed(data[cut:])  # the rest of the real device state: the real end frames
+    assert eng.mode == Mode.DONE and not eng.end_unconfirmed
+    assert first.joined() + rest.joined() == run_engine([data], _cfg())[0]
+    assert [e.instance_id for e in rest.events if isinstance(e, CpuRewritten)] == [0, 1]
+
+
+def test_with_the_return_path_an_unframed_end_is_concluded_by_the_driver() -> None:
+    def wrong_timer_size(body: dict) -> None:
+        body["devices"][0]["fields"][0]["size"] = 9
+
+    bad = _redescribe(RP_STREAM, wrong_timer_size)
+    for finish in ("conclude", "eof"):
+        eng = StreamEngine(_cfg())
+        res = eng.feed(bad)
+        hold = next(e.offset for e in res.events if isinstance(e, DeviceStateHeld))
+        assert eng.end_unconfirmed and res.joined() == bad[:hold]  # nothing decided yet
+        end = eng.conclude() if finish == "conclude" else eng.feed_eof()
+        stop = _stop(end.events)
+        assert isinstance(stop, PassthroughEntered) and stop.reason == "tail_not_framed"
+        assert res.joined() + end.joined() == bad and eng.mode == Mode.PASSTHROUGH
+        assert eng.conclude().data == []  # once only
