@@ -566,6 +566,39 @@ def test_cancelled_migration(lab: Lab, own_proxy: Callable[..., Proxy], blob: Pa
     assert delta("migproxy_migrations_total", outcome="completed") == 0
 
 
+@pytest.mark.parametrize("killed", ["migproxy", "destination"])
+def test_kill_9_mid_migration_leaves_the_guest_running_on_the_source(
+        lab: Lab, tmp_path: Path, blob: Path, killed: str) -> None:
+    """SIGKILL of migproxy, or of the destination behind it, while RAM is streaming: the
+    source sees the connection fail, reports the migration failed and the guest goes on
+    counting there, as with a direct migration whose connection breaks."""
+    p = Proxy(tmp_path, free_port()).start()
+    assert p.proc is not None
+    try:
+        with held_migration(lab, p, blob) as held:
+            if killed == "migproxy":
+                p.proc.kill()
+                p.proc.wait(10)
+            else:
+                assert held.dst.pid is not None
+                os.kill(held.dst.pid, signal.SIGKILL)
+            info = held.src.wait_migration(60)
+            assert info.get("status") == "failed", info
+            assert held.src.status() == "running"
+            n = held.src.last_counter()
+            assert n is not None
+            assert_counting(held.src, n)
+            if killed == "migproxy":
+                held.release()
+                assert held.dst.wait_incoming(30).get("status") != "completed"
+        if killed == "destination":
+            closed = wait_main_closed(p, 0)
+            assert len(closed) == 1 and closed[0]["outcome"] != "completed", closed
+    finally:
+        if p.proc.poll() is None:
+            p.stop()
+
+
 @pytest.mark.parametrize("smp", [1, 2])
 def test_10_0_2_to_11_1_with_a_profile_from_cpregs_diff(lab: Lab, own_proxy: Callable[..., Proxy],
                                                         tmp_path: Path, smp: int) -> None:
