@@ -54,7 +54,7 @@ class Grammar(enum.IntEnum):
 
 
 # The framer keeps its state as a plain int (exact-int comparisons are the fastest in the
-# hot loop); ``StreamFramer.grammar`` names it.
+# hot loop); ``Grammar(framer.state)`` names it.
 ST_HEADER = int(Grammar.HEADER)
 ST_AFTER_HEADER = int(Grammar.AFTER_HEADER)
 ST_CONFIG = int(Grammar.CONFIG)
@@ -266,11 +266,6 @@ class StreamFramer:
         self._cur_type = 0
         self._cur_snapshot: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
         self._caps_left = 0
-
-    @property
-    def grammar(self) -> Grammar:
-        """Where the framer is in the grammar."""
-        return Grammar(self.state)
 
     # -- helpers -------------------------------------------------------------------------
 
