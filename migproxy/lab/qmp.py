@@ -63,6 +63,11 @@ class QMPClient:
             time.sleep(0.02)
         self._sock = sock
         msg = self._read_message(max(0.5, deadline - time.monotonic()))
+        while "event" in msg and "QMP" not in msg:
+            # A client that connects while QEMU starts may see an event (RESUME of a guest
+            # started without -S) before the greeting: keep it, read on.
+            self.events.append(msg)
+            msg = self._read_message(max(0.5, deadline - time.monotonic()))
         if "QMP" not in msg:
             raise QMPConnectionError(f"unexpected QMP greeting: {msg!r}")
         self.greeting = msg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from migproxy.lab import LabUnavailable, free_port, get_lab, last_counter, parse_ticks
@@ -73,3 +75,39 @@ def test_a_missing_version_is_an_error_of_the_harness_and_a_skip_or_failure_of_a
     monkeypatch.setenv(REQUIRE_ENV, "1")
     with pytest.raises(LabUnavailable, match="an error, not a skip"):
         require_lab("0.0")
+
+
+def test_qmp_tolerates_an_event_before_the_greeting(tmp_path: Path) -> None:
+    """QEMU may emit an event (RESUME) to a client that connects while it starts, before
+    the greeting: the client keeps it and still negotiates."""
+    import json
+    import socket
+    import threading
+
+    from migproxy.lab import QMPClient
+
+    path = str(tmp_path / "qmp.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.sendall(json.dumps({"event": "RESUME", "timestamp": {}}).encode() + b"\r\n")
+            conn.sendall(json.dumps({"QMP": {"version": {}, "capabilities": []}}).encode()
+                         + b"\r\n")
+            req = json.loads(conn.makefile().readline())
+            conn.sendall(json.dumps({"return": {}, "id": req.get("id")}).encode() + b"\r\n")
+            conn.recv(1)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    client = QMPClient(path).connect(timeout=5)
+    try:
+        assert "QMP" in client.greeting
+        assert [e["event"] for e in client.events] == ["RESUME"]
+    finally:
+        client.close()
+        t.join(5)
+        srv.close()
