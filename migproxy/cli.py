@@ -154,6 +154,12 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--connect-timeout", type=float, metavar="SECONDS")
     g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
                    help="close a pair silent this long in both directions (0: never)")
+    g.add_argument("--classify-timeout", type=float, metavar="SECONDS",
+                   help="close a connection that has not sent 4 bytes by then, unless a "
+                        "migration from its address is open (default 30; 0: never)")
+    g.add_argument("--end-quiet", type=float, metavar="SECONDS",
+                   help="with the return path, quiet that confirms the end of the device "
+                        "state (default 0.05)")
     g.add_argument("--high-water", type=int, metavar="BYTES",
                    help="bytes queued towards a peer before reading from the other pauses")
     g.add_argument("--hold-budget", type=int, metavar="BYTES",

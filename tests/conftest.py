@@ -21,8 +21,11 @@ DATA = Path(__file__).parent / "data"
 
 
 def run_engine(data_chunks: Iterable[bytes], config: EngineConfig | None = None,
-               eof: bool = True) -> tuple[bytes, list[Event], StreamEngine]:
-    """Feed chunks to a fresh engine; return the joined output, all events and the engine."""
+               eof: bool = True, quiet: bool = False) -> tuple[bytes, list[Event], StreamEngine]:
+    """Feed chunks to a fresh engine; return the joined output, all events and the engine.
+
+    ``quiet``: the driver's quiet window passes after every chunk, so a pending end of the
+    device state (return path) is confirmed there, as the daemon's session does."""
     eng = StreamEngine(config or arm_engine_config(None))
     out: list[bytes] = []
     events: list[Event] = []
@@ -33,6 +36,8 @@ def run_engine(data_chunks: Iterable[bytes], config: EngineConfig | None = None,
 
     for c in data_chunks:
         take(eng.feed(c))
+        if quiet and eng.end_pending:
+            take(eng.conclude())
     if eof:
         take(eng.feed_eof())
     return b"".join(out), events, eng

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from migproxy.arm.cpu_layouts import unknown_cpu_layout
 from migproxy.arm.cpu_section import F_IDX, F_VAL, CpuLayoutError, CpuSection, parse_cpu_section
 from migproxy.arm.events import CpuRewritten, CpuSeen, CpuState
 from migproxy.arm.profile import Profile
@@ -31,6 +32,9 @@ class ArmCpuRewriter:
 
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         return section.idstr == "cpu" and device.get("vmsd_name") == "cpu"
+
+    def recognises(self, section: FullSection, device: Mapping[str, Any]) -> str | None:
+        return unknown_cpu_layout(device)
 
     def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:
         cpu = parse_cpu_section(held, section)

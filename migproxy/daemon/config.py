@@ -21,6 +21,8 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     max_description = 16777216     # bytes of VM description parsed at most
     connect_timeout = 10           # seconds to connect to the target
     idle_timeout = 3600            # seconds without a byte either way; 0 = never
+    classify_timeout = 30          # seconds for a connection's first 4 bytes; 0 = no deadline
+    end_quiet = 0.05               # seconds of quiet that confirm the end (return path)
     high_water = 4194304           # bytes buffered towards a peer before reading pauses
     max_connections = 512          # open connections per route; more are refused at once
     max_per_peer = 300             # open connections per source address and route
@@ -51,6 +53,7 @@ from migproxy.daemon.admission import (
     Network,
     parse_networks,
 )
+from migproxy.daemon.session import DEFAULT_END_QUIET
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Policy
 
@@ -133,6 +136,8 @@ class RouteSettings:
     max_description: int = DEFAULT_MAX_DESCRIPTION
     connect_timeout: float = 10.0
     idle_timeout: float = 3600.0
+    classify_timeout: float = 30.0
+    end_quiet: float = DEFAULT_END_QUIET
     high_water: int = 4 << 20
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_per_peer: int = DEFAULT_MAX_PER_PEER
@@ -164,8 +169,8 @@ class Config:
 
 
 _SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "max_description",
-                 "connect_timeout", "idle_timeout", "high_water", "max_connections",
-                 "max_per_peer", "allow"}
+                 "connect_timeout", "idle_timeout", "classify_timeout", "end_quiet",
+                 "high_water", "max_connections", "max_per_peer", "allow"}
 _INTEGERS = ("hold_cap", "max_description", "high_water", "max_connections", "max_per_peer")
 # (lowest, highest) accepted value of each number; the README's configuration table says why.
 LIMITS: dict[str, tuple[float, float]] = {
@@ -174,6 +179,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "high_water": (65536, 1 << 30),  # bytes queued towards one peer
     "connect_timeout": (0.1, 3600),  # seconds
     "idle_timeout": (0, 7 * 86400),  # seconds; 0 = never
+    "classify_timeout": (0, 86400),  # seconds; 0 = no deadline
+    "end_quiet": (0.001, 5),  # seconds; the switchover time added with the return path
     "drain_timeout": (0, 86400),  # seconds
     "hold_budget": (4096, 1 << 36),  # bytes held by all migrations of the daemon together
     "max_connections": (1, 65536),  # open connections per route

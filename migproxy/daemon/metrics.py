@@ -17,7 +17,10 @@ from prometheus_client import (
 )
 
 from migproxy.daemon.admission import Refusal
+from migproxy.daemon.session import CloseReason
 from migproxy.stream.reasons import Reason
+
+CLASSIFY_TIMEOUT = str(CloseReason.CLASSIFY_TIMEOUT)  # a refused label beside the Refusals
 
 CHANNELS = ("main", "multifd", "tls", "other")
 DIRECTIONS = ("to_destination", "to_source")
@@ -90,7 +93,9 @@ class Metrics:
             "How late the daemon's event loop last woke up (measured every 0.5 s)",
             registry=r)
         self.connections_refused = Counter(
-            "migproxy_connections_refused", "Connections closed at once by admission, by reason",
+            "migproxy_connections_refused",
+            "Connections closed without being relayed, by reason: refused at once by "
+            "admission, or silent past classify_timeout",
             ["reason"], registry=r)
         self.connect_errors = Counter(
             "migproxy_connect_errors", "Failed connections to the target", registry=r)
@@ -105,5 +110,5 @@ class Metrics:
         for reason in Reason:
             self.passthrough.labels(reason)
             self.aborts.labels(reason)
-        for refusal in Refusal:
+        for refusal in (*Refusal, CLASSIFY_TIMEOUT):
             self.connections_refused.labels(refusal)

@@ -143,6 +143,8 @@ class PairObserver:
         m = self.metrics
         if c.reason == CloseReason.CONNECT_FAILED:
             m.connect_errors.inc()
+        elif c.reason == CloseReason.CLASSIFY_TIMEOUT:
+            m.connections_refused.labels(str(c.reason)).inc()
         if c.channel is not None:
             m.connections_active.labels(c.channel).dec()
         if c.channel == Channel.MAIN:

@@ -26,6 +26,7 @@ from migproxy.daemon.addresses import format_host_port
 from migproxy.daemon.admission import Admission
 from migproxy.daemon.observe import PairObserver
 from migproxy.daemon.session import (
+    Channel,
     Classified,
     Close,
     Command,
@@ -138,7 +139,8 @@ class Pair:
             arm_engine_config(route.profile, policy=st.policy, dry_run=st.dry_run,
                               hold_cap=st.hold_cap, max_description=st.max_description,
                               hold_budget=registry.hold_budget),
-            st.idle_timeout), time.monotonic())
+            st.idle_timeout, end_quiet=st.end_quiet, classify_timeout=st.classify_timeout),
+            time.monotonic())
         self.sides = {Side.SOURCE: _Side(self, Side.SOURCE),
                       Side.DESTINATION: _Side(self, Side.DESTINATION)}
         self.src = self.sides[Side.SOURCE]
@@ -273,8 +275,14 @@ class Pair:
         if old is not None:
             old.cancel()
         session = self.session
-        self._timers[c.timer] = asyncio.get_event_loop().call_later(
-            c.delay, lambda: self.run(session.on_timer(c.timer, time.monotonic())))
+        if c.timer == Timer.CLASSIFY:
+            def fire() -> None:
+                main_open = self.registry.main_open(self.route, session)
+                self.run(session.on_classify_deadline(time.monotonic(), main_open=main_open))
+        else:
+            def fire() -> None:
+                self.run(session.on_timer(c.timer, time.monotonic()))
+        self._timers[c.timer] = asyncio.get_event_loop().call_later(c.delay, fire)
 
     def _finished(self, c: Finished) -> None:
         for h in self._timers.values():
@@ -304,6 +312,13 @@ class PairRegistry:
     def queue(self, route: Route) -> ConnectQueue:
         """Accepted connections of a route whose target connection is not started yet."""
         return self._queues.setdefault(id(route), ConnectQueue())
+
+    def main_open(self, route: Route, session: Session) -> bool:
+        """Whether a main channel from ``session``'s source address is open on ``route``."""
+        return any(p.route is route and p.session is not session and
+                   p.session.peer_host == session.peer_host and
+                   p.session.channel == Channel.MAIN and not p.session.closed
+                   for p in self.pairs)
 
     def pair_of(self, session: Session) -> Pair | None:
         return self._by_session.get(id(session))

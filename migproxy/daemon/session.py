@@ -86,12 +86,14 @@ class CloseReason(enum.StrEnum):
     SOURCE_CLOSED = "source_closed"  # the source closed while the other direction was open
     DESTINATION_CLOSED = "destination_closed"  # likewise the destination
     IDLE_TIMEOUT = "idle_timeout"  # no byte either way for idle_timeout seconds
+    CLASSIFY_TIMEOUT = "classify_timeout"  # fewer than 4 bytes in classify_timeout seconds
     SHUTDOWN = "shutdown"  # the drain timeout ran out at daemon shutdown
 
 
 class Timer(enum.StrEnum):
     IDLE = "idle"
-    DEVICE_STATE_END = "device_state_end"  # confirm that an unframed end really is the end
+    DEVICE_STATE_END = "device_state_end"  # confirm the end of the device state by quiet
+    CLASSIFY = "classify"  # the first 4 bytes are due (classify_timeout)
 
 
 # With the return path, how long a description that does not frame the device state must
@@ -99,6 +101,10 @@ class Timer(enum.StrEnum):
 # understood). QEMU sends the whole device state at once; a guest's planted fake is
 # followed by the rest within the same burst.
 END_CONFIRM_DELAY = 1.0  # seconds
+# With the return path, how long a description that frames the device state and passed
+# every check must stand with no byte after it before the device state is released (the
+# added switchover time; configurable per route as end_quiet).
+DEFAULT_END_QUIET = 0.05  # seconds
 
 
 class ConnState(enum.StrEnum):
@@ -203,6 +209,8 @@ Command = (Forward | HalfClose | Close | OpenTarget | PauseReading | ResumeReadi
 class SessionSettings:
     engine: EngineConfig  # for main channels
     idle_timeout: float  # seconds without a byte either way; 0: never
+    end_quiet: float = DEFAULT_END_QUIET  # seconds of quiet that confirm a framed end
+    classify_timeout: float = 0.0  # seconds for the first 4 bytes; 0: no deadline
 
 
 class Session:
@@ -231,7 +239,24 @@ class Session:
     # -- events in ------------------------------------------------------------------------
 
     def on_accepted(self) -> list[Command]:
-        return self._idle_timer(self.started)
+        out = self._idle_timer(self.started)
+        if self.settings.classify_timeout > 0:
+            out.append(RequestTimer(Timer.CLASSIFY, self.settings.classify_timeout))
+        return out
+
+    def on_classify_deadline(self, now: float, *, main_open: bool) -> list[Command]:
+        """The CLASSIFY timer fired. ``main_open``: a main channel from the same source
+        address is open on this route (the executor knows the other sessions). A connection
+        that has not sent its first 4 bytes by now is closed, unless it may be the silent
+        channel of that migration: QEMU's postcopy preempt channel sends nothing until
+        postcopy starts."""
+        if self.closed or self.channel is not None or main_open:
+            return []
+        out: list[Command] = [Log("warning", "classify_timeout",
+                                  {"seconds": self.settings.classify_timeout,
+                                   "bytes": len(self._prefix) + sum(map(len, self._pending))})]
+        out.extend(self._end(CloseReason.CLASSIFY_TIMEOUT, abort=True, now=now))
+        return out
 
     def on_source_data(self, data: memoryview, now: float) -> list[Command]:
         if self.closed:
@@ -352,9 +377,12 @@ class Session:
             return []
         if timer == Timer.DEVICE_STATE_END:
             out: list[Command] = []
-            if self.engine is not None and self.engine.end_unconfirmed:
-                self._engine_result(self.engine.conclude(), out, now)
+            engine = self.engine
+            if engine is not None and (engine.end_pending or engine.end_unconfirmed):
+                self._engine_result(engine.conclude(), out, now)
             return out
+        if timer == Timer.CLASSIFY:
+            return []  # the executor calls on_classify_deadline (it knows the siblings)
         return self._idle_timer(now)
 
     def on_shutdown(self, now: float) -> list[Command]:
@@ -399,7 +427,9 @@ class Session:
         if engine.mode == Mode.ABORTED:
             out.extend(self._end(CloseReason.POLICY_ABORT, abort=True, now=now))
             return False
-        if engine.end_unconfirmed:
+        if engine.end_pending:
+            out.append(RequestTimer(Timer.DEVICE_STATE_END, self.settings.end_quiet))
+        elif engine.end_unconfirmed:
             out.append(RequestTimer(Timer.DEVICE_STATE_END, END_CONFIRM_DELAY))
         return True
 

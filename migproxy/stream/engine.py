@@ -57,9 +57,11 @@ from migproxy.stream.vmdesc import (
     DescriptionMismatch,
     DeviceStateLayout,
     FullSection,
+    StreamFacts,
     encode_description,
     frame_device_state,
     parse_description,
+    unlike_qemus,
     with_array_lengths,
 )
 
@@ -129,7 +131,9 @@ class StreamEngine:
         self._held: HeldDeviceState | None = None
         self._rewritten_release = False
         self._oversized = 0  # size of a description candidate not parsed (over the caps)
-        self.unframed: tuple[str, int] | None = None  # the last candidate that did not frame
+        # the last candidate not taken for the end: (why, message, offset)
+        self.unframed: tuple[Reason, str, int] | None = None
+        self.pending: DeviceStateLayout | None = None  # a framed end awaiting confirmation
         self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
         self.stop_reason: Reason | None = None
@@ -197,6 +201,8 @@ class StreamEngine:
                                  at)
         elif self.mode == Mode.HOLDING and self.end_at_source_eof:
             self._try_end(res)
+        elif self.end_pending:
+            self._confirm(res)  # the source closed: nothing else can follow
         if self.end_unconfirmed:
             self._unframed_verdict(res)
         if self.mode == Mode.HOLDING:
@@ -373,6 +379,7 @@ class StreamEngine:
         if self.end_at_source_eof:
             return  # the end of the stream is the source closing: see feed_eof
         self.unframed = None  # more bytes: an earlier candidate was not the end
+        self.pending = None
         self._try_end(res)
 
     @property
@@ -382,18 +389,40 @@ class StreamEngine:
         a short delay (the source, waiting on the return path, will send nothing more)."""
         return self.mode == Mode.HOLDING and self.unframed is not None
 
+    @property
+    def end_pending(self) -> bool:
+        """With the return path: a description at the end of what is held frames it and
+        passed every check, and no byte has come since. The driver calls :meth:`conclude`
+        when none comes within a short quiet window (the source, waiting on the return
+        path, sends nothing after the real description; a planted one is followed by the
+        rest of the device state in the same burst)."""
+        return self.mode == Mode.HOLDING and self.pending is not None
+
     def conclude(self) -> FeedResult:
-        """No byte came after an unframed description: the device state is not understood
-        (passthrough of everything held, or abort). Nothing to do otherwise."""
+        """No byte came within the driver's window after the end of what is held: release
+        a pending end (:attr:`end_pending`), or take an unframed one as the verdict
+        (:attr:`end_unconfirmed`: passthrough of everything held, or abort). Nothing to do
+        otherwise."""
         res = FeedResult()
-        if self.end_unconfirmed:
-            self._unframed_verdict(res)
+        try:
+            if self.end_pending:
+                self._confirm(res)
+            elif self.end_unconfirmed:
+                self._unframed_verdict(res)
+        except Exception as e:  # a bug must stop rewriting, never crash the caller
+            self._internal_error(res, e, memoryview(b""), self.received)
         return res
+
+    def _confirm(self, res: FeedResult) -> None:
+        layout = self.pending
+        assert layout is not None
+        self.pending = None
+        self._release(res, layout)
 
     def _unframed_verdict(self, res: FeedResult) -> None:
         assert self.unframed is not None
-        message, offset = self.unframed
-        self._not_understood(res, Reason.DEVICE_STATE_NOT_FRAMED, message, offset,
+        reason, message, offset = self.unframed
+        self._not_understood(res, reason, message, offset,
                              memoryview(b""), self.received)
 
     @property
@@ -425,7 +454,8 @@ class StreamEngine:
             try:
                 layout = frame_device_state(held.buf, p, desc)
             except DescriptionMismatch as e:
-                self.unframed = (f"the VM description does not frame the device state: {e}",
+                self.unframed = (Reason.DEVICE_STATE_NOT_FRAMED,
+                                 f"the VM description does not frame the device state: {e}",
                                  held.start_offset + e.rel_offset)
                 if self.end_at_source_eof:
                     self._unframed_verdict(res)  # the end is known: this is the verdict
@@ -435,8 +465,40 @@ class StreamEngine:
                 # until the next byte. Not a verdict: wait (conclude() decides if nothing
                 # more arrives).
                 continue
+            if not self.end_at_source_eof:
+                why = self._unlike_the_end(raw, desc, layout)
+                if why is not None:
+                    self.unframed = (Reason.DESCRIPTION_NOT_RECOGNISED,
+                                     f"the VM description at the end is not taken for the "
+                                     f"stream's own: {why}", held.start_offset + p)
+                    continue
+                self.pending = layout  # confirmed by the quiet window (or the source's EOF)
+                return
             self._release(res, layout)
             return
+
+    def _unlike_the_end(self, raw: memoryview, desc: dict[str, object],
+                        layout: DeviceStateLayout) -> str | None:
+        """Why a framing description, with the return path, is not taken for the end:
+        not QEMU's serialisation or not this stream's (:func:`unlike_qemus`), or a section
+        a rewriter claims is not in a layout it knows field for field."""
+        fr = self.framer
+        why = unlike_qemus(raw, desc, StreamFacts(fr.page_size, fr.machine,
+                                                  tuple(fr.config_subsections)))
+        if why is not None:
+            return why
+        devices = layout.description["devices"]
+        for item in layout.items:
+            if not isinstance(item, FullSection):
+                continue
+            for rw in self.config.rewriters:
+                device = devices[item.device_index]
+                if rw.claims(item, device):
+                    why = rw.recognises(item, device)
+                    if why is not None:
+                        return f"section {item.idstr!r} instance {item.instance_id}: {why}"
+                    break
+        return None
 
     def _release(self, res: FeedResult, layout: DeviceStateLayout) -> None:
         held = self._held
@@ -504,12 +566,34 @@ class StreamEngine:
             res.events.extend(edit.events)
         if self.config.dry_run or not edits:
             return buf
-        return self._splice(buf, layout, edits)
+        out, eof = self._splice(buf, layout, edits)
+        self._check_rewrite(out, eof, layout)
+        return out
 
     @staticmethod
-    def _splice(buf: bytearray, layout: DeviceStateLayout, edits: list[SectionEdit]) -> bytes:
-        """The new device state: the splices in stream order, then EOF and the updated
-        VM description."""
+    def _check_rewrite(out: bytes, eof: int, layout: DeviceStateLayout) -> None:
+        """Frame the rewritten device state with its new description, field by field, as
+        a reader of the stream (scripts/analyze-migration.py) would: the same sections in
+        the same order, every byte accounted for. Raises if not (a bug in a rewriter or
+        the splicing: the caller then releases the original untouched, internal_error)."""
+        desc = parse_description(memoryview(out)[eof + 6 :])
+        if desc is None:
+            raise AssertionError("the rewritten VM description does not parse")
+        new = frame_device_state(out, eof, desc)
+        if new.end != len(out):
+            raise AssertionError("the rewritten VM description does not end the stream")
+        before = [(type(i), getattr(i, "idstr", None), getattr(i, "instance_id", None))
+                  for i in layout.items]
+        after = [(type(i), getattr(i, "idstr", None), getattr(i, "instance_id", None))
+                 for i in new.items]
+        if before != after:
+            raise AssertionError("the rewritten device state frames into other items")
+
+    @staticmethod
+    def _splice(buf: bytearray, layout: DeviceStateLayout,
+                edits: list[SectionEdit]) -> tuple[bytes, int]:
+        """The new device state (the splices in stream order, then EOF and the updated VM
+        description) and where its EOF is."""
         splices = sorted((s for e in edits for s in e.splices), key=lambda s: s.start)
         pieces: list[bytes | memoryview] = []
         mvb = memoryview(buf)
@@ -521,12 +605,13 @@ class StreamEngine:
             pieces.append(s.data)
             pos = s.end
         pieces.append(mvb[pos : layout.eof_offset])
+        eof = sum(len(p) for p in pieces)
         lengths = {e.section.device_index: e.field_counts for e in edits if e.field_counts}
         body = encode_description(with_array_lengths(layout.description, lengths))
         pieces.append(bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION)))
         pieces.append(wire.BE32.pack(len(body)))
         pieces.append(body)
-        return b"".join(pieces)
+        return b"".join(pieces), eof
 
     def _after_done(self, mv: memoryview, chunk_start: int, res: FeedResult) -> None:
         message = (f"{len(mv)} bytes arrived after the end of the stream (after the VM "

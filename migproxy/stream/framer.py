@@ -250,6 +250,7 @@ class StreamFramer:
         self.machine: str | None = None
         self.capabilities: list[str] = []
         self.uuid: bytes | None = None
+        self.config_subsections: list[str] = []  # the configuration's subsections, in order
         self.ignore_shared = False
         self.sections: dict[int, _Section] = {}
         self.open_iterables: set[int] = set()
@@ -387,6 +388,7 @@ class StreamFramer:
             if end - pos < hdr + 4:
                 self.need = hdr + 4
                 return pos
+            self.config_subsections.append(name.decode("ascii"))
             bits = wire.BE32.unpack_from(buf, pos + hdr)[0]
             if not 10 <= bits <= 16:
                 raise self._fail(pos + hdr, "target page bits between 10 and 16", str(bits))
@@ -397,6 +399,7 @@ class StreamFramer:
                 self.need = hdr + 4
                 return pos
             count = wire.BE32.unpack_from(buf, pos + hdr)[0]
+            self.config_subsections.append(name.decode("ascii"))
             if count > _MAX_CAPABILITIES:
                 raise self._fail(pos + hdr, f"at most {_MAX_CAPABILITIES} capabilities", str(count))
             self._caps_left = count
@@ -407,6 +410,7 @@ class StreamFramer:
                 self.need = hdr + 16
                 return pos
             self.uuid = bytes(buf[pos + hdr : pos + hdr + 16])
+            self.config_subsections.append(name.decode("ascii"))
             return pos + hdr + 16
         if name.startswith(b"configuration/"):
             raise Unsupported(Reason.UNKNOWN_CONFIGURATION,

@@ -37,6 +37,9 @@ class Reason(enum.StrEnum):
     HOLD_CAP_EXCEEDED = "hold_cap_exceeded"  # the device state outgrew hold_cap
     HOLD_BUDGET_EXHAUSTED = "hold_budget_exhausted"  # other migrations hold the whole budget
     DEVICE_STATE_NOT_FRAMED = "tail_not_framed"  # the description does not frame the bytes
+    DESCRIPTION_NOT_RECOGNISED = "description_not_recognised"  # return path: the last
+    # description frames the bytes but is not taken for QEMU's (a rewriter does not know a
+    # section's layout, or it is not as QEMU writes it) and nothing followed it
     DATA_AFTER_END = "data_after_end"  # bytes after the VM description
     # -- section rewriters ------------------------------------------------------------
     CPU_LAYOUT = "cpu_layout"  # an ARM cpu section not in the layout migproxy rewrites

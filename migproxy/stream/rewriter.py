@@ -12,6 +12,10 @@ two phases, so that nothing is emitted unless every section agrees:
    section and new element counts for fields of its description entry), or ``None``.
    Raise :class:`~migproxy.stream.errors.SectionRefused` when a rule refuses.
 
+With the return path there is a step before both: ``recognises`` says whether a claimed
+section's description entry is a layout the rewriter knows field for field; a candidate
+end of the device state is only taken when every claimed section is recognised.
+
 Only when every plan is in does the engine build the new device state (splices in stream
 order, the description updated) and release it; a refusal anywhere leaves the whole stream
 untouched (passthrough) or stops it (abort), per policy.
@@ -65,6 +69,14 @@ class SectionRewriter(Protocol):
 
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         """Whether this rewriter handles the section (``device``: its description entry)."""
+        ...
+
+    def recognises(self, section: FullSection, device: Mapping[str, Any]) -> str | None:
+        """None if the claimed section's description entry is, field for field, a layout
+        this rewriter knows; otherwise why not. With the return path the end of the device
+        state is recognised by content, and a candidate is only taken when every claimed
+        section is recognised: a guest that plants a description in its own registers
+        cannot make the section it sits in end early without changing that layout."""
         ...
 
     def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:

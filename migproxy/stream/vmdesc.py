@@ -248,3 +248,103 @@ def with_array_lengths(desc: dict[str, Any],
         devices[device_index] = dev
     out["devices"] = devices
     return out
+
+
+# -- is this QEMU's description of this stream? ------------------------------------------
+#
+# With the return path the end of the device state is recognised by content, so a
+# description that frames the held bytes could still be one a guest wrote into its own
+# device state (followed by the rest of the real one). Before such a candidate is taken,
+# it must look the way QEMU's JSON writer (migration/vmstate.c, vmstate_save_state and
+# savevm.c's vmdesc) writes it and agree with what the stream itself said earlier. A
+# guest can copy all of this, so it is a filter, not proof: the device-specific checks of
+# the section rewriters and the session's quiet window do the rest.
+
+_TOP_KEYS = ("configuration", "page_size", "devices")
+_DEVICE_KEYS = ("name", "instance_id", "vmsd_name", "version", "fields", "subsections")
+_VMSD_KEYS = ("vmsd_name", "version", "fields", "subsections")
+_FIELD_KEYS = ("name", "array_len", "type", "struct", "size")
+
+
+@dataclass(frozen=True)
+class StreamFacts:
+    """What the streamed part said about the stream (from the framer)."""
+
+    page_size: int | None
+    machine: str | None
+    config_subsections: tuple[str, ...]
+
+
+def _key_order(obj: dict[str, Any], order: tuple[str, ...], required: tuple[str, ...],
+               what: str) -> str | None:
+    keys = list(obj)
+    if any(k not in order for k in keys) or keys != sorted(keys, key=order.index):
+        return f"{what} has keys {keys}, not in QEMU's order {list(order)}"
+    missing = [k for k in required if k not in obj]
+    if missing:
+        return f"{what} lacks {missing}"
+    return None
+
+
+def _vmsd_shape(vmsd: dict[str, Any], what: str, depth: int) -> str | None:
+    if depth > MAX_NESTING:
+        return f"{what} nests too deeply"
+    for f in vmsd.get("fields", []):
+        if not isinstance(f, dict):
+            return f"{what} has a field that is not an object"
+        why = _key_order(f, _FIELD_KEYS, ("name", "type", "size"), f"a field of {what}")
+        if why is None and "array_len" in f and f["array_len"] in (0, 1):
+            why = f"field {f.get('name')!r} of {what} has array_len {f['array_len']}"
+        if why is None and isinstance(f.get("struct"), dict):
+            why = _vmsd_shape(f["struct"], f"struct {f.get('name')!r}", depth + 1)
+        if why is not None:
+            return why
+    for sub in vmsd.get("subsections", []):
+        if not isinstance(sub, dict):
+            return f"{what} has a subsection that is not an object"
+        why = _key_order(sub, _VMSD_KEYS, ("vmsd_name", "version"), f"a subsection of {what}")
+        if why is None:
+            why = _vmsd_shape(sub, f"subsection {sub.get('vmsd_name')!r}", depth + 1)
+        if why is not None:
+            return why
+    return None
+
+
+def unlike_qemus(raw: wire.Buffer, desc: dict[str, Any], facts: StreamFacts) -> str | None:
+    """Why ``desc`` (parsed from ``raw``) is not what QEMU writes for this stream, or None.
+
+    Checked: the bytes are exactly QEMU's serialisation (key order, separators, no
+    whitespace or escapes beyond its own); the page size is the stream's; the
+    configuration entry (QEMU 8.0+ writes one) describes the stream's machine name and
+    lists the configuration subsections the stream sent, in order; every entry has
+    QEMU's keys in QEMU's order (array_len only above 1).
+    """
+    if bytes(raw) != encode_description(desc):
+        return "the JSON is not byte for byte as QEMU writes it"
+    why = _key_order(desc, _TOP_KEYS, ("page_size", "devices"), "the description")
+    if why is not None:
+        return why
+    if facts.page_size is not None and desc.get("page_size") != facts.page_size:
+        return (f"page_size {desc.get('page_size')!r} differs from the stream's "
+                f"{facts.page_size}")
+    conf = desc.get("configuration")
+    if conf is not None:
+        if not isinstance(conf, dict) or conf.get("vmsd_name") != "configuration":
+            return "the configuration entry is not QEMU's"
+        names = [f.get("size") for f in conf.get("fields", []) if isinstance(f, dict)
+                 and f.get("name") == "name"]
+        if facts.machine is not None and names != [len(facts.machine)]:
+            return (f"the configuration entry describes a machine name of {names} bytes, "
+                    f"the stream's is {len(facts.machine)}")
+        subs = [s.get("vmsd_name") for s in conf.get("subsections", []) if isinstance(s, dict)]
+        if subs != list(facts.config_subsections):
+            return (f"the configuration entry lists subsections {subs}, the stream sent "
+                    f"{list(facts.config_subsections)}")
+    for i, dev in enumerate(desc["devices"]):
+        why = _key_order(dev, _DEVICE_KEYS, ("name", "instance_id", "vmsd_name", "version"),
+                         f"device entry {i}")
+        if why is None:
+            why = _vmsd_shape(dev, f"device {dev.get('name')!r}", 0)
+        if why is not None:
+            return why
+    return None

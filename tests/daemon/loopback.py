@@ -128,6 +128,13 @@ async def reader_closed(r: asyncio.StreamReader) -> bool:
         return True
 
 
+async def received(target: Target, i: int = 0, timeout: float = 10) -> bytes:
+    """Everything the target's connection ``i`` received, once the daemon closed it."""
+    c = await target.conn(i)
+    await asyncio.wait_for(c.eof.wait(), timeout)
+    return bytes(c.data)
+
+
 async def wait_pairs_closed(d: Daemon, timeout: float = 10) -> None:
     async def wait() -> None:
         while d.registry.pairs:

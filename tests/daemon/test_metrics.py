@@ -132,9 +132,9 @@ def test_pre_created_reason_series() -> None:
 
 def test_exact_series_count_at_start() -> None:
     # connections 4, connections_active 4, bytes 8, tail releases 2, passthrough and aborts
-    # one per reason, refused one per refusal, 3 gauges, 1 counter, 2 histograms (14 + 7
-    # buckets, +Inf, count, sum)
-    expected = (4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 3 + 1 + (14 + 1 + 2)
+    # one per reason, refused one per refusal and classify_timeout, 3 gauges, 1 counter,
+    # 2 histograms (14 + 7 buckets, +Inf, count, sum)
+    expected = (4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 1 + 3 + 1 + (14 + 1 + 2)
                 + (7 + 1 + 2))
     assert len(_lines(Metrics())) == expected
 

@@ -23,6 +23,7 @@ from tests.daemon.loopback import (
     Target,
     listen_port,
     reader_closed,
+    received,
     sample,
     send_all,
     start_daemon,
@@ -455,9 +456,7 @@ async def test_connections_over_the_per_peer_limit_are_closed_at_once(target: Ta
         await wait_pairs_closed(d)
         # The limit counts open connections: with the others gone, a migration goes through.
         _r, _w = await send_all(listen_port(d), STREAM)
-        conn = await target.conn(0)
-        await asyncio.wait_for(conn.eof.wait(), 10)
-        assert bytes(conn.data) == REWRITTEN
+        assert await received(target, 0) == REWRITTEN
         w3.close()
     finally:
         await stop_daemon(d, target)
@@ -473,5 +472,44 @@ async def test_sources_outside_the_allow_list_are_refused(target: Target) -> Non
         assert sample(d, "migproxy_connections_total", channel="main") == 0
         assert not target.conns
         w.close()
+    finally:
+        await stop_daemon(d, target)
+
+
+async def test_a_connection_silent_past_classify_timeout_is_closed(target: Target) -> None:
+    """A probe that connects and says nothing is closed at the classification deadline and
+    counted; it never reaches the target."""
+    d = await start_daemon(await target.start(), classify_timeout=0.2)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        assert await reader_closed(r)
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_connections_refused_total",
+                      reason="classify_timeout") == 1
+        assert target.conns == []
+        w.close()
+    finally:
+        await stop_daemon(d, target)
+
+
+async def test_a_silent_connection_beside_a_migration_outlives_classify_timeout(
+        target: Target) -> None:
+    """QEMU's postcopy preempt channel is silent until postcopy starts: while a main channel
+    from the same address is open, the deadline does not close it."""
+    d = await start_daemon(await target.start(), classify_timeout=0.2)
+    try:
+        _r, wmain = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        wmain.write(STREAM[:5000])  # a main channel in progress
+        await wmain.drain()
+        await target.conn(0)
+        rs, ws = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(rs.read(1), 0.6)  # well past the deadline: still open
+        assert sample(d, "migproxy_connections_refused_total",
+                      reason="classify_timeout") == 0
+        wmain.write(STREAM[5000:])
+        wmain.write_eof()
+        assert await received(target, 0) == REWRITTEN
+        ws.close()
     finally:
         await stop_daemon(d, target)

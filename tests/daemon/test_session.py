@@ -789,3 +789,88 @@ def test_an_unframed_end_with_the_return_path_is_concluded_on_a_timer() -> None:
     assert s.on_timer(Timer.DEVICE_STATE_END, 3.0) == []  # already decided
     done = _finished(s.on_eof(Side.SOURCE, 4.0) + s.on_eof(Side.DESTINATION, 4.0))
     assert done.outcome == Outcome.PASSTHROUGH
+
+
+# -- the quiet window that confirms the end (return path) ------------------------------------
+
+RP = build(SynthSpec(cpus=2, full_pages=16, zero_pages=64, return_path=True))
+
+
+def test_with_the_return_path_the_end_is_released_after_the_quiet_window() -> None:
+    from migproxy.daemon.session import DEFAULT_END_QUIET
+
+    s = Session(_settings(), 0.0)
+    s.on_source_data(memoryview(RP), 1.0)
+    cmds = s.on_target_connected(1.0)
+    assert RequestTimer(Timer.DEVICE_STATE_END, DEFAULT_END_QUIET) in cmds
+    held = _sent(cmds)
+    assert len(held) < len(RP) and s.engine is not None and s.engine.end_pending
+    out = s.on_timer(Timer.DEVICE_STATE_END, 1.05)
+    released = [e for c in _of(out, Report) for e in c.events
+                if isinstance(e, DeviceStateReleased)]
+    assert len(released) == 1 and released[0].rewritten
+    assert held + _sent(out) == run_engine([RP], arm_engine_config(PROFILE), quiet=True)[0]
+    assert s.on_timer(Timer.DEVICE_STATE_END, 2.0) == []  # released once
+
+
+def test_a_byte_within_the_quiet_window_withdraws_the_end() -> None:
+    s = Session(_settings(), 0.0)
+    s.on_source_data(memoryview(RP), 1.0)
+    s.on_target_connected(1.0)
+    more = s.on_source_data(memoryview(b"\x00"), 1.01)  # more device state after all
+    assert _sent(more) == b"" and s.engine is not None and not s.engine.end_pending
+    assert not any(isinstance(c, RequestTimer) and c.timer == Timer.DEVICE_STATE_END
+                   for c in more)
+    # The timer armed for the withdrawn end fires: nothing is released.
+    assert _sent(s.on_timer(Timer.DEVICE_STATE_END, 1.05)) == b""
+
+
+def test_end_quiet_is_the_settings_value() -> None:
+    settings = SessionSettings(arm_engine_config(PROFILE), 0.0, end_quiet=0.3)
+    s = Session(settings, 0.0)
+    s.on_source_data(memoryview(RP), 1.0)
+    assert RequestTimer(Timer.DEVICE_STATE_END, 0.3) in s.on_target_connected(1.0)
+
+
+# -- the classification deadline ----------------------------------------------------------------
+
+def _classifying(timeout: float = 10.0) -> SessionSettings:
+    return SessionSettings(arm_engine_config(PROFILE), 0.0, classify_timeout=timeout)
+
+
+def test_accept_arms_the_classify_timer_when_set() -> None:
+    s = Session(_classifying(7.0), 0.0)
+    assert s.on_accepted() == [RequestTimer(Timer.CLASSIFY, 7.0)]
+
+
+@pytest.mark.parametrize("sent", [b"", b"QE", b"\x16\x03\x01"])
+def test_a_connection_silent_at_the_deadline_is_closed(sent: bytes) -> None:
+    s = Session(_classifying(), 0.0)
+    s.on_accepted()
+    out: list[Command] = []
+    if sent:
+        out += s.on_source_data(memoryview(sent), 1.0)
+        out += s.on_target_connected(1.0)
+    out = s.on_classify_deadline(10.0, main_open=False)
+    done = _finished(out)
+    assert done.reason == CloseReason.CLASSIFY_TIMEOUT
+    logs = [c for c in out if isinstance(c, Log) and c.event == "classify_timeout"]
+    assert logs and logs[0].fields["bytes"] == len(sent)
+    assert _sent(out) == b""  # nothing of it reaches the target
+
+
+def test_a_silent_connection_beside_an_open_main_channel_is_kept() -> None:
+    """QEMU's postcopy preempt channel sends nothing until postcopy starts."""
+    s = Session(_classifying(), 0.0)
+    s.on_accepted()
+    assert s.on_classify_deadline(10.0, main_open=True) == []
+    assert not s.closed
+
+
+def test_a_classified_connection_ignores_the_deadline() -> None:
+    s = Session(_classifying(), 0.0)
+    s.on_accepted()
+    s.on_source_data(memoryview(MULTIFD), 1.0)
+    s.on_target_connected(1.0)
+    assert s.on_classify_deadline(10.0, main_open=False) == []
+    assert s.on_timer(Timer.CLASSIFY, 10.0) == []

@@ -157,12 +157,31 @@ def test_dry_run_reports_but_forwards_original(synth_small: bytes) -> None:
 
 
 def test_tail_is_released_without_waiting_for_eof() -> None:
-    """With the return path the source waits for the destination: release must not wait."""
+    """With the return path the source waits for the destination: release must not wait
+    for EOF, only for the driver's quiet window (conclude) after the description."""
     eng = StreamEngine(_cfg())
     res = eng.feed(RP_STREAM)
-    assert any(isinstance(e, StreamComplete) for e in res.events)
-    assert eng.mode == Mode.DONE
-    assert len(res.joined()) == len(RP_STREAM) - 32
+    assert eng.mode == Mode.HOLDING and eng.end_pending
+    assert not any(isinstance(e, StreamComplete) for e in res.events)
+    end = eng.conclude()
+    assert any(isinstance(e, StreamComplete) for e in end.events)
+    assert eng.mode == Mode.DONE and not eng.end_pending
+    assert len(res.joined()) + len(end.joined()) == len(RP_STREAM) - 32
+    assert eng.conclude().data == []  # once only
+
+
+def test_a_pending_end_followed_by_more_bytes_is_not_the_end() -> None:
+    """More bytes after a pending end withdraw it; the source's EOF confirms one."""
+    eng = StreamEngine(_cfg())
+    eng.feed(RP_STREAM)
+    assert eng.end_pending
+    res = eng.feed(b"\x00")
+    assert not eng.end_pending and eng.mode == Mode.HOLDING and res.data == []
+    eng2 = StreamEngine(_cfg())
+    first = eng2.feed(RP_STREAM)
+    end = eng2.feed_eof()
+    assert eng2.mode == Mode.DONE
+    assert len(first.joined()) + len(end.joined()) == len(RP_STREAM) - 32
 
 
 def test_held_bytes_are_not_forwarded_before_release() -> None:
@@ -174,8 +193,10 @@ def test_held_bytes_are_not_forwarded_before_release() -> None:
     assert len(first.joined()) == hold[0].offset
     assert eng.held_bytes == cut - hold[0].offset
     second = eng.feed(RP_STREAM[cut:])
+    assert eng.mode == Mode.HOLDING and eng.end_pending and second.data == []
+    third = eng.conclude()
     assert eng.mode == Mode.DONE
-    assert len(first.joined()) + len(second.joined()) == len(RP_STREAM) - 32
+    assert len(first.joined()) + len(third.joined()) == len(RP_STREAM) - 32
 
 
 def test_ram_page_data_is_forwarded_as_input_slices() -> None:
@@ -320,14 +341,15 @@ def test_garbage_is_a_format_error_at_offset_zero() -> None:
 
 
 def test_data_after_a_rewritten_end_aborts() -> None:
-    _out, events, eng = run_engine([RP_STREAM, b"\x00"], _cfg(), eof=False)
+    _out, events, eng = run_engine([RP_STREAM, b"\x00"], _cfg(), eof=False, quiet=True)
     stop = _stop(events)
     assert isinstance(stop, Aborted) and stop.reason == "data_after_end"
     assert eng.mode == Mode.ABORTED
 
 
 def test_data_after_an_untouched_end_passes_through() -> None:
-    out, events, _ = run_engine([RP_STREAM, b"\x00"], arm_engine_config(None), eof=False)
+    out, events, _ = run_engine([RP_STREAM, b"\x00"], arm_engine_config(None), eof=False,
+                                quiet=True)
     stop = _stop(events)
     assert isinstance(stop, PassthroughEntered) and stop.reason == "data_after_end"
     assert out == RP_STREAM + b"\x00"
@@ -529,7 +551,8 @@ def test_a_description_over_max_description_is_never_parsed(
     assert f"a {size}-byte description was not parsed" in stop.message
     # At the cap itself it is parsed and the stream is rewritten.
     out, events, eng = run_engine([synth_small], _cfg(max_description=size))
-    assert eng.mode == Mode.DONE and parses == [size]
+    # (the second parse is the self-check of the rewritten description)
+    assert eng.mode == Mode.DONE and parses[0] == size and len(parses) == 2
 
 
 def test_a_description_with_too_many_objects_is_never_parsed(
@@ -617,9 +640,11 @@ def test_with_the_return_path_a_planted_fake_is_not_a_verdict() -> None:
     first = eng.feed(data[:cut])  # a read ends right after the fake: it parses, no frame
     assert eng.mode == Mode.HOLDING and eng.end_unconfirmed and _stop(first.events) is None
     rest = eng.feed(data[cut:])  # the rest of the real device state: the real end frames
-    assert eng.mode == Mode.DONE and not eng.end_unconfirmed
-    assert first.joined() + rest.joined() == run_engine([data], _cfg())[0]
-    assert [e.instance_id for e in rest.events if isinstance(e, CpuRewritten)] == [0, 1]
+    assert eng.end_pending and not eng.end_unconfirmed
+    end = eng.conclude()
+    assert eng.mode == Mode.DONE
+    assert first.joined() + rest.joined() + end.joined() == run_engine([data], _cfg())[0]
+    assert [e.instance_id for e in end.events if isinstance(e, CpuRewritten)] == [0, 1]
 
 
 def test_with_the_return_path_an_unframed_end_is_concluded_by_the_driver() -> None:

@@ -52,6 +52,9 @@ class RunstateRewriter:
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         return section.idstr == "globalstate"
 
+    def recognises(self, section: FullSection, device: Mapping[str, Any]) -> str | None:
+        return None
+
     def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:
         if self.refuse_in == "decode":
             raise SectionRefused("globalstate not understood", reason=Reason.CPU_LAYOUT)
@@ -77,6 +80,9 @@ class Recorder:
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         self.devices.append((section.idstr, device))
         return False
+
+    def recognises(self, section: FullSection, device: Mapping[str, Any]) -> str | None:
+        return None
 
 
 def test_a_plan_is_spliced_in_and_everything_else_is_kept() -> None:
@@ -150,3 +156,37 @@ def test_overlapping_splices_are_a_bug_that_stops_rewriting() -> None:
     (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
     assert stop.reason == Reason.INTERNAL_ERROR and "overlapping" in stop.message
     assert "AssertionError" in stop.message
+
+
+@pytest.mark.parametrize("new", [b"paused!!", b"pause"])
+def test_a_plan_that_does_not_frame_is_caught_before_release(new: bytes) -> None:
+    """The rewritten device state is framed again with its new description before it is
+    released: a splice that changes a section's size without saying so (no new field
+    count) is a bug, and the original goes out untouched."""
+    class Resize(RunstateRewriter):
+        def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
+            at: int = decoded.data
+            return SectionEdit(decoded.section, [Splice(at, at + len(RUNNING), new)])
+
+    out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(Resize(),)))
+    assert out == STREAM and eng.mode == Mode.PASSTHROUGH
+    (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
+    assert stop.reason == Reason.INTERNAL_ERROR and "DescriptionMismatch" in stop.message
+    assert not any(isinstance(e, DeviceStateReleased) for e in events)
+
+
+def test_the_engine_asks_claiming_rewriters_to_recognise_the_layout_with_the_return_path(
+        ) -> None:
+    class Picky(RunstateRewriter):
+        def recognises(self, section: FullSection, device: Mapping[str, Any]) -> str | None:
+            return "not a globalstate layout I know"
+
+    rp = build(SynthSpec(cpus=1, full_pages=4, zero_pages=8, return_path=True))
+    out, events, eng = run_engine([rp], EngineConfig(rewriters=(Picky(),)), quiet=True)
+    assert out == rp and eng.mode == Mode.PASSTHROUGH
+    (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
+    assert stop.reason == Reason.DESCRIPTION_NOT_RECOGNISED
+    assert "section 'globalstate' instance 0: not a globalstate layout I know" in stop.message
+    # Without the return path the end is the source's EOF: the layout is not asked.
+    out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(Picky(),)))
+    assert eng.mode == Mode.DONE and out != STREAM
