@@ -159,7 +159,7 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                         "migration from its address is open (default 30; 0: never)")
     g.add_argument("--end-quiet", type=float, metavar="SECONDS",
                    help="with the return path, quiet that confirms the end of the device "
-                        "state (default 0.05)")
+                        "state (default 0.01)")
     g.add_argument("--high-water", type=int, metavar="BYTES",
                    help="bytes queued towards a peer before reading from the other pauses")
     g.add_argument("--hold-budget", type=int, metavar="BYTES",

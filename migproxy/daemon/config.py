@@ -22,7 +22,7 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     connect_timeout = 10           # seconds to connect to the target
     idle_timeout = 3600            # seconds without a byte either way; 0 = never
     classify_timeout = 30          # seconds for a connection's first 4 bytes; 0 = no deadline
-    end_quiet = 0.05               # seconds of quiet that confirm the end (return path)
+    end_quiet = 0.01               # seconds of quiet that confirm the end (return path)
     high_water = 4194304           # bytes buffered towards a peer before reading pauses
     max_connections = 512          # open connections per route; more are refused at once
     max_per_peer = 300             # open connections per source address and route

@@ -104,7 +104,7 @@ END_CONFIRM_DELAY = 1.0  # seconds
 # With the return path, how long a description that frames the device state and passed
 # every check must stand with no byte after it before the device state is released (the
 # added switchover time; configurable per route as end_quiet).
-DEFAULT_END_QUIET = 0.05  # seconds
+DEFAULT_END_QUIET = 0.01  # seconds
 
 
 class ConnState(enum.StrEnum):

@@ -11,10 +11,13 @@ offline tools and the tests all drive this one object.
   under a cap until EOF and the VM description have arrived, and framed exactly with the
   description. Each FULL section goes to the section rewriters configured
   (:mod:`migproxy.stream.rewriter`; the engine itself knows no architecture), the
-  description is updated, and the device state is released: with the return path at once
-  (the source then waits for the destination), without it when the source closes, which
-  QEMU does right after the description (so the end is never taken from content a guest
-  could have planted).
+  description is updated, and the device state is released. Without the return path
+  that is when the source closes, which QEMU does right after the description (so the
+  end is never taken from content a guest could have planted). With it, the source waits
+  for the destination instead: a description that frames what is held must also be QEMU's
+  own for this stream and name only section layouts the rewriters know field for field,
+  and the driver confirms it by a short quiet window (:attr:`StreamEngine.end_pending`,
+  :meth:`StreamEngine.conclude`).
 * Whatever is not understood switches the engine to ``passthrough`` (the rest is forwarded
   untouched, including anything held) or ``abort`` (nothing more is forwarded), as the
   policy says, with an event naming the reason. A partially rewritten stream is never

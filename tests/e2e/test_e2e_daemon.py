@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.faults import BLOB_ADDR, BLOB_SIZE, MEMORY
 from migproxy.lab import MIGRATION_FINAL_STATES, Lab, Qemu, free_port, wait_port
 from tests.conftest import require_lab
 
@@ -331,9 +332,7 @@ def assert_counting(q: Qemu, since: int) -> None:
 # (a stream of about 70 MB, more than loopback socket buffers and the daemon's high-water
 # mark hold) and the destination process is stopped (SIGSTOP), so the daemon's writes back
 # up, it stops reading, and the source blocks -- no timing involved.
-HELD_MEMORY = "256M"
-BLOB_SIZE = 64 << 20
-BLOB_ADDR = 0x4C000000  # the top 64 MiB of a 256 MiB virt guest (the DTB sits at 128 MiB)
+HELD_MEMORY = MEMORY
 
 
 @dataclass
@@ -392,15 +391,6 @@ def held_migration(lab: Lab, proxy: Proxy, blob: Path) -> Iterator[Held]:
 @pytest.fixture(scope="module")
 def lab() -> Lab:
     return require_lab("10.0.2", "10.0.13", "11.1")
-
-
-@pytest.fixture(scope="module")
-def blob(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Random data for the guest's RAM (``-device loader``) of held migrations."""
-    path = tmp_path_factory.mktemp("blob") / "ram.bin"
-    path.write_bytes(os.urandom(BLOB_SIZE))
-    yield path
-    path.unlink()
 
 
 @pytest.fixture(scope="module")
