@@ -73,6 +73,7 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"  # a main channel that ended otherwise (reset, timeout, shutdown)
     RELAYED = "relayed"  # a multifd/other channel that ended cleanly
     EMPTY = "empty"  # closed before a byte arrived (a probe); the target never knew
+    # (a connection whose bytes never reached the target, e.g. unreachable, is FAILED)
 
 
 class CloseReason(enum.StrEnum):
@@ -449,7 +450,10 @@ class Session:
 
     def _outcome(self, error: CloseReason | None) -> Outcome:
         if self.channel is None:
-            return Outcome.EMPTY
+            # A probe sent nothing; a connection that sent bytes the target never got
+            # (unreachable, or fewer than 4 and then silent) failed.
+            sent = len(self._prefix) + sum(map(len, self._pending))
+            return Outcome.EMPTY if sent == 0 else Outcome.FAILED
         engine = self.engine
         if engine is None:
             return Outcome.RELAYED if error is None else Outcome.FAILED

@@ -101,6 +101,10 @@ def _int(obj: dict[str, Any], key: str, where: int, *, default: int | None = Non
     return v
 
 
+def _is_int(v: Any, want: int) -> bool:
+    return type(v) is int and v == want
+
+
 def _entries(obj: dict[str, Any], key: str, where: int) -> list[dict[str, Any]]:
     v = obj.get(key, [])
     if not isinstance(v, list) or not all(isinstance(e, dict) for e in v):
@@ -156,6 +160,9 @@ def frame_device_state(buf: wire.Buffer, eof_offset: int,
 
     ``buf[eof_offset]`` must be EOF, followed by the description record.
     """
+    if len(buf) < eof_offset + 6 or buf[eof_offset] != wire.VM_EOF or \
+            buf[eof_offset + 1] != wire.VM_VMDESCRIPTION:
+        raise DescriptionMismatch(eof_offset, "no EOF and VM description record here")
     devices = _entries(desc, "devices", 0)
     items: list[FullSection | DeviceStateCommand] = []
     pos = 0
@@ -190,8 +197,9 @@ def frame_device_state(buf: wire.Buffer, eof_offset: int,
         if dev_i >= len(devices):
             raise DescriptionMismatch(pos, f"section {idstr!r} has no device entry")
         dev = devices[dev_i]
-        if dev.get("name") != idstr or dev.get("instance_id") != inst or \
-                dev.get("version") != ver:
+        # Exact ints: JSON true and 1.0 compare equal to 1 in Python, QEMU writes neither.
+        if dev.get("name") != idstr or not _is_int(dev.get("instance_id"), inst) or \
+                not _is_int(dev.get("version"), ver):
             raise DescriptionMismatch(
                 pos, f"section {idstr!r} instance {inst} version {ver} does not match device "
                 f"entry {dev.get('name')!r} instance {dev.get('instance_id')!r} version "

@@ -526,6 +526,7 @@ def test_target_failed_closes_the_source() -> None:
     done = _finished(out)
     assert done.reason is CloseReason.CONNECT_FAILED and done.abort is True
     assert done.seconds == 4.0
+    assert done.outcome == Outcome.FAILED  # bytes were lost: not a probe
     assert s.closed
 
 

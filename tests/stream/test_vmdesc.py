@@ -337,10 +337,29 @@ def test_frame_rejects_a_truncated_section_header(cut: int) -> None:
     assert err.rel_offset == 0
 
 
+def test_frame_needs_the_eof_and_description_record() -> None:
+    for tail in (b"", b"\x00", b"\x00\x05" + bytes(4), b"\x01\x06" + bytes(4),
+                 b"\x00\x06\x00"):
+        with pytest.raises(DescriptionMismatch, match="no EOF and VM description record"):
+            frame_device_state(tail, 0, _desc())
+
+
+@pytest.mark.parametrize("field", ["instance_id", "version"])
+@pytest.mark.parametrize("lookalike", [True, 1.0])
+def test_frame_wants_exact_ints_where_json_lookalikes_compare_equal(
+        field: str, lookalike: object) -> None:
+    """JSON ``true`` and ``1.0`` compare equal to 1 in Python; QEMU writes neither."""
+    body = _section(5, "one", 1, 1, b"\x00\x00\x00\x2a")
+    dev = _dev("one", 1, 1, [_fld("a", 4)])
+    assert _frame(body, _desc(dev)).items
+    dev[field] = lookalike
+    _mismatch(body, _desc(dev), "does not match device entry")
+
+
 @pytest.mark.parametrize("cut", [1, 3, 5])
 def test_frame_detects_a_truncated_header_without_reading_past_eof(cut: int) -> None:
-    # only the EOF byte follows: the name length byte must not be read beyond it
-    buf = _header(1, "one", 0, 1)[:cut] + b"\x00"
+    # only the EOF record follows: the name length byte must not be read beyond it
+    buf = _header(1, "one", 0, 1)[:cut] + b"\x00\x06" + bytes(4)
     with pytest.raises(DescriptionMismatch, match="truncated section header"):
         frame_device_state(buf, cut, _desc(ONE))
 
