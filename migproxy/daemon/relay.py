@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -305,6 +306,7 @@ class PairRegistry:
         self._queues: dict[int, ConnectQueue] = {}
         self._admission: dict[int, Admission] = {}
         self.changed = asyncio.Event()
+        self.on_idle: Callable[[], None] | None = None  # called when the last pair closed
 
     def connect_lock(self, route: Route) -> asyncio.Lock:
         return self._locks.setdefault(id(route), asyncio.Lock())
@@ -342,3 +344,5 @@ class PairRegistry:
         self._by_session.pop(id(pair.session), None)
         self.queue(pair.route).remove(pair.session)
         self.changed.set()
+        if not self.pairs and self.on_idle is not None:
+            self.on_idle()

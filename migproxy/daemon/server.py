@@ -12,6 +12,7 @@ import structlog
 
 from migproxy.daemon.addresses import format_host_port
 from migproxy.daemon.config import Config
+from migproxy.daemon.memory import IdleTrim
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
@@ -32,6 +33,8 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self.registry = PairRegistry(HoldBudget(config.hold_budget))
+        self.idle_trim = IdleTrim(lambda: not self.registry.pairs)
+        self.registry.on_idle = self.idle_trim.maybe_idle
         self.servers: list[asyncio.Server] = []
         self.metrics_server: MetricsServer | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -102,6 +105,7 @@ class Daemon:
         return int(self.metrics_server.address[1]) if self.metrics_server else None
 
     async def close_metrics(self) -> None:
+        self.idle_trim.cancel()
         if self._lag_task is not None:
             self._lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
-import struct
 import tracemalloc
 
 import pytest
 
-from migproxy.stream import wire
-from testkit.synthetic import SynthSpec, build
+from testkit.hostile import MiB, hostile_streams
 from tests.daemon.loopback import (
     REWRITTEN,
     STREAM,
@@ -33,39 +30,6 @@ from tests.daemon.loopback import (
 pytestmark = pytest.mark.asyncio
 
 IDLE = 300
-MiB = 1 << 20
-
-
-def _description_at(stream: bytes) -> int:
-    """Where EOF + VMDESCRIPTION start (the footer before them may hold 00 06 too)."""
-    at = stream.index(b"\x00\x06", stream.index(b"globalstate"))
-    while stream[at + 6 : at + 7] != b"{":
-        at = stream.index(b"\x00\x06", at + 1)
-    return at
-
-
-def _with_description(stream: bytes, body: bytes) -> bytes:
-    at = _description_at(stream)
-    return stream[: at + 2] + struct.pack(">I", len(body)) + body
-
-
-def _hostile() -> dict[str, bytes]:
-    small = build(SynthSpec(cpus=1))
-    head = small[: small.index(struct.pack(">Q", (64 << 20) | wire.RAM_MEM_SIZE))]
-    flood = head + struct.pack(">Q", (1 << 30) | wire.RAM_MEM_SIZE) + b"".join(
-        bytes((8,)) + b"blk%05d" % i + struct.pack(">Q", 0) for i in range(50_000))
-    desc = json.loads(small[_description_at(small) + 6 :])
-    deep: list = []
-    for _ in range(600):
-        deep = [deep]
-    desc["x-deep"] = deep
-    huge = b'{"devices": [' + b", ".join([b"{}"] * (20 * MiB // 4)) + b"]}"
-    return {
-        "block_flood": flood,
-        "huge_description": _with_description(small, huge),
-        "nested_description": _with_description(small, json.dumps(desc).encode()),
-        "garbage": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100,
-    }
 
 
 async def _send(port: int, data: bytes) -> None:
@@ -88,7 +52,7 @@ async def _trickle(port: int, data: bytes, stop: asyncio.Event) -> None:
 
 
 async def test_hostile_soak_keeps_a_real_migration_exact_and_memory_bounded() -> None:
-    hostile = _hostile()
+    hostile = hostile_streams()
     target = Target()
     d = await start_daemon(await target.start())
     port = listen_port(d)
