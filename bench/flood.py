@@ -31,7 +31,7 @@ from bench.report import table
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import StreamEngine
-from testkit.hostile import hostile_streams
+from testkit.hostile import hostile_streams, send_and_half_close
 from testkit.synthetic import SynthSpec, build
 
 MiB = 1 << 20
@@ -70,16 +70,6 @@ class Sink:
         w.close()
 
 
-async def _send(port: int, data: bytes) -> None:
-    _r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(data)
-    await w.drain()
-    w.write_eof()
-    await w.drain()
-    await asyncio.sleep(0.5)
-    w.close()
-
-
 async def _run(idle_n: int, hostile_n: int) -> dict[str, Any]:
     sink = Sink()
     sink_port = await sink.start()
@@ -115,9 +105,10 @@ async def _run(idle_n: int, hostile_n: int) -> dict[str, Any]:
         eng = StreamEngine(arm_engine_config(default_profile()))
         expected = b"".join(bytes(c) for c in eng.feed(real).data)
         expected += b"".join(bytes(c) for c in eng.feed_eof().data)
-        jobs = [_send(port, data) for _ in range(hostile_n) for data in streams.values()]
+        jobs = [send_and_half_close(port, data, linger=0.5, close=True)
+                for _ in range(hostile_n) for data in streams.values()]
         t0 = time.monotonic()
-        await asyncio.gather(*jobs, _send(port, real))
+        await asyncio.gather(*jobs, send_and_half_close(port, real, linger=0.5, close=True))
         hostile_s = time.monotonic() - t0
         _now, peak = await reading("hostile streams and a migration done")
         ok = expected in sink.received

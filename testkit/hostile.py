@@ -3,6 +3,7 @@ not QEMU (or a broken one) might send a migproxy daemon."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 
@@ -45,3 +46,17 @@ def hostile_streams(*, blocks: int = 50_000, description_mib: int = 20) -> dict[
         "nested_description": with_description(small, json.dumps(desc).encode()),
         "garbage": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 100,
     }
+
+
+async def send_and_half_close(port: int, data: bytes, *, linger: float = 0.0,
+                              close: bool = False) -> None:
+    """Connect to 127.0.0.1:``port``, send ``data``, half-close; then wait ``linger``
+    seconds and, with ``close``, close the connection."""
+    _r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(data)
+    await w.drain()
+    w.write_eof()
+    await w.drain()
+    await asyncio.sleep(linger)
+    if close:
+        w.close()

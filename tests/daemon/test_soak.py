@@ -15,7 +15,7 @@ import tracemalloc
 
 import pytest
 
-from testkit.hostile import MiB, hostile_streams
+from testkit.hostile import MiB, hostile_streams, send_and_half_close
 from tests.daemon.loopback import (
     REWRITTEN,
     STREAM,
@@ -30,15 +30,6 @@ from tests.daemon.loopback import (
 pytestmark = pytest.mark.asyncio
 
 IDLE = 300
-
-
-async def _send(port: int, data: bytes) -> None:
-    _r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(data)
-    await w.drain()
-    w.write_eof()
-    await w.drain()
-    await asyncio.sleep(0)
 
 
 async def _trickle(port: int, data: bytes, stop: asyncio.Event) -> None:
@@ -66,8 +57,8 @@ async def test_hostile_soak_keeps_a_real_migration_exact_and_memory_bounded() ->
             idle.append(await asyncio.open_connection("127.0.0.1", port,
                                                       local_addr=("127.0.0.2", 0)))
         trickle = asyncio.ensure_future(_trickle(port, STREAM[:3000], stop))
-        await asyncio.gather(*(_send(port, data) for data in hostile.values()))
-        await _send(port, STREAM)  # the real migration, last
+        await asyncio.gather(*(send_and_half_close(port, data) for data in hostile.values()))
+        await send_and_half_close(port, STREAM)  # the real migration, last
         # Every channel that sent anything reaches the target; find the real one.
         async def real() -> bytes:
             while True:
