@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,8 +14,9 @@ import pytest
 from migproxy.arm.events import CpuState, seen_cpus
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.lab import Lab, LabUnavailable, get_lab
+from migproxy.stream import wire
 from migproxy.stream.engine import EngineConfig, FeedResult, StreamEngine
-from migproxy.stream.events import Event
+from migproxy.stream.events import ConfigurationFramed, Event
 from testkit.synthetic import SynthSpec, build
 
 DATA = Path(__file__).parent / "data"
@@ -52,6 +54,16 @@ def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
         prev = p
     pieces.append(data[prev:])
     return pieces
+
+
+def with_return_path(data: bytes) -> bytes:
+    """``data`` with OPEN_RETURN_PATH right after the configuration, where QEMU sends it
+    when the return-path capability is on (the rest of the stream is the same)."""
+    res = StreamEngine(arm_engine_config(None)).feed(data)
+    conf = next(e for e in res.events if isinstance(e, ConfigurationFramed))
+    at = conf.offset + conf.size
+    cmd = bytes((wire.VM_COMMAND,)) + struct.pack(">HH", wire.CMD_OPEN_RETURN_PATH, 0)
+    return data[:at] + cmd + data[at:]
 
 
 def real_stream(name: str) -> bytes:

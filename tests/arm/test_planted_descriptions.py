@@ -27,9 +27,9 @@ from migproxy.arm.profile import load_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream import wire
 from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
-from migproxy.stream.events import ConfigurationFramed, DeviceStateHeld
+from migproxy.stream.events import DeviceStateHeld
 from migproxy.stream.vmdesc import FullSection, encode_description
-from tests.conftest import real_stream, run_engine, split_at
+from tests.conftest import real_stream, run_engine, split_at, with_return_path
 
 STREAMS = ["v10.0.2-virt-10.0-cortex-a57-smp1", "v10.0.2-virt-10.0-max-smp2",
            "v11.1.3-virt-10.0-max-smp2", "v7.2.22-virt-7.2-cortex-a57-smp1"]
@@ -38,15 +38,6 @@ REWRITTEN = {"v10.0.2-virt-10.0-cortex-a57-smp1", "v10.0.2-virt-10.0-max-smp2"}
 
 def _cfg() -> EngineConfig:
     return arm_engine_config(load_profile("builtin:default"))
-
-
-def with_return_path(data: bytes) -> bytes:
-    """``data`` with OPEN_RETURN_PATH right after the configuration, where QEMU sends it."""
-    res = StreamEngine(arm_engine_config(None)).feed(data)
-    conf = next(e for e in res.events if isinstance(e, ConfigurationFramed))
-    at = conf.offset + conf.size
-    cmd = bytes((wire.VM_COMMAND,)) + struct.pack(">HH", wire.CMD_OPEN_RETURN_PATH, 0)
-    return data[:at] + cmd + data[at:]
 
 
 class Stream:

@@ -21,7 +21,7 @@ from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import Mode
 from migproxy.stream.events import ItemFramed, PassthroughEntered, SectionFramed
-from tests.conftest import REAL_STREAMS, real_stream, run_engine, split_at
+from tests.conftest import REAL_STREAMS, real_stream, run_engine, split_at, with_return_path
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -180,4 +180,44 @@ def test_mutated_streams_give_the_same_result_for_any_split(name: str,
     assert out == whole_out
     assert _summary(events) == _summary(whole_events)
     assert eng.mode == whole.mode and eng.stop_reason == whole.stop_reason
+    _check_never_mixed(mutated, out, events)
+
+
+# -- with the return path: the end is recognised by content and confirmed by quiet ------------
+
+@functools.cache
+def _rp_reference(name: str) -> tuple[bytes, bytes, tuple]:
+    data = with_return_path(real_stream(name))
+    out, events, eng = run_engine([data], arm_engine_config(default_profile()), eof=False,
+                                  quiet=True)
+    assert eng.mode == Mode.DONE
+    return data, out, tuple(_summary(events))
+
+
+@pytest.mark.parametrize("name", REAL_STREAMS)
+@SETTINGS
+@given(data=st.data())
+def test_with_the_return_path_any_split_gives_identical_output(name: str,
+                                                               data: st.DataObject) -> None:
+    """The quiet window passes after every read (the worst case): the end is still found
+    only at the real description, whatever the split."""
+    stream, ref_out, ref_events = _rp_reference(name)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=60))
+    out, events, eng = run_engine(split_at(stream, cuts), arm_engine_config(default_profile()),
+                                  eof=False, quiet=True)
+    assert out == ref_out
+    assert tuple(_summary(events)) == ref_events
+    assert eng.mode == Mode.DONE
+
+
+@pytest.mark.parametrize("name", REAL_STREAMS)
+@SETTINGS
+@given(data=st.data())
+def test_with_the_return_path_mutated_streams_are_never_half_rewritten(
+        name: str, data: st.DataObject) -> None:
+    stream, _, _ = _rp_reference(name)
+    mutated = _mutate(data, stream, *_ram_span(name))
+    cuts = data.draw(st.lists(st.integers(0, len(mutated)), max_size=20))
+    out, events, _ = run_engine(split_at(mutated, cuts), arm_engine_config(default_profile()),
+                                quiet=True)
     _check_never_mixed(mutated, out, events)
