@@ -70,7 +70,10 @@ class Sink:
         w.close()
 
 
-async def _run(idle_n: int, hostile_n: int) -> dict[str, Any]:
+async def _run(idle_n: int, hostile_n: int, *, settle: float = 2.0, blocks: int = 400_000,
+               description_mib: int = 60) -> dict[str, Any]:
+    """The phases; ``settle``: seconds before each reading (the last one: 2.5 x, so the
+    daemon's idle trim, 1 s after its last pair closed, has run)."""
     sink = Sink()
     sink_port = await sink.start()
     port = free_port()
@@ -79,8 +82,8 @@ async def _run(idle_n: int, hostile_n: int) -> dict[str, Any]:
                   "error"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     readings: list[list[str]] = []
 
-    async def reading(phase: str, settle: float = 2.0) -> tuple[float, float]:
-        await asyncio.sleep(settle)
+    async def reading(phase: str, wait: float = settle) -> tuple[float, float]:
+        await asyncio.sleep(wait)
         now, peak = rss(proc.pid)
         readings.append([phase, f"{now:.1f}", f"{peak:.1f}"])
         print(f"  {phase:<40} RSS {now:7.1f} MiB, peak so far {peak:7.1f} MiB", flush=True)
@@ -100,7 +103,7 @@ async def _run(idle_n: int, hostile_n: int) -> dict[str, Any]:
         for _r, w in conns:
             w.close()
         after_idle, _ = await reading("idle connections closed")
-        streams = hostile_streams(blocks=400_000, description_mib=60)
+        streams = hostile_streams(blocks=blocks, description_mib=description_mib)
         real = build(SynthSpec(cpus=2, full_pages=2000, zero_pages=20000))
         eng = StreamEngine(arm_engine_config(default_profile()))
         expected = b"".join(bytes(c) for c in eng.feed(real).data)
@@ -113,7 +116,7 @@ async def _run(idle_n: int, hostile_n: int) -> dict[str, Any]:
         _now, peak = await reading("hostile streams and a migration done")
         ok = expected in sink.received
         sink.received.clear()
-        after, peak = await reading("everything closed", 5.0)
+        after, peak = await reading("everything closed", 2.5 * settle)
         return {"baseline_mib": base, "idle_connections": len(conns),
                 "rss_idle_mib": during_idle, "rss_after_idle_mib": after_idle,
                 "rss_after_mib": after, "peak_mib": peak, "hostile_streams": len(jobs),
