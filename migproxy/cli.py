@@ -1,5 +1,5 @@
 """Command line: the daemon (``migproxy --listen :4444 --target dst:4444``) and the
-offline tools (``migproxy inspect|rewrite|cpregs diff|profiles``).
+offline tools (``migproxy inspect|rewrite|cpregs diff|manifest|profiles``).
 
 Exit codes: 0 success; 1 the stream could not be framed or rewritten (the message says
 where and why); 2 bad usage, unreadable files or an invalid profile.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from migproxy import __version__
 from migproxy.arm.events import CpuRewritten
+from migproxy.arm.manifest import Manifest
 from migproxy.arm.profile import ProfileError
 from migproxy.arm.registers import describe
 from migproxy.stream.errors import MigproxyError
@@ -106,6 +107,47 @@ def _cmd_profiles(args: argparse.Namespace) -> int:
     for name in builtin_profiles():
         prof = load_profile("builtin:" + name)
         print(f"{name}: {prof.description}")
+    return EXIT_OK
+
+
+def _cmd_manifest_capture(args: argparse.Namespace) -> int:
+    import shlex
+
+    from migproxy.tools.manifest import capture
+
+    m = capture(shlex.split(args.qemu), machine=args.machine, cpu=args.cpu, smp=args.smp,
+                accel=args.accel)
+    return _wrote_manifest(m, args.output)
+
+
+def _wrote_manifest(m: Manifest, output: str) -> int:
+    from migproxy.tools.manifest import write_manifest
+
+    write_manifest(m, output)
+    print(f"{output}: QEMU {m.qemu}, {m.machine}, {m.cpu}: {len(m.cpregs)} cpregs, "
+          f"subsections {', '.join(m.subsections) or '(none)'}")
+    return EXIT_OK
+
+
+def _cmd_manifest_from_stream(args: argparse.Namespace) -> int:
+    from migproxy.tools.manifest import manifest_from_stream
+
+    m = manifest_from_stream(args.stream, cpu=args.cpu, qemu=args.qemu_version,
+                             accel=args.accel)
+    return _wrote_manifest(m, args.output)
+
+
+def _cmd_manifest_show(args: argparse.Namespace) -> int:
+    from migproxy.arm.manifest import describe_manifest, load_set, shipped_sets
+
+    if not args.spec:
+        for name in shipped_sets():
+            ms = load_set(name)
+            print(f"{name}: " + ", ".join(f"{mach} {cpu}" for mach, cpu in ms.keys))
+        return EXIT_OK
+    for m in load_set(args.spec).manifests:
+        text = describe_manifest(m)
+        print(text if args.registers else "\n".join(text.splitlines()[:3]))
     return EXIT_OK
 
 
@@ -204,6 +246,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--verbose", "-v", action="store_true",
                    help="also list state registers whose values differ")
     d.set_defaults(func=_cmd_cpregs_diff)
+
+    s = sub.add_parser("manifest", help="make or show destination manifests")
+    msub = s.add_subparsers(dest="manifest_command", required=True, metavar="ACTION")
+    c = msub.add_parser("capture", help="start a QEMU binary paused (no guest) and write the "
+                                        "manifest of what it accepts")
+    c.add_argument("--qemu", required=True, metavar="COMMAND",
+                   help='the binary, or a command that runs it ("chroot ROOT /usr/bin/qemu-'
+                        'system-aarch64")')
+    c.add_argument("--machine", default="virt-10.0")
+    c.add_argument("--cpu", default="cortex-a57")
+    c.add_argument("--smp", type=int, default=1)
+    c.add_argument("--accel", default="tcg", choices=("tcg", "kvm"))
+    c.add_argument("-o", "--output", required=True, metavar="FILE")
+    c.set_defaults(func=_cmd_manifest_capture)
+    f = msub.add_parser("from-stream", help="the manifest of the build that saved a stream")
+    f.add_argument("stream")
+    f.add_argument("--cpu", required=True, help="the -cpu model the stream was saved with")
+    f.add_argument("--qemu-version", required=True, help="the QEMU version that saved it")
+    f.add_argument("--accel", default="tcg", choices=("tcg", "kvm"))
+    f.add_argument("-o", "--output", required=True, metavar="FILE")
+    f.set_defaults(func=_cmd_manifest_from_stream)
+    w = msub.add_parser("show", help="print a manifest, a set, or list the shipped sets")
+    w.add_argument("spec", nargs="?", help="a shipped set (qemu-11.1.3), a directory or a file")
+    w.add_argument("--registers", action="store_true", help="list every register")
+    w.set_defaults(func=_cmd_manifest_show)
 
     s = sub.add_parser("profiles", help="list the built-in profiles, or check a profile file")
     s.add_argument("--check", metavar="PROFILE", help="load and print a profile")

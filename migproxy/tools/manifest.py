@@ -1,0 +1,171 @@
+"""``migproxy manifest``: make destination manifests (:mod:`migproxy.arm.manifest`).
+
+``capture`` starts the QEMU binary given, paused before the first instruction (``-S``), with
+no guest, no disks and no default devices, talks QMP to it over its standard input and
+output, migrates its state to a TCP port on the loopback interface that this process
+listens on (so a binary in a chroot works the same), frames what arrives and writes the
+manifest. ``from-stream`` does the same from a stream saved before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import selectors
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from migproxy.arm.manifest import Manifest, ManifestError, manifest_from_engine
+from migproxy.arm.rewriter import arm_engine_config
+from migproxy.stream.engine import Policy, StreamEngine
+from migproxy.tools.offline import run_file
+
+CAPTURE_TIMEOUT = 60.0  # seconds for QEMU to start, save its state and quit
+MAX_CAPTURE = 1 << 30  # bytes: a paused guest with the default RAM sends a few MiB
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def manifest_from_stream(path: str | os.PathLike[str], *, cpu: str, qemu: str,
+                         version_line: str = "", accel: str = "tcg") -> Manifest:
+    run = run_file(path)
+    if not run.complete:
+        stop = run.stop
+        why = f"{stop.reason}: {stop.message}" if stop else "incomplete stream"
+        raise ManifestError(f"{path}: the stream was not understood ({why})")
+    made = {"by": "migproxy manifest from-stream", "stream": os.path.basename(str(path)),
+            "date": _now()}
+    return manifest_from_engine(run.engine, cpu=cpu, qemu=qemu, version_line=version_line,
+                                accel=accel, made=made)
+
+
+class _Qmp:
+    """QMP over a QEMU's stdin/stdout (``-qmp stdio``)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc = proc
+        self.stdin: IO[bytes] = proc.stdin
+        self.stdout: IO[bytes] = proc.stdout
+        self.deadline = deadline
+        self._buf = b""
+        self.greeting = self._message()
+        self.execute("qmp_capabilities")
+
+    def _message(self) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise ManifestError("QEMU did not answer on QMP in time")
+            sel = selectors.DefaultSelector()
+            sel.register(self.stdout, selectors.EVENT_READ)
+            ready = sel.select(min(left, 1.0))
+            sel.close()
+            if not ready:
+                continue
+            chunk = os.read(self.stdout.fileno(), 65536)
+            if not chunk:
+                raise ManifestError("QEMU closed QMP (it exited)")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        req: dict[str, Any] = {"execute": command}
+        if arguments:
+            req["arguments"] = arguments
+        self.stdin.write(json.dumps(req).encode() + b"\n")
+        self.stdin.flush()
+        while True:
+            msg = self._message()
+            if "event" in msg:
+                continue
+            if "error" in msg:
+                raise ManifestError(f"QMP {command}: {msg['error'].get('desc', msg['error'])}")
+            return msg.get("return")
+
+
+def version_line(qemu: Sequence[str], env: dict[str, str] | None = None) -> str:
+    out = subprocess.run([*qemu, "--version"], capture_output=True, text=True, timeout=30,
+                         env={**os.environ, **(env or {})}, check=False)
+    return out.stdout.splitlines()[0].strip() if out.stdout else ""
+
+
+def upstream_version(line: str) -> str:
+    """``QEMU emulator version 10.0.2 (Debian ...)`` -> ``10.0.2``."""
+    words = line.split()
+    if "version" in words and words.index("version") + 1 < len(words):
+        return words[words.index("version") + 1]
+    raise ManifestError(f"cannot read a version from {line!r}")
+
+
+def capture(qemu: Sequence[str], *, machine: str, cpu: str, smp: int = 1,
+            accel: str = "tcg", env: dict[str, str] | None = None,
+            timeout: float = CAPTURE_TIMEOUT) -> Manifest:
+    """Start ``qemu`` (a command: a binary, or e.g. ``chroot ROOT BINARY``) paused, save
+    its state and return its manifest."""
+    line = version_line(qemu, env)
+    qemu_version = upstream_version(line)
+    deadline = time.monotonic() + timeout
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    argv = [*qemu, "-M", machine, "-cpu", cpu, "-smp", str(smp), "-accel", accel, "-S",
+            "-nodefaults", "-display", "none", "-serial", "none", "-monitor", "none",
+            "-qmp", "stdio"]
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    engine = StreamEngine(arm_engine_config(None, policy=Policy.ABORT))
+    try:
+        try:
+            qmp = _Qmp(proc, deadline)
+            qmp.execute("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+            listener.settimeout(max(0.1, deadline - time.monotonic()))
+            conn, _peer = listener.accept()
+        except (ManifestError, OSError) as e:
+            err = os.read(proc.stderr.fileno(), 4096).decode(errors="replace").strip() \
+                if proc.stderr is not None and proc.poll() is not None else ""
+            raise ManifestError(f"{shlex.join(argv)}: {e}" + (f"; {err}" if err else "")) \
+                from None
+        received = 0
+        with conn:
+            while True:
+                conn.settimeout(max(0.1, deadline - time.monotonic()))
+                b = conn.recv(1 << 20)
+                if not b:
+                    break
+                received += len(b)
+                if received > MAX_CAPTURE:
+                    raise ManifestError(f"more than {MAX_CAPTURE} bytes of state: not a "
+                                        "paused guest without RAM content?")
+                engine.feed(b)
+        engine.feed_eof()
+        qmp.execute("quit")
+    finally:
+        listener.close()
+        if proc.poll() is None:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    made = {"by": "migproxy manifest capture", "command": argv, "date": _now(),
+            "bytes": received}
+    return manifest_from_engine(engine, cpu=cpu, qemu=qemu_version, version_line=line,
+                                accel=accel, made=made)
+
+
+def write_manifest(m: Manifest, path: str | os.PathLike[str]) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(m.dumps(), encoding="utf-8")
+    os.replace(tmp, p)

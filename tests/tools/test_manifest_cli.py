@@ -1,0 +1,78 @@
+"""``migproxy manifest``: show, from-stream, capture (capture against the lab's real QEMU
+builds, which must reproduce every shipped manifest)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from migproxy.arm.manifest import load_manifest, load_set
+from migproxy.cli import main
+from tests.conftest import real_stream, require_lab
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_show_lists_the_shipped_sets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["manifest", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "qemu-11.1.3: virt-10.0 cortex-a57, virt-10.0 max" in out
+    assert main(["manifest", "show", "qemu-7.2.22", "--registers"]) == 0
+    out = capsys.readouterr().out
+    assert "QEMU 7.2.22, machine virt-7.2, cpu cortex-a57" in out and "ID_AA64ZFR0_EL1" in out
+
+
+def test_show_an_unknown_set_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["manifest", "show", "qemu-1.0"]) == 1
+    assert "no manifest set 'qemu-1.0'" in capsys.readouterr().err
+
+
+def test_from_stream_writes_the_builds_manifest(tmp_path: Path) -> None:
+    src = tmp_path / "ref.mig"
+    src.write_bytes(real_stream("v10.0.13-virt-10.0-cortex-a57-smp1"))
+    out = tmp_path / "m.json"
+    assert main(["manifest", "from-stream", str(src), "--cpu", "cortex-a57",
+                 "--qemu-version", "10.0.13", "-o", str(out)]) == 0
+    m = load_manifest(out)
+    shipped = load_set("qemu-10.0.13").get("virt-10.0", "cortex-a57")
+    assert shipped is not None and m.ids == shipped.ids
+    assert m.made["by"] == "migproxy manifest from-stream"
+
+
+def test_from_stream_of_a_broken_stream_exits_1(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    src = tmp_path / "cut.mig"
+    src.write_bytes(real_stream("v10.0.2-virt-10.0-cortex-a57-smp1")[:100_000])
+    assert main(["manifest", "from-stream", str(src), "--cpu", "cortex-a57",
+                 "--qemu-version", "10.0.2", "-o", str(tmp_path / "m.json")]) == 1
+    assert "not understood" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_capture_with_a_command_that_is_not_qemu_exits_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["manifest", "capture", "--qemu", "/bin/false", "-o",
+                 str(tmp_path / "m.json")]) == 1
+    assert "cannot read a version" in capsys.readouterr().err
+
+
+@pytest.mark.qemu
+def test_capture_reproduces_every_shipped_manifest() -> None:
+    require_lab()
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "make-manifests.py"), "--check"],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("ok   ") == 14, r.stdout
+
+
+@pytest.mark.qemu
+def test_capture_cli_on_a_lab_build(tmp_path: Path) -> None:
+    lab = require_lab("10.0.2")
+    v = lab.version("10.0.2")
+    out = tmp_path / "m.json"
+    assert main(["manifest", "capture", "--qemu", " ".join(v.argv), "--machine", "virt-10.0",
+                 "--cpu", "max", "-o", str(out)]) == 0
+    assert load_manifest(out) == load_set("qemu-10.0.2").get("virt-10.0", "max")
