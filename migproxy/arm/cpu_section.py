@@ -16,7 +16,7 @@ other field of the entry.)
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 from migproxy.stream import wire
@@ -62,6 +62,7 @@ class CpuSection:
     count_offset: int  # relative to the held buffer
     indexes: list[int]
     values: list[int]
+    subsections: dict[str, bytes] = field(default_factory=dict)  # name -> fields, as sent
 
     @property
     def instance_id(self) -> int:

@@ -38,6 +38,18 @@ class CpuRewritten(Event):
     applied: bool  # False in dry-run: computed and reported, not applied
 
 
+@dataclass(frozen=True, slots=True)
+class CpuReconciled(Event):
+    """The plan for one cpu section against a destination manifest (what changes and
+    why, one line each; empty if the stream already matches)."""
+
+    instance_id: int
+    destination: str  # e.g. "QEMU 11.1.3 (virt-10.0, cortex-a57)"
+    changes: tuple[str, ...]
+    guest_visible: tuple[str, ...]  # the opted-in changes among them
+    applied: bool
+
+
 def seen_cpus(events: Iterable[Event]) -> list[CpuState]:
     """The cpu sections reported in ``events`` (e.g. ``StreamEngine.reports``), in order."""
     return [e.cpu for e in events if isinstance(e, CpuSeen)]

@@ -15,20 +15,28 @@ from typing import Any
 
 from migproxy.arm.cpu_layouts import unknown_cpu_layout
 from migproxy.arm.cpu_section import F_IDX, F_VAL, CpuLayoutError, CpuSection, parse_cpu_section
-from migproxy.arm.events import CpuRewritten, CpuSeen, CpuState
+from migproxy.arm.destination import Destination, ReconcileRefused, where
+from migproxy.arm.events import CpuReconciled, CpuRewritten, CpuSeen, CpuState
 from migproxy.arm.profile import Profile
 from migproxy.stream.engine import EngineConfig
+from migproxy.stream.events import Event
 from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, SectionRewriter, Splice
-from migproxy.stream.vmdesc import FullSection
+from migproxy.stream.vmdesc import FullSection, StreamFacts
 
 
 class ArmCpuRewriter:
-    """Decodes (and, with a profile, rewrites) the cpreg arrays of ARM cpu sections."""
+    """Decodes (and, with a profile or a destination, rewrites) ARM cpu sections."""
 
     name = "arm-cpu"
 
-    def __init__(self, profile: Profile | None = None) -> None:
+    def __init__(self, profile: Profile | None = None,
+                 destination: Destination | None = None) -> None:
         self.profile = profile
+        self.destination = destination
+        self.machine: str | None = None
+
+    def begin(self, facts: StreamFacts) -> None:
+        self.machine = facts.machine
 
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         return section.idstr == "cpu" and device.get("vmsd_name") == "cpu"
@@ -38,11 +46,15 @@ class ArmCpuRewriter:
 
     def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:
         cpu = parse_cpu_section(held, section)
+        cpu.subsections = {s.name: bytes(held[s.payload_offset : s.end])
+                           for s in section.subsections}
         state = CpuState(section.instance_id, offset + section.offset, tuple(cpu.indexes),
                          tuple(cpu.values))
         return Decoded(section, [CpuSeen(state)], cpu)
 
     def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
+        if self.destination is not None:
+            return self._reconcile(decoded, apply)
         profile = self.profile
         if profile is None:
             return None
@@ -59,12 +71,53 @@ class ArmCpuRewriter:
         return SectionEdit(decoded.section, [splice], {F_IDX: n, F_VAL: n}, [event])
 
 
-def arm_rewriters(profile: Profile | None) -> tuple[SectionRewriter, ...]:
-    """The rewriters for an ARM guest: the cpu rewriter with ``profile`` (None: report)."""
-    return (ArmCpuRewriter(profile),)
+    def _reconcile(self, decoded: Decoded, apply: bool) -> SectionEdit | None:
+        dest = self.destination
+        assert dest is not None
+        cpu: CpuSection = decoded.data
+        section = decoded.section
+        m, plan = dest.plan(self.machine, cpu.indexes, cpu.values, cpu.subsections,
+                            section.version_id)
+        if plan.refused:
+            raise ReconcileRefused(
+                f"cpu {cpu.instance_id} for {where(m)}: " + "; ".join(plan.refusals))
+        if not plan.changes:
+            return None
+        lines = tuple(c.describe() for c in plan.changes)
+        visible = tuple(c.describe() for c in plan.changes if c.guest_visible)
+        events: list[Event] = [CpuReconciled(cpu.instance_id, where(m), lines, visible, apply)]
+        src = dict(zip(cpu.indexes, cpu.values, strict=True))
+        new = dict(zip(plan.indexes, plan.values, strict=True))
+        dropped = tuple((i, v) for i, v in src.items() if i not in new)
+        inserted = tuple((i, v) for i, v in new.items() if i not in src)
+        changed = tuple((i, src[i], v) for i, v in new.items() if i in src and src[i] != v)
+        splices: list[Splice] = []
+        counts: dict[str, int] = {}
+        if dropped or inserted or changed:
+            if apply and not plan.indexes:
+                raise CpuLayoutError("cannot rewrite the cpreg list into an empty one")
+            events.append(CpuRewritten(cpu.instance_id, len(cpu.indexes), len(plan.indexes),
+                                       dropped, inserted, changed, apply))
+            splices.append(Splice(cpu.count_offset, cpu.arrays_end,
+                                  cpu.encode_arrays(plan.indexes, plan.values)))
+            counts = {F_IDX: len(plan.indexes), F_VAL: len(plan.indexes)}
+        for span in section.subsections:
+            if span.name in plan.remove_subsections:
+                splices.append(Splice(span.offset, span.end, b""))
+        return SectionEdit(section, splices, counts, events,
+                           frozenset(plan.remove_subsections))
 
 
-def arm_engine_config(profile: Profile | None, **settings: Any) -> EngineConfig:
-    """An engine configuration for ARM guests: the cpu rewriter with ``profile`` plus the
-    engine's own settings (``policy``, ``dry_run``, ``hold_cap``, ``legacy_page_bits``)."""
-    return EngineConfig(rewriters=arm_rewriters(profile), **settings)
+def arm_rewriters(profile: Profile | None,
+                  destination: Destination | None = None) -> tuple[SectionRewriter, ...]:
+    """The rewriters for an ARM guest: the cpu rewriter with ``profile`` or a
+    ``destination`` (neither: decode and report)."""
+    return (ArmCpuRewriter(profile, destination),)
+
+
+def arm_engine_config(profile: Profile | None, destination: Destination | None = None,
+                      **settings: Any) -> EngineConfig:
+    """An engine configuration for ARM guests: the cpu rewriter with ``profile`` (or a
+    ``destination`` to reconcile with) plus the engine's own settings (``policy``,
+    ``dry_run``, ``hold_cap``, ``legacy_page_bits``)."""
+    return EngineConfig(rewriters=arm_rewriters(profile, destination), **settings)

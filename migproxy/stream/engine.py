@@ -545,7 +545,11 @@ class StreamEngine:
         base = self._held.start_offset if self._held is not None else 0
         claimed: list[tuple[SectionRewriter, Decoded]] = []
         edits: list[SectionEdit] = []
+        fr = self.framer
+        facts = StreamFacts(fr.page_size, fr.machine, tuple(fr.config_subsections))
         try:
+            for rw in rewriters:
+                rw.begin(facts)
             for item in layout.items:
                 if not isinstance(item, FullSection):
                     continue
@@ -610,7 +614,9 @@ class StreamEngine:
         pieces.append(mvb[pos : layout.eof_offset])
         eof = sum(len(p) for p in pieces)
         lengths = {e.section.device_index: e.field_counts for e in edits if e.field_counts}
-        body = encode_description(with_array_lengths(layout.description, lengths))
+        removed = {e.section.device_index: e.removed_subsections for e in edits
+                   if e.removed_subsections}
+        body = encode_description(with_array_lengths(layout.description, lengths, removed))
         pieces.append(bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION)))
         pieces.append(wire.BE32.pack(len(body)))
         pieces.append(body)

@@ -44,6 +44,9 @@ class Reason(enum.StrEnum):
     # -- section rewriters ------------------------------------------------------------
     CPU_LAYOUT = "cpu_layout"  # an ARM cpu section not in the layout migproxy rewrites
     PROFILE_REFUSED = "profile_refused"  # a profile rule's condition does not hold
+    NO_MANIFEST = "no_manifest"  # the destination has no manifest for the machine type
+    UNSAFE_REWRITE = "unsafe_rewrite"  # the destination needs a change the guest could see
+    # (or that loses state) and neither the knowledge base nor an opt-in allows it
     # -- migproxy itself --------------------------------------------------------------
     INTERNAL_ERROR = "internal_error"  # a bug: the engine raised; it stops, it never crashes
 

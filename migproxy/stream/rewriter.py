@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from migproxy.stream import wire
 from migproxy.stream.events import Event
-from migproxy.stream.vmdesc import FullSection
+from migproxy.stream.vmdesc import FullSection, StreamFacts
 
 Buffer = wire.Buffer
 
@@ -51,6 +51,8 @@ class SectionEdit:
     splices: list[Splice]
     field_counts: dict[str, int] = field(default_factory=dict)  # field name -> elements
     events: list[Event] = field(default_factory=list)  # reported with the plan
+    # top-level subsections the splices remove whole (their description entries go too)
+    removed_subsections: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -66,6 +68,11 @@ class SectionRewriter(Protocol):
     """A plug-in that understands (and may rewrite) some device sections."""
 
     name: str
+
+    def begin(self, facts: StreamFacts) -> None:
+        """A device state is about to be decoded: what the streamed part said (machine
+        type, page size), for rewriters whose plan depends on it."""
+        ...
 
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         """Whether this rewriter handles the section (``device``: its description entry)."""

@@ -44,6 +44,17 @@ class FieldSpan:
 
 
 @dataclass
+class SubsectionSpan:
+    """Where one top-level subsection of a section lies (offsets relative to the held
+    buffer): its marker at ``offset``, its fields from ``payload_offset`` to ``end``."""
+
+    name: str
+    offset: int
+    payload_offset: int
+    end: int
+
+
+@dataclass
 class FullSection:
     """One FULL section of the tail, framed exactly."""
 
@@ -57,6 +68,7 @@ class FullSection:
     version_id: int
     device_index: int
     fields: list[FieldSpan] = field(default_factory=list)
+    subsections: list[SubsectionSpan] = field(default_factory=list)
 
 
 @dataclass
@@ -113,7 +125,8 @@ def _entries(obj: dict[str, Any], key: str, where: int) -> list[dict[str, Any]]:
 
 
 def _walk_vmsd(buf: wire.Buffer, pos: int, end: int, vmsd: dict[str, Any], depth: int,
-               spans: list[FieldSpan] | None) -> int:
+               spans: list[FieldSpan] | None,
+               subs: list[SubsectionSpan] | None = None) -> int:
     """Consume one vmsd level (fields, then subsections); return the end position."""
     if depth > MAX_NESTING:
         raise DescriptionMismatch(pos, "description nests too deeply")
@@ -150,7 +163,10 @@ def _walk_vmsd(buf: wire.Buffer, pos: int, end: int, vmsd: dict[str, Any], depth
         if wire.BE32.unpack_from(buf, pos + 2 + len(raw_name))[0] != version:
             raise DescriptionMismatch(pos, f"subsection {name!r} version differs from the "
                                       "description")
+        start = pos
         pos = _walk_vmsd(buf, pos + hdr, end, sub, depth + 1, None)
+        if subs is not None:
+            subs.append(SubsectionSpan(name, start, start + hdr, pos))
     return pos
 
 
@@ -205,14 +221,15 @@ def frame_device_state(buf: wire.Buffer, eof_offset: int,
                 f"entry {dev.get('name')!r} instance {dev.get('instance_id')!r} version "
                 f"{dev.get('version')!r}")
         spans: list[FieldSpan] = []
+        subs: list[SubsectionSpan] = []
         payload = pos + hdr
-        payload_end = _walk_vmsd(buf, payload, eof_offset, dev, 0, spans)
+        payload_end = _walk_vmsd(buf, payload, eof_offset, dev, 0, spans, subs)
         if payload_end + 5 > eof_offset or buf[payload_end] != wire.VM_SECTION_FOOTER:
             raise DescriptionMismatch(payload_end, f"expected the footer of section {idstr!r}")
         if wire.BE32.unpack_from(buf, payload_end + 1)[0] != sid:
             raise DescriptionMismatch(payload_end, f"footer of section {idstr!r} has another id")
         items.append(FullSection(pos, payload, payload_end, payload_end + 5, sid, idstr, inst,
-                                 ver, dev_i, spans))
+                                 ver, dev_i, spans, subs))
         dev_i += 1
         pos = payload_end + 5
     if pos != eof_offset:
@@ -223,16 +240,26 @@ def frame_device_state(buf: wire.Buffer, eof_offset: int,
     return DeviceStateLayout(items, eof_offset, eof_offset + 1, desc, eof_offset + 6 + n)
 
 
-def with_array_lengths(desc: dict[str, Any],
-                       changes: dict[int, dict[str, int]]) -> dict[str, Any]:
+def with_array_lengths(desc: dict[str, Any], changes: dict[int, dict[str, int]],
+                       removed: dict[int, frozenset[str]] | None = None) -> dict[str, Any]:
     """A copy of ``desc`` whose named fields describe new element counts.
 
     ``changes`` maps a device index to ``{field name: count}``. A count of 1 drops
-    ``array_len`` (QEMU writes a scalar entry), 0 removes the entry. Only the changed
-    devices are copied.
+    ``array_len`` (QEMU writes a scalar entry), 0 removes the entry. ``removed`` maps a
+    device index to the names of top-level subsections no longer sent (QEMU then writes
+    no entry for them; with none left, no ``subsections`` key). Only the changed devices
+    are copied.
     """
     out = dict(desc)
     devices = list(desc["devices"])
+    for device_index, names in (removed or {}).items():
+        dev = dict(devices[device_index])
+        kept = [s for s in dev.get("subsections", []) if s.get("vmsd_name") not in names]
+        if kept:
+            dev["subsections"] = kept
+        else:
+            dev.pop("subsections", None)
+        devices[device_index] = dev
     for device_index, lengths in changes.items():
         dev = dict(devices[device_index])  # shallow: only the changed entries are new
         fields_out: list[dict[str, Any]] = []

@@ -19,7 +19,7 @@ from migproxy.stream.events import (
 )
 from migproxy.stream.reasons import Reason
 from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice
-from migproxy.stream.vmdesc import FullSection
+from migproxy.stream.vmdesc import FullSection, StreamFacts
 from testkit.synthetic import SynthSpec, build
 from tests.conftest import run_engine
 
@@ -49,6 +49,9 @@ class RunstateRewriter:
         self.refuse_in = refuse_in
         self.plans: list[bool] = []
 
+    def begin(self, facts: StreamFacts) -> None:
+        self.facts = facts
+
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         return section.idstr == "globalstate"
 
@@ -76,6 +79,9 @@ class Recorder:
 
     def __init__(self) -> None:
         self.devices: list[tuple[str, Mapping[str, Any]]] = []
+
+    def begin(self, facts: StreamFacts) -> None:
+        pass
 
     def claims(self, section: FullSection, device: Mapping[str, Any]) -> bool:
         self.devices.append((section.idstr, device))

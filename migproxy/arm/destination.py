@@ -1,0 +1,80 @@
+"""A route's destination: its manifest set, the knowledge base, and the operator's opt-ins.
+
+For each stream the manifest is chosen by the machine type (from the configuration
+section) and the CPU model. Under TCG the cpreg list carries no MIDR, so the model is the
+destination manifest of that machine type whose constant ID registers the stream's match
+best (a stream of a model the set does not have is matched to the closest one, and its ID
+registers then differ: the reconciliation refuses it, naming them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from migproxy.arm.cpu_section import CpuLayoutError
+from migproxy.arm.knowledge import Knowledge, knowledge
+from migproxy.arm.manifest import Manifest, ManifestSet, load_set, shipped_sets
+from migproxy.arm.reconcile import CpuPlan, id_differences, model_constants, reconcile
+from migproxy.stream.errors import SectionRefused
+from migproxy.stream.reasons import Reason
+
+
+class NoManifest(SectionRefused):
+    reason = Reason.NO_MANIFEST
+    context = "no destination manifest: "
+
+
+class ReconcileRefused(SectionRefused):
+    reason = Reason.UNSAFE_REWRITE
+    context = "refused for the destination: "
+
+
+@dataclass
+class Destination:
+    manifests: ManifestSet
+    kb: Knowledge = field(default_factory=knowledge)
+    accel: str = "tcg"
+    opt_in: frozenset[int] = frozenset()
+    reference: tuple[Manifest, ...] = ()  # every manifest known (model constants)
+
+    @classmethod
+    def load(cls, spec: str, *, accel: str = "tcg",
+             opt_in: frozenset[int] = frozenset()) -> Destination:
+        ref = tuple(m for name in shipped_sets() for m in load_set(name).manifests)
+        mset = load_set(spec)
+        return cls(mset, knowledge(), accel, opt_in, ref + mset.manifests)
+
+    @property
+    def name(self) -> str:
+        return self.manifests.name
+
+    def choose(self, machine: str | None, indexes: Sequence[int],
+               values: Sequence[int]) -> Manifest:
+        candidates = [m for m in self.manifests.manifests if m.machine == machine]
+        if not candidates:
+            have = ", ".join(f"{a} {b}" for a, b in self.manifests.keys)
+            raise NoManifest(f"{self.name} has no manifest for machine type {machine} "
+                             f"(it has: {have})")
+        src = dict(zip(indexes, values, strict=True))
+
+        def score(m: Manifest) -> tuple[int, int]:
+            ids_only = len([r for r in src.keys() ^ m.ids])
+            return (len(id_differences(src, m, self.kb, self.accel)), ids_only)
+
+        return min(candidates, key=score)
+
+    def plan(self, machine: str | None, indexes: Sequence[int], values: Sequence[int],
+             subsections: dict[str, bytes], section_version: int) -> tuple[Manifest, CpuPlan]:
+        m = self.choose(machine, indexes, values)
+        if section_version != m.cpu_section_version:
+            raise CpuLayoutError(f"cpu section version {section_version}; QEMU {m.qemu} "
+                                 f"expects {m.cpu_section_version}")
+        plan = reconcile(indexes, values, subsections, m, self.kb, accel=self.accel,
+                         model_values=model_constants(self.reference, m.cpu),
+                         opt_in=self.opt_in)
+        return m, plan
+
+
+def where(m: Manifest) -> str:
+    return f"QEMU {m.qemu} ({m.machine}, {m.cpu})"
