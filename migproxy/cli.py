@@ -1,5 +1,5 @@
 """Command line: the daemon (``migproxy --listen :4444 --target dst:4444``) and the
-offline tools (``migproxy inspect|rewrite|cpregs diff|manifest|profiles``).
+offline tools (``migproxy inspect|rewrite|plan|cpregs diff|manifest|profiles``).
 
 Exit codes: 0 success; 1 the stream could not be framed or rewritten (the message says
 where and why); 2 bad usage, unreadable files or an invalid profile.
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from migproxy import __version__
-from migproxy.arm.events import CpuRewritten
+from migproxy.arm.destination import Destination
+from migproxy.arm.events import CpuReconciled, CpuRewritten
 from migproxy.arm.manifest import Manifest
 from migproxy.arm.profile import ProfileError
 from migproxy.arm.registers import describe
@@ -45,30 +46,81 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_rewrite(args: argparse.Namespace) -> int:
-    from migproxy.arm.profile import load_profile
-    from migproxy.tools.offline import rewrite_file
+def _destination(args: argparse.Namespace) -> Destination | None:
+    from migproxy.arm.destination import Destination
+    from migproxy.arm.registers import parse_register
 
-    profile = load_profile(args.profile)
-    if Path(args.output).resolve() == Path(args.input).resolve():
-        _err("the output must be another file than the input")
-        return EXIT_USAGE
-    run = rewrite_file(args.input, args.output, profile)
-    for e in run.events:
-        if isinstance(e, CpuRewritten):
+    if not getattr(args, "destination", None):
+        return None
+    try:
+        opt_in = frozenset(parse_register(r) for r in args.allow_guest_visible or [])
+    except ValueError as e:
+        raise MigproxyError(f"--allow-guest-visible: {e}") from None
+    return Destination.load(args.destination, accel=args.accel, opt_in=opt_in)
+
+
+def _print_plans(events: Sequence[object]) -> None:
+    for e in events:
+        if isinstance(e, CpuReconciled):
+            print(f"cpu {e.instance_id} for {e.destination}:"
+                  + ("" if e.changes else " nothing to change"))
+            for line in e.changes:
+                print(f"  {line}")
+        elif isinstance(e, CpuRewritten):
             parts = [f"drop {describe(r)}=0x{v:x}" for r, v in e.dropped]
             parts += [f"insert {describe(r)}=0x{v:x}" for r, v in e.inserted]
             parts += [f"set {describe(r)} 0x{o:x}->0x{n:x}" for r, o, n in e.set]
             print(f"cpu {e.instance_id}: {e.count_before} -> {e.count_after} cpregs: "
                   + ", ".join(parts))
+
+
+def _cmd_rewrite(args: argparse.Namespace) -> int:
+    from migproxy.arm.profile import load_profile
+    from migproxy.tools.offline import rewrite_file
+
+    destination = _destination(args)
+    if destination is not None and args.profile:
+        _err("give --profile or --destination, not both")
+        return EXIT_USAGE
+    profile = None if destination is not None else load_profile(
+        args.profile or "builtin:default")
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        _err("the output must be another file than the input")
+        return EXIT_USAGE
+    run = rewrite_file(args.input, args.output, profile, destination=destination)
+    _print_plans(run.events)
     if not run.complete:
         stop = run.stop
         why = f"{stop.message} [{stop.reason}]" if stop else "the stream is incomplete"
         _err(f"{args.input}: not rewritten, {args.output} not written: {why}")
         return EXIT_STREAM
-    changed = any(isinstance(e, CpuRewritten) for e in run.events)
-    print(f"wrote {args.output} ({run.out_size} bytes, profile {profile.name}"
-          + ("" if changed else ", no register changed") + ")")
+    changed = any(isinstance(e, CpuRewritten | CpuReconciled) for e in run.events)
+    by = f"profile {profile.name}" if profile is not None else \
+        f"destination {destination.name if destination else ''}"
+    print(f"wrote {args.output} ({run.out_size} bytes, {by}"
+          + ("" if changed else ", nothing changed") + ")")
+    return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from migproxy.tools.offline import run_file
+
+    destination = _destination(args)
+    assert destination is not None
+    run = run_file(args.stream, destination=destination, dry_run=True)
+    _print_plans([e for e in run.events if isinstance(e, CpuReconciled)])
+    if not any(isinstance(e, CpuReconciled) for e in run.events) and run.complete:
+        print(f"nothing to change for {destination.name}")
+    if not run.complete:
+        stop = run.stop
+        if stop is None:
+            print("refused: the stream is incomplete")
+        else:
+            head, _, rest = stop.message.partition(": ")
+            print(f"refused [{stop.reason}]: {head}:")
+            for line in rest.split("; "):
+                print(f"  {line}")
+        return EXIT_STREAM
     return EXIT_OK
 
 
@@ -173,7 +225,15 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    help="the destination QEMU's -incoming address")
     g.add_argument("--config", metavar="FILE", help="TOML configuration (see config/)")
     g.add_argument("--profile", help="register profile: built-in name or file (default: default;"
-                   " 'none' relays without rewriting)")
+                   " 'none' relays without rewriting); overrides --destination")
+    g.add_argument("--destination", metavar="SET",
+                   help="rewrite for this destination: a shipped manifest set (qemu-11.1.3), "
+                        "or a manifest file or directory")
+    g.add_argument("--allow-guest-visible", action="append", metavar="REGISTER",
+                   help="with --destination: opt in to a guest-visible change of this "
+                        "register (repeatable)")
+    g.add_argument("--accel", choices=("tcg", "kvm"),
+                   help="the accelerator of the VMs (default tcg)")
     g.add_argument("--policy", choices=("passthrough", "abort"),
                    help="when the main channel is not understood (default: passthrough)")
     g.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
@@ -210,6 +270,16 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    help="how long in-flight migrations may run after SIGTERM (default 300)")
 
 
+def _add_destination_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:
+    p.add_argument("--destination", required=required, metavar="SET",
+                   help="the destination: a shipped manifest set (qemu-11.1.3), or a "
+                        "manifest file or directory")
+    p.add_argument("--allow-guest-visible", action="append", metavar="REGISTER",
+                   help="opt in to a guest-visible change of this register (repeatable)")
+    p.add_argument("--accel", default="tcg", choices=("tcg", "kvm"),
+                   help="the accelerator of the stream's VM (default tcg)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="migproxy",
@@ -227,12 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-registers", action="store_true", help="omit the register listing")
     s.set_defaults(func=_cmd_inspect)
 
-    s = sub.add_parser("rewrite", help="apply a register profile to a saved stream")
+    s = sub.add_parser("rewrite", help="rewrite a saved stream for a destination (or with a "
+                                       "profile)")
     s.add_argument("input")
     s.add_argument("output", help="written only if the whole stream was framed and rewritten")
-    s.add_argument("--profile", default="builtin:default",
+    s.add_argument("--profile",
                    help="a profile file, or a built-in profile name (default: default)")
+    _add_destination_options(s)
     s.set_defaults(func=_cmd_rewrite)
+
+    s = sub.add_parser("plan", help="say what rewriting a saved stream for a destination "
+                                    "would change, and why (writes nothing)")
+    s.add_argument("stream")
+    _add_destination_options(s, required=True)
+    s.set_defaults(func=_cmd_plan)
 
     s = sub.add_parser("cpregs", help="register list tools")
     ssub = s.add_subparsers(dest="cpregs_command", required=True, metavar="ACTION")

@@ -54,6 +54,11 @@ class Change:
                 "remove": f"remove subsection {self.what}"}[self.action]
         return text + (" (guest-visible, opted in)" if self.guest_visible else "")
 
+    def explain(self) -> str:
+        """The change and the first sentence of why it is allowed."""
+        first = self.why.split(". ")[0].rstrip(".")
+        return f"{self.describe()}: {first}"
+
 
 @dataclass
 class CpuPlan:

@@ -83,7 +83,7 @@ class ArmCpuRewriter:
                 f"cpu {cpu.instance_id} for {where(m)}: " + "; ".join(plan.refusals))
         if not plan.changes:
             return None
-        lines = tuple(c.describe() for c in plan.changes)
+        lines = tuple(c.explain() for c in plan.changes)
         visible = tuple(c.describe() for c in plan.changes if c.guest_visible)
         events: list[Event] = [CpuReconciled(cpu.instance_id, where(m), lines, visible, apply)]
         src = dict(zip(cpu.indexes, cpu.values, strict=True))

@@ -14,7 +14,10 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     hold_budget = 268435456        # bytes of device state all migrations hold at most
 
     [defaults]                     # for every route, unless the route says otherwise
-    profile = "default"            # built-in name or file path
+    profile = ""                   # built-in name or file path ("": default, or destination's)
+    destination = "qemu-11.1.3"    # rewrite for this destination's manifests (no profile set)
+    allow_guest_visible = []       # registers a destination may change visibly (opt-in)
+    accel = "tcg"                  # tcg | kvm: the VMs' accelerator
     policy = "passthrough"         # passthrough | abort
     dry_run = false
     hold_cap = 67108864            # bytes of device state held back at most
@@ -44,7 +47,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from migproxy.arm.destination import Destination
 from migproxy.arm.profile import Profile, ProfileError, load_profile
+from migproxy.arm.registers import parse_register
 from migproxy.daemon.addresses import join_host_port
 from migproxy.daemon.admission import (
     DEFAULT_MAX_CONNECTIONS,
@@ -129,7 +134,10 @@ def parse_address(text: str, *, what: str, need_host: bool = False,
 
 @dataclass(frozen=True)
 class RouteSettings:
-    profile: str = "default"
+    profile: str = ""  # "": the default profile, unless a destination is set
+    destination: str = ""  # a manifest set (qemu-11.1.3), file or directory; "": none
+    allow_guest_visible: tuple[str, ...] = ()  # registers a destination may change visibly
+    accel: str = "tcg"
     policy: Policy = Policy.PASSTHROUGH
     dry_run: bool = False
     hold_cap: int = DEFAULT_HOLD_CAP
@@ -153,7 +161,8 @@ class Route:
     listen: Address
     target: Address
     settings: RouteSettings
-    profile: Profile | None  # loaded; None only if profile = "none"
+    profile: Profile | None  # loaded; None if profile = "none" or a destination is used
+    destination: Destination | None = None  # loaded manifest set (when no profile is given)
 
 
 @dataclass
@@ -168,7 +177,8 @@ class Config:
     defaults: RouteSettings = field(default_factory=RouteSettings)
 
 
-_SETTING_KEYS = {"profile", "policy", "dry_run", "hold_cap", "max_description",
+_SETTING_KEYS = {"profile", "destination", "allow_guest_visible", "accel", "policy",
+                 "dry_run", "hold_cap", "max_description",
                  "connect_timeout", "idle_timeout", "classify_timeout", "end_quiet",
                  "high_water", "max_connections", "max_per_peer", "allow"}
 _INTEGERS = ("hold_cap", "max_description", "high_water", "max_connections", "max_per_peer")
@@ -205,8 +215,19 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
     changes: dict[str, Any] = {}
     for key, v in table.items():
         if key == "profile":
-            if not isinstance(v, str) or not v:
+            if not isinstance(v, str):
                 raise ConfigError(f"{where}: profile must be a name or a path")
+            changes[key] = v
+        elif key == "destination":
+            if not isinstance(v, str):
+                raise ConfigError(f"{where}: destination must be a manifest set name or a path")
+            changes[key] = v
+        elif key == "allow_guest_visible":
+            changes[key] = _strings(v, f"{where}: allow_guest_visible must be a list of "
+                                    "registers")
+        elif key == "accel":
+            if v not in ("tcg", "kvm"):
+                raise ConfigError(f"{where}: accel must be tcg or kvm, not {v!r}")
             changes[key] = v
         elif key == "policy":
             if v not in tuple(Policy):
@@ -217,12 +238,9 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
                 raise ConfigError(f"{where}: dry_run must be true or false")
             changes[key] = v
         elif key == "allow":
-            if isinstance(v, str):
-                v = [v]
-            if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
-                raise ConfigError(f"{where}: allow must be a list of addresses or networks")
+            items = _strings(v, f"{where}: allow must be a list of addresses or networks")
             try:
-                changes[key] = parse_networks(v, f"{where}: allow")
+                changes[key] = parse_networks(items, f"{where}: allow")
             except ValueError as e:
                 raise ConfigError(str(e)) from None
         elif key in LIMITS:
@@ -234,6 +252,15 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
     return replace(base, **changes)
 
 
+def _strings(v: Any, message: str) -> tuple[str, ...]:
+    """A string or a list of strings, as a tuple; else ConfigError(message)."""
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list | tuple) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(message)
+    return tuple(v)
+
+
 def _load_profile(spec: str, where: str, cache: dict[str, Profile | None]) -> Profile | None:
     if spec == "none":
         return None
@@ -243,6 +270,25 @@ def _load_profile(spec: str, where: str, cache: dict[str, Profile | None]) -> Pr
         except ProfileError as e:
             raise ConfigError(f"{where}: {e}") from None
     return cache[spec]
+
+
+def _route(listen: Address, target: Address, settings: RouteSettings, where: str,
+           cache: dict[str, Profile | None]) -> Route:
+    """A route with its profile or destination loaded (an explicit profile overrides)."""
+    if settings.destination and not settings.profile:
+        try:
+            opt_in = frozenset(parse_register(r) for r in settings.allow_guest_visible)
+        except ValueError as e:
+            raise ConfigError(f"{where}: allow_guest_visible: {e}") from None
+        try:
+            dest = Destination.load(settings.destination, accel=settings.accel, opt_in=opt_in)
+        except MigproxyError as e:
+            raise ConfigError(f"{where}: destination: {e}") from None
+        return Route(listen, target, settings, None, dest)
+    if settings.allow_guest_visible:
+        raise ConfigError(f"{where}: allow_guest_visible needs a destination (and no profile)")
+    return Route(listen, target, settings,
+                 _load_profile(settings.profile or "default", where, cache))
 
 
 def load_config(path: str | None, args: argparse.Namespace) -> Config:
@@ -344,7 +390,6 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
         if listen_a is None:
             # CLI overrides apply to routes from the file too
             settings = _settings(settings, cli, "command line")
-        routes.append(Route(listen, target, settings,
-                            _load_profile(settings.profile, where, cache)))
+        routes.append(_route(listen, target, settings, where, cache))
     return Config(routes, metrics, log_format, log_level, drain_timeout, hold_budget, source,
                   defaults)

@@ -58,6 +58,10 @@ class Metrics:
         self.cpregs_set = Counter(
             "migproxy_cpregs_set", "cpreg values changed in cpu sections, by register",
             ["register"], registry=r)
+        self.guest_visible_changes = Counter(
+            "migproxy_guest_visible_changes",
+            "Changes a guest can notice, made only because the route opted in for the register "
+            "(allow_guest_visible)", registry=r)
         self.cpu_sections_rewritten = Counter(
             "migproxy_cpu_sections_rewritten",
             "cpu sections whose cpreg arrays were rewritten (dry_run: would have been)",

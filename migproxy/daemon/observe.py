@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from migproxy.arm.events import CpuRewritten
+from migproxy.arm.events import CpuReconciled, CpuRewritten
 from migproxy.arm.registers import describe, format_id
 from migproxy.daemon.admission import Refusal
 from migproxy.daemon.metrics import Metrics
@@ -94,6 +94,12 @@ class PairObserver:
                 self.log.debug("command", command=e.command)
             elif isinstance(e, CpuRewritten):
                 self._cpu_rewritten(e)
+            elif isinstance(e, CpuReconciled):
+                if e.applied and e.guest_visible:
+                    m.guest_visible_changes.inc(len(e.guest_visible))
+                self.log.info("cpu_plan" if e.applied else "cpu_plan_dry_run", cpu=e.instance_id,
+                              destination=e.destination, changes=list(e.changes),
+                              guest_visible=list(e.guest_visible))
             elif isinstance(e, DeviceStateHeld):
                 self._hold_t0 = time.monotonic()
                 self.log.debug("holdback_started", offset=e.offset)

@@ -137,7 +137,8 @@ class Pair:
         self.id = f"{next(_ids):04d}"
         st = route.settings
         self.session = Session(SessionSettings(
-            arm_engine_config(route.profile, policy=st.policy, dry_run=st.dry_run,
+            arm_engine_config(route.profile, route.destination, policy=st.policy,
+                              dry_run=st.dry_run,
                               hold_cap=st.hold_cap, max_description=st.max_description,
                               hold_budget=registry.hold_budget),
             st.idle_timeout, end_quiet=st.end_quiet, classify_timeout=st.classify_timeout),
@@ -149,7 +150,9 @@ class Pair:
         self.observer = PairObserver(
             metrics, structlog.get_logger("migproxy").bind(
                 conn=self.id, route=str(route.listen), target=str(route.target)),
-            profile=route.profile.name if route.profile else None, dry_run=st.dry_run)
+            profile=route.profile.name if route.profile else
+            (f"destination:{route.destination.name}" if route.destination else None),
+            dry_run=st.dry_run)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self.admitted = False
         self.refused = False

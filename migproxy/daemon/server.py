@@ -61,6 +61,7 @@ class Daemon:
                           listen=[format_host_port(s.getsockname()) for s in server.sockets],
                           target=str(route.target),
                           profile=route.profile.name if route.profile else None,
+                          destination=route.destination.name if route.destination else None,
                           policy=str(route.settings.policy), dry_run=route.settings.dry_run)
         m = self.config.metrics
         if m is not None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from migproxy.arm.destination import Destination
 from migproxy.arm.profile import Profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import Mode, Policy, StreamEngine
@@ -48,12 +49,13 @@ def _chunks(f: BinaryIO, size: int) -> Iterator[bytes]:
 
 
 def run_file(path: str | os.PathLike[str], *, profile: Profile | None = None,
+             destination: Destination | None = None,
              dry_run: bool = False, hold_cap: int | None = None,
              sink: Callable[[bytes | bytearray | memoryview], object] | None = None,
              keep_events: Callable[[Event], bool] | None = None,
              read_size: int = READ_SIZE) -> FileRun:
     """Feed a whole file to a fresh engine (policy ``abort``: stop at the first problem)."""
-    cfg = arm_engine_config(profile, policy=Policy.ABORT, dry_run=dry_run)
+    cfg = arm_engine_config(profile, destination, policy=Policy.ABORT, dry_run=dry_run)
     if hold_cap is not None:
         cfg.hold_cap = hold_cap
     engine = StreamEngine(cfg)
@@ -82,13 +84,15 @@ def run_file(path: str | os.PathLike[str], *, profile: Profile | None = None,
 
 
 def rewrite_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                 profile: Profile, *, dry_run: bool = False) -> FileRun:
+                 profile: Profile | None, *, destination: Destination | None = None,
+                 dry_run: bool = False) -> FileRun:
     """Rewrite ``src`` into ``dst``; ``dst`` is only created if the whole stream was framed."""
     dst_path = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst_path.name}.", dir=dst_path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as out:
-            run = run_file(src, profile=profile, dry_run=dry_run, sink=out.write)
+            run = run_file(src, profile=profile, destination=destination, dry_run=dry_run,
+                           sink=out.write)
         if run.complete:
             os.replace(tmp, dst_path)
             tmp = ""

@@ -284,7 +284,9 @@ def test_drain_timeout_flag_is_checked_too(tmp_path: Path) -> None:
 
 BAD_SETTINGS = [
     ("color = 1", "unknown key 'color'"),
-    ('profile = ""', "profile must be a name or a path"),
+    ("destination = 3", "destination must be a manifest set name or a path"),
+    ("allow_guest_visible = 3", "allow_guest_visible must be a list of registers"),
+    ('accel = "hvf"', "accel must be tcg or kvm"),
     ("profile = 1", "profile must be a name or a path"),
     ('policy = "drop"', "policy must be passthrough or abort"),
     ('policy = "ABORT"', "policy must be passthrough or abort"),
@@ -514,3 +516,37 @@ def test_max_description_reaches_the_route(tmp_path: Path) -> None:
     assert _load(tmp_path, text, "--max-description", "8192").routes[0] \
         .settings.max_description == 8192
     _refused(tmp_path, text.replace("65536", "100"), "max_description must be between 4096")
+
+
+# --- destinations ------------------------------------------------------------------------
+
+def test_a_destination_replaces_the_default_profile(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-10.0.13"\n' + ROUTE)
+    (route,) = cfg.routes
+    assert route.profile is None and route.destination is not None
+    assert route.destination.name == "qemu-10.0.13" and route.destination.accel == "tcg"
+
+
+def test_an_explicit_profile_overrides_the_destination(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-10.0.13"\nprofile = "default"\n'
+                + ROUTE)
+    (route,) = cfg.routes
+    assert route.destination is None and route.profile is not None
+
+
+def test_opt_ins_are_register_names(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-11.1.3"\n'
+                'allow_guest_visible = ["ID_AA64PFR1_EL1"]\naccel = "kvm"\n' + ROUTE)
+    dest = cfg.routes[0].destination
+    assert dest is not None and dest.accel == "kvm" and len(dest.opt_in) == 1
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ('destination = "qemu-9.9"', "destination: no manifest set 'qemu-9.9'"),
+    ('destination = "qemu-11.1.3"\nallow_guest_visible = ["NOPE_EL9"]',
+     "allow_guest_visible: "),
+    ('allow_guest_visible = ["ID_AA64PFR1_EL1"]', "allow_guest_visible needs a destination"),
+])
+def test_bad_destinations_are_refused_at_start(tmp_path: Path, text: str, match: str) -> None:
+    err = _refused(tmp_path, f"[defaults]\n{text}\n" + ROUTE, match)
+    assert "route 1" in str(err)

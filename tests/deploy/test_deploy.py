@@ -69,7 +69,9 @@ def test_example_config_loads_as_shipped():
     cfg = load_config(str(EXAMPLE), argparse.Namespace())
     assert cfg.source == str(EXAMPLE)
     assert [str(r.listen) for r in cfg.routes] == [":4444", "[::]:4445"]
-    assert all(r.profile is not None and r.profile.name == "default" for r in cfg.routes)
+    assert cfg.routes[0].profile is not None and cfg.routes[0].profile.name == "default"
+    assert cfg.routes[1].profile is None and cfg.routes[1].destination is not None
+    assert cfg.routes[1].destination.name == "qemu-11.1.3"
     # [daemon] and [defaults] show the default values, as the file says
     assert cfg.defaults == RouteSettings()
     assert str(cfg.metrics) == config_mod.DEFAULT_METRICS
@@ -118,7 +120,7 @@ def test_example_config_profile_path_form(tmp_path):
         register = "DBGDTR_EL0"
         value = 0
         """), encoding="utf-8")
-    old = 'profile = "default"\npolicy = "abort"'
+    old = 'profile = ""\npolicy = "abort"'
     assert text.count(old) == 1
     conf = tmp_path / "migproxy.toml"
     conf.write_text(text.replace(old, f'profile = "{profile}"\npolicy = "abort"'),
