@@ -146,6 +146,29 @@ def _text(t: dict[str, Any], key: str, where: str) -> str:
     return " ".join(v.split())
 
 
+def _subsection(t: Any, w: str) -> SubsectionRule:
+    if not isinstance(t, dict):
+        raise KnowledgeError(f"{w}: must be a table")
+    extra = set(t) - {"name", "reason", "source", "field_value_is", "cpu_lacks"}
+    if extra:
+        raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
+    name = t.get("name")
+    if not isinstance(name, str) or not name.startswith("cpu/"):
+        raise KnowledgeError(f"{w}: name must be a cpu subsection name (cpu/...)")
+    lacks = t.get("cpu_lacks")
+    if lacks is not None and (not isinstance(lacks, dict) or
+                              set(lacks) != {"register", "field_mask"}):
+        raise KnowledgeError(f"{w}: cpu_lacks is a table of register and field_mask")
+    if "field_value_is" not in t and lacks is None:
+        raise KnowledgeError(f"{w}: a subsection rule needs field_value_is or cpu_lacks "
+                             "(else it would remove the subsection whatever it holds)")
+    return SubsectionRule(
+        name=name, reason=_text(t, "reason", w), source=_text(t, "source", w),
+        field_value_is=_int(t["field_value_is"], w) if "field_value_is" in t else None,
+        lacks_register=_reg(lacks["register"], w) if lacks else None,
+        lacks_mask=_int(lacks["field_mask"], w) if lacks else 0)
+
+
 def parse_knowledge(data: dict[str, Any], where: str = "knowledge base") -> Knowledge:
     if data.get("format") != FORMAT:
         raise KnowledgeError(f"{where}: format must be {FORMAT}")
@@ -173,25 +196,21 @@ def parse_knowledge(data: dict[str, Any], where: str = "knowledge base") -> Know
         if extra:
             raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
         regs.append(rule)
-    seen: dict[tuple[int, str | None], int] = {}
+    # One entry per register and accelerator; an entry for any accelerator covers both, so
+    # it may not share a register with an accelerator's own entry (the first would win).
+    seen: dict[int, list[tuple[str | None, int]]] = {}
     for n, r in enumerate(regs, 1):
         for reg in r.registers:
-            if (reg, r.accel) in seen:
-                raise KnowledgeError(f"{where}: register 0x{reg:x} in entries {seen[reg, r.accel]}"
-                                     f" and {n}")
-            seen[reg, r.accel] = n
+            for accel, m in seen.get(reg, []):
+                if accel is None or r.accel is None or accel == r.accel:
+                    raise KnowledgeError(f"{where}: register 0x{reg:x} in entries {m} and {n}")
+            seen.setdefault(reg, []).append((r.accel, n))
     ids = data.get("id_registers", [])
     if len(ids) != 1:
         raise KnowledgeError(f"{where}: one [[id_registers]] entry expected")
     subs: list[SubsectionRule] = []
     for n, t in enumerate(data.get("subsection", []), 1):
-        w = f"{where}: subsection entry {n}"
-        lacks = t.get("cpu_lacks")
-        subs.append(SubsectionRule(
-            name=str(t.get("name")), reason=_text(t, "reason", w), source=_text(t, "source", w),
-            field_value_is=_int(t["field_value_is"], w) if "field_value_is" in t else None,
-            lacks_register=_reg(lacks["register"], w) if lacks else None,
-            lacks_mask=_int(lacks["field_mask"], w) if lacks else 0))
+        subs.append(_subsection(t, f"{where}: subsection entry {n}"))
     models = data.get("stable_models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise KnowledgeError(f"{where}: stable_models must be a list of model names")

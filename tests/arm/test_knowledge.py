@@ -322,6 +322,16 @@ def test_a_register_in_two_entries_is_rejected(accel: str | None) -> None:
     ]), f"knowledge base: register 0x{RMR_EL1:x} in entries 1 and 3")
 
 
+@pytest.mark.parametrize("accels", [(None, "kvm"), ("kvm", None), (None, "tcg")])
+def test_an_any_accel_entry_may_not_share_a_register_with_an_accel_entry(
+        accels: tuple[str | None, str | None]) -> None:
+    """The first matching entry would win, so the other could never apply."""
+    first, second = accels
+    rejected(minimal(register=[entry(registers=["RMR_EL1"], accel=first),
+                               entry(registers=["RMR_EL1"], accel=second)]),
+             f"knowledge base: register 0x{RMR_EL1:x} in entries 1 and 2")
+
+
 @pytest.mark.parametrize("ids", [[], [{"reason": "r", "source": "s"}] * 2, None])
 def test_not_exactly_one_id_registers_entry_is_rejected(ids: list[Any] | None) -> None:
     rejected(minimal(id_registers=ids), "knowledge base: one [[id_registers]] entry expected")
@@ -364,7 +374,7 @@ def test_stable_models_must_be_a_list_of_names(models: Any) -> None:
 
 @pytest.mark.parametrize("key", ["reason", "source"])
 def test_a_subsection_entry_needs_reason_and_source(key: str) -> None:
-    sub = {"name": "cpu/x", "reason": "r", "source": "s"}
+    sub: dict[str, Any] = {"name": "cpu/x", "reason": "r", "source": "s", "field_value_is": 0}
     del sub[key]
     rejected(minimal(subsection=[sub]),
              f"knowledge base: subsection entry 1: every entry needs a {key}")
@@ -382,17 +392,14 @@ def test_a_bad_subsection_register_is_rejected() -> None:
 _SUB = {"name": "cpu/x", "reason": "r", "source": "s", "field_value_is": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="suspected bug: parse_knowledge does not check "
-                   "[[subsection]] entries as it checks [[register]] ones (a missing key is "
-                   "a KeyError/TypeError, a missing name becomes 'None', a misspelt key is "
-                   "silently ignored and the rule then removes the subsection whatever it "
-                   "holds)")
 @pytest.mark.parametrize("sub", [
     pytest.param({**_SUB, "cpu_lacks": {"register": "ID_AA64ISAR2_EL1"}}, id="no-field-mask"),
     pytest.param({**_SUB, "cpu_lacks": "ID_AA64ISAR2_EL1"}, id="cpu-lacks-not-a-table"),
     pytest.param({k: v for k, v in _SUB.items() if k != "name"}, id="no-name"),
     pytest.param({"name": "cpu/x", "reason": "r", "source": "s", "field_valu_is": 0},
                  id="misspelt-key"),
+    pytest.param({"name": "cpu/x", "reason": "r", "source": "s"}, id="no-condition"),
+    pytest.param({**_SUB, "name": "vfp"}, id="not-a-cpu-subsection"),
 ])
 def test_a_malformed_subsection_entry_is_a_knowledge_error(sub: dict[str, Any]) -> None:
     data = minimal(subsection=[copy.deepcopy(sub)])
