@@ -41,3 +41,31 @@ def test_live_cell(lab: Lab, tmp_path: Path, src: str, dst: str, return_path: bo
         assert f"QEMU {dst}" in plans[0]["destination"]
     finally:
         assert p.stop() == 0, p.context()
+
+
+@pytest.mark.parametrize(("src", "dst"), [("11.1.3", "10.0.2"), ("10.0.2", "11.1.3")],
+                         ids=["rollback", "upgrade"])
+def test_live_max_across_features_is_refused_and_the_source_runs_on(
+        lab: Lab, tmp_path: Path, src: str, dst: str) -> None:
+    """-cpu max with other features on the destination: migproxy refuses (unsafe_rewrite)
+    and, with policy abort, forwards none of the device state; with the return path the
+    source fails the migration and the guest goes on counting there."""
+    p = Proxy(tmp_path, free_port(), "--destination", f"qemu-{dst}", "--policy", "abort").start()
+    caps = {"return-path": True}
+    try:
+        with (
+            lab.destination(dst, p.target_uri, capabilities=caps, machine="virt-10.0",
+                            cpu="max") as d,
+            lab.source(src, machine="virt-10.0", cpu="max") as s,
+        ):
+            s.migrate(p.uri, caps)
+            assert s.wait_migration(60).get("status") == "failed"
+            assert d.wait_incoming(30).get("status") != "completed"
+            n = s.last_counter()
+            assert n is not None and s.status() == "running"
+            assert s.wait_ticks(len(s.ticks()) + 2, 10)[-1] > n
+        aborts = p.events("abort")
+        assert [a["reason"] for a in aborts] == ["unsafe_rewrite"], p.context()
+        assert not p.events("tail_released")
+    finally:
+        assert p.stop() == 0, p.context()
