@@ -24,18 +24,37 @@ class KnowledgeError(MigproxyError):
 
 @dataclass(frozen=True)
 class Condition:
-    """When a register may be dropped (or its value set)."""
+    """When a register may be dropped (or its value set), or a subsection field holds."""
 
     any: bool = False
     value_is: int | None = None
+    mask: int | None = None  # with value_is: (value & mask) == value_is
+    value_in: tuple[int, int] | None = None  # lowest, highest (inclusive)
     equals_low32_of: int | None = None  # a register id of the same stream
     differs_only_in: int | None = None  # set_if: a mask of bits allowed to differ
+
+    def holds(self, v: int, others: dict[int, int] | None = None) -> bool:
+        """Whether ``v`` meets the condition (``others``: the stream's registers)."""
+        if self.any:
+            return True
+        if self.value_is is not None:
+            return (v & self.mask if self.mask is not None else v) == self.value_is
+        if self.value_in is not None:
+            return self.value_in[0] <= v <= self.value_in[1]
+        if self.equals_low32_of is not None:
+            other = (others or {}).get(self.equals_low32_of)
+            return other is not None and v == other & 0xFFFFFFFF
+        return False
 
     def describe(self, names: dict[int, str]) -> str:
         if self.any:
             return "any value"
+        if self.value_is is not None and self.mask is not None:
+            return f"value & 0x{self.mask:x} == 0x{self.value_is:x}"
         if self.value_is is not None:
             return f"value 0x{self.value_is:x}"
+        if self.value_in is not None:
+            return f"a value from 0x{self.value_in[0]:x} to 0x{self.value_in[1]:x}"
         if self.equals_low32_of is not None:
             return f"equal to the low 32 bits of {names.get(self.equals_low32_of, '?')}"
         if self.differs_only_in is not None:
@@ -66,7 +85,7 @@ class SubsectionRule:
     name: str
     reason: str
     source: str
-    field_value_is: int | None = None  # the subsection's single field must hold this
+    field_if: Condition | None = None  # the subsection's single field (big-endian) must meet it
     lacks_register: int | None = None  # ... and this ID register's field must be 0
     lacks_mask: int = 0
 
@@ -111,10 +130,19 @@ def _int(v: Any, where: str) -> int:
 
 
 def _condition(t: Any, where: str) -> Condition:
+    if isinstance(t, dict) and set(t) == {"mask", "value_is"}:
+        return Condition(value_is=_int(t["value_is"], where), mask=_int(t["mask"], where))
     if not isinstance(t, dict) or len(t) != 1:
-        raise KnowledgeError(f"{where}: a condition is one of any, value_is, equals_low32_of, "
-                             "differs_only_in")
+        raise KnowledgeError(f"{where}: a condition is one of any, value_is (optionally with "
+                             "mask), value_in, equals_low32_of, differs_only_in")
     ((k, v),) = t.items()
+    if k == "value_in":
+        if not isinstance(v, list) or len(v) != 2:
+            raise KnowledgeError(f"{where}: value_in is [lowest, highest]")
+        lo, hi = _int(v[0], where), _int(v[1], where)
+        if lo > hi:
+            raise KnowledgeError(f"{where}: value_in [{lo}, {hi}] is empty")
+        return Condition(value_in=(lo, hi))
     if k == "any" and v is True:
         return Condition(any=True)
     if k == "value_is":
@@ -149,7 +177,7 @@ def _text(t: dict[str, Any], key: str, where: str) -> str:
 def _subsection(t: Any, w: str) -> SubsectionRule:
     if not isinstance(t, dict):
         raise KnowledgeError(f"{w}: must be a table")
-    extra = set(t) - {"name", "reason", "source", "field_value_is", "cpu_lacks"}
+    extra = set(t) - {"name", "reason", "source", "field_if", "cpu_lacks"}
     if extra:
         raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
     name = t.get("name")
@@ -159,12 +187,16 @@ def _subsection(t: Any, w: str) -> SubsectionRule:
     if lacks is not None and (not isinstance(lacks, dict) or
                               set(lacks) != {"register", "field_mask"}):
         raise KnowledgeError(f"{w}: cpu_lacks is a table of register and field_mask")
-    if "field_value_is" not in t and lacks is None:
-        raise KnowledgeError(f"{w}: a subsection rule needs field_value_is or cpu_lacks "
+    if "field_if" not in t and lacks is None:
+        raise KnowledgeError(f"{w}: a subsection rule needs field_if or cpu_lacks "
                              "(else it would remove the subsection whatever it holds)")
+    field_if = _condition(t["field_if"], w) if "field_if" in t else None
+    if field_if is not None and (field_if.equals_low32_of is not None or
+                                 field_if.differs_only_in is not None):
+        raise KnowledgeError(f"{w}: field_if takes value_is, mask, value_in or any")
     return SubsectionRule(
         name=name, reason=_text(t, "reason", w), source=_text(t, "source", w),
-        field_value_is=_int(t["field_value_is"], w) if "field_value_is" in t else None,
+        field_if=field_if,
         lacks_register=_reg(lacks["register"], w) if lacks else None,
         lacks_mask=_int(lacks["field_mask"], w) if lacks else 0)
 

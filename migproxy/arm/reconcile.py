@@ -80,15 +80,7 @@ def _name(reg: int) -> str:
 
 
 def _holds(c: Condition, reg: int, src: Mapping[int, int]) -> bool:
-    v = src[reg]
-    if c.any:
-        return True
-    if c.value_is is not None:
-        return v == c.value_is
-    if c.equals_low32_of is not None:
-        other = src.get(c.equals_low32_of)
-        return other is not None and v == other & 0xFFFFFFFF
-    return False
+    return c.holds(src[reg], dict(src))
 
 
 def model_constants(manifests: Iterable[Manifest], cpu: str) -> dict[int, int]:
@@ -205,9 +197,10 @@ def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mappin
         if s is None:
             problem = "no rule says it may be removed (it carries state)"
         else:
-            if s.field_value_is is not None and (
-                    len(payload) != 8 or int.from_bytes(payload, "big") != s.field_value_is):
-                problem = (f"it may be removed only holding 0x{s.field_value_is:x} "
+            if s.field_if is not None and (
+                    len(payload) not in (1, 2, 4, 8) or
+                    not s.field_if.holds(int.from_bytes(payload, "big"))):
+                problem = (f"it may be removed only with {s.field_if.describe({})} "
                            f"(it holds 0x{payload.hex()})")
             elif s.lacks_register is not None and (
                     s.lacks_register not in src or src[s.lacks_register] & s.lacks_mask):

@@ -147,7 +147,7 @@ def test_a_register_no_rule_names_has_none() -> None:
 def test_subsection_finds_the_wfxt_timer() -> None:
     s = knowledge().subsection("cpu/wfxt-timer")
     assert isinstance(s, SubsectionRule)
-    assert s.field_value_is == 0xFFFF_FFFF_FFFF_FFFF
+    assert s.field_if == Condition(value_is=0xFFFF_FFFF_FFFF_FFFF)
     assert s.lacks_register == ISAR2 and s.lacks_mask == 0xF
     assert "FEAT_WFxT" in s.reason
     assert knowledge().subsection("cpu/vfp") is None
@@ -212,10 +212,11 @@ def test_reason_and_source_whitespace_is_folded() -> None:
 def test_a_subsection_entry_parses() -> None:
     kb = parse_knowledge(minimal(subsection=[{
         "name": "cpu/wfxt-timer", "reason": "r", "source": "s",
-        "field_value_is": 0xFFFF_FFFF_FFFF_FFFF,
+        "field_if": {"value_is": 0xFFFF_FFFF_FFFF_FFFF},
         "cpu_lacks": {"register": "ID_AA64ISAR2_EL1", "field_mask": 0xF}}]))
     assert kb.subsections == (SubsectionRule("cpu/wfxt-timer", "r", "s",
-                                             field_value_is=0xFFFF_FFFF_FFFF_FFFF,
+                                             field_if=Condition(
+                                                 value_is=0xFFFF_FFFF_FFFF_FFFF),
                                              lacks_register=ISAR2, lacks_mask=0xF),)
     assert kb.subsection("cpu/wfxt-timer") is kb.subsections[0]
 
@@ -284,7 +285,8 @@ def test_an_unknown_condition_key_is_rejected() -> None:
 @pytest.mark.parametrize("cond", [{}, {"value_is": 0, "any": True}, 0, "any"])
 def test_a_condition_must_have_exactly_one_key(cond: Any) -> None:
     rejected(minimal(register=[entry(drop_if=cond)]),
-             "a condition is one of any, value_is, equals_low32_of, differs_only_in")
+             "a condition is one of any, value_is (optionally with mask), value_in, "
+             "equals_low32_of, differs_only_in")
 
 
 @pytest.mark.parametrize("value", ["0", True, 1.0])
@@ -374,7 +376,8 @@ def test_stable_models_must_be_a_list_of_names(models: Any) -> None:
 
 @pytest.mark.parametrize("key", ["reason", "source"])
 def test_a_subsection_entry_needs_reason_and_source(key: str) -> None:
-    sub: dict[str, Any] = {"name": "cpu/x", "reason": "r", "source": "s", "field_value_is": 0}
+    sub: dict[str, Any] = {"name": "cpu/x", "reason": "r", "source": "s",
+                           "field_if": {"value_is": 0}}
     del sub[key]
     rejected(minimal(subsection=[sub]),
              f"knowledge base: subsection entry 1: every entry needs a {key}")
@@ -385,19 +388,20 @@ def test_a_bad_subsection_register_is_rejected() -> None:
                                   "cpu_lacks": {"register": "NOPE", "field_mask": 1}}]),
              "subsection entry 1: unknown register 'NOPE'")
     rejected(minimal(subsection=[{"name": "cpu/x", "reason": "r", "source": "s",
-                                  "field_value_is": "-1"}]),
+                                  "field_if": {"value_is": "-1"}}]),
              "subsection entry 1: expected an integer, not '-1'")
 
 
-_SUB = {"name": "cpu/x", "reason": "r", "source": "s", "field_value_is": 0}
+_SUB = {"name": "cpu/x", "reason": "r", "source": "s", "field_if": {"value_is": 0}}
 
 
 @pytest.mark.parametrize("sub", [
     pytest.param({**_SUB, "cpu_lacks": {"register": "ID_AA64ISAR2_EL1"}}, id="no-field-mask"),
     pytest.param({**_SUB, "cpu_lacks": "ID_AA64ISAR2_EL1"}, id="cpu-lacks-not-a-table"),
     pytest.param({k: v for k, v in _SUB.items() if k != "name"}, id="no-name"),
-    pytest.param({"name": "cpu/x", "reason": "r", "source": "s", "field_valu_is": 0},
+    pytest.param({"name": "cpu/x", "reason": "r", "source": "s", "field_iff": {"any": True}},
                  id="misspelt-key"),
+    pytest.param({**_SUB, "field_if": {"equals_low32_of": "PAR_64"}}, id="register-condition"),
     pytest.param({"name": "cpu/x", "reason": "r", "source": "s"}, id="no-condition"),
     pytest.param({**_SUB, "name": "vfp"}, id="not-a-cpu-subsection"),
 ])
@@ -421,3 +425,36 @@ def test_condition_descriptions() -> None:
     assert Condition(differs_only_in=0xF0000).describe(names) == \
         "differing only in bits 0xf0000"
     assert Condition().describe(names) == "never"
+
+
+# -- value predicates: masks and ranges --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cond", "value", "holds"), [
+    ({"value_is": 0x2, "mask": 0xF}, 0x1232, True),
+    ({"value_is": 0x2, "mask": 0xF}, 0x1233, False),
+    ({"value_in": [1, 3]}, 1, True),
+    ({"value_in": [1, 3]}, 3, True),
+    ({"value_in": [1, 3]}, 4, False),
+    ({"value_in": [1, 3]}, 0, False),
+    ({"any": True}, 12345, True),
+])
+def test_masks_and_ranges(cond: dict[str, Any], value: int, holds: bool) -> None:
+    kb = parse_knowledge(minimal(register=[entry(drop_if=cond)]))
+    c = kb.registers[0].drop_if
+    assert c is not None and c.holds(value) is holds
+
+
+@pytest.mark.parametrize(("cond", "message"), [
+    ({"value_in": [3, 1]}, "value_in [3, 1] is empty"),
+    ({"value_in": [1]}, "value_in is [lowest, highest]"),
+    ({"value_in": 1}, "value_in is [lowest, highest]"),
+    ({"mask": 1}, "unknown condition 'mask'"),
+])
+def test_bad_masks_and_ranges(cond: dict[str, Any], message: str) -> None:
+    rejected(minimal(register=[entry(drop_if=cond)]), message)
+
+
+def test_mask_and_range_descriptions() -> None:
+    assert Condition(value_is=2, mask=0xF).describe({}) == "value & 0xf == 0x2"
+    assert Condition(value_in=(1, 0x10)).describe({}) == "a value from 0x1 to 0x10"

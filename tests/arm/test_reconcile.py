@@ -160,7 +160,7 @@ def test_an_armed_wfxt_timer_is_refused() -> None:
     assert plan.remove_subsections == []
     assert plan.refusals == [
         "subsection cpu/wfxt-timer is not expected by QEMU 10.0.2 (virt-10.0, cortex-a57): "
-        "it may be removed only holding 0xffffffffffffffff (it holds 0x00000000000004d2)"]
+        "it may be removed only with value 0xffffffffffffffff (it holds 0x00000000000004d2)"]
 
 
 def test_a_wfxt_timer_payload_of_the_wrong_size_is_refused() -> None:
