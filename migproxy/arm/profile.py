@@ -23,6 +23,17 @@ Actions:
 ``otherwise = "refuse"`` refuses the whole rewrite (the engine then passes the stream
 through untouched or aborts, per policy) and ``"skip"`` leaves the register as it is.
 Values are TOML integers or strings (``"0x8000000000000000"`` for values above 2**63-1).
+
+A profile can also remove cpu subsections::
+
+    [[subsection]]
+    action = "remove"
+    name = "cpu/wfxt-timer"
+    field_is = "0xffffffffffffffff"  # optional: only if its single field holds this
+    otherwise = "refuse"             # refuse (default) | skip
+
+The subsection's bytes and its entry in the VM description go; the section, its footer and
+the rest of the description stay exact.
 """
 
 from __future__ import annotations
@@ -93,12 +104,40 @@ class RewriteResult:
         return bool(self.dropped or self.inserted or self.set)
 
 
+@dataclass(frozen=True)
+class SubsectionRule:
+    """Remove a cpu subsection (``field_is``: only while its single field holds this)."""
+
+    name: str
+    field_is: int | None = None
+    otherwise: Literal["refuse", "skip"] = "refuse"
+
+    def describe(self) -> str:
+        cond = "" if self.field_is is None else f" if its field is 0x{self.field_is:x}" \
+            f" (otherwise {self.otherwise})"
+        return f"remove subsection {self.name}{cond}"
+
+    def decide(self, payload: bytes) -> bool:
+        """Whether to remove a subsection with this payload (raises when it refuses)."""
+        if self.field_is is None:
+            return True
+        holds = len(payload) in (1, 2, 4, 8) and int.from_bytes(payload, "big") == self.field_is
+        if holds:
+            return True
+        if self.otherwise == "skip":
+            return False
+        raise RewriteRefused("condition_failed",
+                             f"subsection {self.name} holds 0x{payload.hex()}, the profile "
+                             f"removes it only holding 0x{self.field_is:x}")
+
+
 @dataclass
 class Profile:
     name: str
     rules: list[Rule]
     description: str = ""
     source: str = ""
+    subsections: list[SubsectionRule] = field(default_factory=list)
 
     def apply(self, indexes: list[int], values: list[int]) -> RewriteResult:
         """Apply the rules to one cpu's arrays; raise :class:`RewriteRefused` if a rule refuses."""
@@ -154,6 +193,11 @@ class Profile:
                 lines.append(f"otherwise = {_toml_str(r.otherwise)}")
             if r.note:
                 lines.append(f"note = {_toml_str(r.note)}")
+        for sr in self.subsections:
+            lines += ["", "[[subsection]]", 'action = "remove"', f"name = {_toml_str(sr.name)}"]
+            if sr.field_is is not None:
+                lines.append(f"field_is = {_toml_int(sr.field_is)}")
+                lines.append(f"otherwise = {_toml_str(sr.otherwise)}")
         return "\n".join(lines) + "\n"
 
 
@@ -182,8 +226,34 @@ def _value(raw: Any, where: str) -> int:
     return v
 
 
+def _subsection_rules(raw: Any, source: str) -> list[SubsectionRule]:
+    if not isinstance(raw, list):
+        raise ProfileError(f"{source}: 'subsection' must be an array of tables ([[subsection]])")
+    out: list[SubsectionRule] = []
+    for k, t in enumerate(raw, 1):
+        where = f"{source}: subsection {k}"
+        if not isinstance(t, dict):
+            raise ProfileError(f"{where}: must be a table")
+        extra = set(t) - {"action", "name", "field_is", "otherwise", "note"}
+        if extra:
+            raise ProfileError(f"{where}: unknown keys {sorted(extra)}")
+        if t.get("action") != "remove":
+            raise ProfileError(f"{where}: action must be 'remove'")
+        name = t.get("name")
+        if not isinstance(name, str) or not name.startswith("cpu/"):
+            raise ProfileError(f"{where}: name must be a cpu subsection (cpu/...)")
+        if any(r.name == name for r in out):
+            raise ProfileError(f"{where}: subsection {name} already has a rule")
+        otherwise = t.get("otherwise", "refuse")
+        if otherwise not in ("refuse", "skip"):
+            raise ProfileError(f"{where}: otherwise must be 'refuse' or 'skip'")
+        field_is = _value(t["field_is"], f"{where}: field_is") if "field_is" in t else None
+        out.append(SubsectionRule(name, field_is, otherwise))
+    return out
+
+
 def profile_from_dict(data: dict[str, Any], source: str) -> Profile:
-    known_top = {"name", "description", "rule"}
+    known_top = {"name", "description", "rule", "subsection"}
     extra = set(data) - known_top
     if extra:
         raise ProfileError(f"{source}: unknown keys {sorted(extra)} (expected {sorted(known_top)})")
@@ -233,7 +303,8 @@ def profile_from_dict(data: dict[str, Any], source: str) -> Profile:
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise ProfileError(f"{source}: 'description' must be a string")
-    return Profile(name, rules, desc, source)
+    return Profile(name, rules, desc, source,
+                   _subsection_rules(data.get("subsection", []), source))
 
 
 def parse_profile(text: str, source: str = "<string>") -> Profile:

@@ -60,15 +60,30 @@ class ArmCpuRewriter:
             return None
         cpu: CpuSection = decoded.data
         r = profile.apply(cpu.indexes, cpu.values)
-        if not r.changed:
+        section = decoded.section
+        removed = [span for span in section.subsections for rule in profile.subsections
+                   if rule.name == span.name and rule.decide(cpu.subsections[span.name])]
+        if not r.changed and not removed:
             return None
-        event = CpuRewritten(cpu.instance_id, len(cpu.indexes), len(r.indexes),
-                             tuple(r.dropped), tuple(r.inserted), tuple(r.set), apply)
-        if apply and (not cpu.indexes or not r.indexes):
-            raise CpuLayoutError("cannot rewrite an empty cpreg list or empty it")
-        n = len(r.indexes)
-        splice = Splice(cpu.count_offset, cpu.arrays_end, cpu.encode_arrays(r.indexes, r.values))
-        return SectionEdit(decoded.section, [splice], {F_IDX: n, F_VAL: n}, [event])
+        splices = [Splice(span.offset, span.end, b"") for span in removed]
+        events: list[Event] = []
+        counts: dict[str, int] = {}
+        if r.changed:
+            events.append(CpuRewritten(cpu.instance_id, len(cpu.indexes), len(r.indexes),
+                                       tuple(r.dropped), tuple(r.inserted), tuple(r.set),
+                                       apply))
+            if apply and (not cpu.indexes or not r.indexes):
+                raise CpuLayoutError("cannot rewrite an empty cpreg list or empty it")
+            n = len(r.indexes)
+            splices.insert(0, Splice(cpu.count_offset, cpu.arrays_end,
+                                     cpu.encode_arrays(r.indexes, r.values)))
+            counts = {F_IDX: n, F_VAL: n}
+        if removed:
+            events.append(CpuReconciled(cpu.instance_id, f"profile {profile.name}",
+                                        tuple(f"remove subsection {s.name}" for s in removed),
+                                        (), apply))
+        return SectionEdit(section, splices, counts, events,
+                           frozenset(s.name for s in removed))
 
 
     def _reconcile(self, decoded: Decoded, apply: bool) -> SectionEdit | None:

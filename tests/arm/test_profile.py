@@ -121,3 +121,68 @@ def test_shipped_profiles_load() -> None:
     for f in shipped:
         p = load_profile(str(f))
         assert p.name == f.stem and p.rules
+
+
+# -- subsection rules ---------------------------------------------------------------------------
+
+_WFXT_PROFILE = '''
+name = "11.1-to-10.0.13"
+[[rule]]
+action = "insert"
+register = "ID_AA64ISAR0_EL1"
+value = 0x11120
+[[subsection]]
+action = "remove"
+name = "cpu/wfxt-timer"
+field_is = "0xffffffffffffffff"
+'''
+
+
+def test_a_profile_can_remove_a_subsection_as_the_manifests_do() -> None:
+    from migproxy.arm.destination import Destination
+    from migproxy.arm.profile import parse_profile
+    from migproxy.arm.rewriter import arm_engine_config
+    from tests.conftest import real_stream, run_engine
+
+    prof = parse_profile(_WFXT_PROFILE)
+    data = real_stream("v11.1.3-virt-10.0-cortex-a57-smp1")
+    by_profile = run_engine([data], arm_engine_config(prof))
+    by_destination = run_engine([data], arm_engine_config(None, Destination.load("qemu-10.0.13")))
+    assert by_profile[2].mode == "done" and by_profile[0] == by_destination[0]
+    assert b"cpu/wfxt-timer" in data and b"cpu/wfxt-timer" not in by_profile[0]
+    assert parse_profile(prof.to_toml()).subsections == prof.subsections
+
+
+def test_a_subsection_rule_refuses_or_skips_when_its_field_differs() -> None:
+    from migproxy.arm.profile import RewriteRefused, SubsectionRule
+
+    rule = SubsectionRule("cpu/wfxt-timer", 0xFFFF_FFFF_FFFF_FFFF)
+    assert rule.decide(b"\xff" * 8)
+    with pytest.raises(RewriteRefused, match="holds 0x00000000000004d2"):
+        rule.decide((1234).to_bytes(8, "big"))
+    assert not SubsectionRule("cpu/wfxt-timer", 0, "skip").decide(b"\x01" * 8)
+    assert SubsectionRule("cpu/x").decide(b"anything")
+    assert "if its field is 0x0 (otherwise skip)" in \
+        SubsectionRule("cpu/wfxt-timer", 0, "skip").describe()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('action = "insert"\nname = "cpu/x"', "action must be 'remove'"),
+    ('action = "remove"\nname = "vfp"', "name must be a cpu subsection"),
+    ('action = "remove"\nname = "cpu/x"\nfield = 1', "unknown keys \\['field'\\]"),
+    ('action = "remove"\nname = "cpu/x"\notherwise = "maybe"', "otherwise must be"),
+    ('action = "remove"\nname = "cpu/x"\nfield_is = "zz"', "is not an integer"),
+])
+def test_bad_subsection_rules(table: str, message: str) -> None:
+    from migproxy.arm.profile import parse_profile
+
+    with pytest.raises(ProfileError, match=message):
+        parse_profile(f'name = "p"\n[[subsection]]\n{table}\n')
+
+
+def test_two_rules_for_one_subsection() -> None:
+    from migproxy.arm.profile import parse_profile
+
+    with pytest.raises(ProfileError, match="already has a rule"):
+        parse_profile('name = "p"\n[[subsection]]\naction = "remove"\nname = "cpu/x"\n'
+                      '[[subsection]]\naction = "remove"\nname = "cpu/x"\n')
