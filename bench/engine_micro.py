@@ -1,8 +1,10 @@
 """Micro-benchmark: RAM-record throughput of the stream engine (no sockets).
 
 Feeds synthetic streams held in memory to the engine in 1 MiB chunks and reports
-records/s and MB/s for a zero-page-heavy stream and a full-page stream, next to a baseline
-that only iterates over the same chunks (the cost of the loop itself).
+records/s and MB/s, with the compiled RAM walk and with the pure-Python one (the same
+stream, the same process), for: long runs of zero pages, long runs of full pages, 1:1
+interleaved pages, and fragmented memory (each page zero with probability 0.3), next to a
+baseline that only iterates over the same chunks (the cost of the loop itself).
 
     python -m bench.engine_micro [--scale 1.0] [--json FILE]
 """
@@ -17,10 +19,12 @@ import time
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
+from migproxy.stream import framer
 from migproxy.stream.engine import Mode, StreamEngine
 from testkit.synthetic import SynthSpec, build
 
 CHUNK = 1 << 20
+COMPILED = framer.RAM_WALK or framer._compiled_walk()
 
 
 def _chunks(data: bytes) -> list[memoryview]:
@@ -28,7 +32,8 @@ def _chunks(data: bytes) -> list[memoryview]:
     return [mv[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
 
 
-def _run(chunks: list[memoryview]) -> tuple[float, StreamEngine]:
+def _run(chunks: list[memoryview], walk: str) -> tuple[float, StreamEngine]:
+    framer.RAM_WALK = COMPILED if walk == "c" else None
     eng = StreamEngine(arm_engine_config(default_profile()))
     t0 = time.perf_counter()
     for c in chunks:
@@ -48,19 +53,20 @@ def _baseline(chunks: list[memoryview]) -> float:
     return time.perf_counter() - t0
 
 
-def bench(name: str, spec: SynthSpec, repeat: int) -> dict[str, object]:
+def bench(name: str, spec: SynthSpec, repeat: int, walk: str) -> dict[str, object]:
     data = build(spec)
     chunks = _chunks(data)
     best = float("inf")
     eng = None
     for _ in range(repeat):
-        dt, eng = _run(chunks)
+        dt, eng = _run(chunks, walk)
         best = min(best, dt)
     assert eng is not None
     st = eng.stats
     records = st.pages + st.zero_pages
     return {
         "name": name,
+        "walk": walk,
         "bytes": len(data),
         "records": records,
         "seconds": best,
@@ -79,18 +85,28 @@ def main(argv: list[str] | None = None) -> int:
     zero = max(1000, int(4_000_000 * args.scale))
     full = max(100, int(50_000 * args.scale))
     ram = max(zero, full) * 4096 * 2
-    results = [
-        bench("zero-page records", SynthSpec(ram_bytes=ram, zero_pages=zero, full_pages=0,
-                                             part_sections=8), args.repeat),
-        bench("full-page records", SynthSpec(ram_bytes=ram, zero_pages=0, full_pages=full,
-                                             part_sections=8), args.repeat),
+    mixed = max(200, int(200_000 * args.scale))
+    specs = [
+        ("zero-page runs", SynthSpec(ram_bytes=ram, zero_pages=zero, full_pages=0,
+                                     part_sections=8)),
+        ("full-page runs", SynthSpec(ram_bytes=ram, zero_pages=0, full_pages=full,
+                                     part_sections=8)),
+        ("interleaved 1:1", SynthSpec(ram_bytes=ram, zero_pages=mixed, full_pages=mixed,
+                                      part_sections=8, zero_ratio=0.5, seed=3)),
+        ("fragmented 30% zero", SynthSpec(ram_bytes=ram, zero_pages=int(mixed * 0.43),
+                                          full_pages=mixed, part_sections=8, zero_ratio=0.3,
+                                          seed=4)),
     ]
+    walks = ["c", "python"] if COMPILED is not None else ["python"]
+    results = [bench(name, spec, args.repeat, w) for name, spec in specs for w in walks]
     print(f"python {platform.python_version()} on {platform.machine()}, "
-          f"{platform.processor() or 'cpu ?'}")
-    print(f"{'stream':<20} {'MB':>9} {'records':>10} {'s':>8} {'records/s':>12} {'MB/s':>9}")
+          f"{platform.processor() or 'cpu ?'}; compiled walk: "
+          f"{'yes' if COMPILED is not None else 'not built'}")
+    print(f"{'stream':<22} {'walk':<7} {'MB':>8} {'records':>9} {'s':>7} {'records/s':>12} "
+          f"{'MB/s':>7}")
     for r in results:
-        print(f"{r['name']:<20} {r['bytes'] / 1e6:>9.1f} {r['records']:>10} "
-              f"{r['seconds']:>8.3f} {r['records_per_s']:>12,.0f} {r['mb_per_s']:>9.0f}")
+        print(f"{r['name']:<22} {r['walk']:<7} {r['bytes'] / 1e6:>8.1f} {r['records']:>9} "
+              f"{r['seconds']:>7.3f} {r['records_per_s']:>12,.0f} {r['mb_per_s']:>7.0f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"python": sys.version, "results": results}, f, indent=1)

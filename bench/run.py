@@ -213,17 +213,18 @@ def bench_records(st: Settings) -> dict[str, Any]:
     # Guest RAM as it is: data pages with zero pages in between (the synthetic generator
     # interleaves 1 full : 3 zero while both remain), not only long runs of one kind.
     n = max(100, int(50_000 * st.records_scale))
-    mixed = engine_micro.bench(
+    walks = ["c", "python"] if engine_micro.COMPILED is not None else ["python"]
+    mixed = [engine_micro.bench(
         "mixed records (1 full : 3 zero)",
         SynthSpec(ram_bytes=8 * n * 4096, full_pages=n, zero_pages=3 * n, part_sections=8),
-        st.records_repeat)
-    return {"results": [*res["results"], mixed]}
+        st.records_repeat, w) for w in walks]
+    return {"results": [*res["results"], *mixed]}
 
 
 def print_records(res: dict[str, Any]) -> None:
-    rows = [[r["name"], f"{r['bytes'] / 1e6:.1f}", f"{r['records']:,}",
+    rows = [[r["name"], str(r.get("walk", "")), f"{r['bytes'] / 1e6:.1f}", f"{r['records']:,}",
              f"{r['records_per_s']:,.0f}", f"{r['mb_per_s']:,.0f}"] for r in res["results"]]
-    say(table(rows, ["engine stream", "MB", "records", "records/s", "MB/s"]))
+    say(table(rows, ["engine stream", "walk", "MB", "records", "records/s", "MB/s"]))
 
 
 # -- 3. switchover ---------------------------------------------------------------------------

@@ -28,7 +28,17 @@ if [ ! -x "$VENV/bin/python" ]; then
     fi
 fi
 PYTHON="$VENV/bin/python"
+if [ "$(id -u)" = 0 ]; then
+    # The compiled RAM record walk (migproxy/stream/_ramwalk.c) needs a C compiler and the
+    # Python headers; the suite then runs every core test with it and without it.
+    if ! command -v gcc >/dev/null || [ ! -f "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+        apt-get install -y -q gcc python3-dev >/dev/null 2>&1 \
+            || { apt-get update -q >/dev/null && apt-get install -y -q gcc python3-dev >/dev/null; }
+    fi
+    export MIGPROXY_REQUIRE_EXTENSIONS=${MIGPROXY_REQUIRE_EXTENSIONS:-1}
+fi
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+"$PYTHON" -c 'from migproxy.stream.framer import IMPLEMENTATION as I; print(f"== RAM record walk: {I}")'
 
 if [ "$(id -u)" = 0 ]; then
     echo "== setting up the QEMU lab"

@@ -49,6 +49,9 @@ class SynthSpec:
     seed: int = 1
     page_patterns: list[bytes] = field(default_factory=list)  # guest data to place in pages
     return_path: bool = False  # send OPEN_RETURN_PATH after the configuration, as QEMU does
+    # None: one full page every four records; a number: each page is independently zero
+    # with this probability (fragmented guest memory), until one kind runs out
+    zero_ratio: float | None = None
 
 
 def _cstr(s: bytes) -> bytes:
@@ -197,7 +200,10 @@ def generate(spec: SynthSpec | None = None, *, chunk: int = 1 << 20) -> Iterator
         zero = spec.zero_pages // n_sections + (1 if s < spec.zero_pages % n_sections else 0)
         k = 0
         while full or zero:
-            use_full = full and (not zero or k % 4 == 0)
+            if spec.zero_ratio is None:
+                use_full = full and (not zero or k % 4 == 0)
+            else:
+                use_full = full and (not zero or rnd.random() >= spec.zero_ratio)
             flag = wire.RAM_PAGE if use_full else wire.RAM_ZERO
             word = (addr % total_pages) * PAGE | flag
             if first:

@@ -18,6 +18,7 @@ from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
+from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 
 RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
@@ -44,6 +45,9 @@ class Daemon:
     # -- start ----------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self.log.info("ram_walk", implementation=IMPLEMENTATION,
+                      note="compiled" if IMPLEMENTATION == "c" else
+                      "pure Python (the compiled walk is not built, or MIGPROXY_NO_EXTENSIONS)")
         await self._resolve_targets()
         for route in self.config.routes:
             def factory(route=route) -> Any:

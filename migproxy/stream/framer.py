@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from migproxy.stream import wire
@@ -77,6 +79,23 @@ _MAX_CAPABILITIES = 64
 MAX_RAM_BLOCKS = 4096  # RAM blocks in the MEM_SIZE list (a QEMU VM has tens)
 MAX_SECTIONS = 16  # iterable sections started (QEMU starts one "ram" section)
 
+
+def _compiled_walk() -> Callable[..., tuple[int, int, int]] | None:
+    """The compiled RAM record walk (``_ramwalk.c``), unless it is not built or
+    ``MIGPROXY_NO_EXTENSIONS`` is set (to anything but empty or 0)."""
+    if os.environ.get("MIGPROXY_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from migproxy.stream import _ramwalk  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    walk: Callable[..., tuple[int, int, int]] = _ramwalk.walk
+    return walk
+
+
+RAM_WALK = _compiled_walk()
+# Which RAM record walk frames streams: "c" (compiled) or "python". The daemon logs it.
+IMPLEMENTATION = "c" if RAM_WALK is not None else "python"
 
 _RUN_WINDOW = 4096
 _LOW_NIBBLE_SET = bytes(0 if b & 0x0F == 0 else 1 for b in range(256))
@@ -650,8 +669,15 @@ class StreamFramer:
         bound = _block_bound(cur_len, ps)
         limit = bound[0]
         pages = zeros = 0
+        walk = RAM_WALK
         try:
             while True:
+                if walk is not None:
+                    # The compiled walk takes every PAGE|CONTINUE and ZERO|CONTINUE record
+                    # it can and stops where the Python loop below must decide.
+                    pos, p, z = walk(buf, pos, end, ps, cur_len, have_block)
+                    pages += p
+                    zeros += z
                 if end - pos < 8:
                     self.need = 8
                     return pos

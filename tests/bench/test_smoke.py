@@ -12,7 +12,12 @@ def test_engine_micro_benchmark_runs_and_reports(tmp_path: Path, capsys) -> None
     out = tmp_path / "r.json"
     assert engine_micro.main(["--scale", "0.001", "--repeat", "1", "--json", str(out)]) == 0
     res = json.loads(out.read_text())["results"]
-    assert [r["name"] for r in res] == ["zero-page records", "full-page records"]
-    assert res[0]["records"] == 4000 and res[1]["records"] == 100
+    names = ["zero-page runs", "full-page runs", "interleaved 1:1", "fragmented 30% zero"]
+    walks = ["c", "python"] if engine_micro.COMPILED is not None else ["python"]
+    assert [(r["name"], r["walk"]) for r in res] == [(n, w) for n in names for w in walks]
+    assert res[0]["records"] == 4000 and res[len(walks)]["records"] == 100
+    # both walks framed the same records of each stream
+    for n in names:
+        assert len({r["records"] for r in res if r["name"] == n}) == 1
     assert all(r["records_per_s"] > 0 and r["mb_per_s"] > 0 for r in res)
     assert "records/s" in capsys.readouterr().out

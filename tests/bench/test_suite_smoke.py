@@ -39,7 +39,9 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
     assert {"vs_direct", "vs_socat", "vs_socat_1m", "vs_bare"} <= tp["ratios"]["migproxy"].keys()
 
     names = [r["name"] for r in res["records"]["results"]]
-    assert names[:2] == ["zero-page records", "full-page records"]
+    assert {"zero-page runs", "full-page runs", "interleaved 1:1", "fragmented 30% zero",
+            "mixed records (1 full : 3 zero)"} == set(names)
+    assert {r["walk"] for r in res["records"]["results"]} <= {"c", "python"}
 
     sw = res["switchover"]
     for size in ("30000", "1000000"):

@@ -1,0 +1,28 @@
+"""Every test of the core runs with both RAM record walks: the compiled one
+(migproxy/stream/_ramwalk.c) and the pure-Python one. They must agree byte for byte and
+event for event. Without the compiled walk the "c" runs are skipped, or fail under
+MIGPROXY_REQUIRE_EXTENSIONS=1 (set by scripts/test.sh, which builds it)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from migproxy.stream import framer
+
+COMPILED = framer._compiled_walk() if framer.RAM_WALK is None else framer.RAM_WALK
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def ram_walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "c":
+        if COMPILED is None:
+            if os.environ.get("MIGPROXY_REQUIRE_EXTENSIONS") == "1":
+                pytest.fail("the compiled RAM walk is not built (MIGPROXY_REQUIRE_EXTENSIONS=1)")
+            pytest.skip("the compiled RAM walk is not built")
+        monkeypatch.setattr(framer, "RAM_WALK", COMPILED)
+    else:
+        monkeypatch.setattr(framer, "RAM_WALK", None)
+    yield request.param
