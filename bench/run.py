@@ -81,7 +81,8 @@ class Settings:
         self.size = parse_size(a.size) if a.size else (8 * MiB if q else 2 * GiB)
         self.repeat = a.repeat or (1 if q else 5)
         self.shape = Shape(full_pages=a.full_pages, zero_pages=a.zero_pages,
-                           multifd_flush=True, cpus=a.cpus, tail_blob=32 * KiB)
+                           multifd_flush=True, cpus=a.cpus, tail_blob=32 * KiB,
+                           zero_ratio=a.zero_ratio)
         self.switch_sizes = [30_000, 1_000_000] if q else [30_000, 1_000_000, 16_000_000]
         self.switch_repeat = a.switch_repeat or (1 if q else 15)
         self.switch_pause = 0.05 if q else 0.15
@@ -140,7 +141,9 @@ def bench_throughput(st: Settings, notes: list[str]) -> dict[str, Any]:
                       "(apt-get install socat)")
     say(f"== throughput: {fmt_size(total)} main channel ({repeats} x "
         f"{len(plan.unit) / MiB:.1f} MiB of PART sections: {st.shape.full_pages} full + "
-        f"{st.shape.zero_pages} zero pages each, multifd flushes, {st.shape.cpus} cpus, "
+        f"{st.shape.zero_pages} zero pages each"
+        + (f", mixed at random (p zero = {st.shape.zero_ratio})" if st.shape.zero_ratio
+           is not None else "") + f", multifd flushes, {st.shape.cpus} cpus, "
         f"{fmt_size(len(plan.suffix))} tail), {st.repeat} run(s) per path, round robin")
     ld = log_dir()
     sink = SinkProc()
@@ -552,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="pages with data per repeated unit (default 1536)")
     ap.add_argument("--zero-pages", type=int, default=512,
                     help="zero-page records per repeated unit (default 512)")
+    ap.add_argument("--zero-ratio", type=float, metavar="P",
+                    help="fragmented RAM: each page of the unit is zero with probability P "
+                         "(default: runs, 1 full : 3 zero while both last)")
     ap.add_argument("--cpus", type=int, default=2, help="ARM cpu sections in the tail")
     a = ap.parse_args(argv)
     st = Settings(a)

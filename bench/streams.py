@@ -45,6 +45,8 @@ class Shape:
     cpus: int = 2
     tail_blob: int = 32 * 1024  # an opaque device of this size in the tail
     seed: int = 1
+    zero_ratio: float | None = None  # None: runs (1 full : 3 zero while both last); p: each
+    # page independently zero with probability p (fragmented guest memory)
 
     def spec(self) -> SynthSpec:
         pages = self.full_pages + self.zero_pages
@@ -52,7 +54,7 @@ class Shape:
         return SynthSpec(ram_bytes=ram, part_sections=self.part_sections,
                          full_pages=self.full_pages, zero_pages=self.zero_pages,
                          multifd_flush=self.multifd_flush, cpus=self.cpus,
-                         tail_blob=self.tail_blob, seed=self.seed)
+                         tail_blob=self.tail_blob, seed=self.seed, zero_ratio=self.zero_ratio)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
