@@ -43,8 +43,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
+# A C compiler for the compiled RAM record walk (migproxy/stream/_ramwalk.c); the wheel
+# carries the built module, so the runtime stage needs no compiler. (Without one the
+# build still succeeds, with the pure-Python walk.)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 # Only what the wheel is built from (see .dockerignore), so edits to tests do not rebuild.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY migproxy ./migproxy
 RUN pip wheel --wheel-dir /wheels . \
     && ls -l /wheels
@@ -61,7 +67,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # Install from the build stage's wheels only (no index), then check the entry point runs.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels migproxy \
-    && migproxy --version
+    && migproxy --version \
+    && python3 -c 'from migproxy.stream.framer import IMPLEMENTATION as I; assert I == "c", I'
+
 
 # An unprivileged user with a fixed uid/gid (10001: outside the range of host system and
 # login accounts), no home directory and no login shell.

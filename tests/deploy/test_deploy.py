@@ -367,15 +367,19 @@ def _dockerignore_excludes(path: str, patterns: list[str]) -> bool:
 def test_dockerignore():
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
                 if ln.strip() and not ln.lstrip().startswith("#")]
-    needed = ["pyproject.toml", "README.md", "migproxy/__init__.py", "migproxy/cli.py",
-              "migproxy/arm/profiles/default.toml", "config/migproxy.example.toml"]
+    needed = ["pyproject.toml", "setup.py", "README.md", "migproxy/__init__.py",
+              "migproxy/cli.py", "migproxy/arm/profiles/default.toml",
+              "migproxy/arm/knowledge.toml",
+              "migproxy/arm/manifests/qemu-11.1.3/virt-10.0-max.json",
+              "migproxy/stream/_ramwalk.c", "config/migproxy.example.toml"]
     for p in needed:
         assert (ROOT / p).exists(), p
         assert not _dockerignore_excludes(p, patterns), f"{p} must be in the build context"
     for p in [".git/HEAD", "tests/test_cli.py", "tests/data/x.mig.xz", ".lab-streams/x.mig",
               ".pytest_cache/v", ".ruff_cache/x", ".hypothesis/x", "migproxy/__pycache__/a.pyc",
               "migproxy/x.pyc", "migproxy.egg-info/PKG-INFO", "bench/engine_micro.py",
-              "build/lib/x", "dist/x.whl", ".venv/bin/python", "scripts/test.sh"]:
+              "build/lib/x", "dist/x.whl", ".venv/bin/python", "scripts/test.sh",
+              "migproxy/stream/_ramwalk.cpython-311-x86_64-linux-gnu.so"]:
         assert _dockerignore_excludes(p, patterns), f"{p} must stay out of the build context"
 
 
@@ -491,3 +495,28 @@ def test_dashboard_promql_parses(tmp_path):
     r = subprocess.run([tool, "check", "rules", str(rules)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
+    """pip install . (the Dockerfile, a plain install) ships only the package data named in
+    pyproject.toml: every non-Python file under migproxy/ must match one of its patterns
+    (C sources are built by setup.py instead)."""
+    import fnmatch
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    data = conf["tool"]["setuptools"]["package-data"]
+    missing = []
+    for f in (ROOT / "migproxy").rglob("*"):
+        if not f.is_file() or f.suffix in (".py", ".pyc", ".so", ".c") or \
+                "__pycache__" in f.parts:
+            continue
+        rel = f.relative_to(ROOT)
+        ok = False
+        for pkg, patterns in data.items():
+            base = ROOT.joinpath(*pkg.split("."))
+            if base in f.parents:
+                inner = str(f.relative_to(base))
+                ok = ok or any(fnmatch.fnmatch(inner, p) for p in patterns)
+        if not ok:
+            missing.append(str(rel))
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
