@@ -1,8 +1,9 @@
 """A minimal TCP relay on migproxy's I/O fast path, without the engine (the baseline).
 
-uvloop, ``BufferedProtocol`` with a 1 MiB receive buffer (reused only while the peer
-transport has nothing queued, as in ``migproxy.daemon.relay``), write-buffer high water 4 MiB with
-``pause_reading``/``resume_reading`` back-pressure, half-close passed on.
+uvloop, ``BufferedProtocol`` with a 1 MiB receive buffer, reused only while the peer
+transport has nothing queued; otherwise an earlier buffer that no queued write refers to
+any more, else a new one (as ``migproxy.daemon.relay`` does). Write-buffer high water
+4 MiB with ``pause_reading``/``resume_reading`` back-pressure, half-close passed on.
 
     python -m bench.bare_relay --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import uvloop
 
+from migproxy.daemon.relay import RETIRED_BUFFERS, unreferenced
+
 READ, HIGH = 1 << 20, 4 << 20
 
 
@@ -23,7 +26,9 @@ class Side(asyncio.BufferedProtocol):
         self.target = target  # set on the accepted side: connect there first
         self.peer: Side | None = None
         self.t: Any = None
-        self.buf = memoryview(bytearray(READ))
+        self.raw = bytearray(READ)
+        self.buf = memoryview(self.raw)
+        self.retired: list[bytearray] = []
         # Read before the target was connected (uvloop may deliver reads although
         # pause_reading() was called in connection_made): None once replayed.
         self.early: list[bytes] | None = [] if target is not None else None
@@ -61,7 +66,16 @@ class Side(asyncio.BufferedProtocol):
         pt = self.peer.t
         pt.write(self.buf[:nbytes])
         if pt.get_write_buffer_size():  # the peer may still reference our buffer
-            self.buf = memoryview(bytearray(READ))
+            old = self.raw
+            del self.buf
+            reuse = next((b for b in self.retired if unreferenced(b)), None)
+            if reuse is not None:
+                self.retired.remove(reuse)
+            self.retired.append(old)
+            if len(self.retired) > RETIRED_BUFFERS:
+                del self.retired[0]
+            self.raw = reuse if reuse is not None else bytearray(READ)
+            self.buf = memoryview(self.raw)
 
     def eof_received(self) -> bool:
         self.eof = True

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    shape = Shape(full_pages=1434, zero_pages=614, zero_ratio=0.3)
+    shape = Shape()
     plan = Plan(shape)
     repeats = plan.repeats_for(parse_size(a.size))
     total = plan.total(repeats)
