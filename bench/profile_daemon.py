@@ -1,6 +1,7 @@
 """Profile the migproxy daemon (or the bare relay) while it relays a big main channel.
 
-    python -m bench.profile_daemon [--path migproxy] [--size 4G] [--native] [--top 25]
+    python -m bench.profile_daemon [--path migproxy] [--size 4G] [--zero-ratio P] [--native]
+                                   [--top 25]
 
 Starts the path's relay, a sink and a sender (as ``bench.run`` does), attaches
 ``py-spy record`` (``pip install py-spy``; needs ptrace rights, e.g. root) to the relay
@@ -52,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=250, help="samples per second")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--out", default="/tmp/migproxy-profile.txt", help="collapsed stacks")
+    ap.add_argument("--zero-ratio", type=float, metavar="P",
+                    help="fragmented RAM: each page zero with probability P (default: runs)")
     a = ap.parse_args(argv)
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    shape = Shape()
+    shape = Shape() if a.zero_ratio is None else \
+        Shape(full_pages=1434, zero_pages=614, zero_ratio=a.zero_ratio)
     plan = Plan(shape)
     repeats = plan.repeats_for(parse_size(a.size))
     total = plan.total(repeats)
