@@ -7,6 +7,7 @@ this module loads and checks it. :mod:`migproxy.arm.reconcile` applies it.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ class Condition:
     equals_low32_of: int | None = None  # a register id of the same stream
     differs_only_in: int | None = None  # set_if: a mask of bits allowed to differ
 
-    def holds(self, v: int, others: dict[int, int] | None = None) -> bool:
+    def holds(self, v: int, others: Mapping[int, int] | None = None) -> bool:
         """Whether ``v`` meets the condition (``others``: the stream's registers)."""
         if self.any:
             return True

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from migproxy.arm.knowledge import Condition, Knowledge, RegisterRule
+from migproxy.arm.knowledge import Knowledge, RegisterRule
 from migproxy.arm.manifest import Manifest
 from migproxy.arm.registers import describe, format_id, is_id_register
 
@@ -79,10 +79,6 @@ def _name(reg: int) -> str:
     return f"{describe(reg)} ({format_id(reg)})"
 
 
-def _holds(c: Condition, reg: int, src: Mapping[int, int]) -> bool:
-    return c.holds(src[reg], dict(src))
-
-
 def model_constants(manifests: Iterable[Manifest], cpu: str) -> dict[int, int]:
     """The ID register values of a CPU model that every shipped manifest of it agrees on."""
     seen: dict[int, set[int]] = {}
@@ -95,21 +91,23 @@ def model_constants(manifests: Iterable[Manifest], cpu: str) -> dict[int, int]:
     return {reg: next(iter(vs)) for reg, vs in seen.items() if len(vs) == 1}
 
 
+def benign_set(reg: int, have: int, want: int, kb: Knowledge, accel: str
+               ) -> RegisterRule | None:
+    """The knowledge-base rule that lets ``reg`` take the destination's value ``want``
+    (its ``set_if`` allows every bit that differs from ``have``), or None."""
+    rule = kb.rule_for(reg, accel)
+    mask = rule.set_if.differs_only_in if rule is not None and rule.set_if else None
+    return rule if mask is not None and (have ^ want) & ~mask == 0 else None
+
+
 def id_differences(src: Mapping[int, int], dest: Manifest, kb: Knowledge, accel: str
                    ) -> list[tuple[int, int, int]]:
     """Constant ID registers both sides have whose values differ, beyond what the
     knowledge base calls benign: (register, stream value, destination value)."""
-    out = []
     dst = dest.values
-    for reg in sorted(src.keys() & dst.keys()):
-        if not is_id_register(reg) or src[reg] == dst[reg]:
-            continue
-        rule = kb.rule_for(reg, accel)
-        mask = rule.set_if.differs_only_in if rule and rule.set_if else None
-        if mask is not None and (src[reg] ^ dst[reg]) & ~mask == 0:
-            continue
-        out.append((reg, src[reg], dst[reg]))
-    return out
+    return [(reg, src[reg], dst[reg]) for reg in sorted(src.keys() & dst.keys())
+            if is_id_register(reg) and src[reg] != dst[reg]
+            and benign_set(reg, src[reg], dst[reg], kb, accel) is None]
 
 
 def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mapping[str, bytes],
@@ -131,7 +129,7 @@ def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mappin
     for reg in sorted(src.keys() - dst.keys()):
         r = rule(reg)
         v = src[reg]
-        if r is not None and r.drop_if is not None and _holds(r.drop_if, reg, src):
+        if r is not None and r.drop_if is not None and r.drop_if.holds(v, src):
             plan.changes.append(Change("drop", _name(reg), v, None, r.reason))
         elif stable and is_id_register(reg) and model.get(reg) == v:
             plan.changes.append(Change("drop", _name(reg), v, None, kb.id_registers_reason))
@@ -183,12 +181,12 @@ def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mappin
             f"{_name(reg)} = 0x{have:x} in the stream, 0x{want:x} on {where} (bits "
             f"0x{have ^ want:x} differ): a CPU feature would change under the running guest")
     for reg in sorted(src.keys() & dst.keys()):
-        r = rule(reg)
-        if is_id_register(reg) and src[reg] != dst[reg] and r is not None and r.set_if and \
-                r.set_if.differs_only_in is not None and \
-                (src[reg] ^ dst[reg]) & ~r.set_if.differs_only_in == 0:
-            out[reg] = dst[reg]
-            plan.changes.append(Change("set", _name(reg), src[reg], dst[reg], r.reason))
+        if is_id_register(reg) and src[reg] != dst[reg]:
+            benign = benign_set(reg, src[reg], dst[reg], kb, accel)
+            if benign is not None:
+                out[reg] = dst[reg]
+                plan.changes.append(Change("set", _name(reg), src[reg], dst[reg],
+                                           benign.reason))
     for name, payload in subsections.items():
         if name in dest.subsections:
             continue

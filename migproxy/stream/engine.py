@@ -485,23 +485,31 @@ class StreamEngine:
         """Why a framing description, with the return path, is not taken for the end:
         not QEMU's serialisation or not this stream's (:func:`unlike_qemus`), or a section
         a rewriter claims is not in a layout it knows field for field."""
-        fr = self.framer
-        why = unlike_qemus(raw, desc, StreamFacts(fr.page_size, fr.machine,
-                                                  tuple(fr.config_subsections)))
+        why = unlike_qemus(raw, desc, self._facts())
         if why is not None:
             return why
         devices = layout.description["devices"]
-        for item in layout.items:
-            if not isinstance(item, FullSection):
-                continue
-            for rw in self.config.rewriters:
-                device = devices[item.device_index]
-                if rw.claims(item, device):
-                    why = rw.recognises(item, device)
-                    if why is not None:
-                        return f"section {item.idstr!r} instance {item.instance_id}: {why}"
-                    break
+        for item, rw in self._claimed(layout):
+            why = rw.recognises(item, devices[item.device_index])
+            if why is not None:
+                return f"section {item.idstr!r} instance {item.instance_id}: {why}"
         return None
+
+    def _facts(self) -> StreamFacts:
+        fr = self.framer
+        return StreamFacts(fr.page_size, fr.machine, tuple(fr.config_subsections))
+
+    def _claimed(self, layout: DeviceStateLayout) -> list[tuple[FullSection, SectionRewriter]]:
+        """Each FULL section with the first rewriter that claims it."""
+        devices = layout.description["devices"]
+        out = []
+        for item in layout.items:
+            if isinstance(item, FullSection):
+                rw = next((r for r in self.config.rewriters
+                           if r.claims(item, devices[item.device_index])), None)
+                if rw is not None:
+                    out.append((item, rw))
+        return out
 
     def _release(self, res: FeedResult, layout: DeviceStateLayout) -> None:
         held = self._held
@@ -541,25 +549,18 @@ class StreamEngine:
         rewriters = self.config.rewriters
         if not rewriters:
             return buf
-        devices = layout.description["devices"]
         base = self._held.start_offset if self._held is not None else 0
         claimed: list[tuple[SectionRewriter, Decoded]] = []
         edits: list[SectionEdit] = []
-        fr = self.framer
-        facts = StreamFacts(fr.page_size, fr.machine, tuple(fr.config_subsections))
+        facts = self._facts()
         try:
             for rw in rewriters:
                 rw.begin(facts)
-            for item in layout.items:
-                if not isinstance(item, FullSection):
-                    continue
-                for rw in rewriters:
-                    if rw.claims(item, devices[item.device_index]):
-                        decoded = rw.decode(buf, item, base)
-                        claimed.append((rw, decoded))
-                        self.reports.extend(decoded.events)
-                        res.events.extend(decoded.events)
-                        break
+            for item, rw in self._claimed(layout):
+                decoded = rw.decode(buf, item, base)
+                claimed.append((rw, decoded))
+                self.reports.extend(decoded.events)
+                res.events.extend(decoded.events)
             apply = not self.config.dry_run
             for rw, decoded in claimed:
                 edit = rw.plan(decoded, apply=apply)
