@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from migproxy.daemon.relay import RETIRED_BUFFERS, unreferenced
+from migproxy.daemon.relay import next_buffer
 
 READ, HIGH = 1 << 20, 4 << 20
 
@@ -66,15 +66,8 @@ class Side(asyncio.BufferedProtocol):
         pt = self.peer.t
         pt.write(self.buf[:nbytes])
         if pt.get_write_buffer_size():  # the peer may still reference our buffer
-            old = self.raw
             del self.buf
-            reuse = next((b for b in self.retired if unreferenced(b)), None)
-            if reuse is not None:
-                self.retired.remove(reuse)
-            self.retired.append(old)
-            if len(self.retired) > RETIRED_BUFFERS:
-                del self.retired[0]
-            self.raw = reuse if reuse is not None else bytearray(READ)
+            self.raw = next_buffer(self.retired, self.raw, READ)
             self.buf = memoryview(self.raw)
 
     def eof_received(self) -> bool:

@@ -67,6 +67,21 @@ def unreferenced(buf: bytearray) -> bool:
         return False
     del buf[-1]
     return True
+
+
+def next_buffer(retired: list[bytearray], old: bytearray, size: int) -> bytearray:
+    """A receive buffer of ``size`` bytes to read into instead of ``old``, which a queued
+    write may still refer to: an earlier one from ``retired`` that nothing refers to any
+    more, else a new one. ``old`` joins ``retired`` (at most RETIRED_BUFFERS are kept; one
+    dropped is freed when its last write is done). The caller must not hold a view of
+    ``old`` or of the buffers in ``retired``."""
+    reuse = next((b for b in retired if len(b) == size and unreferenced(b)), None)
+    if reuse is not None:
+        retired.remove(reuse)
+    retired.append(old)
+    if len(retired) > RETIRED_BUFFERS:
+        del retired[0]
+    return reuse if reuse is not None else bytearray(size)
 _ids = itertools.count(1)
 _DIRECTION = {Side.DESTINATION: "to_destination", Side.SOURCE: "to_source"}
 
@@ -103,17 +118,8 @@ class _Side(asyncio.BufferedProtocol):
         read into another one. The old one lives as long as the transport needs it; an
         earlier one that no write refers to any more is reused (allocating and zeroing a
         1 MiB buffer per read cost an eighth of the daemon's time under backpressure)."""
-        old = self._buf
-        del self._mv  # our own view: the test below must see only the transport's
-        reuse = None
-        for i, b in enumerate(self._retired):
-            if len(b) == self.read_size and unreferenced(b):
-                reuse = self._retired.pop(i)
-                break
-        self._retired.append(old)
-        if len(self._retired) > RETIRED_BUFFERS:
-            del self._retired[0]  # forgotten: freed when its last write is done
-        self._buf = reuse if reuse is not None else bytearray(self.read_size)
+        del self._mv  # our own view: the reuse test must see only the transport's
+        self._buf = next_buffer(self._retired, self._buf, self.read_size)
         self._mv = memoryview(self._buf)
 
     # protocol callbacks -----------------------------------------------------------------
