@@ -311,13 +311,15 @@ class Pair:
         if old is not None:
             old.cancel()
         session = self.session
-        if c.timer == Timer.CLASSIFY:
-            def fire() -> None:
+
+        def fire() -> None:
+            now = time.monotonic()
+            if c.timer == Timer.CLASSIFY:  # the session cannot see the other pairs
                 main_open = self.registry.main_open(self.route, session)
-                self.run(session.on_classify_deadline(time.monotonic(), main_open=main_open))
-        else:
-            def fire() -> None:
-                self.run(session.on_timer(c.timer, time.monotonic()))
+                self.run(session.on_classify_deadline(now, main_open=main_open))
+            else:
+                self.run(session.on_timer(c.timer, now))
+
         self._timers[c.timer] = asyncio.get_event_loop().call_later(c.delay, fire)
 
     def _finished(self, c: Finished) -> None:

@@ -17,10 +17,10 @@ import pytest
 
 from migproxy.arm.destination import Destination
 from migproxy.arm.events import CpuReconciled
-from migproxy.arm.rewriter import arm_engine_config
 from migproxy.lab import Lab
-from migproxy.stream.engine import Mode, Policy, StreamEngine
-from migproxy.stream.events import Aborted
+from migproxy.stream.engine import Mode, StreamEngine
+from migproxy.stream.events import Aborted, Event
+from migproxy.tools.offline import rewrite_file
 from tests.conftest import require_lab
 
 pytestmark = pytest.mark.qemu
@@ -38,16 +38,10 @@ def lab() -> Lab:
     return require_lab(*VERSIONS)
 
 
-def rewrite(src: Path, dest: str, out: Path) -> tuple[StreamEngine, list[object]]:
-    eng = StreamEngine(arm_engine_config(None, Destination.load(f"qemu-{dest}"),
-                                         policy=Policy.ABORT))
-    data = src.read_bytes()
-    res = eng.feed(data)
-    end = eng.feed_eof()
-    events = [*res.events, *end.events]
-    if eng.mode == Mode.DONE:
-        out.write_bytes(b"".join(bytes(c) for c in [*res.data, *end.data]))
-    return eng, events
+def rewrite(src: Path, dest: str, out: Path) -> tuple[StreamEngine, list[Event]]:
+    """``migproxy rewrite SRC OUT --destination qemu-DEST``: OUT only if it was rewritten."""
+    run = rewrite_file(src, out, None, destination=Destination.load(f"qemu-{dest}"))
+    return run.engine, run.events
 
 
 @pytest.mark.parametrize("smp", [1, 2])
