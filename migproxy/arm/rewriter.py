@@ -65,26 +65,19 @@ class ArmCpuRewriter:
                    if rule.name == span.name and rule.decide(cpu.subsections[span.name])]
         if not r.changed and not removed:
             return None
-        splices = [Splice(span.offset, span.end, b"") for span in removed]
         events: list[Event] = []
-        counts: dict[str, int] = {}
         if r.changed:
             events.append(CpuRewritten(cpu.instance_id, len(cpu.indexes), len(r.indexes),
                                        tuple(r.dropped), tuple(r.inserted), tuple(r.set),
                                        apply))
             if apply and (not cpu.indexes or not r.indexes):
                 raise CpuLayoutError("cannot rewrite an empty cpreg list or empty it")
-            n = len(r.indexes)
-            splices.insert(0, Splice(cpu.count_offset, cpu.arrays_end,
-                                     cpu.encode_arrays(r.indexes, r.values)))
-            counts = {F_IDX: n, F_VAL: n}
         if removed:
             events.append(CpuReconciled(cpu.instance_id, f"profile {profile.name}",
                                         tuple(f"remove subsection {s.name}" for s in removed),
                                         (), apply))
-        return SectionEdit(section, splices, counts, events,
-                           frozenset(s.name for s in removed))
-
+        return _section_edit(cpu, section, events, (r.indexes, r.values) if r.changed else None,
+                             frozenset(s.name for s in removed))
 
     def _reconcile(self, decoded: Decoded, apply: bool) -> SectionEdit | None:
         dest = self.destination
@@ -106,21 +99,29 @@ class ArmCpuRewriter:
         dropped = tuple((i, v) for i, v in src.items() if i not in new)
         inserted = tuple((i, v) for i, v in new.items() if i not in src)
         changed = tuple((i, src[i], v) for i, v in new.items() if i in src and src[i] != v)
-        splices: list[Splice] = []
-        counts: dict[str, int] = {}
+        arrays = None
         if dropped or inserted or changed:
             if apply and not plan.indexes:
                 raise CpuLayoutError("cannot rewrite the cpreg list into an empty one")
             events.append(CpuRewritten(cpu.instance_id, len(cpu.indexes), len(plan.indexes),
                                        dropped, inserted, changed, apply))
-            splices.append(Splice(cpu.count_offset, cpu.arrays_end,
-                                  cpu.encode_arrays(plan.indexes, plan.values)))
-            counts = {F_IDX: len(plan.indexes), F_VAL: len(plan.indexes)}
-        for span in section.subsections:
-            if span.name in plan.remove_subsections:
-                splices.append(Splice(span.offset, span.end, b""))
-        return SectionEdit(section, splices, counts, events,
-                           frozenset(plan.remove_subsections))
+            arrays = (plan.indexes, plan.values)
+        return _section_edit(cpu, section, events, arrays, frozenset(plan.remove_subsections))
+
+
+def _section_edit(cpu: CpuSection, section: FullSection, events: list[Event],
+                  arrays: tuple[list[int], list[int]] | None,
+                  removed: frozenset[str]) -> SectionEdit:
+    """The edit of a cpu section: new cpreg arrays (if any) and the subsections removed."""
+    splices = [Splice(span.offset, span.end, b"") for span in section.subsections
+               if span.name in removed]
+    counts: dict[str, int] = {}
+    if arrays is not None:
+        indexes, values = arrays
+        splices.append(Splice(cpu.count_offset, cpu.arrays_end,
+                              cpu.encode_arrays(indexes, values)))
+        counts = {F_IDX: len(indexes), F_VAL: len(indexes)}
+    return SectionEdit(section, splices, counts, events, removed)
 
 
 def arm_rewriters(profile: Profile | None,
