@@ -268,6 +268,10 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    help="device state all migrations may hold at once (default 268435456)")
     g.add_argument("--drain-timeout", type=float, metavar="SECONDS",
                    help="how long in-flight migrations may run after SIGTERM (default 300)")
+    g.add_argument("--splice-threads", type=int, metavar="N",
+                   help="untouched channels (multifd, postcopy preempt, passthrough) relayed "
+                        "in the kernel with splice(2) at once, one thread each (default 16; "
+                        "0: none)")
 
 
 def _add_destination_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -12,6 +12,7 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     log_level = "info"             # debug | info | warning | error
     drain_timeout = 300            # seconds in-flight migrations may take after SIGTERM
     hold_budget = 268435456        # bytes of device state all migrations hold at most
+    splice_threads = 16            # untouched channels relayed in the kernel at once; 0 = none
 
     [defaults]                     # for every route, unless the route says otherwise
     profile = ""                   # built-in name or file path ("": default, or destination's)
@@ -59,6 +60,7 @@ from migproxy.daemon.admission import (
     parse_networks,
 )
 from migproxy.daemon.session import DEFAULT_END_QUIET
+from migproxy.daemon.splice import DEFAULT_THREADS
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Policy
 
@@ -173,6 +175,7 @@ class Config:
     log_level: str = "info"
     drain_timeout: float = 300.0
     hold_budget: int = DEFAULT_HOLD_BUDGET
+    splice_threads: int = DEFAULT_THREADS
     source: str = "<command line>"
     defaults: RouteSettings = field(default_factory=RouteSettings)
 
@@ -193,6 +196,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "end_quiet": (0.001, 5),  # seconds; the switchover time added with the return path
     "drain_timeout": (0, 86400),  # seconds
     "hold_budget": (4096, 1 << 36),  # bytes held by all migrations of the daemon together
+    "splice_threads": (0, 1024),  # kernel relays (threads, 2 pipes each) of the daemon
     "max_connections": (1, 65536),  # open connections per route
     "max_per_peer": (1, 65536),  # open connections per source address and route
 }
@@ -209,6 +213,16 @@ def _number(v: Any, key: str, where: str, *, minimum: float, maximum: float,
     if not minimum <= v <= maximum:
         raise ConfigError(f"{where}: {key} must be between {minimum} and {maximum}, not {v!r}")
     return v
+
+
+def _daemon_number(daemon: dict[str, Any], args: argparse.Namespace, key: str,
+                   default: float, source: str, *, integer: bool = False) -> float:
+    """A number of the [daemon] table, overridden by its command-line flag, in LIMITS."""
+    v = daemon.get(key, default)
+    if getattr(args, key, None) is not None:
+        v = getattr(args, key)
+    low, high = LIMITS[key]
+    return float(_number(v, key, source, minimum=low, maximum=high, integer=integer))
 
 
 def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSettings:
@@ -312,7 +326,8 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     daemon = data.get("daemon", {})
     if not isinstance(daemon, dict):
         raise ConfigError(f"{source}: [daemon] must be a table")
-    extra = set(daemon) - {"metrics", "log_format", "log_level", "drain_timeout", "hold_budget"}
+    extra = set(daemon) - {"metrics", "log_format", "log_level", "drain_timeout", "hold_budget",
+                           "splice_threads"}
     if extra:
         raise ConfigError(f"{source}: [daemon]: unknown keys {sorted(extra)}")
 
@@ -330,17 +345,11 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     log_level = getattr(args, "log_level", None) or daemon.get("log_level", "info")
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
-    drain = daemon.get("drain_timeout", 300)
-    if getattr(args, "drain_timeout", None) is not None:
-        drain = args.drain_timeout
-    low, high = LIMITS["drain_timeout"]
-    drain_timeout = float(_number(drain, "drain_timeout", source, minimum=low, maximum=high))
-    budget = daemon.get("hold_budget", DEFAULT_HOLD_BUDGET)
-    if getattr(args, "hold_budget", None) is not None:
-        budget = args.hold_budget
-    low, high = LIMITS["hold_budget"]
-    hold_budget = int(_number(budget, "hold_budget", source, minimum=low, maximum=high,
-                              integer=True))
+    drain_timeout = _daemon_number(daemon, args, "drain_timeout", 300, source)
+    hold_budget = int(_daemon_number(daemon, args, "hold_budget", DEFAULT_HOLD_BUDGET, source,
+                                     integer=True))
+    splice_threads = int(_daemon_number(daemon, args, "splice_threads", DEFAULT_THREADS,
+                                        source, integer=True))
 
     defaults_t = data.get("defaults", {})
     if not isinstance(defaults_t, dict):
@@ -391,5 +400,5 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
             # CLI overrides apply to routes from the file too
             settings = _settings(settings, cli, "command line")
         routes.append(_route(listen, target, settings, where, cache))
-    return Config(routes, metrics, log_format, log_level, drain_timeout, hold_budget, source,
-                  defaults)
+    return Config(routes, metrics, log_format, log_level, drain_timeout, hold_budget,
+                  splice_threads, source, defaults)

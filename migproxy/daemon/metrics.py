@@ -43,6 +43,9 @@ class Metrics:
         self.bytes = Counter(
             "migproxy_bytes", "Bytes relayed, by direction and channel kind",
             ["direction", "channel"], registry=r)
+        self.spliced = Counter(
+            "migproxy_spliced_connections", "Connections whose rest was relayed in the kernel "
+            "(splice(2)), by channel kind", ["channel"], registry=r)
         self.sections = Counter(
             "migproxy_sections", "Main-channel sections framed, by type (START/PART/END/FULL)",
             ["type"], registry=r)
@@ -107,6 +110,7 @@ class Metrics:
         for ch in CHANNELS:
             self.connections.labels(ch)
             self.connections_active.labels(ch)
+            self.spliced.labels(ch)
             for d in DIRECTIONS:
                 self.bytes.labels(d, ch)
         for flag in ("true", "false"):

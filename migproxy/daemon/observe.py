@@ -56,6 +56,9 @@ class PairObserver:
         self.metrics.connections_refused.labels(reason).inc()
         self.log.warning("refused", reason=str(reason))
 
+    def spliced(self) -> None:
+        self.metrics.spliced.labels(self.channel or Channel.OTHER).inc()
+
     def forwarded(self, direction: str, n: int) -> None:
         self.metrics.bytes.labels(direction, self.channel or Channel.OTHER).inc(n)
 

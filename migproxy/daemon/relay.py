@@ -10,12 +10,17 @@ I/O uses ``BufferedProtocol`` with large receive buffers. Data handed to a trans
 still be referenced by it after ``write()`` returns (when it could not all be sent at
 once), so a side only reuses its receive buffer when the peer transport has nothing queued;
 otherwise it takes a fresh one.
+
+A connection the session offers (``Splice``) is handed to a kernel relay
+(:mod:`migproxy.daemon.splice`) once nothing is queued towards either side: its sockets
+leave the event loop, and the session hears only how the relay ended.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -44,8 +49,10 @@ from migproxy.daemon.session import (
     Session,
     SessionSettings,
     Side,
+    Splice,
     Timer,
 )
+from migproxy.daemon.splice import KernelRelay, KernelRelays, RelayEnd
 from migproxy.stream.policy import HoldBudget
 
 if TYPE_CHECKING:
@@ -55,6 +62,11 @@ if TYPE_CHECKING:
 INITIAL_READ_SIZE = 64 << 10  # an idle or small connection never holds more
 READ_SIZE = 1 << 20  # a side's receive buffer grows to this while reads fill it
 RETIRED_BUFFERS = 4  # receive buffers a side keeps for reuse once no write refers to them
+# Before a connection goes to the kernel relay, what its transports still queue must be
+# written: reading pauses, and the handover waits this long at most (polling), else the
+# connection stays on the event-loop path.
+HANDOVER_WAIT = 5.0  # seconds
+HANDOVER_POLL = 0.002  # seconds
 
 
 def unreferenced(buf: bytearray) -> bool:
@@ -98,6 +110,7 @@ class _Side(asyncio.BufferedProtocol):
         self._mv = memoryview(self._buf)
         self._retired: list[bytearray] = []  # earlier buffers, maybe still being written
         self.closed = False
+        self.handed_over = False  # the socket belongs to a kernel relay now
         self._pause_reasons: set[str] = set()
 
     # reading control ------------------------------------------------------------------
@@ -145,19 +158,25 @@ class _Side(asyncio.BufferedProtocol):
             self.fresh_buffer()
 
     def eof_received(self) -> bool:
+        if self.handed_over:
+            return True
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
         return True  # keep the other direction open (half-close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.handed_over:
+            return  # the transport let go of its socket; the kernel relay has a duplicate
         error = None if exc is None else (str(exc) or type(exc).__name__)
         self.pair.run(self.pair.session.on_lost(self.side, error, time.monotonic()))
 
     def pause_writing(self) -> None:
-        self.pair.run(self.pair.session.on_backpressure(self.side, True))
+        if not self.handed_over:
+            self.pair.run(self.pair.session.on_backpressure(self.side, True))
 
     def resume_writing(self) -> None:
-        self.pair.run(self.pair.session.on_backpressure(self.side, False))
+        if not self.handed_over:
+            self.pair.run(self.pair.session.on_backpressure(self.side, False))
 
 
 class Pair:
@@ -173,7 +192,8 @@ class Pair:
                               dry_run=st.dry_run,
                               hold_cap=st.hold_cap, max_description=st.max_description,
                               hold_budget=registry.hold_budget),
-            st.idle_timeout, end_quiet=st.end_quiet, classify_timeout=st.classify_timeout),
+            st.idle_timeout, end_quiet=st.end_quiet, classify_timeout=st.classify_timeout,
+            splice=registry.kernel_relays.threads > 0),
             time.monotonic())
         self.sides = {Side.SOURCE: _Side(self, Side.SOURCE),
                       Side.DESTINATION: _Side(self, Side.DESTINATION)}
@@ -186,6 +206,7 @@ class Pair:
             (f"destination:{route.destination.name}" if route.destination else None),
             dry_run=st.dry_run)
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self.kernel: KernelRelay | None = None  # relays the rest, once handed over
         self.admitted = False
         self.refused = False
         self._connect_task: asyncio.Task[None] | None = None
@@ -249,7 +270,11 @@ class Pair:
                 self._open_target()
             elif isinstance(c, RequestTimer):
                 self._request_timer(c)
+            elif isinstance(c, Splice):
+                self._hand_over(c.idle_timeout)
             elif isinstance(c, Close):
+                if self.kernel is not None:
+                    self.kernel.stop()  # resets both (a clean end needs no command)
                 for side in self.sides.values():
                     t = side.transport
                     if t is not None and not t.is_closing():
@@ -279,6 +304,59 @@ class Pair:
         if t.get_write_buffer_size():
             # The transport may hold references into the reading side's buffer.
             self.sides[c.to.peer].fresh_buffer()
+
+    # the kernel relay --------------------------------------------------------------------
+    def _hand_over(self, idle_timeout: float, deadline: float | None = None) -> None:
+        """Give both sockets to a kernel relay once nothing is queued towards either; the
+        session is told only if that happened (else it goes on as it was)."""
+        relays = self.registry.kernel_relays
+        transports = [side.transport for side in (self.src, self.dst)]
+        now = time.monotonic()
+        if deadline is None:
+            if any(t is None or t.get_extra_info("sslcontext") is not None
+                   for t in transports):
+                return  # the kernel cannot move what Python decrypts
+            for side in self.sides.values():
+                side.pause("handover")
+            deadline = now + HANDOVER_WAIT
+        usable = (not self.session.closed and relays.has_room() and
+                  all(t is not None and not t.is_closing() for t in transports))
+        if usable and any(t.get_write_buffer_size() for t in transports):
+            if now < deadline:
+                asyncio.get_event_loop().call_later(HANDOVER_POLL, self._hand_over,
+                                                    idle_timeout, deadline)
+                return
+            usable = False
+        if not usable:
+            for side in self.sides.values():
+                side.resume("handover")
+            return
+        fds = [os.dup(t.get_extra_info("socket").fileno()) for t in transports]
+        for side in self.sides.values():
+            side.handed_over = True
+            side.transport.abort()  # closes its descriptor; the duplicates keep the sockets
+        loop = asyncio.get_event_loop()
+        self.kernel = relays.start(fds[0], fds[1], idle_timeout=idle_timeout,
+                                   call_soon_threadsafe=loop.call_soon_threadsafe,
+                                   on_progress=self._spliced, on_end=self._splice_ended)
+        self.observer.spliced()
+        self.run(self.session.on_spliced(now))
+
+    def _spliced(self, to_destination: int, to_source: int) -> None:
+        self.session.on_splice_progress(to_destination, to_source)
+        self._count_spliced(to_destination, to_source)
+
+    def _count_spliced(self, to_destination: int, to_source: int) -> None:
+        if to_destination:
+            self.observer.forwarded("to_destination", to_destination)
+        if to_source:
+            self.observer.forwarded("to_source", to_source)
+
+    def _splice_ended(self, end: RelayEnd) -> None:
+        self._count_spliced(end.to_destination, end.to_source)
+        failed = Side(end.side) if end.side is not None else None
+        self.run(self.session.on_splice_end(end.how, failed, end.error, end.to_destination,
+                                            end.to_source, time.monotonic()))
 
     def _open_target(self) -> None:
         # Connections reach the target in accept order: first every earlier connection
@@ -335,8 +413,10 @@ class Pair:
 class PairRegistry:
     """The live pairs of a daemon, and the per-route accept order and connect lock."""
 
-    def __init__(self, hold_budget: HoldBudget | None = None) -> None:
+    def __init__(self, hold_budget: HoldBudget | None = None,
+                 kernel_relays: KernelRelays | None = None) -> None:
         self.hold_budget = hold_budget  # shared by every pair's engine
+        self.kernel_relays = kernel_relays or KernelRelays(0)
         self.pairs: set[Pair] = set()
         self._by_session: dict[int, Pair] = {}
         self._locks: dict[int, asyncio.Lock] = {}

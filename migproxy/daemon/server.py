@@ -18,6 +18,8 @@ from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
+from migproxy.daemon.splice import AVAILABLE as SPLICE_AVAILABLE
+from migproxy.daemon.splice import KernelRelays
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 
@@ -33,7 +35,8 @@ class Daemon:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.registry = PairRegistry(HoldBudget(config.hold_budget))
+        self.registry = PairRegistry(HoldBudget(config.hold_budget),
+                                     KernelRelays(config.splice_threads))
         self.idle_trim = IdleTrim(lambda: not self.registry.pairs)
         self.registry.on_idle = self.idle_trim.maybe_idle
         self.servers: list[asyncio.Server] = []
@@ -48,6 +51,12 @@ class Daemon:
         self.log.info("ram_walk", implementation=IMPLEMENTATION,
                       note="compiled" if IMPLEMENTATION == "c" else
                       "pure Python (the compiled walk is not built, or MIGPROXY_NO_EXTENSIONS)")
+        relays = self.registry.kernel_relays
+        self.log.info("kernel_relay", threads=relays.threads,
+                      note=f"up to {relays.threads} untouched channels at once move by "
+                      "splice(2)" if relays.threads else
+                      "off: every channel goes through the event loop" +
+                      ("" if SPLICE_AVAILABLE else " (no splice(2) on this system)"))
         await self._resolve_targets()
         for route in self.config.routes:
             def factory(route=route) -> Any:

@@ -8,12 +8,14 @@ A :class:`Session` owns everything about one accepted connection that is policy,
   channel: relayed untouched);
 * when the target connection is opened: on the first byte from the source (a bare TCP
   probe never reaches the destination), and in accept order (:class:`ConnectQueue`);
-* both directions, half-close, the idle timer and the outcome.
+* both directions, half-close, the idle timer and the outcome;
+* when nothing more of a connection needs parsing (:class:`Splice`: the executor may hand
+  the rest to the kernel relay, :mod:`migproxy.daemon.splice`).
 
 The executor (:mod:`migproxy.daemon.relay`) turns socket callbacks into calls of the
 ``on_*`` methods and carries out the commands they return, in order: :class:`Forward`,
 :class:`HalfClose`, :class:`Close`, :class:`OpenTarget`, :class:`PauseReading` /
-:class:`ResumeReading`, :class:`RequestTimer`; :class:`Report`, :class:`Log` and
+:class:`ResumeReading`, :class:`RequestTimer`, :class:`Splice`; :class:`Report`, :class:`Log` and
 :class:`Finished` go to the observer (:mod:`migproxy.daemon.observe`: metrics and logs).
 Nothing here touches a socket, a clock (times are passed in) or a metric.
 
@@ -168,6 +170,16 @@ class RequestTimer:
 
 
 @dataclass(slots=True)
+class Splice:
+    """Nothing more of this connection needs parsing: the executor may relay the rest in
+    the kernel (:mod:`migproxy.daemon.splice`), resetting both connections after
+    ``idle_timeout`` seconds without a byte (0: never). If it does, it calls
+    ``on_spliced`` and, at the end, ``on_splice_end``; if not, nothing changes."""
+
+    idle_timeout: float
+
+
+@dataclass(slots=True)
 class Classified:
     """The channel kind is known (for the observer: counts, log context)."""
 
@@ -203,7 +215,7 @@ class Finished:
 
 
 Command = (Forward | HalfClose | Close | OpenTarget | PauseReading | ResumeReading
-           | RequestTimer | Classified | Report | Log | Finished)
+           | RequestTimer | Splice | Classified | Report | Log | Finished)
 
 
 @dataclass(frozen=True)
@@ -212,6 +224,7 @@ class SessionSettings:
     idle_timeout: float  # seconds without a byte either way; 0: never
     end_quiet: float = DEFAULT_END_QUIET  # seconds of quiet that confirm a framed end
     classify_timeout: float = 0.0  # seconds for the first 4 bytes; 0: no deadline
+    splice: bool = False  # offer the executor the rest of untouched connections (Splice)
 
 
 class Session:
@@ -232,6 +245,9 @@ class Session:
         self._pending: list[bytes] = []  # source bytes that arrived before the target
         self._source_eof_pending = False
         self._eof = {Side.SOURCE: False, Side.DESTINATION: False}
+        self._splice_offered = False
+        self.spliced = False  # the executor relays the rest in the kernel
+        self._spliced_bytes = {Side.SOURCE: 0, Side.DESTINATION: 0}  # moved there, by target
 
     @property
     def closed(self) -> bool:
@@ -272,6 +288,7 @@ class Session:
             return out
         out = []
         self._from_source(data, out, now)
+        self._offer_splice(out)
         return out
 
     def on_destination_data(self, data: memoryview, now: float) -> list[Command]:
@@ -311,7 +328,46 @@ class Session:
             if self.closed:
                 return out
         out.append(ResumeReading(Side.SOURCE, "connecting"))
+        self._offer_splice(out)
         return out
+
+    def on_spliced(self, now: float) -> list[Command]:
+        """The executor took the ``Splice`` offer: from now on the kernel relay moves the
+        bytes, passes half-closes on and keeps the idle timeout; the session only hears
+        how it ended (``on_splice_end``)."""
+        if self.closed:
+            return []
+        self.spliced = True
+        self.last_activity = now
+        return [Log("debug", "spliced", {"channel": str(self.channel)})]
+
+    def on_splice_end(self, how: str, failed: Side | None, error: str | None,
+                      to_destination: int, to_source: int, now: float) -> list[Command]:
+        """The kernel relay ended: ``how`` is ``closed`` (both directions ended cleanly),
+        ``error`` (``failed`` is the connection that failed), ``idle`` or ``stopped``
+        (after ``Close``). The byte counts are those since its last report."""
+        self.on_splice_progress(to_destination, to_source)
+        if self.closed:
+            return []
+        if how == "closed":
+            self._eof = {Side.SOURCE: True, Side.DESTINATION: True}
+            return self._end(None, abort=False, now=now)
+        if how == "idle":
+            out: list[Command] = [Log("warning", "idle_timeout",
+                                      {"seconds": self.settings.idle_timeout})]
+            out.extend(self._end(CloseReason.IDLE_TIMEOUT, abort=True, now=now))
+            return out
+        side = failed or Side.SOURCE
+        out = [Log("warning", "connection_lost", {"side": str(side), "error": error})]
+        reason = (CloseReason.SOURCE_ERROR if side is Side.SOURCE
+                  else CloseReason.DESTINATION_ERROR)
+        out.extend(self._end(reason, abort=True, now=now))
+        return out
+
+    def on_splice_progress(self, to_destination: int, to_source: int) -> None:
+        """Bytes the kernel relay moved (counted in ``Finished``)."""
+        self._spliced_bytes[Side.DESTINATION] += to_destination
+        self._spliced_bytes[Side.SOURCE] += to_source
 
     def on_target_failed(self, error: str, now: float) -> list[Command]:
         if self.closed:
@@ -384,6 +440,8 @@ class Session:
             return out
         if timer == Timer.CLASSIFY:
             return []  # the executor calls on_classify_deadline (it knows the siblings)
+        if self.spliced:
+            return []  # the kernel relay keeps the idle timeout now
         return self._idle_timer(now)
 
     def on_shutdown(self, now: float) -> list[Command]:
@@ -404,6 +462,19 @@ class Session:
             out.extend(self._end(CloseReason.IDLE_TIMEOUT, abort=True, now=now))
             return out
         return [RequestTimer(Timer.IDLE, due)]
+
+    def _offer_splice(self, out: list[Command]) -> None:
+        """Offer the executor the rest of the connection once nothing more needs parsing:
+        a multifd, TLS or other channel, or a main channel whose engine relays the rest
+        untouched; both directions open, nothing pending. Offered once."""
+        if (not self.settings.splice or self._splice_offered or self.state != ConnState.OPEN
+                or self.channel is None or self._pending or any(self._eof.values())):
+            return
+        engine = self.engine
+        if engine is not None and engine.mode != Mode.PASSTHROUGH:
+            return
+        self._splice_offered = True
+        out.append(Splice(self.settings.idle_timeout))
 
     def _from_source(self, data: memoryview, out: list[Command], now: float) -> None:
         if self.channel is None:
@@ -485,10 +556,11 @@ class Session:
         engine = self.engine
         if engine is not None:
             engine.close()  # gives held device state back to the shared budget
+        spliced = self._spliced_bytes[Side.DESTINATION]
         return [Close(abort=abort), Finished(
             self.outcome, reason, abort, self.channel, now - self.started,
-            engine.received if engine is not None else None,
-            engine.sent if engine is not None else None)]
+            engine.received + spliced if engine is not None else None,
+            engine.sent + spliced if engine is not None else None)]
 
 
 class ConnectQueue:

@@ -280,6 +280,22 @@ def test_drain_timeout_flag_is_checked_too(tmp_path: Path) -> None:
     _refused(tmp_path, ROUTE, "drain_timeout must be between 0 and", "--drain-timeout", "-3")
 
 
+@pytest.mark.parametrize(("value", "match"), [("-1", "must be between 0 and 1024"),
+                                              ("1025", "must be between 0 and 1024"),
+                                              ("2.5", "must be a whole number"),
+                                              ('"16"', "must be a number")])
+def test_splice_threads(tmp_path: Path, value: str, match: str) -> None:
+    _refused(tmp_path, f"[daemon]\nsplice_threads = {value}\n" + ROUTE,
+             f"splice_threads {match}")
+
+
+def test_splice_threads_default_file_and_flag(tmp_path: Path) -> None:
+    assert _load(tmp_path, ROUTE).splice_threads == 16
+    assert _load(tmp_path, "[daemon]\nsplice_threads = 0\n" + ROUTE).splice_threads == 0
+    assert _load(tmp_path, "[daemon]\nsplice_threads = 0\n" + ROUTE,
+                 "--splice-threads", "3").splice_threads == 3
+
+
 # --- load_config: route settings --------------------------------------------------------
 
 BAD_SETTINGS = [

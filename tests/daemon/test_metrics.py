@@ -16,6 +16,7 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_connections_active", "gauge", ("channel",)),
     ("migproxy_migrations_active", "gauge", ()),
     ("migproxy_bytes", "counter", ("direction", "channel")),
+    ("migproxy_spliced_connections", "counter", ("channel",)),
     ("migproxy_sections", "counter", ("type",)),
     ("migproxy_ram_records", "counter", ("type",)),
     ("migproxy_cpregs_dropped", "counter", ("register",)),
@@ -132,10 +133,10 @@ def test_pre_created_reason_series() -> None:
 
 
 def test_exact_series_count_at_start() -> None:
-    # connections 4, connections_active 4, bytes 8, tail releases 2, passthrough and aborts
-    # one per reason, refused one per refusal and classify_timeout, 3 gauges, 2 counters,
-    # 2 histograms (14 + 7 buckets, +Inf, count, sum)
-    expected = (4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 1 + 3 + 2 + (14 + 1 + 2)
+    # connections 4, connections_active 4, spliced 4, bytes 8, tail releases 2, passthrough
+    # and aborts one per reason, refused one per refusal and classify_timeout, 3 gauges,
+    # 2 counters, 2 histograms (14 + 7 buckets, +Inf, count, sum)
+    expected = (4 + 4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 1 + 3 + 2 + (14 + 1 + 2)
                 + (7 + 1 + 2))
     assert len(_lines(Metrics())) == expected
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TypeVar
 
 import pytest
@@ -37,6 +38,7 @@ from migproxy.daemon.session import (
     Session,
     SessionSettings,
     Side,
+    Splice,
     Timer,
 )
 from migproxy.stream import wire
@@ -875,3 +877,81 @@ def test_a_classified_connection_ignores_the_deadline() -> None:
     s.on_target_connected(1.0)
     assert s.on_classify_deadline(10.0, main_open=False) == []
     assert s.on_timer(Timer.CLASSIFY, 10.0) == []
+
+
+# -- the kernel relay (Splice) ----------------------------------------------------------------
+
+def _splicing(idle: float = 0.0) -> SessionSettings:
+    return replace(_settings(idle=idle), splice=True)
+
+
+@pytest.mark.parametrize("first", [MULTIFD, OTHER, b"\x16\x03\x01\x02\x00" + bytes(100)])
+def test_untouched_channels_are_offered_to_the_kernel_once(first: bytes) -> None:
+    s, out = _open(first, _splicing(idle=60))
+    assert _of(out, Splice) == [Splice(60)]
+    assert _sent(out) == first  # what arrived before is forwarded first
+    assert _of(_feed(s, b"more"), Splice) == []  # offered once
+
+
+def test_no_offer_without_the_setting_or_for_a_main_channel_being_parsed() -> None:
+    _, out = _open(MULTIFD)
+    assert _of(out, Splice) == []
+    s, out = _open(STREAM[:4096], _splicing())
+    out += _feed(s, STREAM[4096:-10])
+    assert _of(out, Splice) == []
+
+
+def test_a_main_channel_is_offered_once_the_engine_relays_the_rest_untouched() -> None:
+    s, out = _open(BAD[:64], _splicing())
+    before = len(_of(out, Splice))
+    out = _feed(s, BAD[64:], chunk=64)
+    assert before == 0 and len(_of(out, Splice)) == 1
+    assert s.engine is not None and s.engine.mode.value == "passthrough"
+
+
+def test_no_offer_after_an_eof() -> None:
+    s = Session(_splicing(), 0.0)
+    s.on_accepted()
+    s.on_source_data(memoryview(MULTIFD), 0.0)
+    s.on_eof(Side.SOURCE, 0.0)  # before the target connected
+    assert _of(s.on_target_connected(0.0), Splice) == []
+
+
+def test_spliced_the_idle_timer_is_the_kernel_relays() -> None:
+    s, _ = _open(MULTIFD, _splicing(idle=5))
+    s.on_spliced(1.0)
+    assert s.on_timer(Timer.IDLE, 100.0) == []
+    assert not s.closed
+
+
+def test_splice_end_closed_is_a_clean_end_with_the_byte_counts() -> None:
+    s, _ = _open(BAD[:64], _splicing())
+    _feed(s, BAD[64:], chunk=64)
+    s.on_spliced(1.0)
+    s.on_splice_progress(1000, 10)
+    out = s.on_splice_end("closed", None, None, 24, 0, 2.0)
+    done = _finished(out)
+    assert done.outcome is Outcome.PASSTHROUGH and done.reason is None and not done.abort
+    assert done.bytes_in == len(BAD) + 1024 and done.bytes_out == len(BAD) + 1024
+    assert _of(out, Close) == [Close(abort=False)]
+
+
+@pytest.mark.parametrize(("how", "side", "reason"), [
+    ("error", Side.SOURCE, CloseReason.SOURCE_ERROR),
+    ("error", Side.DESTINATION, CloseReason.DESTINATION_ERROR),
+    ("idle", None, CloseReason.IDLE_TIMEOUT),
+])
+def test_splice_end_by_a_failure_aborts(how: str, side: Side | None,
+                                       reason: CloseReason) -> None:
+    s, _ = _open(MULTIFD, _splicing(idle=5))
+    s.on_spliced(1.0)
+    done = _finished(s.on_splice_end(how, side, "reset" if side else None, 0, 0, 9.0))
+    assert done.outcome is Outcome.FAILED and done.reason is reason and done.abort
+
+
+def test_shutdown_while_spliced_closes_and_a_late_end_is_ignored() -> None:
+    s, _ = _open(MULTIFD, _splicing())
+    s.on_spliced(1.0)
+    out = s.on_shutdown(2.0)
+    assert _of(out, Close) == [Close(abort=True)]
+    assert s.on_splice_end("stopped", None, None, 5, 0, 3.0) == []
