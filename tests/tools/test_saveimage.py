@@ -10,12 +10,19 @@ from pathlib import Path
 import pytest
 
 from migproxy.cli import main
-from migproxy.tools.saveimage import HEADER_SIZE, MAGIC, SaveFormat, parse_header
+from migproxy.tools.saveimage import (
+    HEADER_SIZE,
+    MAGIC,
+    MAX_DATA_LEN,
+    SaveFormat,
+    parse_header,
+)
 from testkit.saveimage import (
     FORMAT_MAGIC,
     FORMATS,
     SPARSE,
     compress,
+    header,
     image_head,
     restored_stream,
     save_image,
@@ -142,6 +149,9 @@ def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], image: bytes) -
     ("magic", "not a libvirt save image: magic b'LibvirtQemudXxxx'"),
     ("short header", "truncated: 60 bytes, the header has 92"),
     ("short XML area", "truncated: the XML area has 1000 of its"),
+    ("data length 0", "data length 0 (no domain XML)"),
+    ("data length over the cap", f"data length {MAX_DATA_LEN + 1} is over {MAX_DATA_LEN}"),
+    ("cookie past the XML area", "cookie offset 70000 is past the data length 200"),
 ])
 def test_images_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
                         message: str) -> None:
@@ -155,6 +165,9 @@ def test_images_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], case
         "magic": lambda: save_image(stream, magic=b"LibvirtQemudXxxx"),
         "short header": lambda: save_image(stream)[:60],
         "short XML area": lambda: save_image(stream)[:HEADER_SIZE + 1000],
+        "data length 0": lambda: header(0, 0, 0) + stream,
+        "data length over the cap": lambda: header(MAX_DATA_LEN + 1, 0, 0) + stream,
+        "cookie past the XML area": lambda: header(200, 0, 70000) + bytes(200) + stream,
     }[case]()
     assert message in _refused(tmp_path, capsys, image)
 
