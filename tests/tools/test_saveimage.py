@@ -213,3 +213,18 @@ def test_concatenated_gzip_members_are_one_stream(tmp_path: Path,
     assert main(["inspect", str(src), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["accounted"] and rep["size"] == len(stream)
+
+
+def test_cpregs_diff_reads_images_as_their_streams(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    src, dst = real_stream(A57), real_stream("v11.1.3-virt-10.0-cortex-a57-smp1")
+    plain = [tmp_path / "a.mig", tmp_path / "b.mig"]
+    plain[0].write_bytes(src)
+    plain[1].write_bytes(dst)
+    assert main(["cpregs", "diff", *map(str, plain)]) == 0
+    expected = capsys.readouterr().out
+    images = [_write(tmp_path, save_image(src, "gzip"), "a.img"),
+              _write(tmp_path, save_image(dst, "raw"), "b.img")]
+    assert main(["cpregs", "diff", *map(str, images)]) == 0
+    out = capsys.readouterr().out.replace(".img", ".mig")
+    assert out == expected and "ID_AA64ISAR0_EL1" in expected
