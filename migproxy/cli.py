@@ -2,7 +2,8 @@
 offline tools (``migproxy inspect|rewrite|plan|cpregs diff|manifest|profiles``).
 
 Exit codes: 0 success; 1 the stream could not be framed or rewritten (the message says
-where and why); 2 bad usage, unreadable files or an invalid profile.
+where and why, a libvirt save image not accepted included); 2 bad usage, unreadable files,
+an invalid profile or a compression program that is not installed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from migproxy.arm.manifest import Manifest
 from migproxy.arm.profile import ProfileError
 from migproxy.arm.registers import describe
 from migproxy.stream.errors import MigproxyError
+from migproxy.tools.compression import MissingProgram
 
 EXIT_OK = 0
 EXIT_STREAM = 1
@@ -97,7 +99,10 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
     changed = any(isinstance(e, CpuRewritten | CpuReconciled) for e in run.events)
     by = f"profile {profile.name}" if profile is not None else \
         f"destination {destination.name if destination else ''}"
-    print(f"wrote {args.output} ({run.out_size} bytes, {by}"
+    image = run.save_image
+    what = "" if image is None else \
+        f"libvirt save image, {image.header.format.label}, stream of "
+    print(f"wrote {args.output} ({what}{run.out_size} bytes, {by}"
           + ("" if changed else ", nothing changed") + ")")
     return EXIT_OK
 
@@ -379,6 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except OSError as e:
         _err(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}")
+        return EXIT_USAGE
+    except MissingProgram as e:
+        _err(str(e))
         return EXIT_USAGE
     except MigproxyError as e:
         _err(str(e))

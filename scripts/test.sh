@@ -44,9 +44,14 @@ if [ "$(id -u)" = 0 ]; then
     echo "== setting up the QEMU lab"
     bash scripts/lab-setup.sh
     export MIGPROXY_REQUIRE_LAB=${MIGPROXY_REQUIRE_LAB:-1}
-    echo "== tools for the deployment checks and the benchmark smoke run"
+    echo "== tools for the deployment checks, the save-image tests and the benchmark smoke run"
     command -v systemd-analyze >/dev/null || apt-get install -y -q systemd >/dev/null
     command -v socat >/dev/null || apt-get install -y -q socat >/dev/null
+    # The compressors of libvirt save images (tests/tools/test_saveimage.py makes an image in
+    # every format; gzip, bzip2 and xz are in every Debian base system).
+    for prog in lzop zstd; do
+        command -v "$prog" >/dev/null || apt-get install -y -q "$prog" >/dev/null
+    done
     TOOLS=${MIGPROXY_TOOLS_DIR:-/var/cache/migproxy-lab/tools}
     if ! command -v promtool >/dev/null && [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
         # Only the promtool binary: unpack the package instead of installing it, so no

@@ -10,13 +10,15 @@ from migproxy.arm.events import CpuSeen
 from migproxy.arm.registers import describe, format_id
 from migproxy.stream.events import ItemFramed
 from migproxy.tools.offline import run_file
+from migproxy.tools.saveimage import SaveImage
 
 
 def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Frame a stream file and report every item, the RAM statistics and each CPU's cpregs.
 
-    ``accounted`` is true when the items cover the file from its first to its last byte
-    with no gap and no overlap.
+    ``accounted`` is true when the items cover the stream from its first to its last byte
+    with no gap and no overlap. For a libvirt save image, ``save_image`` describes the
+    header and the offsets and sizes are the QEMU stream's inside it.
     """
     run = run_file(path)
     items = [e for e in run.events if isinstance(e, ItemFramed)]
@@ -46,6 +48,7 @@ def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "file": str(path),
         "size": run.size,
+        "save_image": None if run.save_image is None else _save_image_dict(run.save_image),
         "complete": run.complete,
         "accounted": run.complete and not gaps,
         "gaps": gaps,
@@ -58,6 +61,21 @@ def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         "ram": stats,
         "items": [_item_dict(it) for it in items],
         "cpus": cpus,
+    }
+
+
+def _save_image_dict(image: SaveImage) -> dict[str, Any]:
+    h = image.header
+    return {
+        "format": h.format.label,
+        "version": h.version,
+        "byte_order": "little" if h.byteorder == "<" else "big",
+        "was_running": bool(h.was_running),
+        "data_len": h.data_len,
+        "xml_bytes": len(image.xml.encode()),
+        "cookie_bytes": None if image.cookie is None else len(image.cookie.encode()),
+        "domain": image.domain,
+        "stream_offset": h.stream_offset,
     }
 
 
@@ -94,8 +112,16 @@ def _item_line(it: dict[str, Any]) -> str:
 
 
 def format_report(rep: dict[str, Any], *, registers: bool = True) -> str:
-    lines = [f"{rep['file']}: {rep['size']} bytes, machine {rep['machine']}, "
-             f"page size {rep['page_size']}"]
+    lines = []
+    img = rep["save_image"]
+    if img is not None:
+        lines.append(f"{rep['file']}: libvirt save image, domain {img['domain']}, format "
+                     f"{img['format']}, was running: {'yes' if img['was_running'] else 'no'}, "
+                     f"XML area {img['data_len']} bytes, the QEMU stream from offset "
+                     f"{img['stream_offset']}; the offsets below are the stream's"
+                     + ("" if img["format"] == "raw" else ", decompressed"))
+    lines.append(f"{rep['file']}: {rep['size']} bytes, machine {rep['machine']}, "
+                 f"page size {rep['page_size']}")
     lines.append(f"{'offset':>10}  {'size':>9}  item")
     lines.extend(_item_line(it) for it in rep["items"])
     ram = rep["ram"]
