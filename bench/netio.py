@@ -3,6 +3,7 @@
     python -m bench.netio sink                 # prints "port N", then one JSON line per
                                                # connection; commands as JSON lines on stdin
     python -m bench.netio send PORT SHAPE_JSON REPEATS [--mode bulk|burst|lastbyte]
+    python -m bench.netio send-raw PORT BYTES [--head HEX]   # an untouched channel
 
 The sender builds the stream from a :class:`bench.streams.Shape` (deterministic) and sends
 ``prefix + unit * REPEATS + suffix`` from those three buffers. It prints one JSON line with
@@ -12,6 +13,9 @@ The sender builds the stream from a :class:`bench.streams.Shape` (deterministic)
 * ``burst``: everything before the device tail, a pause (``--pause``), then ``t0`` and the
   whole tail at once (the source QEMU sends the device state in one burst after stopping).
 * ``lastbyte``: everything but the very last byte, a pause, then ``t0`` and the last byte.
+
+``send-raw`` sends ``BYTES`` bytes: ``--head`` (e.g. a multifd channel's first packet)
+and then random data (one 1 MiB block, repeated), with the same ``bulk`` stamps.
 
 The sink accepts any number of connections (one thread each), reads with ``recv_into``,
 counts bytes, keeps the last ``end_len`` bytes of each connection and checks them against a
@@ -64,6 +68,29 @@ def send(port: int, shape_json: str, repeats: int, mode: str, pause: float) -> d
             res["final_bytes"] = len(whole) - cut
         sock.shutdown(socket.SHUT_WR)
         # Wait for the other side to close (the relay passes the sink's close on).
+        buf = bytearray(65536)
+        deadline = time.monotonic() + IO_TIMEOUT
+        while time.monotonic() < deadline and sock.recv_into(buf):
+            pass
+    finally:
+        sock.close()
+    return res
+
+
+def send_raw(port: int, size: int, head: bytes) -> dict[str, Any]:
+    block = os.urandom(RECV_SIZE)
+    sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    try:
+        res: dict[str, Any] = {"bytes": size, "t_start": time.monotonic()}
+        sock.sendall(head[:size])
+        left = size - min(len(head), size)
+        view = memoryview(block)
+        while left:
+            n = min(left, len(block))
+            sock.sendall(view[:n])
+            left -= n
+        res["t_end"] = time.monotonic()
+        sock.shutdown(socket.SHUT_WR)
         buf = bytearray(65536)
         deadline = time.monotonic() + IO_TIMEOUT
         while time.monotonic() < deadline and sock.recv_into(buf):
@@ -250,9 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("repeats", type=int)
     s.add_argument("--mode", choices=("bulk", "burst", "lastbyte"), default="bulk")
     s.add_argument("--pause", type=float, default=0.15)
+    r = sub.add_parser("send-raw")
+    r.add_argument("port", type=int)
+    r.add_argument("bytes", type=int)
+    r.add_argument("--head", default="", help="first bytes, in hex")
     args = ap.parse_args(argv)
     if args.cmd == "sink":
         sink_main()
+        return 0
+    if args.cmd == "send-raw":
+        print(json.dumps(send_raw(args.port, args.bytes, bytes.fromhex(args.head))))
         return 0
     print(json.dumps(send(args.port, args.shape, args.repeats, args.mode, args.pause)))
     return 0
