@@ -224,10 +224,12 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 def _add_daemon_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("proxy daemon (flags override --config)")
-    g.add_argument("--listen", metavar="[HOST]:PORT",
-                   help="where the source QEMU connects (:4444, 0.0.0.0:4444, [::1]:4444)")
-    g.add_argument("--target", metavar="HOST:PORT",
-                   help="the destination QEMU's -incoming address")
+    g.add_argument("--listen", metavar="[HOST]:PORT[-PORT]",
+                   help="where the source QEMU connects (:4444, 0.0.0.0:4444, [::1]:4444),"
+                   " or a port range (192.0.2.10:49152-49215, at most 1024 ports)")
+    g.add_argument("--target", metavar="HOST:PORT[-PORT]",
+                   help="the destination QEMU's -incoming address; for a --listen range, a"
+                   " range of the same length (port i goes to port i)")
     g.add_argument("--config", metavar="FILE", help="TOML configuration (see config/)")
     g.add_argument("--profile", help="register profile: built-in name or file (default: default;"
                    " 'none' relays without rewriting); overrides --destination")

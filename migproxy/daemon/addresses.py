@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-def join_host_port(host: str, port: int) -> str:
+def join_host_port(host: str, port: int | str) -> str:
+    """``port`` may be a range's text (``49152-49215``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

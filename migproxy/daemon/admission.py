@@ -3,9 +3,11 @@
 Each route has an allow-list of networks (empty: every address), a cap on its open
 connections and a cap per source address. A connection over a limit is closed at once,
 before a byte is read or the target is contacted, and counted
-(``migproxy_connections_refused_total{reason}``). One route carries one migration at a time
-(one destination ``-incoming``), i.e. a main channel, its multifd channels (QEMU allows up
-to 255) and a postcopy preempt channel: the defaults leave room for that and bound the rest.
+(``migproxy_connections_refused_total{reason}``). One route port carries one migration at a
+time (one destination ``-incoming``), i.e. a main channel, its multifd channels (QEMU allows
+up to 255) and a postcopy preempt channel: the defaults leave room for that and bound the
+rest. A range route has one Admission for all its ports: its limits bound the range as a
+whole, as written in its ``[[route]]``.
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     allow = []                     # source networks allowed ("10.0.0.0/8"); empty: all
 
     [[route]]
-    listen = ":4444"               # [HOST]:PORT, [IPv6]:PORT
-    target = "dst.example:4444"
+    listen = ":4444"               # [HOST]:PORT, [IPv6]:PORT, or a range [HOST]:LO-HI
+    target = "dst.example:4444"    # HOST:PORT, or HOST:LO-HI (as many ports as listen)
     profile = "/etc/migproxy/profiles/10.0-to-11.1.toml"   # any [defaults] key may be set
 """
 
@@ -74,13 +74,38 @@ class ConfigError(MigproxyError):
     """The configuration is invalid; the daemon must not start."""
 
 
+MAX_RANGE_PORTS = 1024
+"""Ports one route may listen on. Each is a listening socket bound at start (one file
+descriptor, one accept queue); libvirt's default migration range is 64 ports
+(49152-49215), so 1024 leaves room for hosts with a wider range while a typo
+(``1-65535``) cannot bind the whole port space or starve the descriptors the migrations
+need (``LimitNOFILE`` of the systemd unit)."""
+
+
 @dataclass(frozen=True)
 class Address:
+    """A host and ``count`` consecutive ports from ``port`` (a range when ``count`` > 1)."""
+
     host: str  # "" = all interfaces
     port: int
+    count: int = 1
+
+    @property
+    def last(self) -> int:
+        return self.port + self.count - 1
+
+    def at(self, offset: int) -> Address:
+        """The single address of the range's port ``offset`` (0 is the first)."""
+        if not 0 <= offset < self.count:
+            raise IndexError(f"port offset {offset} outside {self}")
+        return Address(self.host, self.port + offset)
+
+    def ports_overlap(self, other: Address) -> bool:
+        return self.port <= other.last and other.port <= self.last
 
     def __str__(self) -> str:
-        return join_host_port(self.host, self.port)
+        ports = str(self.port) if self.count == 1 else f"{self.port}-{self.last}"
+        return join_host_port(self.host, ports)
 
 
 def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -91,11 +116,11 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def listens_overlap(a: Address, b: Address) -> bool:
-    """Whether two listen addresses cannot both be bound: the same port, and the same host,
-    or one of them every interface (``""``: IPv4 and IPv6; ``0.0.0.0``: every IPv4
-    address; ``::``: every IPv6 address, as asyncio binds IPv6 sockets IPv6-only). Host
-    names are compared as written."""
-    if a.port != b.port:
+    """Whether two listen addresses (or ranges) cannot both be bound: a port in common,
+    and the same host, or one of them every interface (``""``: IPv4 and IPv6;
+    ``0.0.0.0``: every IPv4 address; ``::``: every IPv6 address, as asyncio binds IPv6
+    sockets IPv6-only). Host names are compared as written."""
+    if not a.ports_overlap(b):
         return False
     if not a.host or not b.host:
         return True
@@ -107,9 +132,46 @@ def listens_overlap(a: Address, b: Address) -> bool:
     return ia == ib or ia.is_unspecified or ib.is_unspecified
 
 
+def _reaches_self(host: str) -> bool:
+    """A target host that connects to this machine whatever its interfaces: a loopback or
+    unspecified address (Linux connects ``0.0.0.0`` to loopback), or ``localhost``."""
+    ip = _ip(host)
+    if ip is None:
+        return host.lower() == "localhost"
+    return ip.is_loopback or ip.is_unspecified
+
+
+def target_reaches_listen(target: Address, listen: Address) -> bool:
+    """Whether connecting to a port of ``target`` would be accepted by ``listen`` of the
+    same daemon: a port in common, and the listen host is the target's (as written, or the
+    same IP), or a wildcard and the target loopback. A target naming another address of
+    this host behind a wildcard listen cannot be told from the configuration."""
+    if listen.port == 0 or not target.ports_overlap(listen):
+        return False
+    ti, li = _ip(target.host), _ip(listen.host)
+    if not listen.host or (li is not None and li.is_unspecified):
+        return _reaches_self(target.host) and (
+            not listen.host or ti is None or li is None or ti.version == li.version)
+    if ti is None or li is None:
+        return target.host.lower() == listen.host.lower()
+    return ti == li
+
+
+def _port(text: str, what: str, low: int) -> int:
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit()):  # int() would take " 80", "+80", "4_4"
+        raise ConfigError(f"{what}: port {text!r} is not a number")
+    port = int(text)
+    if not low <= port < 65536:
+        raise ConfigError(f"{what}: port {port} is out of range {low}-65535")
+    return port
+
+
 def parse_address(text: str, *, what: str, need_host: bool = False,
-                  allow_zero: bool = False) -> Address:
-    """``HOST:PORT``, ``:PORT``, ``[IPv6]:PORT`` (port 0: any free port, if allowed)."""
+                  allow_zero: bool = False, allow_range: bool = False) -> Address:
+    """``HOST:PORT``, ``:PORT``, ``[IPv6]:PORT`` (port 0: any free port, if allowed); with
+    ``allow_range`` also ``HOST:LO-HI`` and ``[IPv6]:LO-HI``, at most
+    :data:`MAX_RANGE_PORTS` ports, ``LO-LO`` being one port."""
     t = text.strip()
     if t.startswith("["):
         end = t.find("]")
@@ -122,16 +184,21 @@ def parse_address(text: str, *, what: str, need_host: bool = False,
             raise ConfigError(f"{what}: {text!r} has no port (use HOST:PORT or :PORT)")
         if ":" in host:
             raise ConfigError(f"{what}: write IPv6 addresses in brackets: [{host}]:{port_s}")
-    digits = port_s[1:] if port_s.startswith("-") else port_s
-    if not (digits.isascii() and digits.isdigit()):  # int() would take " 80", "+80", "4_4"
-        raise ConfigError(f"{what}: port {port_s!r} is not a number")
-    port = int(port_s)
-    low = 0 if allow_zero else 1
-    if not low <= port < 65536:
-        raise ConfigError(f"{what}: port {port} is out of range {low}-65535")
+    dash = port_s.find("-", 1)  # a "-" in front is a sign: a negative port, refused
+    if dash > 0 and not allow_range:
+        raise ConfigError(f"{what}: {text!r}: a port range is not allowed here")
+    if dash > 0:
+        lo, hi = _port(port_s[:dash], what, 1), _port(port_s[dash + 1 :], what, 1)
+        if lo > hi:
+            raise ConfigError(f"{what}: port range {port_s!r} ends before it starts")
+        if hi - lo + 1 > MAX_RANGE_PORTS:
+            raise ConfigError(f"{what}: port range {port_s!r} has {hi - lo + 1} ports, "
+                              f"more than {MAX_RANGE_PORTS}")
+    else:
+        lo = hi = _port(port_s, what, 0 if allow_zero else 1)
     if need_host and not host:
         raise ConfigError(f"{what}: {text!r} needs a host")
-    return Address(host, port)
+    return Address(host, lo, hi - lo + 1)
 
 
 @dataclass(frozen=True)
@@ -160,6 +227,22 @@ class RouteSettings:
 
 @dataclass(frozen=True)
 class Route:
+    """One ``[[route]]``: ``listen.at(i)`` is relayed to ``target.at(i)`` (one port each
+    unless the route is a range; both have ``count`` ports).
+
+    A port range (``listen = "192.0.2.10:49152-49215"``, ``target =
+    "127.0.0.1:49152-49215"``) stays one route with one listener per port; it is not
+    expanded into a route per port. What the operator wrote as one route keeps one
+    meaning: its admission limits (``max_connections``, ``max_per_peer``, ``allow``) bound
+    the whole range together (a table of limits does not multiply by the range's length
+    unseen), and the daemon logs it as one ``listening`` line naming the range. What
+    belongs to one migration is per listening port instead, since a port of a range
+    carries one migration (a libvirt destination gives each incoming migration its own
+    port): the accept order, the connect lock and the open-main-channel test of
+    ``classify_timeout`` are keyed by route and port
+    (:class:`~migproxy.daemon.relay.PairRegistry`).
+    """
+
     listen: Address
     target: Address
     settings: RouteSettings
@@ -305,6 +388,20 @@ def _route(listen: Address, target: Address, settings: RouteSettings, where: str
                  _load_profile(settings.profile or "default", where, cache))
 
 
+def _refuse_loops(routes: list[Route], wheres: list[str]) -> None:
+    """Refuse a route whose target is one of the daemon's own listen addresses: each
+    connection would come back through migproxy (to itself, forever, when a range maps a
+    port onto itself), never reaching a QEMU."""
+    for route, where in zip(routes, wheres, strict=True):
+        for other, other_where in zip(routes, wheres, strict=True):
+            if target_reaches_listen(route.target, other.listen):
+                port = max(route.target.port, other.listen.port)
+                whose = "its own" if other is route else f"{other_where}'s"
+                raise ConfigError(
+                    f"{where}: target {route.target} loops back into this daemon: port "
+                    f"{port} is {whose} listen address {other.listen}")
+
+
 def load_config(path: str | None, args: argparse.Namespace) -> Config:
     """Build the configuration from an optional TOML file and the command-line flags."""
     data: dict[str, Any] = {}
@@ -377,14 +474,21 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     cache: dict[str, Profile | None] = {}
     routes: list[Route] = []
     seen: list[tuple[Address, str]] = []
+    wheres: list[str] = []
     for i, r in enumerate(routes_t, 1):
         where = f"{source}: route {i}" if listen_a is None else "command line"
         if not isinstance(r, dict):
             raise ConfigError(f"{where}: must be a table")
         if "listen" not in r or "target" not in r:
             raise ConfigError(f"{where}: needs listen and target")
-        listen = parse_address(str(r["listen"]), what=f"{where}: listen", allow_zero=True)
-        target = parse_address(str(r["target"]), what=f"{where}: target", need_host=True)
+        listen = parse_address(str(r["listen"]), what=f"{where}: listen", allow_zero=True,
+                               allow_range=True)
+        target = parse_address(str(r["target"]), what=f"{where}: target", need_host=True,
+                               allow_range=True)
+        if listen.count != target.count:
+            raise ConfigError(f"{where}: listen {listen} has {listen.count} port(s) and "
+                              f"target {target} {target.count}: a range route needs ranges "
+                              "of the same length")
         if listen.port != 0:
             for other, other_where in seen:
                 if listen == other:
@@ -400,5 +504,7 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
             # CLI overrides apply to routes from the file too
             settings = _settings(settings, cli, "command line")
         routes.append(_route(listen, target, settings, where, cache))
+        wheres.append(where)
+    _refuse_loops(routes, wheres)
     return Config(routes, metrics, log_format, log_level, drain_timeout, hold_budget,
                   splice_threads, source, defaults)

@@ -180,10 +180,15 @@ class _Side(asyncio.BufferedProtocol):
 
 
 class Pair:
-    """An accepted connection and its connection to the target: executes one session."""
+    """An accepted connection and its connection to the target: executes one session.
+    ``offset`` is the listening port's place in the route's range (0 for a one-port
+    route): the connection goes to the target port at the same offset."""
 
-    def __init__(self, route: Route, metrics: Metrics, registry: PairRegistry) -> None:
+    def __init__(self, route: Route, metrics: Metrics, registry: PairRegistry,
+                 offset: int = 0) -> None:
         self.route = route
+        self.offset = offset
+        self.target = route.target.at(offset)
         self.registry = registry
         self.id = f"{next(_ids):04d}"
         st = route.settings
@@ -201,7 +206,7 @@ class Pair:
         self.dst = self.sides[Side.DESTINATION]
         self.observer = PairObserver(
             metrics, structlog.get_logger("migproxy").bind(
-                conn=self.id, route=str(route.listen), target=str(route.target)),
+                conn=self.id, route=str(route.listen.at(offset)), target=str(self.target)),
             profile=route.profile.name if route.profile else
             (f"destination:{route.destination.name}" if route.destination else None),
             dry_run=st.dry_run)
@@ -232,7 +237,7 @@ class Pair:
             return
         self.admitted = True
         self.registry.add(self)
-        self.registry.queue(self.route).accepted(self.session)
+        self.registry.queue(self).accepted(self.session)
         self.run(self.session.on_accepted())
 
     def data_from(self, side: Side, data: memoryview) -> None:
@@ -361,7 +366,7 @@ class Pair:
     def _open_target(self) -> None:
         # Connections reach the target in accept order: first every earlier connection
         # of the route that is still waiting (the session decides nothing about others).
-        for earlier in self.registry.queue(self.route).connecting(self.session):
+        for earlier in self.registry.queue(self).connecting(self.session):
             pair = self.registry.pair_of(earlier)
             if pair is not None:
                 pair.run(earlier.connect_now())
@@ -370,11 +375,11 @@ class Pair:
 
     async def _connect(self) -> None:
         loop = asyncio.get_event_loop()
-        t = self.route.target
+        t = self.target
         try:
-            # One at a time per route: destinations that assign channels by arrival order
-            # (QEMU 7.2, TLS) must see the main channel first.
-            async with self.registry.connect_lock(self.route):
+            # One at a time per listening port: destinations that assign channels by
+            # arrival order (QEMU 7.2, TLS) must see the main channel first.
+            async with self.registry.connect_lock(self):
                 await asyncio.wait_for(
                     loop.create_connection(lambda: self.dst, t.host, t.port),
                     timeout=self.route.settings.connect_timeout)
@@ -393,7 +398,7 @@ class Pair:
         def fire() -> None:
             now = time.monotonic()
             if c.timer == Timer.CLASSIFY:  # the session cannot see the other pairs
-                main_open = self.registry.main_open(self.route, session)
+                main_open = self.registry.main_open(self)
                 self.run(session.on_classify_deadline(now, main_open=main_open))
             else:
                 self.run(session.on_timer(c.timer, now))
@@ -410,8 +415,17 @@ class Pair:
             self.done.set_result(str(c.outcome))
 
 
+PortKey = tuple[int, int]  # (id of the route, offset of the listening port in its range)
+
+
+def _port_key(pair: Pair) -> PortKey:
+    return (id(pair.route), pair.offset)
+
+
 class PairRegistry:
-    """The live pairs of a daemon, and the per-route accept order and connect lock."""
+    """The live pairs of a daemon; the accept order and connect lock of each listening
+    port (one migration's channels all arrive on one port of a route), and the admission
+    of each route (for a range: of all its ports together)."""
 
     def __init__(self, hold_budget: HoldBudget | None = None,
                  kernel_relays: KernelRelays | None = None) -> None:
@@ -419,22 +433,26 @@ class PairRegistry:
         self.kernel_relays = kernel_relays or KernelRelays(0)
         self.pairs: set[Pair] = set()
         self._by_session: dict[int, Pair] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._queues: dict[int, ConnectQueue] = {}
+        self._locks: dict[PortKey, asyncio.Lock] = {}
+        self._queues: dict[PortKey, ConnectQueue] = {}
         self._admission: dict[int, Admission] = {}
         self.changed = asyncio.Event()
         self.on_idle: Callable[[], None] | None = None  # called when the last pair closed
 
-    def connect_lock(self, route: Route) -> asyncio.Lock:
-        return self._locks.setdefault(id(route), asyncio.Lock())
+    def connect_lock(self, pair: Pair) -> asyncio.Lock:
+        """Held while connecting to the target, one connection at a time per port."""
+        return self._locks.setdefault(_port_key(pair), asyncio.Lock())
 
-    def queue(self, route: Route) -> ConnectQueue:
-        """Accepted connections of a route whose target connection is not started yet."""
-        return self._queues.setdefault(id(route), ConnectQueue())
+    def queue(self, pair: Pair) -> ConnectQueue:
+        """Accepted connections on ``pair``'s listening port whose target connection is
+        not started yet."""
+        return self._queues.setdefault(_port_key(pair), ConnectQueue())
 
-    def main_open(self, route: Route, session: Session) -> bool:
-        """Whether a main channel from ``session``'s source address is open on ``route``."""
-        return any(p.route is route and p.session is not session and
+    def main_open(self, pair: Pair) -> bool:
+        """Whether another main channel from ``pair``'s source address is open on its
+        listening port (where its postcopy preempt channel arrives)."""
+        key, session = _port_key(pair), pair.session
+        return any(_port_key(p) == key and p.session is not session and
                    p.session.peer_host == session.peer_host and
                    p.session.channel == Channel.MAIN and not p.session.closed
                    for p in self.pairs)
@@ -459,7 +477,7 @@ class PairRegistry:
             self.admission(pair.route).release(pair.session.peer_host)
         self.pairs.discard(pair)
         self._by_session.pop(id(pair.session), None)
-        self.queue(pair.route).remove(pair.session)
+        self.queue(pair).remove(pair.session)
         self.changed.set()
         if not self.pairs and self.on_idle is not None:
             self.on_idle()

@@ -1,4 +1,5 @@
-"""The live migration proxy: listeners per route, metrics endpoint, signals, drain."""
+"""The live migration proxy: listeners per route (one per port of a range), metrics
+endpoint, signals, drain."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 
 import structlog
 
-from migproxy.daemon.addresses import format_host_port
-from migproxy.daemon.config import Config
+from migproxy.daemon.addresses import format_host_port, join_host_port
+from migproxy.daemon.config import Config, Route
 from migproxy.daemon.memory import IdleTrim
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
@@ -59,19 +60,10 @@ class Daemon:
                       ("" if SPLICE_AVAILABLE else " (no splice(2) on this system)"))
         await self._resolve_targets()
         for route in self.config.routes:
-            def factory(route=route) -> Any:
-                return Pair(route, self.metrics, self.registry).src
-
-            host = route.listen.host or None  # None: every interface, IPv4 and IPv6
-            try:
-                server = await loop.create_server(factory, host, route.listen.port,
-                                                  reuse_address=True, backlog=128)
-            except OSError as e:
-                await self.close_servers()
-                raise StartError(f"cannot listen on {route.listen}: {e.strerror or e}") from e
-            self.servers.append(server)
+            # One server per port of the route (a range has several), one log line.
+            servers = [await self._listen(route, i) for i in range(route.listen.count)]
             self.log.info("listening",
-                          listen=[format_host_port(s.getsockname()) for s in server.sockets],
+                          listen=_listen_text(route, servers[0]),
                           target=str(route.target),
                           profile=route.profile.name if route.profile else None,
                           destination=route.destination.name if route.destination else None,
@@ -89,6 +81,25 @@ class Daemon:
                           path="/metrics")
         self._lag_task = loop.create_task(self._watch_loop_lag())
         notify("READY=1")
+
+    async def _listen(self, route: Route, offset: int) -> asyncio.Server:
+        """Listen on port ``offset`` of ``route``; on failure close every listener."""
+        loop = asyncio.get_running_loop()
+
+        def factory() -> Any:
+            return Pair(route, self.metrics, self.registry, offset).src
+
+        address = route.listen.at(offset)
+        host = address.host or None  # None: every interface, IPv4 and IPv6
+        try:
+            server = await loop.create_server(factory, host, address.port,
+                                              reuse_address=True, backlog=128)
+        except OSError as e:
+            await self.close_servers()
+            of = f" (route {route.listen})" if route.listen.count > 1 else ""
+            raise StartError(f"cannot listen on {address}{of}: {e.strerror or e}") from e
+        self.servers.append(server)
+        return server
 
     async def _watch_loop_lag(self) -> None:
         """How late the event loop wakes up: a busy loop delays every migration."""
@@ -184,6 +195,16 @@ class Daemon:
         await self.close_metrics()
         self.log.info("stopped")
         return 0
+
+
+def _listen_text(route: Route, first: asyncio.Server) -> list[str | None]:
+    """The bound addresses of a route's first port, with the range's ports for a range
+    (``["0.0.0.0:49152-49215", "[::]:49152-49215"]``): one entry per bound socket."""
+    names = [s.getsockname() for s in first.sockets]
+    if route.listen.count == 1:
+        return [format_host_port(n) for n in names]
+    ports = f"{route.listen.port}-{route.listen.last}"
+    return [join_host_port(str(n[0]), ports) for n in names]
 
 
 def run_daemon(config: Config) -> int:

@@ -73,6 +73,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+PORT_RANGE_ATTEMPTS = 100  # tries of free_port_range before it gives up
+
+
+def free_port_range(count: int, host: str = "127.0.0.1") -> int:
+    """The first of ``count`` consecutive TCP ports that were all free a moment ago (for a
+    port-range route); RuntimeError after PORT_RANGE_ATTEMPTS tries."""
+    for _ in range(PORT_RANGE_ATTEMPTS):
+        first = free_port(host)
+        if first + count > 65536:
+            continue
+        held: list[socket.socket] = []
+        try:
+            for port in range(first, first + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                held.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind((host, port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports on {host} in "
+                       f"{PORT_RANGE_ATTEMPTS} tries")
+
+
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     """Wait until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout

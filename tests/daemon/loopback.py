@@ -39,8 +39,8 @@ class Target:
         self.read_size = read_size
         self.server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", port)
         return self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

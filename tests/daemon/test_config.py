@@ -12,6 +12,7 @@ import pytest
 from migproxy.cli import build_parser
 from migproxy.daemon.config import (
     DEFAULT_METRICS,
+    MAX_RANGE_PORTS,
     Address,
     Config,
     ConfigError,
@@ -566,3 +567,144 @@ def test_opt_ins_are_register_names(tmp_path: Path) -> None:
 def test_bad_destinations_are_refused_at_start(tmp_path: Path, text: str, match: str) -> None:
     err = _refused(tmp_path, f"[defaults]\n{text}\n" + ROUTE, match)
     assert "route 1" in str(err)
+
+
+# --- port ranges -------------------------------------------------------------------------
+
+RANGE = '[[route]]\nlisten = "{listen}"\ntarget = "{target}"\n'
+
+
+def _range(tmp_path: Path, listen: str, target: str) -> Config:
+    return _load(tmp_path, RANGE.format(listen=listen, target=target))
+
+
+@pytest.mark.parametrize(("text", "host", "port", "count", "shown"), [
+    ("192.0.2.10:49152-49215", "192.0.2.10", 49152, 64, "192.0.2.10:49152-49215"),
+    (":49152-49215", "", 49152, 64, ":49152-49215"),
+    ("[::1]:49152-49215", "::1", 49152, 64, "[::1]:49152-49215"),
+    ("[fe80::1%eth0]:1-2", "fe80::1%eth0", 1, 2, "[fe80::1%eth0]:1-2"),
+    ("h:4444-4444", "h", 4444, 1, "h:4444"),  # a range of one port is that port
+    ("h:64512-65535", "h", 64512, 1024, "h:64512-65535"),  # the cap, up to the last port
+])
+def test_parse_port_ranges(text: str, host: str, port: int, count: int, shown: str) -> None:
+    a = parse_address(text, what="x", allow_range=True)
+    assert (a.host, a.port, a.count, str(a)) == (host, port, count, shown)
+    assert a.at(count - 1) == Address(host, port + count - 1)
+    with pytest.raises(IndexError):
+        a.at(count)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("h:5-4", "ends before it starts"),
+    ("h:0-3", "port 0 is out of range 1-65535"),
+    ("h:65535-65536", "port 65536 is out of range"),
+    ("h:1-1025", f"has 1025 ports, more than {MAX_RANGE_PORTS}"),
+    ("h:1-65535", "more than"),
+    ("h:5-", "port '' is not a number"),
+    ("h:-5", "port -5 is out of range"),
+    ("h:5--6", "port -6 is out of range"),
+    ("h:a-b", "port 'a' is not a number"),
+    ("h:1-+2", "port '\\+2' is not a number"),
+    ("[::1]-2:1", "is not \\[IPV6\\]:PORT"),
+    ("::1:1-2", "brackets"),
+])
+def test_parse_bad_port_ranges(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_address(text, what="listen", allow_range=True)
+
+
+def test_ranges_only_where_allowed() -> None:
+    with pytest.raises(ConfigError, match="a port range is not allowed here"):
+        parse_address("h:1-2", what="metrics")
+
+
+def test_a_range_route_in_the_file(tmp_path: Path) -> None:
+    cfg = _range(tmp_path, "192.0.2.10:49152-49215", "127.0.0.1:49152-49215")
+    (r,) = cfg.routes  # one route, not 64
+    assert (r.listen, r.target) == (Address("192.0.2.10", 49152, 64),
+                                    Address("127.0.0.1", 49152, 64))
+    assert r.listen.at(63) == Address("192.0.2.10", 49215)
+    assert r.target.at(63) == Address("127.0.0.1", 49215)
+
+
+def test_a_range_route_on_the_command_line() -> None:
+    cfg = load_config(None, _args("--listen", "[::1]:50000-50001",
+                                  "--target", "10.0.0.2:60000-60001"))
+    (r,) = cfg.routes
+    assert [str(r.listen.at(i)) for i in range(2)] == ["[::1]:50000", "[::1]:50001"]
+    assert [str(r.target.at(i)) for i in range(2)] == ["10.0.0.2:60000", "10.0.0.2:60001"]
+    assert str(MAX_RANGE_PORTS) in build_parser().format_help()
+
+
+def test_a_one_port_target_for_a_range_is_refused(tmp_path: Path) -> None:
+    _refused(tmp_path, RANGE.format(listen=":49152-49215", target="h:4444"),
+             r"route 1: listen :49152-49215 has 64 port\(s\) and target h:4444 1: a range "
+             "route needs ranges of the same length")
+    with pytest.raises(ConfigError, match=r"^command line: listen :1-2 has 2 port"):
+        load_config(None, _args("--listen", ":1-2", "--target", "h:1-3"))
+
+
+def test_listen_port_zero_is_not_a_range(tmp_path: Path) -> None:
+    _refused(tmp_path, RANGE.format(listen=":0-1", target="h:1-2"), "port 0 is out of range")
+
+
+def _two_ranges(a: str, b: str) -> str:
+    """Two routes listening on ``a`` and ``b``, each with a remote target range of its
+    length."""
+    def count(text: str) -> int:
+        return parse_address(text, what="x", allow_range=True).count
+    return (RANGE.format(listen=a, target=f"x:1-{count(a)}")
+            + RANGE.format(listen=b, target=f"y:1-{count(b)}"))
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (":49152-49215", "127.0.0.1:49215"),           # the last port of a range
+    ("127.0.0.1:100-200", "127.0.0.1:150-250"),    # two ranges in part
+    ("0.0.0.0:100-200", "127.0.0.1:50-100"),       # a wildcard, the first port
+    ("[::]:100-101", "[::1]:101-300"),
+])
+def test_ranges_that_cannot_both_be_bound(tmp_path: Path, a: str, b: str) -> None:
+    _refused(tmp_path, _two_ranges(a, b), "route 2: listen address .* overlaps")
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("127.0.0.1:100-200", "127.0.0.1:201-300"),    # adjacent
+    ("127.0.0.1:100-200", "127.0.0.2:100-200"),    # other addresses
+    ("0.0.0.0:100-200", "[::1]:100-200"),          # other families
+])
+def test_ranges_that_can_both_be_bound(tmp_path: Path, a: str, b: str) -> None:
+    assert len(_load(tmp_path, _two_ranges(a, b)).routes) == 2
+
+
+@pytest.mark.parametrize(("listen", "target"), [
+    ("127.0.0.1:49152-49215", "127.0.0.1:49152-49215"),   # every port onto itself
+    ("127.0.0.1:49152-49215", "127.0.0.1:49200-49263"),   # a chain through the range
+    (":49152-49215", "127.0.0.1:49152-49215"),            # a wildcard takes loopback
+    ("0.0.0.0:4444", "localhost:4444"),
+    ("[::]:49152-49153", "[::1]:49153-49154"),
+    ("[::1]:4444", "[0::1]:4444"),
+    ("Host:1-2", "host:1-2"),
+])
+def test_a_range_that_loops_into_itself_is_refused(tmp_path: Path, listen: str,
+                                                    target: str) -> None:
+    _refused(tmp_path, RANGE.format(listen=listen, target=target),
+             r"route 1: target .* loops back into this daemon: port \d+ is its own listen")
+
+
+def test_a_target_that_is_another_routes_listen_address_is_refused(tmp_path: Path) -> None:
+    text = (RANGE.format(listen="127.0.0.1:5000-5001", target="127.0.0.1:6001-6002")
+            + RANGE.format(listen="127.0.0.1:6000-6001", target="dst:6000-6001"))
+    _refused(tmp_path, text, "route 1: target 127.0.0.1:6001-6002 loops back into this "
+             "daemon: port 6001 is .* route 2's listen address 127.0.0.1:6000-6001")
+
+
+@pytest.mark.parametrize(("listen", "target"), [
+    ("192.0.2.10:49152-49215", "127.0.0.1:49152-49215"),  # the libvirt layout
+    ("127.0.0.1:49152-49215", "127.0.0.1:49216-49279"),   # same host, past the range
+    ("127.0.0.1:49152-49215", "127.0.0.2:49152-49215"),   # another address
+    (":49152-49215", "dst.example:49152-49215"),          # a wildcard, a remote name
+    ("0.0.0.0:4444", "[::1]:4444"),                       # IPv4 wildcard, IPv6 loopback
+    ("127.0.0.1:0", "127.0.0.1:4444"),                    # any free port
+])
+def test_targets_that_do_not_loop(tmp_path: Path, listen: str, target: str) -> None:
+    assert len(_range(tmp_path, listen, target).routes) == 1

@@ -98,6 +98,9 @@ def _run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str
     (["--listen", ":4444", "--target", "h:1", "--log-level", "loud"], "invalid choice"),
     (["--listen", ":4444", "--target", "h:1", "--hold-cap", "10"], "hold_cap must be"),
     (["--listen", "::1:4444", "--target", "h:1"], "brackets"),
+    (["--listen", ":49152-49215", "--target", "h:1"], "ranges of the same length"),
+    (["--listen", ":1-2000", "--target", "h:1-2000"], "more than 1024"),
+    (["--listen", "127.0.0.1:5-6", "--target", "127.0.0.1:5-6"], "loops back"),
     (["--config", "/nonexistent.toml"], "cannot read"),
     ([], "give --listen and --target"),
 ])

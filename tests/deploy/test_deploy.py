@@ -68,7 +68,9 @@ def _documented_keys() -> dict[str, set[str]]:
 def test_example_config_loads_as_shipped():
     cfg = load_config(str(EXAMPLE), argparse.Namespace())
     assert cfg.source == str(EXAMPLE)
-    assert [str(r.listen) for r in cfg.routes] == [":4444", "[::]:4445"]
+    assert [str(r.listen) for r in cfg.routes] == [":4444", "[::]:4445",
+                                                   "192.0.2.10:49152-49215"]
+    assert str(cfg.routes[2].target) == "127.0.0.1:49152-49215"
     assert cfg.routes[0].profile is not None and cfg.routes[0].profile.name == "default"
     assert cfg.routes[1].profile is None and cfg.routes[1].destination is not None
     assert cfg.routes[1].destination.name == "qemu-11.1.3"
@@ -89,8 +91,8 @@ def test_example_config_covers_every_key():
     assert set(data["daemon"]) == documented["daemon"]
     assert set(data["defaults"]) == config_mod._SETTING_KEYS == documented["defaults"]
     routes = data["route"]
-    assert len(routes) == 2
-    # one route inherits everything, the other sets every per-route key
+    assert len(routes) == 3
+    # one route inherits everything, the next sets every per-route key (the third: a range)
     assert set(routes[0]) == {"listen", "target"}
     assert set(routes[1]) == {"listen", "target"} | config_mod._SETTING_KEYS
     assert documented["route"] <= set(routes[1])
@@ -126,7 +128,7 @@ def test_example_config_profile_path_form(tmp_path):
     conf.write_text(text.replace(old, f'profile = "{profile}"\npolicy = "abort"'),
                     encoding="utf-8")
     cfg = load_config(str(conf), argparse.Namespace())
-    first, second = cfg.routes
+    first, second, _range = cfg.routes
     assert first.profile is not None and first.profile.name == "default"
     assert second.profile is not None and second.profile.name == "10.0-to-11.1"
     assert [r.action for r in second.profile.rules] == ["drop", "drop", "insert"]

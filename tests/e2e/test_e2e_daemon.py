@@ -33,7 +33,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.faults import BLOB_ADDR, BLOB_SIZE, MEMORY
-from migproxy.lab import MIGRATION_FINAL_STATES, Lab, Qemu, free_port, wait_port
+from migproxy.lab import (
+    MIGRATION_FINAL_STATES,
+    Lab,
+    Qemu,
+    free_port,
+    free_port_range,
+    wait_port,
+)
 from tests.conftest import require_lab
 
 pytestmark = pytest.mark.qemu
@@ -55,17 +62,27 @@ def _free_ports(n: int, *, besides: int = 0) -> list[int]:
     return ports
 
 
-class Proxy:
-    """A ``migproxy`` daemon subprocess on loopback, its JSON log file and its metrics."""
+def _ports(first: int, count: int) -> str:
+    return str(first) if count == 1 else f"{first}-{first + count - 1}"
 
-    def __init__(self, log_dir: Path, target_port: int, *options: str) -> None:
+
+class Proxy:
+    """A ``migproxy`` daemon subprocess on loopback, its JSON log file and its metrics.
+    With ``ports`` > 1 its route is a range: ``ports`` listen ports from ``listen_port``
+    to as many target ports from ``target_port``."""
+
+    def __init__(self, log_dir: Path, target_port: int, *options: str, ports: int = 1) -> None:
         self.listen_port, self.metrics_port = _free_ports(2, besides=target_port)
+        if ports > 1:
+            self.listen_port = free_port_range(ports)
+            while self.listen_port <= self.metrics_port < self.listen_port + ports:
+                self.metrics_port = free_port()
         self.target_port = target_port
         self.log_path = log_dir / f"migproxy-{self.listen_port}.log"
         self.argv = [
             sys.executable, "-m", "migproxy",
-            "--listen", f"{LOOPBACK}:{self.listen_port}",
-            "--target", f"{LOOPBACK}:{target_port}",
+            "--listen", f"{LOOPBACK}:{_ports(self.listen_port, ports)}",
+            "--target", f"{LOOPBACK}:{_ports(target_port, ports)}",
             "--metrics", f"{LOOPBACK}:{self.metrics_port}",
             "--log-format", "json",
             *options,

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from migproxy.lab import LabUnavailable, free_port, get_lab, last_counter, parse_ticks
+from migproxy.lab import (
+    LabUnavailable,
+    free_port,
+    free_port_range,
+    get_lab,
+    last_counter,
+    parse_ticks,
+)
 from tests.conftest import REQUIRE_ENV, require_lab
+
+
+def test_free_port_range_gives_consecutive_bindable_ports() -> None:
+    first = free_port_range(4)
+    held = [socket.socket() for _ in range(4)]
+    try:
+        for i, s in enumerate(held):
+            s.bind(("127.0.0.1", first + i))
+    finally:
+        for s in held:
+            s.close()
 
 
 def test_parse_ticks_ignores_partial_and_foreign_lines() -> None:
