@@ -43,13 +43,21 @@ IO_TIMEOUT = 120.0  # no single socket operation of a benchmark may block longer
 
 # -- sender ---------------------------------------------------------------------------------
 
-def send(port: int, shape_json: str, repeats: int, mode: str, pause: float) -> dict[str, Any]:
+def wait_until(t: float | None) -> None:
+    """Sleep until ``time.monotonic()`` reaches ``t`` (a start shared by several senders)."""
+    if t is not None:
+        time.sleep(max(0.0, t - time.monotonic()))
+
+
+def send(port: int, shape_json: str, repeats: int, mode: str, pause: float,
+         start_at: float | None = None) -> dict[str, Any]:
     from bench.streams import Plan, Shape
 
     plan = Plan(Shape.from_json(json.loads(shape_json)))
     sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     res: dict[str, Any] = {"bytes": plan.total(repeats)}
+    wait_until(start_at)
     try:
         if mode == "bulk":
             res["t_start"] = time.monotonic()
@@ -77,9 +85,17 @@ def send(port: int, shape_json: str, repeats: int, mode: str, pause: float) -> d
     return res
 
 
-def send_raw(port: int, size: int, head: bytes) -> dict[str, Any]:
+# A raw sender with a start time connects this long before it (after the main channel's
+# sender, which connects as soon as its stream is built: QEMU opens the main channel first).
+RAW_CONNECT_LEAD = 0.3  # seconds
+
+
+def send_raw(port: int, size: int, head: bytes, start_at: float | None = None) -> dict[str, Any]:
     block = os.urandom(RECV_SIZE)
+    if start_at is not None:
+        wait_until(start_at - RAW_CONNECT_LEAD)
     sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+    wait_until(start_at)
     try:
         res: dict[str, Any] = {"bytes": size, "t_start": time.monotonic()}
         sock.sendall(head[:size])
@@ -277,18 +293,22 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("repeats", type=int)
     s.add_argument("--mode", choices=("bulk", "burst", "lastbyte"), default="bulk")
     s.add_argument("--pause", type=float, default=0.15)
+    s.add_argument("--start-at", type=float, help="time.monotonic() to start sending at")
     r = sub.add_parser("send-raw")
     r.add_argument("port", type=int)
     r.add_argument("bytes", type=int)
     r.add_argument("--head", default="", help="first bytes, in hex")
+    r.add_argument("--start-at", type=float, help="time.monotonic() to start sending at")
     args = ap.parse_args(argv)
     if args.cmd == "sink":
         sink_main()
         return 0
     if args.cmd == "send-raw":
-        print(json.dumps(send_raw(args.port, args.bytes, bytes.fromhex(args.head))))
+        print(json.dumps(send_raw(args.port, args.bytes, bytes.fromhex(args.head),
+                                  args.start_at)))
         return 0
-    print(json.dumps(send(args.port, args.shape, args.repeats, args.mode, args.pause)))
+    print(json.dumps(send(args.port, args.shape, args.repeats, args.mode, args.pause,
+                          args.start_at)))
     return 0
 
 

@@ -208,9 +208,10 @@ class Relay:
 
 
 def start_sender(port: int, shape_json: str, repeats: int, mode: str = "bulk",
-                 pause: float = 0.15) -> subprocess.Popen[str]:
+                 pause: float = 0.15, start_at: float | None = None) -> subprocess.Popen[str]:
+    at = [] if start_at is None else ["--start-at", repr(start_at)]
     return popen([sys.executable, "-m", "bench.netio", "send", str(port), shape_json,
-                  str(repeats), "--mode", mode, "--pause", str(pause)],
+                  str(repeats), "--mode", mode, "--pause", str(pause), *at],
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

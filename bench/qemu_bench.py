@@ -2,17 +2,18 @@
 
 The guest (``bench/guest/dirty.S``, built here into ``$LAB_DIR/work/bench`` the way
 ``scripts/lab-setup.sh`` builds ``tests/guest/tick.S``) fills 300 MiB of its 512 MiB with
-non-zero data and then dirties 16 MiB of it every 10 ms. The source migrates over TCP on
+non-zero data, leaving about 3 pages in 10 of it zero at random (fragmented memory: full and zero
+pages interleaved), and then dirties 16 MiB of it every 10 ms. The source migrates over TCP on
 loopback, with ``max-bandwidth`` raised from QEMU's 128 MiB/s default (so the network path,
 not the rate limit, decides) and ``downtime-limit`` 50 ms (see below), either straight to the
 destination's ``-incoming`` port, or to the bare relay (``bench/bare_relay.py``: what any
 relay costs on the same CPUs), or to a migproxy daemon (default profile: rewriting) in front
-of it; the destination preallocates its RAM (``-mem-prealloc``). QEMU's own
-``query-migrate`` on the source reports ``total-time`` and ``downtime``; the STOP event of the
-source and the RESUME event of the destination (QMP timestamps, one host clock) give the
-downtime the guest sees. Each migration must
-complete, the destination guest must continue (a ``pass N`` line newer than the source's
-last one), and through migproxy the daemon must have released a rewritten tail.
+of it; the destination preallocates its RAM (``-mem-prealloc``). QEMU's own ``query-migrate``
+on the source reports ``total-time`` and ``downtime``; the STOP event of the source and the
+RESUME event of the destination (QMP timestamps, one host clock) give the downtime the guest
+sees. Each migration must complete, the destination guest must continue (a ``pass N`` line
+newer than the source's last one), and through migproxy the daemon must have released a
+rewritten tail.
 
 Uses the lab harness (``tests/lab``); skipped with the reason when the lab is missing.
 """
@@ -236,7 +237,8 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
         log(f"== qemu: skipped ({e})")
         return {"skipped": str(e)}
     configs = CONFIGS[:1] if quick else CONFIGS
-    log(f"== qemu: {VERSION} -> {VERSION}, -m {MEMORY}, guest dirty.S (300 MiB filled, "
+    log(f"== qemu: {VERSION} -> {VERSION}, -m {MEMORY}, guest dirty.S (300 MiB filled, 30 % "
+        f"of its pages zero at random, "
         f"16 MiB dirtied every 10 ms), max-bandwidth {MAX_BANDWIDTH >> 30} GiB/s, "
         f"downtime-limit {DOWNTIME_LIMIT_MS} ms, destination -mem-prealloc, "
         f"capabilities: {', '.join(c for c, _ in configs)}; {repeat} migration(s) per path "

@@ -5,8 +5,10 @@
  * (built by bench/qemu_bench.py like scripts/lab-setup.sh builds tests/guest/tick.S).
  *
  * 1. Fills FILL_SIZE (300 MiB) of RAM from FILL_BASE with non-zero data (every 8-byte
- *    word is its own address plus a constant), so a migration sends it as full pages, and
- *    prints "filled".
+ *    word is its own address plus a constant), except about 3 pages in 10, chosen by a
+ *    hash of the page number, which stay zero: fragmented memory, so a migration sends
+ *    full and zero pages mixed at random, as from a guest whose free memory is scattered.
+ *    Then it prints "filled".
  * 2. Then, every PERIOD_NUM/PERIOD_DEN seconds of guest virtual time, writes one word into
  *    every 4 KiB page of the first HOT_SIZE (16 MiB) of that region: 4096 pages are
  *    dirtied again each period, so a live migration has to send them again in every
@@ -41,6 +43,7 @@
         .equ    FILL_BASE,      0x41000000      /* RAM base + 16 MiB, far from the code */
         .equ    FILL_SIZE,      (300 << 20)
         .equ    HOT_SIZE,       (16 << 20)
+        .equ    ZERO_OF_256,    77              /* pages left zero: 77/256 = 0.30 */
         .equ    PERIOD_NUM,     1               /* period = 1/100 s */
         .equ    PERIOD_DEN,     100
         .equ    PRINT_EVERY,    10              /* print every 0.1 s */
@@ -69,15 +72,28 @@ entry:
         mov     w0, #UART_CR_ON
         str     w0, [x19, #UART_CR]
 
-        /* 1. fill */
+        /* 1. fill every page whose hash (top byte of page number * golden ratio) is at
+              least ZERO_OF_256; the others stay zero */
         ldr     x1, =FILL_BASE
         ldr     x2, =(FILL_BASE + FILL_SIZE)
         ldr     x3, =0x5a5a5a5a00000001
+        ldr     x6, =0x9e3779b97f4a7c15
+fill_page:
+        lsr     x5, x1, #12
+        mul     x5, x5, x6
+        lsr     x5, x5, #56
+        add     x7, x1, #4096
+        cmp     x5, #ZERO_OF_256
+        b.lo    page_done
 fill:
         add     x4, x1, x3
         stp     x4, x4, [x1], #16
-        cmp     x1, x2
+        cmp     x1, x7
         b.lo    fill
+page_done:
+        mov     x1, x7
+        cmp     x1, x2
+        b.lo    fill_page
         adr     x0, msg_filled
         bl      puts
 

@@ -21,8 +21,8 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
     out = tmp_path / "bench.json"
     assert run.main(["--quick", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert {"command", "machine", "throughput", "records", "switchover", "memory", "qemu",
-            "targets", "notes", "section_seconds"} <= res.keys()
+    assert {"command", "machine", "throughput", "channels", "records", "switchover", "memory",
+            "qemu", "targets", "notes", "section_seconds"} <= res.keys()
     assert {"nproc", "python", "uvloop", "lscpu"} <= res["machine"].keys()
 
     tp = res["throughput"]
@@ -37,6 +37,14 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
         assert {"mb_s", "relay_cpu_s_per_gb", "all_ok", "runs"} <= p.keys()
         assert {"median", "p99"} <= p["mb_s"].keys()
     assert {"vs_direct", "vs_socat", "vs_socat_1m", "vs_bare"} <= tp["ratios"]["migproxy"].keys()
+
+    ch = res["channels"]
+    for shape in ("single", "parallel"):
+        assert {"migproxy", "migproxy_event_loop", "bare", "direct"} <= ch[shape].keys()
+        for p in ch[shape].values():
+            assert p["all_ok"], p  # every connection's byte count was checked by the sink
+            assert {"mb_s", "relay_cpu_s_per_gb"} <= p.keys()
+    assert any(t["target"].startswith("untouched channel") for t in res["targets"])
 
     names = [r["name"] for r in res["records"]["results"]]
     assert {"zero-page runs", "full-page runs", "interleaved 1:1", "fragmented 30% zero",
