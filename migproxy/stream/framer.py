@@ -695,7 +695,9 @@ class StreamFramer:
                         self.state = ST_SKIP
                         return end
                     pos += ps
-                    if ps == 4096:
+                    # Look for a run only where the next record continues it (one byte
+                    # read): in fragmented RAM most runs are a record or two long.
+                    if ps == 4096 and end - pos > 7 and buf[pos + 7] == 0x28:
                         k = _page_run(buf, pos, end)
                         if k:
                             # A record outside the block stops the run: the next turn
@@ -712,7 +714,7 @@ class StreamFramer:
                         self._check_continue(pos, word ^ flags, have_block, cur_len)
                     zeros += 1
                     pos += 9
-                    if ps == 4096:
+                    if ps == 4096 and end - pos > 16 and buf[pos + 7] == 0x22:
                         # A run of ZERO|CONTINUE records is a 9-byte stride whose last word
                         # byte is 0x22 and whose next-to-last has a zero low nibble: count
                         # the run with strided slices instead of one loop turn per record.
