@@ -25,6 +25,10 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
             "qemu", "targets", "notes", "section_seconds"} <= res.keys()
     assert {"nproc", "python", "uvloop", "lscpu"} <= res["machine"].keys()
 
+    # Both RAM shapes in one run: long runs, then fragmented (each page zero with p = 0.3).
+    assert res["throughput"]["shape"]["zero_ratio"] is None
+    assert res["throughput_fragmented"]["shape"]["zero_ratio"] == 0.3
+    assert res["throughput_fragmented"]["paths"]["migproxy"]["all_ok"]
     tp = res["throughput"]
     paths = {"direct", "bare", "migproxy_dry_run", "migproxy_none", "migproxy"}
     socat = {"socat", "socat_1m"}
