@@ -77,7 +77,7 @@ class _Direction:
     """One direction: ``src`` -> pipe -> ``dst``."""
 
     __slots__ = ("done", "dst", "dst_side", "eof", "fill", "moved", "read_end", "reported",
-                 "room", "src", "src_side", "write_end")
+                 "room", "src", "src_side", "stalled", "write_end")
 
     def __init__(self, src: int, dst: int, src_side: str, dst_side: str) -> None:
         self.src, self.dst = src, dst
@@ -89,6 +89,9 @@ class _Direction:
         self.room = min(PIPE_SIZE, fcntl.fcntl(self.write_end, _F_GETPIPE_SZ))
         self.fill = 0  # bytes in the pipe
         self.eof = False  # src sent its last byte
+        # A read found no room although ``fill`` < ``room``: a pipe holds buffers, not
+        # bytes, and socket data may fill its buffers partly. Wait for the pipe to drain.
+        self.stalled = False
         self.done = False  # ... and it reached dst, and dst was shut for writing
         self.moved = 0  # bytes written to dst
         self.reported = 0
@@ -198,7 +201,7 @@ class KernelRelay:
                 wait = min(wait, idle_left)
             masks = {src: 0, dst: 0}
             for d in self._dirs:
-                if not d.eof and d.fill < d.room:
+                if not d.eof and d.fill < d.room and not d.stalled:
                     masks[d.src] |= select.POLLIN
                 if d.fill:
                     masks[d.dst] |= select.POLLOUT
@@ -239,12 +242,14 @@ class KernelRelay:
                     d.fill -= n
                     d.moved += n
                     moved = n > 0
+                    d.stalled = False
             if not d.eof and d.fill < d.room:
                 try:
                     n = os.splice(d.src, d.write_end, d.room - d.fill, flags=_FLAGS)
                 except OSError as e:
                     if e.errno not in _AGAIN:
                         raise _Failed(d.src_side, e) from None
+                    d.stalled = d.fill > 0  # or nothing to read: either way the drain helps
                 else:
                     if n == 0:
                         d.eof = True
