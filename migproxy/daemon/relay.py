@@ -46,6 +46,7 @@ from migproxy.daemon.session import (
     Side,
     Timer,
 )
+from migproxy.daemon.tls import destination_tls, handshake_error
 from migproxy.stream.policy import HoldBudget
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class _Side(asyncio.BufferedProtocol):
         self._mv = memoryview(self._buf)
         self._retired: list[bytearray] = []  # earlier buffers, maybe still being written
         self.closed = False
+        self.eof = False  # the peer ended its direction (FIN, or TLS close_notify)
         self._pause_reasons: set[str] = set()
 
     # reading control ------------------------------------------------------------------
@@ -145,11 +147,18 @@ class _Side(asyncio.BufferedProtocol):
             self.fresh_buffer()
 
     def eof_received(self) -> bool:
+        self.eof = True
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
-        return True  # keep the other direction open (half-close)
+        return True  # keep the other direction open (half-close; TLS ignores it)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and not self.eof and self.transport is not None and \
+                self.transport.get_extra_info("ssl_object") is not None:
+            # A TLS peer that closed TCP without close_notify (QEMU ends a main channel
+            # so): uvloop reports no EOF, only the close. It still ends the stream.
+            self.eof = True
+            self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
         error = None if exc is None else (str(exc) or type(exc).__name__)
         self.pair.run(self.pair.session.on_lost(self.side, error, time.monotonic()))
 
@@ -243,8 +252,11 @@ class Pair:
                 self.sides[c.side].resume(c.reason)
             elif isinstance(c, HalfClose):
                 t = self.sides[c.to].transport
-                if t is not None and not t.is_closing() and t.can_write_eof():
-                    t.write_eof()
+                if t is not None and not t.is_closing():
+                    if t.can_write_eof():
+                        t.write_eof()
+                    else:  # TLS: no half-close; close_notify after the queued data
+                        t.close()
             elif isinstance(c, OpenTarget):
                 self._open_target()
             elif isinstance(c, RequestTimer):
@@ -295,14 +307,15 @@ class Pair:
         t = self.route.target
         try:
             # One at a time per route: destinations that assign channels by arrival order
-            # (QEMU 7.2, TLS) must see the main channel first.
+            # (QEMU 7.2, TLS) must see the main channel first. With TLS the handshake is
+            # part of the connection, so the next one starts after it.
             async with self.registry.connect_lock(self.route):
                 await asyncio.wait_for(
-                    loop.create_connection(lambda: self.dst, t.host, t.port),
+                    loop.create_connection(lambda: self.dst, t.host, t.port,
+                                           **destination_tls(self.route.tls)),
                     timeout=self.route.settings.connect_timeout)
         except (OSError, TimeoutError) as e:
-            self.run(self.session.on_target_failed(str(e) or type(e).__name__,
-                                                   time.monotonic()))
+            self.run(self.session.on_target_failed(handshake_error(e), time.monotonic()))
             return
         self.run(self.session.on_target_connected(time.monotonic()))
 

@@ -18,6 +18,7 @@ from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
+from migproxy.daemon.tls_accept import Handshakes, TlsAccept
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 
@@ -50,8 +51,13 @@ class Daemon:
                       "pure Python (the compiled walk is not built, or MIGPROXY_NO_EXTENSIONS)")
         await self._resolve_targets()
         for route in self.config.routes:
-            def factory(route=route) -> Any:
-                return Pair(route, self.metrics, self.registry).src
+            route_handshakes = Handshakes()
+
+            def factory(route=route, handshakes=route_handshakes) -> Any:
+                pair = Pair(route, self.metrics, self.registry)
+                if route.tls is not None and route.tls.source is not None:
+                    return TlsAccept(pair, route.tls, handshakes)  # then pair.src
+                return pair.src
 
             host = route.listen.host or None  # None: every interface, IPv4 and IPv6
             try:
@@ -66,7 +72,9 @@ class Daemon:
                           target=str(route.target),
                           profile=route.profile.name if route.profile else None,
                           destination=route.destination.name if route.destination else None,
-                          policy=str(route.settings.policy), dry_run=route.settings.dry_run)
+                          policy=str(route.settings.policy), dry_run=route.settings.dry_run,
+                          tls_source=route.tls is not None and route.tls.source is not None,
+                          tls_destination=route.tls.hostname if route.tls else None)
         m = self.config.metrics
         if m is not None:
             self.metrics_server = MetricsServer(self.metrics.registry)
