@@ -149,16 +149,22 @@ class _Side(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.eof = True
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
-        return True  # keep the other direction open (half-close; TLS ignores it)
+        # Keep the other direction open (half-close); a TLS transport closes anyway (and
+        # warns if asked not to).
+        return self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if exc is None and not self.eof and self.transport is not None and \
+        if exc is None and self.transport is not None and \
                 self.transport.get_extra_info("ssl_object") is not None:
-            # A TLS peer that closed TCP without close_notify (QEMU ends a main channel
-            # so): uvloop reports no EOF, only the close. It still ends the stream.
-            self.eof = True
-            self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
+            # A TLS leg ends as a whole (no half-close): after the peer's close_notify, or
+            # a bare TCP close (QEMU 10.0 ends its main channel so; uvloop then reports
+            # no EOF, only this). Either way the end of that direction, not a loss: the
+            # other leg goes on until it ends too.
+            if not self.eof:
+                self.eof = True
+                self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
+            return
         error = None if exc is None else (str(exc) or type(exc).__name__)
         self.pair.run(self.pair.session.on_lost(self.side, error, time.monotonic()))
 

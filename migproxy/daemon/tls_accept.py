@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from migproxy.daemon.relay import Pair
 
 EARLY_READ_SIZE = 64 << 10  # bytes per read of data that arrives with the handshake's end
+# uvloop reads an accepted connection once before the handshake can start (it starts reading
+# after connection_made, whatever that did): those first bytes of the ClientHello are handed
+# to the TLS layer. A client's first flight is one ClientHello (at most 16 KiB + 5 bytes).
+HELLO_LIMIT = 64 << 10
 
 
 class _Early(asyncio.BufferedProtocol):
@@ -75,15 +79,19 @@ class TlsAccept(asyncio.Protocol):
         self.timeout = tls.handshake_timeout
         self.handshakes = handshakes
         self.task: asyncio.Task[None] | None = None
+        self.transport: Any = None
+        self.hello = bytearray()  # read before the TLS layer took the connection
 
     def connection_made(self, transport: Any) -> None:
-        transport.pause_reading()  # the ClientHello waits for start_tls
+        self.transport = transport
+        transport.pause_reading()  # the ClientHello waits for start_tls (asyncio)
         pair = self.pair
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        refusal = pair.registry.admission(pair.route).admit(host)
+        admission = pair.registry.admission(pair.route)
+        refusal = admission.admit(host)
         if refusal is None:
-            pair.registry.admission(pair.route).release(host)  # taken for real once up
+            admission.release(host)  # taken for real once the handshake is done
             if self.handshakes.running >= pair.route.settings.max_connections:
                 refusal = Refusal.ROUTE_FULL
         if refusal is not None:
@@ -95,17 +103,42 @@ class TlsAccept(asyncio.Protocol):
         self.handshakes.running += 1
         self.task = asyncio.get_event_loop().create_task(self._handshake(transport, peer))
 
+    def data_received(self, data: bytes) -> None:
+        self.transport.pause_reading()  # uvloop: the one read before start_tls
+        self.hello += data
+
+    def eof_received(self) -> bool:
+        return True  # the handshake fails and says so
+
     def connection_lost(self, exc: Exception | None) -> None:
         pass  # before the handshake: start_tls fails and says why
 
-    async def _handshake(self, transport: Any, peer: Any) -> None:
+    async def _start_tls(self, transport: Any, protocol: _Early) -> Any:
+        """``loop.start_tls``, with the bytes already read handed to the TLS layer first."""
         loop = asyncio.get_event_loop()
+        if len(self.hello) > HELLO_LIMIT:
+            raise ssl.SSLError(f"no TLS handshake in the first {HELLO_LIMIT} bytes")
+        started = asyncio.ensure_future(loop.start_tls(
+            transport, protocol, self.context, server_side=True,
+            ssl_handshake_timeout=self.timeout, ssl_shutdown_timeout=SHUTDOWN_TIMEOUT))
+        while transport.get_protocol() is self and not started.done():
+            await asyncio.sleep(0)  # start_tls installs its protocol, schedules its start
+        await asyncio.sleep(0)  # call_soon is FIFO: the TLS protocol's connection_made ran
+        tls_protocol = transport.get_protocol()
+        hello = memoryview(self.hello)
+        while hello and tls_protocol is not self and not started.done():
+            buf = tls_protocol.get_buffer(len(hello))
+            n = min(len(buf), len(hello))
+            buf[:n] = hello[:n]
+            tls_protocol.buffer_updated(n)
+            hello = hello[n:]
+        return await started
+
+    async def _handshake(self, transport: Any, peer: Any) -> None:
         early = _Early()
         try:
-            tls: Any = await loop.start_tls(transport, early, self.context, server_side=True,
-                                       ssl_handshake_timeout=self.timeout,
-                                       ssl_shutdown_timeout=SHUTDOWN_TIMEOUT)
-        except (OSError, TimeoutError, ssl.SSLError) as e:  # start_tls closed the transport
+            tls: Any = await self._start_tls(transport, early)
+        except Exception as e:  # OSError, SSLError, TimeoutError: start_tls closed it
             transport.abort()
             pair = self.pair
             pair.refused = True

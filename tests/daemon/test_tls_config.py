@@ -87,7 +87,7 @@ def test_not_a_directory(tmp_path: Path) -> None:
 def test_a_file_that_is_not_pem(creds: Path, tmp_path: Path) -> None:
     d = _copy(creds, tmp_path)
     (d / "server-cert.pem").write_bytes(b"\x30\x82 DER bytes")
-    with pytest.raises(TlsConfigError, match="server-cert.pem is not a PEM file"):
+    with pytest.raises(TlsConfigError, match=r"server-cert\.pem is not a PEM file"):
         source_context(str(d))
 
 
@@ -101,7 +101,7 @@ def test_a_key_that_is_not_the_certificates(creds: Path, tmp_path: Path) -> None
 def test_a_ca_that_is_not_a_certificate(creds: Path, tmp_path: Path) -> None:
     d = _copy(creds, tmp_path)
     shutil.copyfile(d / "client-key.pem", d / "ca-cert.pem")
-    with pytest.raises(TlsConfigError, match="ca-cert.pem: not a CA certificate"):
+    with pytest.raises(TlsConfigError, match=r"ca-cert\.pem: not a CA certificate"):
         destination_context(str(d))
 
 
