@@ -46,7 +46,8 @@ from migproxy.daemon.session import (
     Side,
     Timer,
 )
-from migproxy.daemon.tls import destination_tls, handshake_error
+from migproxy.daemon.tls import handshake_error
+from migproxy.daemon.tls_legs import connect, end_without_close_notify, passes_close_notify
 from migproxy.stream.policy import HoldBudget
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ class _Side(asyncio.BufferedProtocol):
         self._retired: list[bytearray] = []  # earlier buffers, maybe still being written
         self.closed = False
         self.eof = False  # the peer ended its direction (FIN, or TLS close_notify)
+        self.tcp: Any = None  # a TLS leg: the TCP transport under ``transport``
+        self.bare = False  # a TLS peer that ended with a bare TCP close, no close_notify
+        self.ended_bare = False  # migproxy ended this TLS leg so (it takes no close())
         self._pause_reasons: set[str] = set()
 
     # reading control ------------------------------------------------------------------
@@ -162,7 +166,7 @@ class _Side(asyncio.BufferedProtocol):
             # no EOF, only this). Either way the end of that direction, not a loss: the
             # other leg goes on until it ends too.
             if not self.eof:
-                self.eof = True
+                self.eof = self.bare = True
                 self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
             return
         error = None if exc is None else (str(exc) or type(exc).__name__)
@@ -257,12 +261,7 @@ class Pair:
             elif isinstance(c, ResumeReading):
                 self.sides[c.side].resume(c.reason)
             elif isinstance(c, HalfClose):
-                t = self.sides[c.to].transport
-                if t is not None and not t.is_closing():
-                    if t.can_write_eof():
-                        t.write_eof()
-                    else:  # TLS: no half-close; close_notify after the queued data
-                        t.close()
+                self._half_close(self.sides[c.to])
             elif isinstance(c, OpenTarget):
                 self._open_target()
             elif isinstance(c, RequestTimer):
@@ -273,7 +272,7 @@ class Pair:
                     if t is not None and not t.is_closing():
                         if c.abort:
                             t.abort()
-                        else:
+                        elif not side.ended_bare:  # (that one ends by itself)
                             t.close()
             elif isinstance(c, Classified):
                 obs.classified(c)
@@ -298,6 +297,23 @@ class Pair:
             # The transport may hold references into the reading side's buffer.
             self.sides[c.to.peer].fresh_buffer()
 
+    def _half_close(self, to: _Side) -> None:
+        """Pass an EOF on to ``to``: FIN; on a TLS leg (no half-close) close_notify or a
+        bare TCP close, as the peer leg ended (:mod:`migproxy.daemon.tls_legs`)."""
+        t = to.transport
+        if t is None or t.is_closing():
+            return
+        if t.can_write_eof():
+            t.write_eof()
+            return
+        peer = self.sides[to.side.peer]
+        if to.tcp is not None and not passes_close_notify(
+                peer.tcp is not None, not peer.bare, self.session.channel):
+            to.ended_bare = True
+            asyncio.get_event_loop().create_task(end_without_close_notify(t, to.tcp))
+        else:
+            t.close()  # close_notify after the queued data
+
     def _open_target(self) -> None:
         # Connections reach the target in accept order: first every earlier connection
         # of the route that is still waiting (the session decides nothing about others).
@@ -309,16 +325,14 @@ class Pair:
             self._connect_task = asyncio.get_event_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_event_loop()
         t = self.route.target
         try:
             # One at a time per route: destinations that assign channels by arrival order
             # (QEMU 7.2, TLS) must see the main channel first. With TLS the handshake is
             # part of the connection, so the next one starts after it.
             async with self.registry.connect_lock(self.route):
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: self.dst, t.host, t.port,
-                                           **destination_tls(self.route.tls)),
+                self.dst.tcp = await asyncio.wait_for(
+                    connect(self.dst, t, self.route.tls),
                     timeout=self.route.settings.connect_timeout)
         except (OSError, TimeoutError) as e:
             self.run(self.session.on_target_failed(handshake_error(e), time.monotonic()))

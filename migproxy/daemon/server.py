@@ -18,7 +18,7 @@ from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
-from migproxy.daemon.tls_accept import Handshakes, TlsAccept
+from migproxy.daemon.tls_legs import Handshakes, TlsAccept
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 

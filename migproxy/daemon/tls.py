@@ -1,5 +1,5 @@
 """TLS termination of a route: the credentials directories and the ssl contexts built from
-them (no sockets here; :mod:`migproxy.daemon.tls_accept` and the relay use the contexts).
+them (no sockets here; :mod:`migproxy.daemon.tls_legs` and the relay use the contexts).
 
 A route that terminates TLS is a TLS server towards the source QEMU and a TLS client
 towards the destination QEMU, each leg its own TLS session per connection (QEMU runs one
@@ -27,7 +27,6 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from migproxy.stream.errors import MigproxyError
 
@@ -110,6 +109,10 @@ def source_context(directory: str) -> ssl.SSLContext:
     ctx = _load(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), files, "server-cert.pem",
                 "server-key.pem", what)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    # No TLS 1.3 session tickets: a source that never reads its main channel (no return
+    # path) would close with them unread, and a close with unread data is a TCP reset,
+    # which drops the end of the stream still in migproxy's receive buffer.
+    ctx.num_tickets = 0
     return ctx
 
 
@@ -150,12 +153,3 @@ def handshake_error(e: BaseException) -> str:
         return str(e.reason).lower().replace("_", " ")
     return str(e) or type(e).__name__
 
-
-def destination_tls(tls: RouteTls | None) -> dict[str, Any]:
-    """The TLS arguments of ``loop.create_connection`` towards the destination ({} for a
-    plaintext destination leg)."""
-    if tls is None or tls.destination is None:
-        return {}
-    return {"ssl": tls.destination, "server_hostname": tls.hostname,
-            "ssl_handshake_timeout": tls.handshake_timeout,
-            "ssl_shutdown_timeout": SHUTDOWN_TIMEOUT}
