@@ -135,7 +135,7 @@ class _Side(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(high=hw, low=hw // 4)
         if self._pause_reasons:  # paused before the transport existed
             transport.pause_reading()
-        if self.side is Side.SOURCE:
+        if self.side is Side.SOURCE and not self.pair.admitted:
             self.pair.accepted()
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -153,6 +153,8 @@ class _Side(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.eof = True
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
+        if self.ended_bare:  # TLS, already ended with a bare FIN: close_notify cannot be
+            self.transport.abort()  # answered (uvloop would try, and fail)
         # Keep the other direction open (half-close); a TLS transport closes anyway (and
         # warns if asked not to).
         return self.transport.get_extra_info("ssl_object") is None
@@ -215,8 +217,12 @@ class Pair:
         return self.session.outcome
 
     # events in ------------------------------------------------------------------------------
-    def accepted(self) -> None:
-        peer = self.src.transport.get_extra_info("peername")
+    def accepted(self, transport: Any = None) -> None:
+        """The source connected (``transport``: its TCP transport, on a TLS route whose
+        handshake follows; the session starts now, so accept order is the order in which
+        the source opened its connections, whatever order their handshakes end in)."""
+        transport = transport or self.src.transport
+        peer = transport.get_extra_info("peername")
         self.observer.bind(peer=format_host_port(peer))
         if isinstance(peer, tuple) and peer:
             self.session.peer_host = str(peer[0])
@@ -224,7 +230,7 @@ class Pair:
         if refusal is not None:
             # Closed at once: no byte read, no timer, nothing towards the target.
             self.refused = True
-            self.src.transport.abort()
+            transport.abort()
             self.observer.refused(refusal)
             self.done.set_result("refused")
             return
@@ -242,6 +248,12 @@ class Pair:
             self.run(s.on_source_data(data, now))
         else:
             self.run(s.on_destination_data(data, now))
+
+    def tls_failed(self, error: str) -> None:
+        """The source's TLS handshake failed (the connection is closed)."""
+        if not self.session.closed:
+            self.observer.tls_refused(error)
+        self.run(self.session.on_lost(Side.SOURCE, error, time.monotonic()))
 
     def abort_for_shutdown(self) -> None:
         self.run(self.session.on_shutdown(time.monotonic()))
@@ -268,7 +280,7 @@ class Pair:
                 self._request_timer(c)
             elif isinstance(c, Close):
                 for side in self.sides.values():
-                    t = side.transport
+                    t = side.transport or side.tcp  # (tcp: a TLS handshake under way)
                     if t is not None and not t.is_closing():
                         if c.abort:
                             t.abort()

@@ -18,7 +18,7 @@ from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
-from migproxy.daemon.tls_legs import Handshakes, TlsAccept
+from migproxy.daemon.tls_legs import TlsAccept
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 
@@ -51,12 +51,10 @@ class Daemon:
                       "pure Python (the compiled walk is not built, or MIGPROXY_NO_EXTENSIONS)")
         await self._resolve_targets()
         for route in self.config.routes:
-            route_handshakes = Handshakes()
-
-            def factory(route=route, handshakes=route_handshakes) -> Any:
+            def factory(route=route) -> Any:
                 pair = Pair(route, self.metrics, self.registry)
                 if route.tls is not None and route.tls.source is not None:
-                    return TlsAccept(pair, route.tls, handshakes)  # then pair.src
+                    return TlsAccept(pair, route.tls)  # then pair.src
                 return pair.src
 
             host = route.listen.host or None  # None: every interface, IPv4 and IPv6

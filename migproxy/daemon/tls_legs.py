@@ -3,14 +3,17 @@ the connection to a TLS destination (:func:`connect`) and how a TLS leg ends.
 
 **Source leg.** :class:`TlsAccept` is the protocol of an accepted TCP connection while it
 has no TLS session yet. It stops reading (the source's ClientHello waits in the socket),
-checks the route's allow-list (a refused address costs no handshake), then runs the server
+starts the pair (admission: a refused address costs no handshake), then runs the server
 handshake (``loop.start_tls``: migproxy's server certificate, the source's client
 certificate required) bounded by the route's handshake timeout. Success: the pair's source
 side takes the TLS transport and the pair starts as on a plaintext route (admission, accept
 order, the session). Failure (a wrong or missing client certificate, not TLS at all, a
 timeout): the connection is closed, logged (``tls_handshake_failed``) and counted
 (``migproxy_connections_refused_total{reason="tls_handshake"}``); nothing is opened towards
-the destination. Handshakes in progress on a route are capped at its ``max_connections``.
+the destination. The pair starts at the TCP accept (admission, accept order, the
+session's timers): its connections reach the destination in the order the source opened
+them, whatever order their handshakes end in (QEMU's main channel, with Nagle on, may end
+its handshake after the multifd channels opened after it end theirs).
 
 **Destination leg.** :func:`connect` opens TCP, then runs the client handshake (the
 destination's certificate checked against the CA and ``tls_hostname``); both inside the
@@ -30,8 +33,6 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING, Any
 
-from migproxy.daemon.addresses import format_host_port
-from migproxy.daemon.admission import Refusal
 from migproxy.daemon.config import Address
 from migproxy.daemon.session import Channel
 from migproxy.daemon.tls import SHUTDOWN_TIMEOUT, RouteTls, handshake_error
@@ -94,22 +95,14 @@ def _feed(protocol: Any, data: bytes | bytearray) -> None:
         view = view[n:]
 
 
-class Handshakes:
-    """The TLS handshakes in progress on one route."""
-
-    def __init__(self) -> None:
-        self.running = 0
-
-
 class TlsAccept(asyncio.Protocol):
     """An accepted connection of a TLS route until its handshake is done."""
 
-    def __init__(self, pair: Pair, tls: RouteTls, handshakes: Handshakes) -> None:
+    def __init__(self, pair: Pair, tls: RouteTls) -> None:
         assert tls.source is not None
         self.pair = pair
         self.context: ssl.SSLContext = tls.source
         self.timeout = tls.handshake_timeout
-        self.handshakes = handshakes
         self.task: asyncio.Task[None] | None = None
         self.transport: Any = None
         self.hello = bytearray()  # read before the TLS layer took the connection
@@ -118,22 +111,11 @@ class TlsAccept(asyncio.Protocol):
         self.transport = transport
         transport.pause_reading()  # the ClientHello waits for start_tls (asyncio)
         pair = self.pair
-        peer = transport.get_extra_info("peername")
-        host = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        admission = pair.registry.admission(pair.route)
-        refusal = admission.admit(host)
-        if refusal is None:
-            admission.release(host)  # taken for real once the handshake is done
-            if self.handshakes.running >= pair.route.settings.max_connections:
-                refusal = Refusal.ROUTE_FULL
-        if refusal is not None:
-            transport.abort()
-            pair.refused = True
-            pair.observer.bind(peer=format_host_port(peer))
-            pair.observer.refused(refusal)
+        pair.src.tcp = transport
+        pair.accepted(transport)  # admission, accept order and the session start now
+        if pair.refused:
             return
-        self.handshakes.running += 1
-        self.task = asyncio.get_event_loop().create_task(self._handshake(transport, peer))
+        self.task = asyncio.get_event_loop().create_task(self._handshake(transport))
 
     def data_received(self, data: bytes) -> None:
         self.transport.pause_reading()  # uvloop: the one read before start_tls
@@ -161,20 +143,17 @@ class TlsAccept(asyncio.Protocol):
             _feed(tls_protocol, self.hello)
         return await started
 
-    async def _handshake(self, transport: Any, peer: Any) -> None:
+    async def _handshake(self, transport: Any) -> None:
         early = _Early()
         try:
             tls: Any = await self._start_tls(transport, early)
         except Exception as e:  # OSError, SSLError, TimeoutError: start_tls closed it
             transport.abort()
-            pair = self.pair
-            pair.refused = True
-            pair.observer.bind(peer=format_host_port(peer))
-            pair.observer.tls_refused(handshake_error(e))
+            self.pair.tls_failed(handshake_error(e))
             return
-        finally:
-            self.handshakes.running -= 1
-        self.pair.src.tcp = transport
+        if self.pair.session.closed:  # ended meanwhile (shutdown, the target unreachable)
+            tls.abort()
+            return
         early.hand_over(tls, self.pair.src)
 
 
