@@ -47,6 +47,7 @@ if [ "$(id -u)" = 0 ]; then
     echo "== tools for the deployment checks and the benchmark smoke run"
     command -v systemd-analyze >/dev/null || apt-get install -y -q systemd >/dev/null
     command -v socat >/dev/null || apt-get install -y -q socat >/dev/null
+    command -v openssl >/dev/null || apt-get install -y -q openssl >/dev/null  # TLS test certificates
     TOOLS=${MIGPROXY_TOOLS_DIR:-/var/cache/migproxy-lab/tools}
     if ! command -v promtool >/dev/null && [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
         # Only the promtool binary: unpack the package instead of installing it, so no

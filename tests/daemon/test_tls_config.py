@@ -24,6 +24,7 @@ from migproxy.daemon.tls import (
     source_context,
 )
 from testkit.pki import Ca, PkiUnavailable, creds_dir
+from tests.conftest import tls_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +35,7 @@ def creds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         ca = Ca.create(tmp_path_factory.mktemp("ca"))
     except PkiUnavailable as e:
-        pytest.skip(str(e))
+        tls_unavailable(str(e))
     return creds_dir(ca, tmp_path_factory.mktemp("pki") / "qemu")
 
 

@@ -20,6 +20,7 @@ import uvloop
 from migproxy.daemon.server import Daemon
 from migproxy.stream import wire
 from testkit.pki import Ca, PkiUnavailable, creds_dir
+from tests.conftest import tls_unavailable
 from tests.daemon.loopback import (
     REWRITTEN,
     STREAM,
@@ -49,7 +50,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         ca = Ca.create(tmp_path_factory.mktemp("ca"))
         rogue = Ca.create(tmp_path_factory.mktemp("rogue-ca"), name="rogue CA")
     except PkiUnavailable as e:
-        pytest.skip(str(e))
+        tls_unavailable(str(e))
     return Pki(creds_dir(ca, tmp_path_factory.mktemp("pki") / "qemu"),
                creds_dir(rogue, tmp_path_factory.mktemp("rogue") / "qemu"))
 
@@ -336,5 +337,38 @@ async def test_tls_on_a_route_without_termination_is_relayed_untouched_and_count
         assert sample(d, "migproxy_untouched_total", reason="tls_not_terminated") == 1
         assert sample(d, "migproxy_connections_total", channel="tls") == 1
         assert sample(d, "migproxy_cpu_sections_rewritten_total", mode="applied") == 0
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_accept_order_holds_when_the_main_handshake_ends_last(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    """QEMU's main channel may end its handshake after the multifd channels it opened
+    later end theirs: the order of the TCP connections is the one that counts."""
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds)
+    ctx = client_context(pki.creds)
+    port = listen_port(d)
+    multifd = wire.MULTIFD_MAGIC_BYTES + b"\x00\x00\x00\x01" + b"m" * 60
+
+    def source() -> None:
+        main_raw = socket.create_connection(("127.0.0.1", port), timeout=20)  # no hello yet
+        try:
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                                 server_hostname="localhost") as mfd:
+                mfd.sendall(multifd)
+                mfd.unwrap()
+            with ctx.wrap_socket(main_raw, server_hostname="localhost") as main:
+                main.sendall(STREAM)
+                main.unwrap()
+        finally:
+            main_raw.close()
+
+    try:
+        await asyncio.to_thread(source)
+        first, second = await tls_target.conn(0), await tls_target.conn(1)
+        assert bytes(first.data) == REWRITTEN
+        assert bytes(second.data) == multifd
+        await wait_pairs_closed(d)
     finally:
         await stop_daemon(d)

@@ -21,7 +21,7 @@ import pytest
 
 from migproxy.lab import Lab, free_port
 from testkit.pki import Ca, PkiUnavailable, creds_dir
-from tests.conftest import require_lab
+from tests.conftest import require_lab, tls_unavailable
 from tests.e2e.test_e2e_daemon import (
     DBGDTRTX,
     Delta,
@@ -55,7 +55,7 @@ def pki(lab: Lab) -> Iterator[Pki]:
             ca = Ca.create(d / "ca")
             rogue_ca = Ca.create(d / "rogue-ca", name="rogue CA")
         except PkiUnavailable as e:
-            pytest.skip(str(e))
+            tls_unavailable(str(e))
         rogue = creds_dir(rogue_ca, d / "rogue")
         # Both CAs: QEMU checks its own certificate against the file at start, and the
         # daemon's certificate comes from the trusted one.
