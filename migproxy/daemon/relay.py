@@ -103,7 +103,8 @@ class _Side(asyncio.BufferedProtocol):
         self.eof = False  # the peer ended its direction (FIN, or TLS close_notify)
         self.tcp: Any = None  # a TLS leg: the TCP transport under ``transport``
         self.bare = False  # a TLS peer that ended with a bare TCP close, no close_notify
-        self.ended_bare = False  # migproxy ended this TLS leg so (it takes no close())
+        # migproxy ends this TLS leg with a bare TCP close (then it takes no close()):
+        self.ending: asyncio.Task[None] | None = None
         self._pause_reasons: set[str] = set()
 
     # reading control ------------------------------------------------------------------
@@ -153,7 +154,7 @@ class _Side(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         self.eof = True
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
-        if self.ended_bare:  # TLS, already ended with a bare FIN: close_notify cannot be
+        if self.ending:  # TLS, already ended with a bare FIN: close_notify cannot be
             self.transport.abort()  # answered (uvloop would try, and fail)
         # Keep the other direction open (half-close); a TLS transport closes anyway (and
         # warns if asked not to).
@@ -284,7 +285,7 @@ class Pair:
                     if t is not None and not t.is_closing():
                         if c.abort:
                             t.abort()
-                        elif not side.ended_bare:  # (that one ends by itself)
+                        elif side.ending is None:  # (that one ends by itself)
                             t.close()
             elif isinstance(c, Classified):
                 obs.classified(c)
@@ -321,8 +322,8 @@ class Pair:
         peer = self.sides[to.side.peer]
         if to.tcp is not None and not passes_close_notify(
                 peer.tcp is not None, not peer.bare, self.session.channel):
-            to.ended_bare = True
-            asyncio.get_event_loop().create_task(end_without_close_notify(t, to.tcp))
+            to.ending = asyncio.get_event_loop().create_task(
+                end_without_close_notify(t, to.tcp))
         else:
             t.close()  # close_notify after the queued data
 

@@ -32,6 +32,12 @@ from tests.daemon.loopback import (
     wait_pairs_closed,
 )
 
+# The daemon runs on uvloop, whose TLS transports end legs as migproxy relies on (see
+# migproxy/daemon/tls_legs.py); pytest-asyncio's newer per-item loop factory hook would
+# apply to every test of the suite, so this module keeps the (deprecated) policy fixture.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Overriding the \"event_loop_policy\" fixture is deprecated")
+
 
 @pytest.fixture
 def event_loop_policy() -> uvloop.EventLoopPolicy:
