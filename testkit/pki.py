@@ -11,6 +11,7 @@ reached by (DNS and IP subject alternative names); a client certificate ``client
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,3 +90,21 @@ def creds_dir(ca: Ca, directory: Path, *, server_names: tuple[str, ...] = LOOPBA
     ca.issue(directory / "client-cert.pem", directory / "client-key.pem", cn=f"{cn} client",
              server=False)
     return directory
+
+
+def client_context(creds: Path) -> ssl.SSLContext:
+    """What a QEMU with ``tls-creds-x509,endpoint=client,dir=creds`` does: verify the
+    server (CA, host name) and present ``client-cert.pem``."""
+    ctx = ssl.create_default_context(cafile=str(creds / "ca-cert.pem"))
+    ctx.load_cert_chain(str(creds / "client-cert.pem"), str(creds / "client-key.pem"))
+    return ctx
+
+
+def server_context(creds: Path) -> ssl.SSLContext:
+    """What a QEMU with ``endpoint=server,verify-peer=on`` does: present
+    ``server-cert.pem`` and require a client certificate from the CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(creds / "server-cert.pem"), str(creds / "server-key.pem"))
+    ctx.load_verify_locations(str(creds / "ca-cert.pem"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

@@ -19,7 +19,7 @@ import uvloop
 
 from migproxy.daemon.server import Daemon
 from migproxy.stream import wire
-from testkit.pki import Ca, PkiUnavailable, creds_dir
+from testkit.pki import Ca, PkiUnavailable, client_context, creds_dir, server_context
 from tests.conftest import tls_unavailable
 from tests.daemon.loopback import (
     REWRITTEN,
@@ -59,22 +59,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         tls_unavailable(str(e))
     return Pki(creds_dir(ca, tmp_path_factory.mktemp("pki") / "qemu"),
                creds_dir(rogue, tmp_path_factory.mktemp("rogue") / "qemu"))
-
-
-def client_context(creds: Path) -> ssl.SSLContext:
-    """What a source QEMU with ``tls-creds-x509,endpoint=client,dir=creds`` presents."""
-    ctx = ssl.create_default_context(cafile=str(creds / "ca-cert.pem"))
-    ctx.load_cert_chain(str(creds / "client-cert.pem"), str(creds / "client-key.pem"))
-    return ctx
-
-
-def server_context(creds: Path) -> ssl.SSLContext:
-    """A destination QEMU's ``endpoint=server,verify-peer=on``."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(creds / "server-cert.pem"), str(creds / "server-key.pem"))
-    ctx.load_verify_locations(str(creds / "ca-cert.pem"))
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
 
 
 @dataclass
