@@ -13,7 +13,10 @@ timeout): the connection is closed, logged (``tls_handshake_failed``) and counte
 the destination. The pair starts at the TCP accept (admission, accept order, the
 session's timers): its connections reach the destination in the order the source opened
 them, whatever order their handshakes end in (QEMU's main channel, with Nagle on, may end
-its handshake after the multifd channels opened after it end theirs).
+its handshake after the multifd channels opened after it end theirs). A connection whose
+handshake succeeded is a QEMU channel (its certificate says so): it is connected to the
+destination at once, without waiting for its first byte, as the silent postcopy preempt
+channel needs.
 
 **Destination leg.** :func:`connect` opens TCP, then runs the client handshake (the
 destination's certificate checked against the CA and ``tls_hostname``); both inside the
@@ -155,6 +158,10 @@ class TlsAccept(asyncio.Protocol):
             tls.abort()
             return
         early.hand_over(tls, self.pair.src)
+        # An authenticated source channel: connect it now, not on its first byte (the
+        # postcopy preempt channel is silent until a page is urgent, and the destination
+        # waits for it before serving page faults).
+        self.pair.run(self.pair.session.connect_now())
 
 
 async def connect(protocol: asyncio.BufferedProtocol, target: Address,

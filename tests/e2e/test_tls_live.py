@@ -12,6 +12,7 @@ relayed untouched and counted.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bench.faults import BLOB_ADDR, MEMORY
 from migproxy.lab import Lab, free_port
 from testkit.pki import Ca, PkiUnavailable, creds_dir
 from tests.conftest import require_lab, tls_unavailable
@@ -173,3 +175,36 @@ def test_tls_through_a_route_without_tls_is_relayed_untouched(
         assert len(warned) == 1 and warned[0]["reason"] == "tls_not_terminated", warned
     finally:
         assert p.stop() == 0, p.context()
+
+
+def test_postcopy_preempt_over_tls(lab: Lab, pki: Pki, tls_proxy: Proxy, blob: Path) -> None:
+    """The postcopy preempt channel has its own TLS session on each leg too. Same version
+    (postcopy's device state cannot be rewritten: relayed untouched, as the log says); the
+    guest's RAM holds random data and the bandwidth is capped, so the migration is still
+    in precopy when postcopy is started."""
+    caps = {"postcopy-ram": True, "postcopy-preempt": True, "return-path": True}
+    params = {**TLS_PARAMS, "max-bandwidth": 64 << 20}
+    delta = Delta.start(tls_proxy)
+    loader = f"loader,file={blob},addr={BLOB_ADDR:#x},force-raw=on"
+    with (
+        lab.destination("10.0.2", tls_proxy.target_uri, capabilities=caps,
+                        parameters={"tls-creds": "tls0"}, machine="virt-10.0", memory=MEMORY,
+                        extra_args=tls_object(pki.creds, "server")) as dst,
+        lab.source("10.0.2", machine="virt-10.0", memory=MEMORY,
+                   extra_args=[*tls_object(pki.creds, "client"), "-device", loader]) as src,
+    ):
+        src.migrate(tls_proxy.uri, caps, params)
+        deadline = time.monotonic() + 30
+        while src.query_migrate().get("status") != "active":
+            assert time.monotonic() < deadline, src.query_migrate()
+            time.sleep(0.05)
+        src.execute("migrate-start-postcopy")
+        complete(src, dst, tls_proxy.context)
+    delta.wait("migproxy_passthrough_total", 1, reason="postcopy_packaged")
+    assert delta("migproxy_connections_total", channel="main") == 1
+    assert delta("migproxy_connections_total", channel="tls") == 0
+    # The preempt channel reached the destination although it may never send a byte (no
+    # page was urgent): the destination waits for it before it serves page faults.
+    connected = delta.events("connected")
+    assert len(connected) == 2, tls_proxy.context()
+    assert delta("migproxy_connections_refused_total", reason="tls_handshake") == 0
