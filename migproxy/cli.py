@@ -279,6 +279,21 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
                    help="untouched channels (multifd, postcopy preempt, passthrough) relayed "
                         "in the kernel with splice(2) at once, one thread each (default 16; "
                         "0: none)")
+    g.add_argument("--tls-source-creds", metavar="DIR",
+                   help="terminate TLS from the source: a tls-creds-x509 directory with "
+                        "ca-cert.pem, server-cert.pem, server-key.pem (/etc/pki/qemu)")
+    g.add_argument("--tls-destination-creds", metavar="DIR",
+                   help="TLS towards the destination: a directory with ca-cert.pem, "
+                        "client-cert.pem, client-key.pem (/etc/pki/qemu)")
+    g.add_argument("--tls-hostname", metavar="NAME",
+                   help="the name the destination's certificate must carry (default: the "
+                        "--target host)")
+    g.add_argument("--tls-handshake-timeout", type=float, metavar="SECONDS",
+                   help="time for one TLS handshake, on either leg (default 10)")
+    g.add_argument("--allow-plaintext-source", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="accept plaintext on a non-loopback --listen although TLS is "
+                        "configured")
 
 
 def _add_destination_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -52,6 +52,7 @@ if [ "$(id -u)" = 0 ]; then
     for prog in lzop zstd; do
         command -v "$prog" >/dev/null || apt-get install -y -q "$prog" >/dev/null
     done
+    command -v openssl >/dev/null || apt-get install -y -q openssl >/dev/null  # TLS test certificates
     TOOLS=${MIGPROXY_TOOLS_DIR:-/var/cache/migproxy-lab/tools}
     if ! command -v promtool >/dev/null && [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
         # Only the promtool binary: unpack the package instead of installing it, so no

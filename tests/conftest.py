@@ -98,3 +98,11 @@ def require_lab(*versions: str) -> Lab:
             raise LabUnavailable(f"{e} ({REQUIRE_ENV}=1, so this is an error, "
                                  "not a skip)") from None
         pytest.skip(f"QEMU lab unavailable: {e}")
+
+
+def tls_unavailable(reason: str) -> None:
+    """The ``openssl`` command the TLS tests make certificates with is missing: skip, or
+    fail with ``MIGPROXY_REQUIRE_TOOLS`` set (scripts/test.sh installs it as root)."""
+    if os.environ.get("MIGPROXY_REQUIRE_TOOLS"):
+        pytest.fail(f"{reason} (MIGPROXY_REQUIRE_TOOLS is set)")
+    pytest.skip(reason)

@@ -31,6 +31,12 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     max_connections = 512          # open connections per route; more are refused at once
     max_per_peer = 300             # open connections per source address and route
     allow = []                     # source networks allowed ("10.0.0.0/8"); empty: all
+    tls_source_creds = ""          # dir: ca-cert.pem server-cert.pem server-key.pem ("": plain)
+    tls_destination_creds = ""     # dir: ca-cert.pem client-cert.pem client-key.pem ("": plain)
+    tls_hostname = ""              # name the destination's certificate carries ("": target host)
+    tls_handshake_timeout = 10     # seconds for one TLS handshake, on either leg
+    allow_plaintext_source = false # plaintext on a non-loopback listen address although TLS
+                                   # is configured somewhere: refused unless true
 
     [[route]]
     listen = ":4444"               # [HOST]:PORT, [IPv6]:PORT, or a range [HOST]:LO-HI
@@ -61,6 +67,7 @@ from migproxy.daemon.admission import (
 )
 from migproxy.daemon.session import DEFAULT_END_QUIET
 from migproxy.daemon.splice import DEFAULT_THREADS
+from migproxy.daemon.tls import DEFAULT_HANDSHAKE_TIMEOUT, RouteTls, TlsConfigError, route_tls
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Policy
 
@@ -219,6 +226,11 @@ class RouteSettings:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_per_peer: int = DEFAULT_MAX_PER_PEER
     allow: tuple[Network, ...] = ()  # empty: every source address
+    tls_source_creds: str = ""  # a tls-creds-x509 directory (server side); "": plaintext
+    tls_destination_creds: str = ""  # a tls-creds-x509 directory (client side); "": plaintext
+    tls_hostname: str = ""  # "": the target's host
+    tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    allow_plaintext_source: bool = False
 
     @property
     def admission(self) -> AdmissionLimits:
@@ -248,6 +260,7 @@ class Route:
     settings: RouteSettings
     profile: Profile | None  # loaded; None if profile = "none" or a destination is used
     destination: Destination | None = None  # loaded manifest set (when no profile is given)
+    tls: RouteTls | None = None  # TLS termination on either leg; None: plaintext both ways
 
 
 @dataclass
@@ -266,7 +279,9 @@ class Config:
 _SETTING_KEYS = {"profile", "destination", "allow_guest_visible", "accel", "policy",
                  "dry_run", "hold_cap", "max_description",
                  "connect_timeout", "idle_timeout", "classify_timeout", "end_quiet",
-                 "high_water", "max_connections", "max_per_peer", "allow"}
+                 "high_water", "max_connections", "max_per_peer", "allow",
+                 "tls_source_creds", "tls_destination_creds", "tls_hostname",
+                 "tls_handshake_timeout", "allow_plaintext_source"}
 _INTEGERS = ("hold_cap", "max_description", "high_water", "max_connections", "max_per_peer")
 # (lowest, highest) accepted value of each number; the README's configuration table says why.
 LIMITS: dict[str, tuple[float, float]] = {
@@ -282,6 +297,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "splice_threads": (0, 1024),  # kernel relays (threads, 2 pipes each) of the daemon
     "max_connections": (1, 65536),  # open connections per route
     "max_per_peer": (1, 65536),  # open connections per source address and route
+    "tls_handshake_timeout": (0.1, 600),  # seconds
 }
 
 
@@ -330,9 +346,13 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
             if v not in tuple(Policy):
                 raise ConfigError(f"{where}: policy must be passthrough or abort, not {v!r}")
             changes[key] = Policy(v)
-        elif key == "dry_run":
+        elif key in ("dry_run", "allow_plaintext_source"):
             if not isinstance(v, bool):
-                raise ConfigError(f"{where}: dry_run must be true or false")
+                raise ConfigError(f"{where}: {key} must be true or false")
+            changes[key] = v
+        elif key in ("tls_source_creds", "tls_destination_creds", "tls_hostname"):
+            if not isinstance(v, str):
+                raise ConfigError(f"{where}: {key} must be a string")
             changes[key] = v
         elif key == "allow":
             items = _strings(v, f"{where}: allow must be a list of addresses or networks")
@@ -371,6 +391,41 @@ def _load_profile(spec: str, where: str, cache: dict[str, Profile | None]) -> Pr
 
 def _route(listen: Address, target: Address, settings: RouteSettings, where: str,
            cache: dict[str, Profile | None]) -> Route:
+    """A route with its profile or destination and its TLS credentials loaded."""
+    try:
+        tls = route_tls(settings.tls_source_creds, settings.tls_destination_creds,
+                        settings.tls_hostname, target.host, settings.tls_handshake_timeout)
+    except TlsConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return replace(_engine_route(listen, target, settings, where, cache), tls=tls)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host is a loopback address (``""``, every interface, is not; a name
+    other than ``localhost`` is not known to be)."""
+    if host.lower() == "localhost":
+        return True
+    ip = _ip(host)
+    return ip is not None and ip.is_loopback
+
+
+def _check_plaintext(routes: list[Route], wheres: list[str]) -> None:
+    """Once TLS is configured anywhere, a plaintext listener reachable from the network
+    would carry the migrations unencrypted: refused, unless the route allows it."""
+    if not any(r.tls is not None and r.tls.terminates for r in routes):
+        return
+    for r, where in zip(routes, wheres, strict=True):
+        plain_source = r.tls is None or r.tls.source is None
+        if plain_source and not is_loopback(r.listen.host) and \
+                not r.settings.allow_plaintext_source:
+            raise ConfigError(
+                f"{where}: listen address {r.listen} takes plaintext from the network while "
+                "TLS is configured (set tls_source_creds, listen on loopback, or "
+                "allow_plaintext_source = true / --allow-plaintext-source)")
+
+
+def _engine_route(listen: Address, target: Address, settings: RouteSettings, where: str,
+                  cache: dict[str, Profile | None]) -> Route:
     """A route with its profile or destination loaded (an explicit profile overrides)."""
     if settings.destination and not settings.profile:
         try:
@@ -506,5 +561,6 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
         routes.append(_route(listen, target, settings, where, cache))
         wheres.append(where)
     _refuse_loops(routes, wheres)
+    _check_plaintext(routes, wheres)
     return Config(routes, metrics, log_format, log_level, drain_timeout, hold_budget,
                   splice_threads, source, defaults)

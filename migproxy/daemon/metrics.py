@@ -17,10 +17,11 @@ from prometheus_client import (
 )
 
 from migproxy.daemon.admission import Refusal
-from migproxy.daemon.session import CloseReason
+from migproxy.daemon.session import TLS_NOT_TERMINATED, CloseReason
 from migproxy.stream.reasons import Reason
 
 CLASSIFY_TIMEOUT = str(CloseReason.CLASSIFY_TIMEOUT)  # a refused label beside the Refusals
+TLS_HANDSHAKE = "tls_handshake"  # refused: the source's TLS handshake failed
 
 CHANNELS = ("main", "multifd", "tls", "other")
 DIRECTIONS = ("to_destination", "to_source")
@@ -102,8 +103,13 @@ class Metrics:
         self.connections_refused = Counter(
             "migproxy_connections_refused",
             "Connections closed without being relayed, by reason: refused at once by "
-            "admission, or silent past classify_timeout",
+            "admission, a failed TLS handshake, or silent past classify_timeout",
             ["reason"], registry=r)
+        self.untouched = Counter(
+            "migproxy_untouched",
+            "Connections relayed untouched from their first byte because migproxy cannot "
+            "read them, by reason (tls_not_terminated: TLS on a route without TLS "
+            "termination)", ["reason"], registry=r)
         self.connect_errors = Counter(
             "migproxy_connect_errors", "Failed connections to the target", registry=r)
         # Pre-create the label sets that must exist from the start (zero-valued series).
@@ -118,5 +124,6 @@ class Metrics:
         for reason in Reason:
             self.passthrough.labels(reason)
             self.aborts.labels(reason)
-        for refusal in (*Refusal, CLASSIFY_TIMEOUT):
+        for refusal in (*Refusal, CLASSIFY_TIMEOUT, TLS_HANDSHAKE):
             self.connections_refused.labels(refusal)
+        self.untouched.labels(TLS_NOT_TERMINATED)

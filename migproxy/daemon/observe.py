@@ -14,8 +14,16 @@ from typing import Any
 from migproxy.arm.events import CpuReconciled, CpuRewritten
 from migproxy.arm.registers import describe, format_id
 from migproxy.daemon.admission import Refusal
-from migproxy.daemon.metrics import Metrics
-from migproxy.daemon.session import Channel, Classified, CloseReason, Finished, Log, Report
+from migproxy.daemon.metrics import TLS_HANDSHAKE, Metrics
+from migproxy.daemon.session import (
+    TLS_NOT_TERMINATED,
+    Channel,
+    Classified,
+    CloseReason,
+    Finished,
+    Log,
+    Report,
+)
 from migproxy.stream.events import (
     Aborted,
     CommandFramed,
@@ -59,6 +67,11 @@ class PairObserver:
     def spliced(self) -> None:
         self.metrics.spliced.labels(self.channel or Channel.OTHER).inc()
 
+    def tls_refused(self, error: str) -> None:
+        """The source's TLS handshake failed: closed, nothing opened towards the target."""
+        self.metrics.connections_refused.labels(TLS_HANDSHAKE).inc()
+        self.log.warning("tls_handshake_failed", reason=TLS_HANDSHAKE, error=error)
+
     def forwarded(self, direction: str, n: int) -> None:
         self.metrics.bytes.labels(direction, self.channel or Channel.OTHER).inc(n)
 
@@ -70,6 +83,8 @@ class PairObserver:
             m.migrations_active.inc()
         m.connections.labels(c.channel).inc()
         m.connections_active.labels(c.channel).inc()
+        if c.channel == Channel.TLS:
+            m.untouched.labels(TLS_NOT_TERMINATED).inc()
         self.log = self.log.bind(channel=str(c.channel))
         self.log.info("channel", kind=str(c.channel), profile=self._profile if main else None,
                       dry_run=self._dry_run if main else None)

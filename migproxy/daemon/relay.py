@@ -53,6 +53,8 @@ from migproxy.daemon.session import (
     Timer,
 )
 from migproxy.daemon.splice import KernelRelay, KernelRelays, RelayEnd
+from migproxy.daemon.tls import handshake_error
+from migproxy.daemon.tls_legs import connect, end_without_close_notify, passes_close_notify
 from migproxy.stream.policy import HoldBudget
 
 if TYPE_CHECKING:
@@ -111,6 +113,11 @@ class _Side(asyncio.BufferedProtocol):
         self._retired: list[bytearray] = []  # earlier buffers, maybe still being written
         self.closed = False
         self.handed_over = False  # the socket belongs to a kernel relay now
+        self.eof = False  # the peer ended its direction (FIN, or TLS close_notify)
+        self.tcp: Any = None  # a TLS leg: the TCP transport under ``transport``
+        self.bare = False  # a TLS peer that ended with a bare TCP close, no close_notify
+        # migproxy ends this TLS leg with a bare TCP close (then it takes no close()):
+        self.ending: asyncio.Task[None] | None = None
         self._pause_reasons: set[str] = set()
 
     # reading control ------------------------------------------------------------------
@@ -142,7 +149,7 @@ class _Side(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(high=hw, low=hw // 4)
         if self._pause_reasons:  # paused before the transport existed
             transport.pause_reading()
-        if self.side is Side.SOURCE:
+        if self.side is Side.SOURCE and not self.pair.admitted:
             self.pair.accepted()
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -160,13 +167,28 @@ class _Side(asyncio.BufferedProtocol):
     def eof_received(self) -> bool:
         if self.handed_over:
             return True
+        self.eof = True
         self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
-        return True  # keep the other direction open (half-close)
+        if self.ending:  # TLS, already ended with a bare FIN: close_notify cannot be
+            self.transport.abort()  # answered (uvloop would try, and fail)
+        # Keep the other direction open (half-close); a TLS transport closes anyway (and
+        # warns if asked not to).
+        return self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.handed_over:
             return  # the transport let go of its socket; the kernel relay has a duplicate
+        if exc is None and self.transport is not None and \
+                self.transport.get_extra_info("ssl_object") is not None:
+            # A TLS leg ends as a whole (no half-close): after the peer's close_notify, or
+            # a bare TCP close (QEMU 10.0 ends its main channel so; uvloop then reports
+            # no EOF, only this). Either way the end of that direction, not a loss: the
+            # other leg goes on until it ends too.
+            if not self.eof:
+                self.eof = self.bare = True
+                self.pair.run(self.pair.session.on_eof(self.side, time.monotonic()))
+            return
         error = None if exc is None else (str(exc) or type(exc).__name__)
         self.pair.run(self.pair.session.on_lost(self.side, error, time.monotonic()))
 
@@ -222,8 +244,12 @@ class Pair:
         return self.session.outcome
 
     # events in ------------------------------------------------------------------------------
-    def accepted(self) -> None:
-        peer = self.src.transport.get_extra_info("peername")
+    def accepted(self, transport: Any = None) -> None:
+        """The source connected (``transport``: its TCP transport, on a TLS route whose
+        handshake follows; the session starts now, so accept order is the order in which
+        the source opened its connections, whatever order their handshakes end in)."""
+        transport = transport or self.src.transport
+        peer = transport.get_extra_info("peername")
         self.observer.bind(peer=format_host_port(peer))
         if isinstance(peer, tuple) and peer:
             self.session.peer_host = str(peer[0])
@@ -231,7 +257,7 @@ class Pair:
         if refusal is not None:
             # Closed at once: no byte read, no timer, nothing towards the target.
             self.refused = True
-            self.src.transport.abort()
+            transport.abort()
             self.observer.refused(refusal)
             self.done.set_result("refused")
             return
@@ -249,6 +275,12 @@ class Pair:
             self.run(s.on_source_data(data, now))
         else:
             self.run(s.on_destination_data(data, now))
+
+    def tls_failed(self, error: str) -> None:
+        """The source's TLS handshake failed (the connection is closed)."""
+        if not self.session.closed:
+            self.observer.tls_refused(error)
+        self.run(self.session.on_lost(Side.SOURCE, error, time.monotonic()))
 
     def abort_for_shutdown(self) -> None:
         self.run(self.session.on_shutdown(time.monotonic()))
@@ -268,9 +300,7 @@ class Pair:
             elif isinstance(c, ResumeReading):
                 self.sides[c.side].resume(c.reason)
             elif isinstance(c, HalfClose):
-                t = self.sides[c.to].transport
-                if t is not None and not t.is_closing() and t.can_write_eof():
-                    t.write_eof()
+                self._half_close(self.sides[c.to])
             elif isinstance(c, OpenTarget):
                 self._open_target()
             elif isinstance(c, RequestTimer):
@@ -281,11 +311,11 @@ class Pair:
                 if self.kernel is not None:
                     self.kernel.stop()  # resets both (a clean end needs no command)
                 for side in self.sides.values():
-                    t = side.transport
+                    t = side.transport or side.tcp  # (tcp: a TLS handshake under way)
                     if t is not None and not t.is_closing():
                         if c.abort:
                             t.abort()
-                        else:
+                        elif side.ending is None:  # (that one ends by itself)
                             t.close()
             elif isinstance(c, Classified):
                 obs.classified(c)
@@ -318,9 +348,10 @@ class Pair:
         transports = [side.transport for side in (self.src, self.dst)]
         now = time.monotonic()
         if deadline is None:
-            if any(t is None or t.get_extra_info("sslcontext") is not None
-                   for t in transports):
-                return  # the kernel cannot move what Python decrypts
+            if any(t is None or side.tcp is not None or
+                   t.get_extra_info("ssl_object") is not None
+                   for side, t in zip((self.src, self.dst), transports, strict=True)):
+                return  # a TLS leg: the kernel cannot move what Python decrypts
             for side in self.sides.values():
                 side.pause("handover")
             deadline = now + HANDOVER_WAIT
@@ -363,6 +394,23 @@ class Pair:
         self.run(self.session.on_splice_end(end.how, failed, end.error, end.to_destination,
                                             end.to_source, time.monotonic()))
 
+    def _half_close(self, to: _Side) -> None:
+        """Pass an EOF on to ``to``: FIN; on a TLS leg (no half-close) close_notify or a
+        bare TCP close, as the peer leg ended (:mod:`migproxy.daemon.tls_legs`)."""
+        t = to.transport
+        if t is None or t.is_closing():
+            return
+        if t.can_write_eof():
+            t.write_eof()
+            return
+        peer = self.sides[to.side.peer]
+        if to.tcp is not None and not passes_close_notify(
+                peer.tcp is not None, not peer.bare, self.session.channel):
+            to.ending = asyncio.get_event_loop().create_task(
+                end_without_close_notify(t, to.tcp))
+        else:
+            t.close()  # close_notify after the queued data
+
     def _open_target(self) -> None:
         # Connections reach the target in accept order: first every earlier connection
         # of the route that is still waiting (the session decides nothing about others).
@@ -374,18 +422,17 @@ class Pair:
             self._connect_task = asyncio.get_event_loop().create_task(self._connect())
 
     async def _connect(self) -> None:
-        loop = asyncio.get_event_loop()
         t = self.target
         try:
             # One at a time per listening port: destinations that assign channels by
-            # arrival order (QEMU 7.2, TLS) must see the main channel first.
+            # arrival order (QEMU 7.2, TLS) must see the main channel first. With TLS the
+            # handshake is part of the connection, so the next one starts after it.
             async with self.registry.connect_lock(self):
-                await asyncio.wait_for(
-                    loop.create_connection(lambda: self.dst, t.host, t.port),
+                self.dst.tcp = await asyncio.wait_for(
+                    connect(self.dst, t, self.route.tls),
                     timeout=self.route.settings.connect_timeout)
         except (OSError, TimeoutError) as e:
-            self.run(self.session.on_target_failed(str(e) or type(e).__name__,
-                                                   time.monotonic()))
+            self.run(self.session.on_target_failed(handshake_error(e), time.monotonic()))
             return
         self.run(self.session.on_target_connected(time.monotonic()))
 

@@ -21,6 +21,7 @@ from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
 from migproxy.daemon.splice import AVAILABLE as SPLICE_AVAILABLE
 from migproxy.daemon.splice import KernelRelays
+from migproxy.daemon.tls_legs import TlsAccept
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 
@@ -67,7 +68,9 @@ class Daemon:
                           target=str(route.target),
                           profile=route.profile.name if route.profile else None,
                           destination=route.destination.name if route.destination else None,
-                          policy=str(route.settings.policy), dry_run=route.settings.dry_run)
+                          policy=str(route.settings.policy), dry_run=route.settings.dry_run,
+                          tls_source=route.tls is not None and route.tls.source is not None,
+                          tls_destination=route.tls.hostname if route.tls else None)
         m = self.config.metrics
         if m is not None:
             self.metrics_server = MetricsServer(self.metrics.registry)
@@ -87,7 +90,10 @@ class Daemon:
         loop = asyncio.get_running_loop()
 
         def factory() -> Any:
-            return Pair(route, self.metrics, self.registry, offset).src
+            pair = Pair(route, self.metrics, self.registry, offset)
+            if route.tls is not None and route.tls.source is not None:
+                return TlsAccept(pair, route.tls)  # then pair.src
+            return pair.src
 
         address = route.listen.at(offset)
         host = address.host or None  # None: every interface, IPv4 and IPv6

@@ -42,8 +42,10 @@ CLASSIFY_BYTES = 4
 ACCEPT_ORDER_WINDOW = 2.0  # seconds
 TLS_HANDSHAKE = 0x16  # TLS record content type "handshake"
 TLS_MAJOR = 0x03  # TLS record version major (SSL 3.0 and every TLS version)
-TLS_NOTE = ("a TLS migration (tls-creds): migproxy cannot read it, so nothing is rewritten; "
-            "the channel is relayed untouched")
+TLS_NOT_TERMINATED = "tls_not_terminated"  # the reason a TLS channel is relayed untouched
+TLS_NOTE = ("a TLS migration (tls-creds) on a route that does not terminate TLS: migproxy "
+            "cannot read it, so nothing is rewritten and the channel is relayed untouched "
+            "(set tls_source_creds and tls_destination_creds on the route)")
 
 
 class Side(enum.StrEnum):
@@ -514,7 +516,8 @@ class Session:
             self.channel = Channel.MULTIFD
         elif head[0] == TLS_HANDSHAKE and head[1] == TLS_MAJOR:
             self.channel = Channel.TLS
-            out.append(Log("warning", "tls", {"note": TLS_NOTE}))
+            out.append(Log("warning", "tls", {"reason": TLS_NOT_TERMINATED,
+                                              "note": TLS_NOTE}))
         else:
             self.channel = Channel.OTHER
         out.append(Classified(self.channel))

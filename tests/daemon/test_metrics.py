@@ -34,6 +34,7 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_connect_errors", "counter", ()),
     ("migproxy_guest_visible_changes", "counter", ()),
     ("migproxy_connections_refused", "counter", ("reason",)),
+    ("migproxy_untouched", "counter", ("reason",)),
     ("migproxy_event_loop_lag_seconds", "gauge", ()),
 ]
 
@@ -134,10 +135,11 @@ def test_pre_created_reason_series() -> None:
 
 def test_exact_series_count_at_start() -> None:
     # connections 4, connections_active 4, spliced 4, bytes 8, tail releases 2, passthrough
-    # and aborts one per reason, refused one per refusal and classify_timeout, 3 gauges,
-    # 2 counters, 2 histograms (14 + 7 buckets, +Inf, count, sum)
-    expected = (4 + 4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 1 + 3 + 2 + (14 + 1 + 2)
-                + (7 + 1 + 2))
+    # and aborts one per reason, refused one per refusal, classify_timeout and
+    # tls_handshake, untouched (tls_not_terminated), 3 gauges, 2 counters,
+    # 2 histograms (14 + 7 buckets, +Inf, count, sum)
+    expected = (4 + 4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 2 + 1 + 3 + 2
+                + (14 + 1 + 2) + (7 + 1 + 2))
     assert len(_lines(Metrics())) == expected
 
 

@@ -1,0 +1,364 @@
+"""TLS termination over loopback, on uvloop as the daemon runs: a TLS source (Python's ssl
+with a client certificate) talks to the daemon, which rewrites the plaintext and talks TLS
+to a destination stand-in that records what it received and whether the stream ended with
+close_notify. Certificates are made by the test (``openssl``)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import uvloop
+
+from migproxy.daemon.server import Daemon
+from migproxy.stream import wire
+from testkit.pki import Ca, PkiUnavailable, client_context, creds_dir, server_context
+from tests.conftest import tls_unavailable
+from tests.daemon.loopback import (
+    REWRITTEN,
+    STREAM,
+    listen_port,
+    reader_closed,
+    sample,
+    start_daemon,
+    stop_daemon,
+    wait_pairs_closed,
+)
+
+# The daemon runs on uvloop, whose TLS transports end legs as migproxy relies on (see
+# migproxy/daemon/tls_legs.py); pytest-asyncio's newer per-item loop factory hook would
+# apply to every test of the suite, so this module keeps the (deprecated) policy fixture.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Overriding the \"event_loop_policy\" fixture is deprecated")
+
+
+@pytest.fixture
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+@dataclass(frozen=True)
+class Pki:
+    creds: Path  # the libvirt layout, from the trusted CA
+    rogue: Path  # the same layout from a CA nobody trusts
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    try:
+        ca = Ca.create(tmp_path_factory.mktemp("ca"))
+        rogue = Ca.create(tmp_path_factory.mktemp("rogue-ca"), name="rogue CA")
+    except PkiUnavailable as e:
+        tls_unavailable(str(e))
+    return Pki(creds_dir(ca, tmp_path_factory.mktemp("pki") / "qemu"),
+               creds_dir(rogue, tmp_path_factory.mktemp("rogue") / "qemu"))
+
+
+@dataclass
+class TlsConn(asyncio.Protocol):
+    """One connection the TLS destination accepted."""
+
+    reply: bytes = b""
+    data: bytearray = field(default_factory=bytearray)
+    close_notify: bool = False  # the stream ended with TLS close_notify
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    peer_cn: str | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        cert = transport.get_extra_info("peercert") or {}
+        self.peer_cn = dict(x[0] for x in cert.get("subject", ())).get("commonName")
+        if self.reply:
+            transport.write(self.reply)
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool:
+        self.close_notify = True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done.set()
+
+
+class TlsTarget:
+    """A TLS destination stand-in (verify-peer on)."""
+
+    def __init__(self, creds: Path, reply: bytes = b"") -> None:
+        self.creds = creds
+        self.reply = reply
+        self.conns: list[TlsConn] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, *, tls: bool = True) -> int:
+        def factory() -> TlsConn:
+            c = TlsConn(self.reply)
+            self.conns.append(c)
+            return c
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            factory, "127.0.0.1", 0, ssl=server_context(self.creds) if tls else None)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def conn(self, i: int = 0, timeout: float = 10) -> TlsConn:
+        async def wait() -> TlsConn:
+            while len(self.conns) <= i:
+                await asyncio.sleep(0.01)
+            await self.conns[i].done.wait()
+            return self.conns[i]
+        return await asyncio.wait_for(wait(), timeout)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest_asyncio.fixture
+async def tls_target(pki: Pki) -> AsyncIterator[TlsTarget]:
+    t = TlsTarget(pki.creds)
+    yield t
+    t.close()
+
+
+def send_tls(port: int, data: bytes, ctx: ssl.SSLContext, *, clean: bool = True,
+             read_reply: int = 0) -> bytes:
+    """A source: TLS to the daemon, ``data``, then close_notify (``clean``) or a bare TCP
+    FIN (how QEMU 10.0 ends a main channel); returns ``read_reply`` bytes read back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        s.sendall(data)
+        reply = b""
+        while len(reply) < read_reply:
+            chunk = s.recv(read_reply - len(reply))
+            if not chunk:
+                break
+            reply += chunk
+        if clean:
+            s.unwrap()  # close_notify, then the daemon's
+        else:
+            s.shutdown(socket.SHUT_WR)  # TCP FIN, no close_notify; s is plain TCP now
+            try:
+                while s.recv(65536):  # until the daemon closes (unread bytes would reset)
+                    pass
+            except OSError:
+                pass
+        return reply
+
+
+async def tls_daemon(target_port: int, source: Path | None, destination: Path | None,
+                     **kw: object) -> Daemon:
+    return await start_daemon(target_port, tls_source_creds=str(source) if source else None,
+                              tls_destination_creds=str(destination) if destination else None,
+                              tls_hostname="localhost" if destination else None, **kw)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("clean", [True, False], ids=["close_notify", "bare_fin"])
+async def test_both_legs_rewritten_and_close_notify_passed_on(
+        pki: Pki, tls_target: TlsTarget, clean: bool) -> None:
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds)
+    try:
+        await asyncio.to_thread(send_tls, listen_port(d), STREAM, client_context(pki.creds),
+                                clean=clean)
+        conn = await tls_target.conn()
+        assert bytes(conn.data) == REWRITTEN and REWRITTEN != STREAM
+        # The end is passed on as it came: close_notify, or a bare TCP close (QEMU 10.0
+        # ends its main channel so; a destination that does not read the close_notify
+        # would reset the connection when it closes).
+        assert conn.close_notify == clean
+        assert conn.peer_cn == "localhost client"  # migproxy's client certificate
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_migrations_total", outcome="completed") == 1
+        assert sample(d, "migproxy_connections_total", channel="main") == 1
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_the_return_path_crosses_both_tls_legs(pki: Pki) -> None:
+    reply = b"\x00\x01\x00\x04\x00\x00\x00\x00"  # a return-path message, as the source reads it
+    target = TlsTarget(pki.creds, reply=reply)
+    d = await tls_daemon(await target.start(), pki.creds, pki.creds)
+    try:
+        got = await asyncio.to_thread(send_tls, listen_port(d), STREAM,
+                                      client_context(pki.creds), read_reply=len(reply))
+        assert got == reply
+        conn = await target.conn()
+        assert bytes(conn.data) == REWRITTEN
+        await wait_pairs_closed(d)
+        to_source = sum(sample(d, "migproxy_bytes_total", direction="to_source", channel=ch)
+                        for ch in ("main", "other"))  # "other": before it was classified
+        assert to_source == len(reply)
+    finally:
+        target.close()
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_channels_reach_the_destination_in_the_sources_order(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    """The destination cannot peek through TLS: it takes the first connection as the main
+    channel. The source opens main, then multifd channels; their first bytes may arrive in
+    any order (here: the last channel's first)."""
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds)
+    ctx = client_context(pki.creds)
+    port = listen_port(d)
+    multifd = wire.MULTIFD_MAGIC_BYTES + b"\x00\x00\x00\x01" + b"x" * 60
+
+    def source() -> None:
+        socks = []
+        try:
+            for _ in range(3):  # main first, like QEMU (each handshake done before the next)
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                                    server_hostname="localhost")
+                socks.append(s)
+            for i in (2, 1):
+                socks[i].sendall(multifd + bytes([i]))
+                socks[i].unwrap()
+            socks[0].sendall(STREAM)
+            socks[0].unwrap()
+        finally:
+            for s in socks:
+                s.close()
+
+    try:
+        await asyncio.to_thread(source)
+        conns = [await tls_target.conn(i) for i in range(3)]
+        assert bytes(conns[0].data) == REWRITTEN
+        assert [bytes(c.data[-1:]) for c in conns[1:]] == [b"\x01", b"\x02"]
+        assert all(c.close_notify for c in conns)
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_connections_total", channel="multifd") == 2
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("client", ["rogue", "none"])
+async def test_a_wrong_client_certificate_is_refused(pki: Pki, tls_target: TlsTarget,
+                                                     client: str) -> None:
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds)
+    if client == "rogue":
+        ctx = client_context(pki.rogue)
+        ctx.load_verify_locations(str(pki.creds / "ca-cert.pem"))  # trusts the daemon
+    else:
+        ctx = ssl.create_default_context(cafile=str(pki.creds / "ca-cert.pem"))
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.to_thread(send_tls, listen_port(d), STREAM, ctx)
+        await asyncio.wait_for(_counted(d, "tls_handshake"), 10)
+        assert tls_target.conns == []  # nothing was opened towards the destination
+        assert not d.registry.pairs
+        assert sample(d, "migproxy_connections_total", channel="main") == 0
+    finally:
+        await stop_daemon(d)
+
+
+async def _counted(d: Daemon, reason: str) -> None:
+    while sample(d, "migproxy_connections_refused_total", reason=reason) != 1:
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_a_silent_connection_is_closed_after_the_handshake_timeout(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds,
+                         tls_handshake_timeout=0.2)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        assert await asyncio.wait_for(r.read(), 10) == b""  # closed by the daemon
+        w.close()
+        await asyncio.wait_for(_counted(d, "tls_handshake"), 10)
+        assert tls_target.conns == []
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_plaintext_source_tls_destination(pki: Pki, tls_target: TlsTarget) -> None:
+    d = await tls_daemon(await tls_target.start(), None, pki.creds)
+    try:
+        _r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        w.write(STREAM)
+        w.write_eof()
+        conn = await tls_target.conn()
+        # A plaintext FIN on a main channel becomes a bare TCP close, as QEMU ends one.
+        assert bytes(conn.data) == REWRITTEN and not conn.close_notify
+        w.close()
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_a_destination_with_another_name_is_not_connected(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    port = await tls_target.start()
+    d = await start_daemon(port, tls_destination_creds=str(pki.creds),
+                           tls_hostname="other.example")
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        w.write(STREAM)
+        assert await reader_closed(r)  # aborted: the source sees the failure
+        w.close()
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_connect_errors_total") == 1
+        assert sample(d, "migproxy_migrations_total", outcome="completed") == 0
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_tls_on_a_route_without_termination_is_relayed_untouched_and_counted(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    """The source's TLS session goes through the daemon to the destination as it is."""
+    d = await start_daemon(await tls_target.start())
+    try:
+        await asyncio.to_thread(send_tls, listen_port(d), STREAM, client_context(pki.creds))
+        conn = await tls_target.conn()
+        assert bytes(conn.data) == STREAM  # decrypted by the destination: not rewritten
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_untouched_total", reason="tls_not_terminated") == 1
+        assert sample(d, "migproxy_connections_total", channel="tls") == 1
+        assert sample(d, "migproxy_cpu_sections_rewritten_total", mode="applied") == 0
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_accept_order_holds_when_the_main_handshake_ends_last(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    """QEMU's main channel may end its handshake after the multifd channels it opened
+    later end theirs: the order of the TCP connections is the one that counts."""
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds)
+    ctx = client_context(pki.creds)
+    port = listen_port(d)
+    multifd = wire.MULTIFD_MAGIC_BYTES + b"\x00\x00\x00\x01" + b"m" * 60
+
+    def source() -> None:
+        main_raw = socket.create_connection(("127.0.0.1", port), timeout=20)  # no hello yet
+        try:
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=20),
+                                 server_hostname="localhost") as mfd:
+                mfd.sendall(multifd)
+                mfd.unwrap()
+            with ctx.wrap_socket(main_raw, server_hostname="localhost") as main:
+                main.sendall(STREAM)
+                main.unwrap()
+        finally:
+            main_raw.close()
+
+    try:
+        await asyncio.to_thread(source)
+        first, second = await tls_target.conn(0), await tls_target.conn(1)
+        assert bytes(first.data) == REWRITTEN
+        assert bytes(second.data) == multifd
+        await wait_pairs_closed(d)
+    finally:
+        await stop_daemon(d)
