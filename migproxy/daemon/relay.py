@@ -265,6 +265,13 @@ class Pair:
         self.registry.add(self)
         self.registry.queue(self).accepted(self.session)
         self.run(self.session.on_accepted())
+        if self.plain_source and self.registry.main_open(self):
+            self.run(self.session.on_migration_open())  # a later channel of a migration
+
+    @property
+    def plain_source(self) -> bool:
+        """No TLS towards the source: a connection is a channel once it is accepted."""
+        return self.route.tls is None or self.route.tls.source is None
 
     def data_from(self, side: Side, data: memoryview) -> None:
         if self.refused:
@@ -319,6 +326,14 @@ class Pair:
                             t.close()
             elif isinstance(c, Classified):
                 obs.classified(c)
+                if c.channel == Channel.MAIN and self.plain_source:
+                    # Connections from the same source accepted after this one are
+                    # channels of its migration, even if they never send a byte. (On a
+                    # TLS route each is connected once its handshake succeeded.)
+                    for later in self.registry.queue(self).after(self.session):
+                        pair = self.registry.pair_of(later)
+                        if pair is not None:
+                            pair.run(later.on_migration_open())
             elif isinstance(c, Log):
                 obs.logged(c)
             elif isinstance(c, Finished):

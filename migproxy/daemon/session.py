@@ -7,7 +7,9 @@ A :class:`Session` owns everything about one accepted connection that is policy,
   path; the multifd magic: a multifd channel; anything else, such as the postcopy preempt
   channel: relayed untouched);
 * when the target connection is opened: on the first byte from the source (a bare TCP
-  probe never reaches the destination), and in accept order (:class:`ConnectQueue`);
+  probe never reaches the destination), or at once for a connection that follows an open
+  main channel from the same source (``on_migration_open``: the postcopy preempt channel
+  is silent until a page is urgent), and in accept order (:class:`ConnectQueue`);
 * both directions, half-close, the idle timer and the outcome;
 * when nothing more of a connection needs parsing (:class:`Splice`: the executor may hand
   the rest to the kernel relay, :mod:`migproxy.daemon.splice`).
@@ -248,6 +250,7 @@ class Session:
         self._source_eof_pending = False
         self._eof = {Side.SOURCE: False, Side.DESTINATION: False}
         self._splice_offered = False
+        self._reached_target = False  # the target connection was up at some point
         self.spliced = False  # the executor relays the rest in the kernel
         self._spliced_bytes = {Side.SOURCE: 0, Side.DESTINATION: 0}  # moved there, by target
 
@@ -315,10 +318,23 @@ class Session:
         self.state = ConnState.CONNECTING
         return [PauseReading(Side.SOURCE, "connecting"), OpenTarget()]
 
+    def on_migration_open(self) -> list[Command]:
+        """A main channel from this connection's source address is open on its port, and
+        this connection came after it: a channel of that migration. Connect it although it
+        sent nothing: QEMU's postcopy preempt channel sends nothing until a page is
+        urgent, and the destination waits for it before it serves page faults."""
+        out = self.connect_now()
+        if out:
+            out.insert(0, Log("info", "connect_silent",
+                              {"note": "a later connection of an open migration (the "
+                               "postcopy preempt channel is silent until it is needed)"}))
+        return out
+
     def on_target_connected(self, now: float) -> list[Command]:
         if self.closed:
             return [Close(abort=True)]
         self.state = ConnState.OPEN
+        self._reached_target = True
         out: list[Command] = [Log("debug", "connected")]
         pending, self._pending = self._pending, []
         for chunk in pending:
@@ -525,8 +541,11 @@ class Session:
     def _outcome(self, error: CloseReason | None) -> Outcome:
         if self.channel is None:
             # A probe sent nothing; a connection that sent bytes the target never got
-            # (unreachable, or fewer than 4 and then silent) failed.
+            # (unreachable, or fewer than 4 and then silent) failed. A silent channel of
+            # an open migration reached the target (on_migration_open): relayed.
             sent = len(self._prefix) + sum(map(len, self._pending))
+            if self._reached_target and sent == 0:
+                return Outcome.RELAYED if error is None else Outcome.FAILED
             return Outcome.EMPTY if sent == 0 else Outcome.FAILED
         engine = self.engine
         if engine is None:
@@ -600,3 +619,9 @@ class ConnectQueue:
     def remove(self, session: Session) -> None:
         if session in self._waiting:
             self._waiting.remove(session)
+
+    def after(self, main: Session) -> list[Session]:
+        """The waiting sessions from ``main``'s source address accepted after it: once
+        ``main`` is known to be a main channel, these are channels of its migration."""
+        return [s for s in self._waiting
+                if s is not main and s.peer_host == main.peer_host and s.started >= main.started]

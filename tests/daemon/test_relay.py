@@ -550,3 +550,25 @@ async def test_receive_buffers_are_reused_under_backpressure_and_bytes_stay_exac
     finally:
         relay_mod._Side.fresh_buffer = real  # type: ignore[method-assign]
         await stop_daemon(d, slow)
+
+
+async def test_a_silent_connection_after_an_open_main_channel_reaches_the_target(
+        target: Target) -> None:
+    """The postcopy preempt channel sends nothing until a page is urgent; the destination
+    waits for it. Once a main channel from the same source is open, a later connection
+    from there is connected at once."""
+    d = await start_daemon(await target.start())
+    try:
+        port = listen_port(d)
+        _, main = await send_all(port, STREAM[:4096], close=False)
+        first = await target.conn(0)
+        while len(first.data) < 4096:  # the main channel is classified
+            await asyncio.sleep(0.01)
+        _, silent = await asyncio.open_connection("127.0.0.1", port)
+        await target.conn(1)  # connected although it sends nothing
+        main.close()
+        silent.close()
+        assert await received(target, 1) == b""
+        assert sample(d, "migproxy_connections_total", channel="main") == 1
+    finally:
+        await stop_daemon(d, target)

@@ -955,3 +955,34 @@ def test_shutdown_while_spliced_closes_and_a_late_end_is_ignored() -> None:
     out = s.on_shutdown(2.0)
     assert _of(out, Close) == [Close(abort=True)]
     assert s.on_splice_end("stopped", None, None, 5, 0, 3.0) == []
+
+
+# -- silent channels of an open migration -----------------------------------------------------
+
+def test_a_silent_channel_of_an_open_migration_is_connected_once() -> None:
+    s = Session(_settings(), 0.0, peer_host="192.0.2.1")
+    s.on_accepted()
+    out = s.on_migration_open()
+    assert _of(out, OpenTarget) == [OpenTarget()]
+    assert [c.event for c in _of(out, Log)] == ["connect_silent"]
+    assert s.on_migration_open() == []  # already connecting
+    s.on_target_connected(1.0)
+    done = _finished(s.on_eof(Side.SOURCE, 2.0) + s.on_eof(Side.DESTINATION, 2.0))
+    assert done.outcome is Outcome.RELAYED and done.channel is None  # it reached the target
+
+
+def test_a_probe_never_connected_stays_empty() -> None:
+    s = Session(_settings(), 0.0, peer_host="192.0.2.1")
+    s.on_accepted()
+    assert _finished(s.on_eof(Side.SOURCE, 1.0)).outcome is Outcome.EMPTY
+
+
+def test_connect_queue_after_lists_later_sessions_of_the_same_host() -> None:
+    q = ConnectQueue()
+    early = Session(_settings(), 0.0, peer_host="a")
+    main = Session(_settings(), 1.0, peer_host="a")
+    later = Session(_settings(), 1.5, peer_host="a")
+    other = Session(_settings(), 1.5, peer_host="b")
+    for x in (early, main, later, other):
+        q.accepted(x)
+    assert q.after(main) == [later]

@@ -227,6 +227,15 @@ def wait_event(proxy: Proxy, name: str, since: int = 0,
     return found[0]
 
 
+def start_postcopy(src: Qemu, timeout: float = 30.0) -> None:
+    """Switch the source's migration to postcopy once it is active (in precopy)."""
+    deadline = time.monotonic() + timeout
+    while src.query_migrate().get("status") != "active":
+        assert time.monotonic() < deadline, src.query_migrate()
+        time.sleep(0.05)
+    src.execute("migrate-start-postcopy")
+
+
 def wait_main_closed(proxy: Proxy, since: int, timeout: float = 15.0) -> list[dict[str, Any]]:
     """The ``closed`` events of main channels since ``since``, once there is one.
 
@@ -700,3 +709,32 @@ def test_dry_run_with_return_path_reports_the_destinations_failure(
     assert delta("migproxy_migrations_total", outcome="completed") == 0
     shut = delta.events("destination_shut")
     assert len(shut) == 1 and shut[0]["status"] != 0, shut
+
+
+def test_postcopy_preempt_plaintext(lab: Lab, proxy: Proxy, blob: Path) -> None:
+    """The postcopy preempt channel sends nothing until a page is urgent, and the
+    destination waits for it before it serves page faults: migproxy connects it because a
+    main channel from the same source is open. Same version (postcopy's device state is
+    relayed untouched, as the log says); the guest's RAM holds random data and the
+    bandwidth is capped, so the migration is still in precopy when postcopy starts."""
+    caps = {"postcopy-ram": True, "postcopy-preempt": True, "return-path": True}
+    delta = Delta.start(proxy)
+    loader = f"loader,file={blob},addr={BLOB_ADDR:#x},force-raw=on"
+    with (
+        lab.destination("10.0.2", proxy.target_uri, capabilities=caps, machine="virt-10.0",
+                        memory=MEMORY) as dst,
+        lab.source("10.0.2", machine="virt-10.0", memory=MEMORY,
+                   extra_args=["-device", loader]) as src,
+    ):
+        src.migrate(proxy.uri, caps, {"max-bandwidth": 64 << 20})
+        start_postcopy(src)
+        complete(src, dst, proxy.context)
+    delta.wait("migproxy_passthrough_total", 1, reason="postcopy_packaged")
+    assert delta("migproxy_connections_total", channel="main") == 1
+    silent = delta.events("connect_silent")  # the preempt channel, connected unasked
+    assert len(silent) == 1, proxy.context()
+    deadline = time.monotonic() + 15
+    while not (closed := [e for e in delta.events("closed") if e["conn"] == silent[0]["conn"]]):
+        assert time.monotonic() < deadline, proxy.context()
+        time.sleep(0.05)
+    assert closed[0]["outcome"] == "relayed", closed

@@ -12,7 +12,6 @@ relayed untouched and counted.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.e2e.test_e2e_daemon import (
     Proxy,
     assert_counting,
     complete,
+    start_postcopy,
     wait_main_closed,
 )
 
@@ -194,11 +194,7 @@ def test_postcopy_preempt_over_tls(lab: Lab, pki: Pki, tls_proxy: Proxy, blob: P
                    extra_args=[*tls_object(pki.creds, "client"), "-device", loader]) as src,
     ):
         src.migrate(tls_proxy.uri, caps, params)
-        deadline = time.monotonic() + 30
-        while src.query_migrate().get("status") != "active":
-            assert time.monotonic() < deadline, src.query_migrate()
-            time.sleep(0.05)
-        src.execute("migrate-start-postcopy")
+        start_postcopy(src)
         complete(src, dst, tls_proxy.context)
     delta.wait("migproxy_passthrough_total", 1, reason="postcopy_packaged")
     assert delta("migproxy_connections_total", channel="main") == 1
