@@ -122,7 +122,11 @@ class _Side(asyncio.BufferedProtocol):
 
     # reading control ------------------------------------------------------------------
     def pause(self, reason: str) -> None:
-        if not self._pause_reasons and self.transport is not None and not self.closed:
+        # Asked again on every read that should not have come: uvloop starts reading
+        # after connection_made returns, so a pause requested inside it is lost, and a
+        # connecting session would then take in the whole stream (pause_reading() on a
+        # paused transport does nothing).
+        if self.transport is not None and not self.closed:
             self.transport.pause_reading()
         self._pause_reasons.add(reason)
 
@@ -266,7 +270,12 @@ class Pair:
         self.registry.queue(self).accepted(self.session)
         self.run(self.session.on_accepted())
         if self.plain_source and self.registry.main_open(self):
-            self.run(self.session.on_migration_open())  # a later channel of a migration
+            # A later channel of an open migration. Not from inside connection_made, where
+            # uvloop would lose the pause that connecting asks for.
+            asyncio.get_event_loop().call_soon(self._migration_open)
+
+    def _migration_open(self) -> None:
+        self.run(self.session.on_migration_open())
 
     @property
     def plain_source(self) -> bool:
