@@ -53,6 +53,15 @@ if [ "$(id -u)" = 0 ]; then
         command -v "$prog" >/dev/null || apt-get install -y -q "$prog" >/dev/null
     done
     command -v openssl >/dev/null || apt-get install -y -q openssl >/dev/null  # TLS test certificates
+    # libvirt for the virsh save / restore test (tests/e2e/test_virsh_restore.py starts a
+    # daemon of its own in a private mount namespace; the host's libvirt is not configured).
+    # From bookworm-backports, which scripts/lab-setup.sh added for QEMU 10.0.2.
+    if ! command -v libvirtd >/dev/null || ! command -v virtlogd >/dev/null \
+            || ! command -v virsh >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            -t bookworm-backports libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients \
+            >/dev/null
+    fi
     TOOLS=${MIGPROXY_TOOLS_DIR:-/var/cache/migproxy-lab/tools}
     if ! command -v promtool >/dev/null && [ ! -x "$TOOLS/prometheus/usr/bin/promtool" ]; then
         # Only the promtool binary: unpack the package instead of installing it, so no

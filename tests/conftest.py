@@ -100,9 +100,13 @@ def require_lab(*versions: str) -> Lab:
         pytest.skip(f"QEMU lab unavailable: {e}")
 
 
-def tls_unavailable(reason: str) -> None:
-    """The ``openssl`` command the TLS tests make certificates with is missing: skip, or
-    fail with ``MIGPROXY_REQUIRE_TOOLS`` set (scripts/test.sh installs it as root)."""
+def tool_unavailable(reason: str) -> None:
+    """A program a test needs is missing (``openssl`` for the TLS certificates, libvirt
+    for ``virsh save``/``restore``): skip, or fail with ``MIGPROXY_REQUIRE_TOOLS`` set
+    (scripts/test.sh installs them as root)."""
     if os.environ.get("MIGPROXY_REQUIRE_TOOLS"):
         pytest.fail(f"{reason} (MIGPROXY_REQUIRE_TOOLS is set)")
     pytest.skip(reason)
+
+
+tls_unavailable = tool_unavailable  # the TLS tests' name for it
