@@ -21,3 +21,19 @@ def test_engine_micro_benchmark_runs_and_reports(tmp_path: Path, capsys) -> None
         assert len({r["records"] for r in res if r["name"] == n}) == 1
     assert all(r["records_per_s"] > 0 and r["mb_per_s"] > 0 for r in res)
     assert "records/s" in capsys.readouterr().out
+
+
+def test_splice_floor_runs_and_reports(tmp_path: Path) -> None:
+    import pytest
+
+    from bench import splice_floor
+    from migproxy.daemon.splice import AVAILABLE
+
+    if not AVAILABLE:
+        pytest.skip("splice(2) is Linux only")
+    out = tmp_path / "s.json"
+    assert splice_floor.main(["--size", "16M", "--repeat", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"kernel relay", "bare splice"}
+    # Each relay moved all 16 MiB (a short transfer raises) and used its thread's CPU.
+    assert all(r["mb_s"] > 0 and r["relay_cpu_s_per_gb"] >= 0 for r in res.values())
