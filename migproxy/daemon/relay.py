@@ -391,14 +391,27 @@ class Pair:
             for side in self.sides.values():
                 side.resume("handover")
             return
-        fds = [os.dup(t.get_extra_info("socket").fileno()) for t in transports]
+        loop = asyncio.get_event_loop()
+        fds: list[int] = []
+        try:
+            for t in transports:
+                fds.append(os.dup(t.get_extra_info("socket").fileno()))
+            # Reading is paused and nothing is queued: the thread may start first.
+            self.kernel = relays.start(fds[0], fds[1], idle_timeout=idle_timeout,
+                                       call_soon_threadsafe=loop.call_soon_threadsafe,
+                                       on_progress=self._spliced, on_end=self._splice_ended)
+        except (OSError, RuntimeError) as e:  # no descriptor, pipe or thread left
+            for fd in fds:
+                os.close(fd)
+            for side in self.sides.values():
+                side.resume("handover")
+            self.observer.logged(Log("warning", "splice_unavailable",
+                                     {"error": str(e) or type(e).__name__,
+                                      "note": "relayed on the event loop instead"}))
+            return
         for side in self.sides.values():
             side.handed_over = True
             side.transport.abort()  # closes its descriptor; the duplicates keep the sockets
-        loop = asyncio.get_event_loop()
-        self.kernel = relays.start(fds[0], fds[1], idle_timeout=idle_timeout,
-                                   call_soon_threadsafe=loop.call_soon_threadsafe,
-                                   on_progress=self._spliced, on_end=self._splice_ended)
         self.observer.spliced()
         self.run(self.session.on_spliced(now))
 

@@ -111,9 +111,11 @@ class _Failed(Exception):
 class KernelRelay:
     """Both sockets of one connection, relayed by one thread until both directions end.
 
-    ``source`` and ``destination`` are file descriptors the relay now owns (it closes
-    them). ``on_progress(to_destination, to_source)`` and ``on_end(RelayEnd)`` are called in
-    the event loop's thread through ``call_soon_threadsafe``."""
+    ``source`` and ``destination`` are file descriptors the relay owns once :meth:`start`
+    returned (it closes them); if creating or starting it raises (``OSError``: no pipe;
+    ``RuntimeError``: no thread), the caller still owns them and nothing is left open.
+    ``on_progress(to_destination, to_source)`` and ``on_end(RelayEnd)`` are called in the
+    event loop's thread through ``call_soon_threadsafe``."""
 
     def __init__(self, source: int, destination: int, *, idle_timeout: float,
                  call_soon_threadsafe: Callable[..., object],
@@ -124,15 +126,33 @@ class KernelRelay:
         self._call = call_soon_threadsafe
         self._on_progress = on_progress
         self._on_end = on_end
-        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._stop_abort: bool | None = None
         self._ended = False  # set in the loop's thread once on_end ran
-        self._dirs = (_Direction(source, destination, "source", "destination"),
-                      _Direction(destination, source, "destination", "source"))
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        dirs: list[_Direction] = []
+        try:
+            dirs.append(_Direction(source, destination, "source", "destination"))
+            dirs.append(_Direction(destination, source, "destination", "source"))
+        except OSError:
+            for d in dirs:
+                d.close()
+            self._close_wake()
+            raise
+        self._dirs = (dirs[0], dirs[1])
         self._thread = threading.Thread(target=self._run, name="migproxy-splice", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # no thread: give the pipes back; the caller keeps the sockets
+            for d in self._dirs:
+                d.close()
+            self._close_wake()
+            raise
+
+    def _close_wake(self) -> None:
+        os.close(self._wake_r)
+        os.close(self._wake_w)
 
     def stop(self) -> None:
         """Reset both connections and end (from the event loop's thread; idempotent)."""
@@ -168,13 +188,11 @@ class KernelRelay:
         try:
             self._call(self._ended_in_loop, end)
         except RuntimeError:  # the event loop is closed: nobody is waiting any more
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            self._close_wake()
 
     def _ended_in_loop(self, end: RelayEnd) -> None:
         self._ended = True
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._close_wake()
         self._on_end(end)
 
     def _relay(self) -> tuple[str, str | None, str | None]:
@@ -292,7 +310,8 @@ class KernelRelays:
               call_soon_threadsafe: Callable[..., object],
               on_progress: Callable[[int, int], None],
               on_end: Callable[[RelayEnd], None]) -> KernelRelay:
-        """Start relaying ``source`` <-> ``destination`` (descriptors it now owns)."""
+        """Start relaying ``source`` <-> ``destination`` (descriptors it owns once this
+        returns; on ``OSError`` or ``RuntimeError`` the caller still owns them)."""
         def ended(end: RelayEnd) -> None:
             self.running.discard(relay)
             on_end(end)
@@ -300,6 +319,6 @@ class KernelRelays:
         relay = KernelRelay(source, destination, idle_timeout=idle_timeout,
                             call_soon_threadsafe=call_soon_threadsafe,
                             on_progress=on_progress, on_end=ended)
-        self.running.add(relay)
         relay.start()
+        self.running.add(relay)
         return relay

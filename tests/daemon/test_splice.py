@@ -332,3 +332,39 @@ async def test_shutdown_stops_kernel_relays(target: Target) -> None:
         w.close()
     finally:
         await stop_daemon(d, target)
+
+
+@pytest.mark.parametrize("failure", ["pipe", "thread"])
+async def test_no_pipe_or_thread_keeps_the_connection_on_the_event_loop(
+        target: Target, monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """Out of descriptors or threads at the handover: nothing is left open, the connection
+    goes on through the event loop, exact."""
+    import threading
+    import types
+
+    from migproxy.daemon import splice
+
+    def no_pipe(flags: int) -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    if failure == "pipe":  # only the kernel relay's module sees these
+        monkeypatch.setattr(splice, "os", types.SimpleNamespace(
+            **{**vars(os), "pipe2": no_pipe}))
+    else:
+        monkeypatch.setattr(splice, "threading", types.SimpleNamespace(Thread=NoThread))
+    open_before = len(os.listdir("/proc/self/fd"))
+    d = await start_daemon(await target.start())
+    try:
+        payload = MULTIFD + os.urandom(4 << 20)
+        _, w = await send_all(listen_port(d), payload)
+        assert await received(target, 0) == payload
+        assert spliced(d) == 0 and not d.registry.kernel_relays.running
+        w.close()
+    finally:
+        await stop_daemon(d, target)
+    await asyncio.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= open_before + 2  # no pipe or socket leaked
