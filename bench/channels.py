@@ -42,7 +42,7 @@ from bench.procs import (
     finish_sender,
     log_dir,
     popen,
-    socat_available,
+    runnable_paths,
     start_sender,
 )
 from bench.report import GiB, MiB, fmt_size, parse_size, summary, table
@@ -74,16 +74,12 @@ def start_raw(port: int, size: int, start_at: float | None = None) -> subprocess
                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _cpu(relay: Relay) -> float | None:
-    return relay.cpu()
-
-
 def _single(sink: SinkProc, relay: Relay, size: int) -> dict[str, Any]:
     sink.expect(len=size)
-    cpu0 = _cpu(relay)
+    cpu0 = relay.cpu()
     snd = finish_sender(start_raw(relay.port, size), 60 + size / 20e6)
     r = sink.result(30)
-    cpu1 = _cpu(relay)
+    cpu1 = relay.cpu()
     sec = r["t_last"] - snd["t_start"]
     return {"mb_s": size / sec / 1e6, "seconds": sec, "ok": r["ok"], "error": r["error"],
             "relay_cpu_s": None if cpu0 is None or cpu1 is None else cpu1 - cpu0}
@@ -96,13 +92,13 @@ def _parallel(sink: SinkProc, relay: Relay, size: int, channels: int, plan: Plan
     # Every sender starts (and connects: the main channel first, as QEMU does) before a
     # common start time, so process start-up is not measured.
     go = time.monotonic() + START_DELAY
-    cpu0 = _cpu(relay)
+    cpu0 = relay.cpu()
     main = start_sender(relay.port, shape_json, repeats, start_at=go)
     raws = [start_raw(relay.port, size, go) for _ in range(channels)]
     timeout = 60 + (size * channels + main_len) / 20e6
     sent = [finish_sender(main, timeout)] + [finish_sender(p, timeout) for p in raws]
     got = [sink.result(30) for _ in range(channels + 1)]
-    cpu1 = _cpu(relay)
+    cpu1 = relay.cpu()
     total = sum(s["bytes"] for s in sent)
     sec = max(r["t_last"] for r in got) - go
     want = sorted([main_len] + [size] * channels)
@@ -122,13 +118,7 @@ def _summarise(runs: list[dict[str, Any]], gb_per_run: float) -> dict[str, Any]:
 
 def run(size: int, repeat: int, channels: int, main_size: int,
         notes: list[str]) -> dict[str, Any]:
-    keys = list(CHANNEL_PATHS)
-    skipped: dict[str, str] = {}
-    if not socat_available():
-        for k in ("socat", "socat_1m"):
-            keys.remove(k)
-            skipped[k] = "socat is not installed (apt-get install socat)"
-        notes.append("socat is not installed: the socat paths were skipped")
+    keys, skipped = runnable_paths(list(CHANNEL_PATHS), notes)
     shape = Shape()
     plan = Plan(shape)
     repeats = plan.repeats_for(main_size)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import netio
-from bench.procs import REPO, free_port, popen, stop
+from bench.procs import bench_lab, free_port, popen, stop
 from bench.report import table
 
 SOURCE, DESTINATION = "10.0.2", "10.0.13"
@@ -188,12 +188,7 @@ EXPECTED = {"kill-destination": "source", "kill-relay": "source", "term-relay": 
 
 
 def run(runs: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from migproxy.lab import get_lab
-
-    lab = get_lab()
-    reason = lab.unavailable_reason(SOURCE, DESTINATION)
+    lab, reason = bench_lab(SOURCE, DESTINATION)
     if reason:
         log(f"faults: skipped ({reason})")
         return {"skipped": reason}

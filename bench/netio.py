@@ -74,15 +74,20 @@ def send(port: int, shape_json: str, repeats: int, mode: str, pause: float,
             sock.sendall(whole[cut:])
             res["t_end"] = time.monotonic()
             res["final_bytes"] = len(whole) - cut
-        sock.shutdown(socket.SHUT_WR)
-        # Wait for the other side to close (the relay passes the sink's close on).
-        buf = bytearray(65536)
-        deadline = time.monotonic() + IO_TIMEOUT
-        while time.monotonic() < deadline and sock.recv_into(buf):
-            pass
+        _end_sending(sock)
     finally:
         sock.close()
     return res
+
+
+def _end_sending(sock: socket.socket) -> None:
+    """Half-close, then wait (bounded) for the other side to close: the relay passes the
+    sink's close on."""
+    sock.shutdown(socket.SHUT_WR)
+    buf = bytearray(65536)
+    deadline = time.monotonic() + IO_TIMEOUT
+    while time.monotonic() < deadline and sock.recv_into(buf):
+        pass
 
 
 # A raw sender with a start time connects this long before it (after the main channel's
@@ -106,11 +111,7 @@ def send_raw(port: int, size: int, head: bytes, start_at: float | None = None) -
             sock.sendall(view[:n])
             left -= n
         res["t_end"] = time.monotonic()
-        sock.shutdown(socket.SHUT_WR)
-        buf = bytearray(65536)
-        deadline = time.monotonic() + IO_TIMEOUT
-        while time.monotonic() < deadline and sock.recv_into(buf):
-            pass
+        _end_sending(sock)
     finally:
         sock.close()
     return res

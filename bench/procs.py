@@ -231,5 +231,32 @@ def socat_available() -> bool:
     return shutil.which("socat") is not None
 
 
+SOCAT_PATHS = ("socat", "socat_1m")
+SOCAT_MISSING = "socat is not installed (apt-get install socat)"
+
+
+def runnable_paths(keys: list[str], notes: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``keys`` without the socat paths when socat is missing (then said once in
+    ``notes``), and the skipped ones with the reason."""
+    if socat_available():
+        return keys, {}
+    note = f"{SOCAT_MISSING}: the socat paths were skipped"
+    if note not in notes:
+        notes.append(note)
+    return ([k for k in keys if k not in SOCAT_PATHS],
+            {k: SOCAT_MISSING for k in keys if k in SOCAT_PATHS})
+
+
+def bench_lab(*versions: str) -> tuple[Any, str | None]:
+    """The QEMU lab (``migproxy.lab``, the repository first on the path), and why these
+    versions cannot run in it (None: they can)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from migproxy.lab import get_lab
+
+    lab = get_lab()
+    return lab, lab.unavailable_reason(*versions)
+
+
 def log_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="migproxy-bench-"))

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import netio
-from bench.procs import REPO, free_port, popen, stop
+from bench.procs import bench_lab, free_port, popen, stop
 from bench.report import table
 
 VERSION = "10.0.2"
@@ -220,14 +220,10 @@ def _migrate(lab: Any, guest: Path, path: str, timeout: float, work: Path,
 
 
 def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     try:
-        from migproxy.lab import get_lab
+        lab, reason = bench_lab(VERSION)
     except ImportError as e:  # pragma: no cover - the harness is part of the repository
         return {"skipped": f"the lab harness cannot be imported: {e}"}
-    lab = get_lab()
-    reason = lab.unavailable_reason(VERSION)
     if reason:
         log(f"== qemu: skipped ({reason})")
         return {"skipped": reason}

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.faults import Relay
-from bench.procs import REPO, free_port, stop
+from bench.procs import bench_lab, free_port, stop
 from bench.report import table
 
 SOURCE, DESTINATION, CPU = "11.1.3", "10.0.2", "max"
@@ -60,12 +60,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    from migproxy.lab import get_lab
-
-    lab = get_lab()
-    reason = lab.unavailable_reason(SOURCE, DESTINATION)
+    lab, reason = bench_lab(SOURCE, DESTINATION)
     if reason:
         print(f"skipped: {reason}")
         return 2

@@ -59,6 +59,7 @@ from bench.procs import (
     SinkProc,
     finish_sender,
     log_dir,
+    runnable_paths,
     socat_available,
     start_sender,
 )
@@ -141,14 +142,7 @@ def bench_throughput(st: Settings, notes: list[str], shape: Shape) -> dict[str, 
     repeats = plan.repeats_for(st.size)
     total = plan.total(repeats)
     shape_json = json.dumps(shape.to_json())
-    keys = list(PATHS)
-    skipped: dict[str, str] = {}
-    if not socat_available():
-        for k in ("socat", "socat_1m"):
-            keys.remove(k)
-            skipped[k] = "socat is not installed (apt-get install socat)"
-        notes.append("socat is not installed: the socat paths were skipped "
-                      "(apt-get install socat)")
+    keys, skipped = runnable_paths(list(PATHS), notes)
     say(f"== throughput: {fmt_size(total)} main channel ({repeats} x "
         f"{len(plan.unit) / MiB:.1f} MiB of PART sections: {shape.full_pages} full + "
         f"{shape.zero_pages} zero pages each"
