@@ -32,15 +32,9 @@ from typing import Any
 
 from bench.report import parse_size
 from migproxy.daemon import splice
+from testkit.loopback import tcp_pair
 
 BLOCK = 1 << 20
-
-
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        a = socket.create_connection(srv.getsockname())
-        b, _ = srv.accept()
-    return a, b
 
 
 def _endpoints(size: int, source: socket.socket, sink: socket.socket) -> list[threading.Thread]:
@@ -65,8 +59,8 @@ def _endpoints(size: int, source: socket.socket, sink: socket.socket) -> list[th
 
 def bare_splice(size: int) -> tuple[float, float]:
     """(seconds, relay CPU seconds) of the floor relay."""
-    source, src_end = _tcp_pair()
-    dst_end, sink = _tcp_pair()
+    source, src_end = tcp_pair()
+    dst_end, sink = tcp_pair()
     cpu: list[float] = []
 
     def relay() -> None:
@@ -106,8 +100,8 @@ def kernel_relay(size: int) -> tuple[float, float]:
             cpu.append(time.thread_time() - t)
 
     async def main() -> float:
-        source, src_end = _tcp_pair()
-        dst_end, sink = _tcp_pair()
+        source, src_end = tcp_pair()
+        dst_end, sink = tcp_pair()
         for s in (src_end, dst_end):
             s.setblocking(False)
         loop = asyncio.get_running_loop()

@@ -260,22 +260,18 @@ def test_10_0_2_to_7_2_22_inserts_par_from_par_64() -> None:
     assert out[DFR0_EL1] == 0x3010006
 
 
-def test_a_non_zero_mdccint_el1_is_refused_by_7_2() -> None:
+@pytest.mark.parametrize(("reg", "value", "only"), [
+    (MDCCINT, 0x3, 0x0),  # a non-zero MDCCINT_EL1
+    (RMR_EL1, 0x0, 0x1),  # RMR_EL1 other than its reset value 1
+])
+def test_a_register_7_2_lacks_is_dropped_only_at_its_value(reg: int, value: int,
+                                                           only: int) -> None:
     src = manifest("10.0.2", "virt-7.2", "cortex-a57")
     dest = manifest("7.2.22", "virt-7.2", "cortex-a57")
-    plan = run(src, dest, edits={MDCCINT: 0x3})
+    plan = run(src, dest, edits={reg: value})
     assert plan.refusals == [
-        f"{name(MDCCINT)} = 0x3 is not known to QEMU 7.2.22 (virt-7.2, cortex-a57): "
-        "it may be dropped only with value 0x0"]
-
-
-def test_rmr_el1_other_than_1_is_refused_by_7_2() -> None:
-    src = manifest("10.0.2", "virt-7.2", "cortex-a57")
-    dest = manifest("7.2.22", "virt-7.2", "cortex-a57")
-    plan = run(src, dest, edits={RMR_EL1: 0})
-    assert plan.refusals == [
-        f"{name(RMR_EL1)} = 0x0 is not known to QEMU 7.2.22 (virt-7.2, cortex-a57): "
-        "it may be dropped only with value 0x1"]
+        f"{name(reg)} = {value:#x} is not known to QEMU 7.2.22 (virt-7.2, cortex-a57): "
+        f"it may be dropped only with value {only:#x}"]
 
 
 # -- the max CPU: its features differ between versions -----------------------------------------

@@ -19,6 +19,7 @@ from migproxy.daemon.server import Daemon
 from migproxy.daemon.session import Channel
 from migproxy.daemon.splice import AVAILABLE, PIPE_SIZE, KernelRelays, RelayEnd
 from migproxy.stream import wire
+from testkit.loopback import tcp_pair
 from tests.daemon.loopback import (
     STREAM,
     Target,
@@ -35,20 +36,6 @@ pytestmark = [pytest.mark.asyncio,
               pytest.mark.skipif(not AVAILABLE, reason="splice(2) is Linux only")]
 
 MULTIFD = wire.MULTIFD_MAGIC_BYTES + struct.pack(">I", 1) + bytes(56)
-
-
-def tcp_pair(bufsize: int | None = None) -> tuple[socket.socket, socket.socket]:
-    """Two ends of one loopback TCP connection; ``bufsize``: fixed socket buffers (set
-    before the connection, so no autotuning grows them)."""
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        for s in (srv, a):
-            if bufsize is not None:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
-        a.connect(srv.getsockname())
-        b, _ = srv.accept()
-    return a, b
 
 
 class Relayed:

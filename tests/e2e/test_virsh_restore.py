@@ -23,6 +23,7 @@ import pytest
 from migproxy.lab import Lab
 from migproxy.lab.libvirt import LibvirtUnavailable, PrivateLibvirt, emulator_wrapper
 from migproxy.lab.qemu import parse_ticks
+from migproxy.tools.saveimage import HEADER_SIZE, parse_header
 from tests.conftest import require_lab, tool_unavailable
 
 pytestmark = pytest.mark.qemu
@@ -102,7 +103,7 @@ def test_virsh_save_on_10_0_2_restores_on_10_0_13_after_rewrite(
     assert cli.returncode == 0, cli.stderr
     assert "libvirt save image" in cli.stdout, cli.stdout
     # The header and the domain XML are libvirt's, byte for byte.
-    n = 92 + int.from_bytes(saved.read_bytes()[20:24], sys.byteorder)
+    n = parse_header(saved.read_bytes()[:HEADER_SIZE]).stream_offset
     assert rewritten.read_bytes()[:n] == saved.read_bytes()[:n]
 
     wrapper = emulator_wrapper(lab.version("10.0.13"), d / "qemu-10.0.13")
