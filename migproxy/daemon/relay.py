@@ -372,10 +372,9 @@ class Pair:
         transports = [side.transport for side in (self.src, self.dst)]
         now = time.monotonic()
         if deadline is None:
-            if any(t is None or side.tcp is not None or
-                   t.get_extra_info("ssl_object") is not None
-                   for side, t in zip((self.src, self.dst), transports, strict=True)):
-                return  # a TLS leg: the kernel cannot move what Python decrypts
+            if any(t is None for t in transports) or \
+                    any(side.tcp is not None for side in self.sides.values()):
+                return  # a TLS leg (tcp: under it): the kernel cannot move what Python decrypts
             for side in self.sides.values():
                 side.pause("handover")
             deadline = now + HANDOVER_WAIT
@@ -388,8 +387,7 @@ class Pair:
                 return
             usable = False
         if not usable:
-            for side in self.sides.values():
-                side.resume("handover")
+            self._resume_all("handover")
             return
         loop = asyncio.get_event_loop()
         fds: list[int] = []
@@ -403,8 +401,7 @@ class Pair:
         except (OSError, RuntimeError) as e:  # no descriptor, pipe or thread left
             for fd in fds:
                 os.close(fd)
-            for side in self.sides.values():
-                side.resume("handover")
+            self._resume_all("handover")
             self.observer.logged(Log("warning", "splice_unavailable",
                                      {"error": str(e) or type(e).__name__,
                                       "note": "relayed on the event loop instead"}))
@@ -414,6 +411,10 @@ class Pair:
             side.transport.abort()  # closes its descriptor; the duplicates keep the sockets
         self.observer.spliced()
         self.run(self.session.on_spliced(now))
+
+    def _resume_all(self, reason: str) -> None:
+        for side in self.sides.values():
+            side.resume(reason)
 
     def _spliced(self, to_destination: int, to_source: int) -> None:
         self.session.on_splice_progress(to_destination, to_source)
