@@ -173,7 +173,7 @@ def _cmd_manifest_capture(args: argparse.Namespace) -> int:
     from migproxy.tools.manifest import capture
 
     m = capture(shlex.split(args.qemu), machine=args.machine, cpu=args.cpu, smp=args.smp,
-                accel=args.accel)
+                accel=args.accel, host_cpu=args.host_cpu or "")
     return _wrote_manifest(m, args.output)
 
 
@@ -181,7 +181,7 @@ def _wrote_manifest(m: Manifest, output: str) -> int:
     from migproxy.tools.manifest import write_manifest
 
     write_manifest(m, output)
-    print(f"{output}: QEMU {m.qemu}, {m.machine}, {m.cpu}: {len(m.cpregs)} cpregs, "
+    print(f"{output}: {m.host}, {m.machine}, {m.cpu}: {len(m.cpregs)} cpregs, "
           f"subsections {', '.join(m.subsections) or '(none)'}")
     return EXIT_OK
 
@@ -190,7 +190,8 @@ def _cmd_manifest_from_stream(args: argparse.Namespace) -> int:
     from migproxy.tools.manifest import manifest_from_stream
 
     m = manifest_from_stream(args.stream, cpu=args.cpu, qemu=args.qemu_version,
-                             accel=args.accel)
+                             accel=args.accel, kernel=args.kernel or "",
+                             host_cpu=args.host_cpu or "")
     return _wrote_manifest(m, args.output)
 
 
@@ -361,7 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--machine", default="virt-10.0")
     c.add_argument("--cpu", default="cortex-a57")
     c.add_argument("--smp", type=int, default=1)
-    c.add_argument("--accel", default="tcg", choices=("tcg", "kvm"))
+    c.add_argument("--accel", default="tcg", choices=("tcg", "kvm"),
+                   help="kvm: run on the host it describes (with --cpu host); the manifest "
+                        "records this kernel's release and the CPU's MIDR")
+    c.add_argument("--host-cpu", metavar="NAME",
+                   help="KVM: a name for this host's CPU (default midr-0x<MIDR_EL1>)")
     c.add_argument("-o", "--output", required=True, metavar="FILE")
     c.set_defaults(func=_cmd_manifest_capture)
     f = msub.add_parser("from-stream", help="the manifest of the build that saved a stream")
@@ -369,6 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--cpu", required=True, help="the -cpu model the stream was saved with")
     f.add_argument("--qemu-version", required=True, help="the QEMU version that saved it")
     f.add_argument("--accel", default="tcg", choices=("tcg", "kvm"))
+    f.add_argument("--kernel", metavar="RELEASE",
+                   help="KVM: the kernel release (uname -r) of the host that saved it")
+    f.add_argument("--host-cpu", metavar="NAME",
+                   help="KVM: a name for that host's CPU (default midr-0x<MIDR_EL1> of the "
+                        "stream)")
     f.add_argument("-o", "--output", required=True, metavar="FILE")
     f.set_defaults(func=_cmd_manifest_from_stream)
     w = msub.add_parser("show", help="print a manifest, a set, or list the shipped sets")

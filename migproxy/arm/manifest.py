@@ -6,6 +6,10 @@ from-stream`` reads a saved stream). It records:
 
 * the QEMU version (``11.1.3``) and its ``--version`` line, the machine type, the CPU
   model, the accelerator and the number of CPUs it was captured with;
+* under KVM, the host: its kernel release (``uname -r``) and a name for its CPU (the
+  operator's, or ``midr-0x414fd0c1``): with ``-cpu host`` the cpreg list is the kernel's
+  ``KVM_GET_REG_LIST`` and the ID register values are the host CPU's as that kernel
+  sanitises them, so a KVM manifest describes one QEMU build on one kernel on one CPU;
 * the cpu section's version and the cpu subsections that build sent, in order;
 * the cpreg list of the first CPU: every register id the build expects, ascending, with
   the value it had (for a paused guest with no program: the reset value; constant ID
@@ -52,6 +56,8 @@ class Manifest:
     version_line: str = ""
     accel: str = "tcg"
     smp: int = 1
+    kernel: str = ""  # KVM: the host kernel release, e.g. "6.12.118+deb13-arm64"
+    host_cpu: str = ""  # KVM: the host CPU, e.g. "neoverse-n1" or "midr-0x414fd0c1"
     made: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -61,6 +67,17 @@ class Manifest:
     @property
     def values(self) -> dict[int, int]:
         return dict(self.cpregs)
+
+    @property
+    def host(self) -> str:
+        """Where this build runs: ``QEMU 10.0.13`` under TCG; under KVM also the kernel and
+        the host CPU (``QEMU 10.0.13, Linux 6.12.118+deb13-arm64, neoverse-n1``)."""
+        parts = [f"QEMU {self.qemu}"]
+        if self.kernel:
+            parts.append(f"Linux {self.kernel}")
+        if self.host_cpu:
+            parts.append(self.host_cpu)
+        return ", ".join(parts)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -76,6 +93,8 @@ class Manifest:
             "cpu": self.cpu,
             "accel": self.accel,
             "smp": self.smp,
+            **({"kernel": self.kernel} if self.kernel else {}),
+            **({"host_cpu": self.host_cpu} if self.host_cpu else {}),
             "cpu_section_version": self.cpu_section_version,
             "subsections": list(self.subsections),
             "cpregs": [{"id": f"0x{i:016x}", "name": describe(i), "value": f"0x{v:x}"}
@@ -97,6 +116,8 @@ class Manifest:
                     subsections=tuple(str(s) for s in obj["subsections"]),
                     cpregs=cpregs, version_line=str(obj.get("version_line", "")),
                     accel=str(obj.get("accel", "tcg")), smp=int(obj.get("smp", 1)),
+                    kernel=str(obj.get("kernel", "")),
+                    host_cpu=str(obj.get("host_cpu", "")),
                     made=dict(obj.get("made", {})))
         except (KeyError, TypeError, ValueError) as e:
             raise ManifestError(f"{where}: malformed manifest ({type(e).__name__}: {e})") \
@@ -119,8 +140,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
 
 
 def manifest_from_engine(engine: StreamEngine, *, cpu: str, qemu: str,
-                         version_line: str = "", accel: str = "tcg",
-                         made: dict[str, Any] | None = None) -> Manifest:
+                         version_line: str = "", accel: str = "tcg", kernel: str = "",
+                         host_cpu: str = "", made: dict[str, Any] | None = None) -> Manifest:
     """The manifest of the build that saved the stream ``engine`` has framed completely.
 
     A stream names its machine type but not its QEMU version or CPU model (under TCG the
@@ -139,11 +160,12 @@ def manifest_from_engine(engine: StreamEngine, *, cpu: str, qemu: str,
                     subsections=subsections,
                     cpregs=tuple(zip(seen[0].indexes, seen[0].values, strict=True)),
                     version_line=version_line, accel=accel, smp=len(seen),
-                    made=dict(made or {}))
+                    kernel=kernel, host_cpu=host_cpu, made=dict(made or {}))
 
 
 def describe_manifest(m: Manifest) -> str:
-    lines = [f"QEMU {m.qemu}, machine {m.machine}, cpu {m.cpu} ({m.accel}, smp {m.smp})",
+    host = "".join(f", {x}" for x in (f"Linux {m.kernel}" if m.kernel else "", m.host_cpu) if x)
+    lines = [f"QEMU {m.qemu}, machine {m.machine}, cpu {m.cpu} ({m.accel}, smp {m.smp}{host})",
              f"cpu section version {m.cpu_section_version}; subsections: "
              f"{', '.join(m.subsections) or '(none)'}",
              f"{len(m.cpregs)} cpregs"]

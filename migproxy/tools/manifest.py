@@ -5,6 +5,12 @@ no guest, no disks and no default devices, talks QMP to it over its standard inp
 output, migrates its state to a TCP port on the loopback interface that this process
 listens on (so a binary in a chroot works the same), frames what arrives and writes the
 manifest. ``from-stream`` does the same from a stream saved before.
+
+Under KVM (``--accel kvm``, ``-cpu host``) the manifest also records the host: ``capture``
+takes the running kernel's release (``uname -r``) and the CPU's MIDR_EL1 from sysfs, since
+it runs on the host it describes; ``from-stream`` takes them from the caller
+(``--kernel``, ``--host-cpu``), and the host CPU defaults to the stream's own MIDR_EL1,
+which KVM lists with ``-cpu host``.
 """
 
 from __future__ import annotations
@@ -34,8 +40,36 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+MIDR_SYSFS = "/sys/devices/system/cpu/cpu0/regs/identification/midr_el1"
+MIDR_EL1 = 0x603000000013C000  # KVM id of MIDR_EL1 (op0 3, op1 0, CRn 0, CRm 0, op2 0)
+
+
+def local_kvm_host(midr_path: str = MIDR_SYSFS) -> tuple[str, str]:
+    """(kernel release, host CPU name) of this machine, for a manifest captured here."""
+    try:
+        midr = int(Path(midr_path).read_text(encoding="ascii").strip(), 16)
+        cpu = f"midr-0x{midr:x}"
+    except (OSError, ValueError):
+        cpu = ""
+    return os.uname().release, cpu
+
+
+def stream_host_cpu(engine: StreamEngine) -> str:
+    """``midr-0x...`` from the first cpu section's MIDR_EL1, or "" if it has none (TCG)."""
+    from migproxy.arm.events import seen_cpus
+
+    cpus = seen_cpus(engine.reports)
+    if not cpus:
+        return ""
+    regs = dict(zip(cpus[0].indexes, cpus[0].values, strict=True))
+    return f"midr-0x{regs[MIDR_EL1]:x}" if MIDR_EL1 in regs else ""
+
+
 def manifest_from_stream(path: str | os.PathLike[str], *, cpu: str, qemu: str,
-                         version_line: str = "", accel: str = "tcg") -> Manifest:
+                         version_line: str = "", accel: str = "tcg", kernel: str = "",
+                         host_cpu: str = "") -> Manifest:
+    if accel != "kvm" and (kernel or host_cpu):
+        raise ManifestError("--kernel and --host-cpu describe a KVM host: give --accel kvm")
     run = run_file(path)
     if not run.complete:
         stop = run.stop
@@ -43,8 +77,10 @@ def manifest_from_stream(path: str | os.PathLike[str], *, cpu: str, qemu: str,
         raise ManifestError(f"{path}: the stream was not understood ({why})")
     made = {"by": "migproxy manifest from-stream", "stream": os.path.basename(str(path)),
             "date": _now()}
+    if accel == "kvm" and not host_cpu:
+        host_cpu = stream_host_cpu(run.engine)
     return manifest_from_engine(run.engine, cpu=cpu, qemu=qemu, version_line=version_line,
-                                accel=accel, made=made)
+                                accel=accel, kernel=kernel, host_cpu=host_cpu, made=made)
 
 
 class _Qmp:
@@ -110,9 +146,10 @@ def upstream_version(line: str) -> str:
 
 def capture(qemu: Sequence[str], *, machine: str, cpu: str, smp: int = 1,
             accel: str = "tcg", env: dict[str, str] | None = None,
-            timeout: float = CAPTURE_TIMEOUT) -> Manifest:
+            timeout: float = CAPTURE_TIMEOUT, host_cpu: str = "") -> Manifest:
     """Start ``qemu`` (a command: a binary, or e.g. ``chroot ROOT BINARY``) paused, save
-    its state and return its manifest."""
+    its state and return its manifest. Under KVM the manifest names this host's kernel and
+    CPU (``host_cpu`` overrides the name taken from MIDR_EL1)."""
     line = version_line(qemu, env)
     qemu_version = upstream_version(line)
     deadline = time.monotonic() + timeout
@@ -159,8 +196,12 @@ def capture(qemu: Sequence[str], *, machine: str, cpu: str, smp: int = 1,
                 proc.wait(10)
     made = {"by": "migproxy manifest capture", "command": argv, "date": _now(),
             "bytes": received}
+    kernel = ""
+    if accel == "kvm":
+        kernel, local_cpu = local_kvm_host()
+        host_cpu = host_cpu or local_cpu or stream_host_cpu(engine)
     return manifest_from_engine(engine, cpu=cpu, qemu=qemu_version, version_line=line,
-                                accel=accel, made=made)
+                                accel=accel, kernel=kernel, host_cpu=host_cpu, made=made)
 
 
 def write_manifest(m: Manifest, path: str | os.PathLike[str]) -> None:

@@ -4,6 +4,7 @@ from a paused QEMU agrees with what the same build sends for a running guest."""
 from __future__ import annotations
 
 import json
+import lzma
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,35 @@ def _parts(name: str) -> tuple[str, str, str]:
 
 
 def test_every_lab_version_has_a_shipped_set() -> None:
-    assert shipped_sets() == ["qemu-10.0.13", "qemu-10.0.2", "qemu-11.1.3", "qemu-7.2.22"]
+    tcg = [s for s in shipped_sets() if s.startswith("qemu-")]
+    assert tcg == ["qemu-10.0.13", "qemu-10.0.2", "qemu-11.1.3", "qemu-7.2.22"]
     assert load_set("qemu-7.2.22").keys == [("virt-7.2", "cortex-a57"), ("virt-7.2", "max")]
-    for name in shipped_sets()[:3]:
+    for name in tcg[:3]:
         assert len(load_set(name).manifests) == 4
+
+
+KVM_DATA = Path(__file__).resolve().parent.parent / "data" / "kvm"
+KVM_STREAMS = json.loads((KVM_DATA / "streams.json").read_text())["streams"]
+
+
+def test_every_kvm_stream_has_a_shipped_set_that_names_its_host() -> None:
+    """One set per QEMU build on one kernel on one host CPU, made from the stream that
+    build saved under KVM (scripts/make-kvm-manifests.py): the same ids and values, and the
+    kernel and host CPU recorded."""
+    kvm = [s for s in shipped_sets() if s.startswith("linux-")]
+    assert len(kvm) == len(KVM_STREAMS) > 0
+    for file, meta in KVM_STREAMS.items():
+        kernel = ".".join(meta["kernel"].split("-")[0].split("+")[0].split(".")[:2])
+        name = f"linux-{kernel}-{meta['host_cpu']}-qemu-{meta['qemu']}"
+        (m,) = load_set(name).manifests
+        assert (m.accel, m.cpu, m.kernel, m.host_cpu, m.qemu) == (
+            "kvm", "host", meta["kernel"], meta["host_cpu"], meta["qemu"])
+        eng = StreamEngine(arm_engine_config(None))
+        eng.feed(lzma.decompress((KVM_DATA / file).read_bytes()))
+        eng.feed_eof()
+        (state,) = [e.cpu for e in eng.reports if isinstance(e, CpuSeen)]
+        assert tuple(zip(state.indexes, state.values, strict=True)) == m.cpregs
+        assert m.host.startswith(f"QEMU {meta['qemu']}, Linux {meta['kernel']}")
 
 
 @pytest.mark.parametrize("name", REAL_STREAMS)

@@ -76,3 +76,36 @@ def test_capture_cli_on_a_lab_build(tmp_path: Path) -> None:
     assert main(["manifest", "capture", "--qemu", " ".join(v.argv), "--machine", "virt-10.0",
                  "--cpu", "max", "-o", str(out)]) == 0
     assert load_manifest(out) == load_set("qemu-10.0.2").get("virt-10.0", "max")
+
+
+def test_from_stream_of_a_kvm_stream_names_the_host(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Under KVM the manifest records the kernel given and, by default, the host CPU by
+    the MIDR_EL1 that ``-cpu host`` lists (0x414fd0c1: the emulated Neoverse N1)."""
+    import lzma
+
+    src = tmp_path / "kvm.mig"
+    src.write_bytes(lzma.decompress(
+        (REPO / "tests/data/kvm/linux-6.12-neoverse-n1-qemu-10.0.13.mig.xz").read_bytes()))
+    out = tmp_path / "m.json"
+    assert main(["manifest", "from-stream", str(src), "--cpu", "host", "--accel", "kvm",
+                 "--qemu-version", "10.0.13", "--kernel", "6.12.118+deb13-arm64",
+                 "-o", str(out)]) == 0
+    assert "QEMU 10.0.13, Linux 6.12.118+deb13-arm64, midr-0x414fd0c1" in \
+        capsys.readouterr().out
+    m = load_manifest(out)
+    assert (m.accel, m.kernel, m.host_cpu, len(m.cpregs)) == (
+        "kvm", "6.12.118+deb13-arm64", "midr-0x414fd0c1", 258)
+    assert main(["manifest", "from-stream", str(src), "--cpu", "host", "--qemu-version",
+                 "10.0.13", "--kernel", "6.12", "-o", str(out)]) == 1
+    assert "give --accel kvm" in capsys.readouterr().err
+
+
+def test_a_kvm_capture_takes_the_host_from_this_machine(tmp_path: Path) -> None:
+    from migproxy.tools.manifest import local_kvm_host
+
+    midr = tmp_path / "midr_el1"
+    midr.write_text("0x00000000414fd0c1\n")
+    assert local_kvm_host(str(midr)) == (__import__("os").uname().release,
+                                         "midr-0x414fd0c1")
+    assert local_kvm_host(str(tmp_path / "missing"))[1] == ""
