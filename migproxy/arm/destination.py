@@ -16,6 +16,7 @@ from migproxy.arm.cpu_section import CpuLayoutError
 from migproxy.arm.knowledge import Knowledge, knowledge
 from migproxy.arm.manifest import Manifest, ManifestSet, load_set, shipped_sets
 from migproxy.arm.reconcile import CpuPlan, id_differences, model_constants, reconcile
+from migproxy.arm.reconcile_kvm import is_kvm_list, reconcile_kvm
 from migproxy.stream.errors import SectionRefused
 from migproxy.stream.reasons import Reason
 
@@ -51,16 +52,25 @@ class Destination:
 
     def choose(self, machine: str | None, indexes: Sequence[int],
                values: Sequence[int]) -> Manifest:
-        candidates = [m for m in self.manifests.manifests if m.machine == machine]
-        if not candidates:
+        on_machine = [m for m in self.manifests.manifests if m.machine == machine]
+        if not on_machine:
             have = ", ".join(f"{a} {b}" for a, b in self.manifests.keys)
             raise NoManifest(f"{self.name} has no manifest for machine type {machine} "
                              f"(it has: {have})")
+        accel = "kvm" if is_kvm_list(indexes) else "tcg"
+        candidates = [m for m in on_machine if m.accel == accel]
+        if not candidates:
+            raise NoManifest(
+                f"the stream was saved under {accel.upper()} (its cpreg list "
+                + ("is a host kernel's KVM_GET_REG_LIST" if accel == "kvm" else
+                   "has no KVM firmware registers") + f"), and {self.name} has only "
+                f"{', '.join(sorted({m.accel.upper() for m in on_machine}))} manifests for "
+                f"{machine}")
         src = dict(zip(indexes, values, strict=True))
 
         def score(m: Manifest) -> tuple[int, int]:
             ids_only = len([r for r in src.keys() ^ m.ids])
-            return (len(id_differences(src, m, self.kb, self.accel)), ids_only)
+            return (len(id_differences(src, m, self.kb, m.accel)), ids_only)
 
         return min(candidates, key=score)
 
@@ -70,11 +80,14 @@ class Destination:
         if section_version != m.cpu_section_version:
             raise CpuLayoutError(f"cpu section version {section_version}; QEMU {m.qemu} "
                                  f"expects {m.cpu_section_version}")
-        plan = reconcile(indexes, values, subsections, m, self.kb, accel=self.accel,
+        if m.accel == "kvm":
+            return m, reconcile_kvm(indexes, values, subsections, m, self.kb,
+                                    opt_in=self.opt_in)
+        plan = reconcile(indexes, values, subsections, m, self.kb, accel=m.accel,
                          model_values=model_constants(self.reference, m.cpu),
                          opt_in=self.opt_in)
         return m, plan
 
 
 def where(m: Manifest) -> str:
-    return f"QEMU {m.qemu} ({m.machine}, {m.cpu})"
+    return f"{m.host} ({m.machine}, {m.cpu})"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migproxy.arm.registers import parse_register
+from migproxy.arm.registers import describe, is_id_register, parse_register
 from migproxy.stream.errors import MigproxyError
 
 PATH = Path(__file__).resolve().parent / "knowledge.toml"
@@ -24,8 +24,43 @@ class KnowledgeError(MigproxyError):
 
 
 @dataclass(frozen=True)
+class FieldTest:
+    """``(register & mask) == value`` for another register of the same stream (a register
+    the stream lacks fails the test)."""
+
+    register: int
+    mask: int
+    value: int
+
+    def holds(self, others: Mapping[int, int]) -> bool:
+        v = others.get(self.register)
+        return v is not None and v & self.mask == self.value
+
+    def describe(self) -> str:
+        return f"{describe(self.register)} & 0x{self.mask:x} == 0x{self.value:x}"
+
+
+CSSELR_LEVEL_SHIFT = 1  # CCSIDR demux index = CSSELR_EL1: Level [3:1], InD [0]
+
+
+def clidr_describes(clidr: int, csselr: int) -> bool:
+    """Whether CLIDR_EL1's Ctype<n> fields describe the cache that CSSELR value
+    ``csselr`` selects (Level = bits [3:1] + 1, InD = bit 0: the instruction cache).
+
+    Ctype: 0 none, 1 instruction only, 2 data only, 3 separate, 4 unified (Arm ARM D23.2
+    CLIDR_EL1). A selection of a cache that CLIDR does not describe reads an UNKNOWN
+    CCSIDR (Arm ARM D23.2 CSSELR_EL1), so no guest can rely on its value."""
+    level, ind = csselr >> CSSELR_LEVEL_SHIFT, csselr & 1
+    if level > 6:
+        return False
+    ctype = (clidr >> (3 * level)) & 7
+    return ctype in (1, 3) if ind else ctype in (2, 3, 4)
+
+
+@dataclass(frozen=True)
 class Condition:
-    """When a register may be dropped (or its value set), or a subsection field holds."""
+    """When a register may be dropped (or its value set, or the destination's own value
+    kept), or a subsection field holds."""
 
     any: bool = False
     value_is: int | None = None
@@ -33,9 +68,20 @@ class Condition:
     value_in: tuple[int, int] | None = None  # lowest, highest (inclusive)
     equals_low32_of: int | None = None  # a register id of the same stream
     differs_only_in: int | None = None  # set_if: a mask of bits allowed to differ
+    when: tuple[FieldTest, ...] = ()  # and every field test on the stream's registers
+    outside_clidr: bool = False  # a CCSIDR demux index the stream's CLIDR_EL1 does not describe
 
-    def holds(self, v: int, others: Mapping[int, int] | None = None) -> bool:
-        """Whether ``v`` meets the condition (``others``: the stream's registers)."""
+    def holds(self, v: int, others: Mapping[int, int] | None = None,
+              index: int | None = None) -> bool:
+        """Whether ``v`` meets the condition (``others``: the stream's registers; ``index``:
+        the CCSIDR demux index, for ``outside_clidr``)."""
+        regs = others or {}
+        if not all(t.holds(regs) for t in self.when):
+            return False
+        if self.outside_clidr:
+            clidr = regs.get(CLIDR_EL1)
+            return index is not None and clidr is not None and \
+                not clidr_describes(clidr, index)
         if self.any:
             return True
         if self.value_is is not None:
@@ -43,11 +89,21 @@ class Condition:
         if self.value_in is not None:
             return self.value_in[0] <= v <= self.value_in[1]
         if self.equals_low32_of is not None:
-            other = (others or {}).get(self.equals_low32_of)
+            other = regs.get(self.equals_low32_of)
             return other is not None and v == other & 0xFFFFFFFF
-        return False
+        return bool(self.when) and self.differs_only_in is None
 
     def describe(self, names: dict[int, str]) -> str:
+        text = self._describe_value(names)
+        if self.when:
+            tests = " and ".join(t.describe() for t in self.when)
+            text = tests if text == "never" and self.differs_only_in is None \
+                else f"{text}, when {tests}"
+        return text
+
+    def _describe_value(self, names: dict[int, str]) -> str:
+        if self.outside_clidr:
+            return "a cache level the stream's CLIDR_EL1 does not describe"
         if self.any:
             return "any value"
         if self.value_is is not None and self.mask is not None:
@@ -71,6 +127,47 @@ class Insert:
 
 
 @dataclass(frozen=True)
+class Accepts:
+    """What a KVM destination accepts when QEMU writes a register's value with
+    ``KVM_SET_ONE_REG`` after loading the stream (its own value always)."""
+
+    equal: bool = False  # only its own value
+    equal_before: tuple[int, int] | None = None  # before this kernel, only its own value
+    fields_at_most: bool = False  # every 4-bit ID field at most its own (unsigned)
+    at_most: bool = False  # a value at most its own
+    subset: bool = False  # only bits it has itself
+
+    def accepts(self, v: int, own: int, kernel: tuple[int, int] | None) -> bool:
+        if v == own:
+            return True
+        if self.equal or kernel is None:
+            return False
+        if self.equal_before is not None and kernel < self.equal_before:
+            return False
+        if self.fields_at_most:
+            return all((v >> s) & 0xF <= (own >> s) & 0xF for s in range(0, 64, 4))
+        if self.at_most:
+            return v <= own
+        if self.subset:
+            return v & ~own == 0
+        return self.equal_before is not None
+
+    def describe(self) -> str:
+        since = (f" (before Linux {self.equal_before[0]}.{self.equal_before[1]} only its "
+                 "own value)") if self.equal_before else ""
+        if self.fields_at_most:
+            return "a value whose every 4-bit field is at most its own" + since
+        if self.at_most:
+            return "a value at most its own" + since
+        if self.subset:
+            return "only bits it has itself" + since
+        if self.equal_before is not None:
+            return (f"any value from Linux {self.equal_before[0]}.{self.equal_before[1]} on, "
+                    "only its own before")
+        return "only its own value"
+
+
+@dataclass(frozen=True)
 class RegisterRule:
     registers: tuple[int, ...]
     reason: str
@@ -79,6 +176,9 @@ class RegisterRule:
     insert: Insert | None = None
     set_if: Condition | None = None
     accel: str | None = None  # None: any accelerator
+    keep_if: Condition | None = None  # KVM: the stream lacks it, the destination keeps its own
+    refuse: bool = False  # any difference in it is refused, with this rule's reason
+    groups: tuple[str, ...] = ()  # register groups the rule covers too (GROUPS)
 
 
 @dataclass(frozen=True)
@@ -92,6 +192,37 @@ class SubsectionRule:
 
 
 @dataclass(frozen=True)
+class WriteRule:
+    """A KVM destination validates the value written to these registers."""
+
+    registers: tuple[int, ...]
+    groups: tuple[str, ...]
+    accepts: Accepts
+    reason: str
+    source: str
+
+
+CLIDR_EL1 = 0x603000000013C801
+CCSIDR_DEMUX = 0x6020000000110000  # | CSSELR value (0..13), U32
+
+
+def ccsidr_index(reg: int) -> int | None:
+    """The CSSELR value of a CCSIDR demux register id, or None."""
+    return reg & 0xFF if reg & ~0xFF == CCSIDR_DEMUX else None
+
+
+def in_group(reg: int, group: str) -> bool:
+    if group == "id_registers":
+        return is_id_register(reg)
+    if group == "ccsidr_demux":
+        return ccsidr_index(reg) is not None
+    raise KnowledgeError(f"unknown register group {group!r}")
+
+
+GROUPS = ("id_registers", "ccsidr_demux")
+
+
+@dataclass(frozen=True)
 class Knowledge:
     revision: str
     stable_models: frozenset[str]
@@ -100,10 +231,21 @@ class Knowledge:
     id_registers_source: str
     subsections: tuple[SubsectionRule, ...]
 
+    writes: tuple[WriteRule, ...] = ()
+
     def rule_for(self, reg: int, accel: str) -> RegisterRule | None:
         for r in self.registers:
-            if reg in r.registers and (r.accel is None or r.accel == accel):
+            if (reg in r.registers or any(in_group(reg, g) for g in r.groups)) and \
+                    (r.accel is None or r.accel == accel):
                 return r
+        return None
+
+    def write_rule(self, reg: int) -> WriteRule | None:
+        """How a KVM destination checks a written value of ``reg`` (None: it takes any
+        value, the register is guest state)."""
+        for w in self.writes:
+            if reg in w.registers or any(in_group(reg, g) for g in w.groups):
+                return w
         return None
 
     def subsection(self, name: str) -> SubsectionRule | None:
@@ -130,12 +272,32 @@ def _int(v: Any, where: str) -> int:
     raise KnowledgeError(f"{where}: expected an integer, not {v!r}")
 
 
+def _field_test(t: Any, where: str) -> FieldTest:
+    if not isinstance(t, dict) or set(t) != {"register", "mask", "value_is"}:
+        raise KnowledgeError(f"{where}: a field test is a table of register, mask, value_is")
+    return FieldTest(_reg(t["register"], where), _int(t["mask"], where),
+                     _int(t["value_is"], where))
+
+
 def _condition(t: Any, where: str) -> Condition:
-    if isinstance(t, dict) and set(t) == {"mask", "value_is"}:
-        return Condition(value_is=_int(t["value_is"], where), mask=_int(t["mask"], where))
-    if not isinstance(t, dict) or len(t) != 1:
+    if not isinstance(t, dict):
+        raise KnowledgeError(f"{where}: a condition is a table")
+    t = dict(t)
+    when: tuple[FieldTest, ...] = ()
+    if "when" in t:
+        tests = t.pop("when")
+        if not isinstance(tests, list) or not tests:
+            raise KnowledgeError(f"{where}: when is a non-empty list of field tests")
+        when = tuple(_field_test(x, where) for x in tests)
+        if not t:
+            return Condition(when=when)
+    if set(t) == {"mask", "value_is"}:
+        return Condition(value_is=_int(t["value_is"], where), mask=_int(t["mask"], where),
+                         when=when)
+    if len(t) != 1:
         raise KnowledgeError(f"{where}: a condition is one of any, value_is (optionally with "
-                             "mask), value_in, equals_low32_of, differs_only_in")
+                             "mask), value_in, equals_low32_of, differs_only_in, "
+                             "outside_clidr, with or without when")
     ((k, v),) = t.items()
     if k == "value_in":
         if not isinstance(v, list) or len(v) != 2:
@@ -143,16 +305,74 @@ def _condition(t: Any, where: str) -> Condition:
         lo, hi = _int(v[0], where), _int(v[1], where)
         if lo > hi:
             raise KnowledgeError(f"{where}: value_in [{lo}, {hi}] is empty")
-        return Condition(value_in=(lo, hi))
+        return Condition(value_in=(lo, hi), when=when)
     if k == "any" and v is True:
-        return Condition(any=True)
+        return Condition(any=True, when=when)
+    if k == "outside_clidr" and v is True:
+        return Condition(outside_clidr=True, when=when)
     if k == "value_is":
-        return Condition(value_is=_int(v, where))
+        return Condition(value_is=_int(v, where), when=when)
     if k == "equals_low32_of":
-        return Condition(equals_low32_of=_reg(v, where))
+        return Condition(equals_low32_of=_reg(v, where), when=when)
     if k == "differs_only_in":
-        return Condition(differs_only_in=_int(v, where))
+        return Condition(differs_only_in=_int(v, where), when=when)
     raise KnowledgeError(f"{where}: unknown condition {k!r}")
+
+
+def _kernel(v: Any, where: str) -> tuple[int, int]:
+    parsed = kernel_version(v) if isinstance(v, str) else None
+    if parsed is None:
+        raise KnowledgeError(f"{where}: a kernel version is a string such as \"6.3\"")
+    return parsed
+
+
+def kernel_version(release: str) -> tuple[int, int] | None:
+    """``6.12.118+deb13-arm64`` -> (6, 12); None if it does not start with N.N."""
+    head = release.split("-")[0].split("+")[0].split(".")
+    try:
+        return int(head[0]), int(head[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def _accepts(t: Any, where: str) -> Accepts:
+    if not isinstance(t, dict) or not t:
+        raise KnowledgeError(f"{where}: accepts is a table")
+    extra = set(t) - {"equal", "equal_before", "fields_at_most", "at_most", "subset"}
+    if extra:
+        raise KnowledgeError(f"{where}: unknown accepts keys {sorted(extra)}")
+    kinds = [k for k in ("equal", "fields_at_most", "at_most", "subset") if t.get(k) is True]
+    if len(kinds) > 1 or (kinds == ["equal"] and "equal_before" in t) or \
+            (not kinds and "equal_before" not in t):
+        raise KnowledgeError(f"{where}: accepts is equal, or equal_before with at most one of "
+                             "fields_at_most, at_most, subset")
+    return Accepts(equal="equal" in kinds,
+                   equal_before=_kernel(t["equal_before"], where) if "equal_before" in t
+                   else None,
+                   fields_at_most="fields_at_most" in kinds, at_most="at_most" in kinds,
+                   subset="subset" in kinds)
+
+
+def _registers(t: dict[str, Any], where: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    names = t.get("registers", [])
+    groups = t.get("groups", [])
+    if not isinstance(names, list) or not isinstance(groups, list) or not (names or groups):
+        raise KnowledgeError(f"{where}: registers (and groups) must be a non-empty list")
+    for g in groups:
+        if g not in GROUPS:
+            raise KnowledgeError(f"{where}: unknown group {g!r} (known: {', '.join(GROUPS)})")
+    return tuple(_reg(x, where) for x in names), tuple(groups)
+
+
+def _write(t: Any, where: str) -> WriteRule:
+    if not isinstance(t, dict):
+        raise KnowledgeError(f"{where}: must be a table")
+    extra = set(t) - {"registers", "groups", "accepts", "reason", "source"}
+    if extra:
+        raise KnowledgeError(f"{where}: unknown keys {sorted(extra)}")
+    regs, groups = _registers(t, where)
+    return WriteRule(regs, groups, _accepts(t.get("accepts"), where),
+                     _text(t, "reason", where), _text(t, "source", where))
 
 
 def _insert(t: Any, where: str) -> Insert:
@@ -208,24 +428,31 @@ def parse_knowledge(data: dict[str, Any], where: str = "knowledge base") -> Know
     regs: list[RegisterRule] = []
     for n, t in enumerate(data.get("register", []), 1):
         w = f"{where}: register entry {n}"
-        names = t.get("registers")
-        if not isinstance(names, list) or not names:
-            raise KnowledgeError(f"{w}: registers must be a non-empty list")
+        names, groups = _registers(t, w)
         accel = t.get("accel")
         if accel not in (None, "tcg", "kvm"):
             raise KnowledgeError(f"{w}: accel must be tcg or kvm")
+        refuse = t.get("refuse", False)
+        if not isinstance(refuse, bool):
+            raise KnowledgeError(f"{w}: refuse is true or false")
         rule = RegisterRule(
-            registers=tuple(_reg(x, w) for x in names), reason=_text(t, "reason", w),
+            registers=names, reason=_text(t, "reason", w),
             source=_text(t, "source", w),
             drop_if=_condition(t["drop_if"], w) if "drop_if" in t else None,
             insert=_insert(t["insert"], w) if "insert" in t else None,
-            set_if=_condition(t["set_if"], w) if "set_if" in t else None, accel=accel)
-        if rule.drop_if is None and rule.insert is None and rule.set_if is None:
-            raise KnowledgeError(f"{w}: says neither drop_if, insert nor set_if")
+            set_if=_condition(t["set_if"], w) if "set_if" in t else None, accel=accel,
+            keep_if=_condition(t["keep_if"], w) if "keep_if" in t else None,
+            refuse=refuse, groups=groups)
+        actions = (rule.drop_if, rule.insert, rule.set_if, rule.keep_if)
+        if refuse == any(a is not None for a in actions):
+            raise KnowledgeError(f"{w}: says one or more of drop_if, insert, set_if, keep_if, "
+                                 "or refuse = true alone")
+        if (rule.keep_if is not None or refuse) and accel != "kvm":
+            raise KnowledgeError(f"{w}: keep_if and refuse are for accel = \"kvm\"")
         if rule.set_if is not None and rule.set_if.differs_only_in is None:
             raise KnowledgeError(f"{w}: set_if takes differs_only_in")
-        extra = set(t) - {"registers", "reason", "source", "drop_if", "insert", "set_if",
-                          "accel"}
+        extra = set(t) - {"registers", "groups", "reason", "source", "drop_if", "insert",
+                          "set_if", "accel", "keep_if", "refuse"}
         if extra:
             raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
         regs.append(rule)
@@ -247,9 +474,11 @@ def parse_knowledge(data: dict[str, Any], where: str = "knowledge base") -> Know
     models = data.get("stable_models", [])
     if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
         raise KnowledgeError(f"{where}: stable_models must be a list of model names")
+    writes = tuple(_write(t, f"{where}: kvm_write entry {n}")
+                   for n, t in enumerate(data.get("kvm_write", []), 1))
     return Knowledge(str(data.get("revision", "")), frozenset(models), tuple(regs),
                      _text(ids[0], "reason", f"{where}: id_registers"),
-                     _text(ids[0], "source", f"{where}: id_registers"), tuple(subs))
+                     _text(ids[0], "source", f"{where}: id_registers"), tuple(subs), writes)
 
 
 _CACHE: Knowledge | None = None

@@ -32,7 +32,7 @@ from migproxy.arm.knowledge import Knowledge, RegisterRule
 from migproxy.arm.manifest import Manifest
 from migproxy.arm.registers import describe, format_id, is_id_register
 
-Action = Literal["drop", "insert", "set", "remove"]
+Action = Literal["drop", "insert", "set", "remove", "keep"]
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,22 @@ class Change:
     new: int | None
     why: str  # the rule's reason, or "opted in"
     guest_visible: bool = False  # a change the guest can notice (opt-in only)
+    # "keep" (KVM) changes nothing in the stream: a register the stream lacks keeps the
+    # destination's own value (old None, new that value), or the destination kernel
+    # accepts the stream's value of a register it validates (old == new)
 
     def describe(self) -> str:
         def hx(v: int | None) -> str:
             return "-" if v is None else f"0x{v:x}"
 
+        keep = (f"keep {self.what} = {hx(self.new)} (the destination's own; the stream lacks "
+                "it)" if self.old is None else
+                f"keep {self.what} = {hx(self.old)} (the destination kernel accepts it)")
         text = {"drop": f"drop {self.what} = {hx(self.old)}",
                 "insert": f"insert {self.what} = {hx(self.new)}",
                 "set": f"set {self.what} {hx(self.old)} -> {hx(self.new)}",
-                "remove": f"remove subsection {self.what}"}[self.action]
+                "remove": f"remove subsection {self.what}",
+                "keep": keep}[self.action]
         return text + (" (guest-visible, opted in)" if self.guest_visible else "")
 
     def explain(self) -> str:
@@ -75,8 +82,12 @@ class CpuPlan:
         return bool(self.refusals)
 
 
-def _name(reg: int) -> str:
+def register_name(reg: int) -> str:
+    """``ID_AA64DFR0_EL1 (0x603000000013c028)``: how plans and refusals name a register."""
     return f"{describe(reg)} ({format_id(reg)})"
+
+
+_name = register_name
 
 
 def model_constants(manifests: Iterable[Manifest], cpu: str) -> dict[int, int]:
@@ -187,6 +198,17 @@ def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mappin
                 out[reg] = dst[reg]
                 plan.changes.append(Change("set", _name(reg), src[reg], dst[reg],
                                            benign.reason))
+    reconcile_subsections(plan, subsections, src, dest, kb)
+    plan.indexes = sorted(out)
+    plan.values = [out[i] for i in plan.indexes]
+    return plan
+
+
+def reconcile_subsections(plan: CpuPlan, subsections: Mapping[str, bytes],
+                          src: Mapping[int, int], dest: Manifest, kb: Knowledge) -> None:
+    """Add to ``plan`` the subsections the destination does not expect for this CPU:
+    removed when a knowledge-base rule's conditions hold, refused otherwise."""
+    where = dest.host + f" ({dest.machine}, {dest.cpu})"
     for name, payload in subsections.items():
         if name in dest.subsections:
             continue
@@ -212,9 +234,6 @@ def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mappin
         assert s is not None
         plan.remove_subsections.append(name)
         plan.changes.append(Change("remove", name, None, None, s.reason))
-    plan.indexes = sorted(out)
-    plan.values = [out[i] for i in plan.indexes]
-    return plan
 
 
 def _names(r: RegisterRule) -> dict[int, str]:

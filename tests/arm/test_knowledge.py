@@ -267,7 +267,8 @@ def test_the_error_names_the_entry_number() -> None:
 
 def test_an_entry_that_says_nothing_is_rejected() -> None:
     rejected(minimal(register=[entry(drop_if=None)]),
-             "register entry 1: says neither drop_if, insert nor set_if")
+             "register entry 1: says one or more of drop_if, insert, set_if, keep_if, "
+             "or refuse = true alone")
 
 
 @pytest.mark.parametrize("cond", [{"value_is": 0}, {"any": True},
