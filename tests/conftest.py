@@ -71,6 +71,8 @@ def real_stream(name: str) -> bytes:
 
 
 REAL_STREAMS = sorted(p.name[: -len(".mig.xz")] for p in DATA.glob("*.mig.xz"))
+# Streams saved under KVM (tests/data/kvm/README.md), named for real_stream: "kvm/linux-...".
+KVM_STREAMS = sorted(f"kvm/{p.name[: -len('.mig.xz')]}" for p in (DATA / "kvm").glob("*.mig.xz"))
 
 
 @pytest.fixture(scope="session")

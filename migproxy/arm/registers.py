@@ -26,7 +26,16 @@ Text forms (:meth:`text`, accepted back by :func:`parse_register`):
 
 * AArch64: ``S3_0_C0_C6_0`` (the assembler's generic name),
 * AArch32: ``cp15 crn0 crm1 opc1 0 opc2 2``; 64-bit: ``cp15 crm2 opc1 0 (64-bit)``;
-  a secure (``ns == 0``) instance gets `` (S)`` appended.
+  a secure (``ns == 0``) instance gets `` (S)`` appended,
+* CCSIDR demultiplexer: ``KVM_REG_ARM_DEMUX_CCSIDR(3)`` (KVM's ``KVM_REG_ARM_DEMUX_ID_CCSIDR``
+  with CSSELR value 3; this is also its name, see :func:`name_of`); the form printed before,
+  ``KVM CCSIDR demux (CSSELR 3)``, is still accepted,
+* other KVM families: ``KVM demultiplexed register 1 value 3``,
+  ``KVM core register offset 0 (64-bit)``, ``KVM SVE register 1024 (2048-bit)``,
+  ``KVM firmware register 7``, ``KVM firmware feature bitmap 9``.
+
+Every text :func:`describe` prints is accepted back by :func:`parse_register` and gives the
+same id.
 
 Names come from :mod:`migproxy.arm.regnames` (see its docstring for the naming rules).  A secure
 instance of a named AArch32 register is shown as ``NAME (S)``.
@@ -69,6 +78,10 @@ _U64_MAX: Final = (1 << 64) - 1
 _AA32_FIELD_BITS: Final = AA32_NS_BIT | (0xF << 16) | 0x7FFF
 # Bits between the size field and the coprocessor field that must be zero in every id.
 _RESERVED_BITS: Final = 0x000F_FFFF_F000_0000
+
+# KVM_REG_ARM_DEMUX_ID_MASK / KVM_REG_ARM_DEMUX_VAL_MASK: bits 8..15 and 0..7 of the index.
+DEMUX_ID_CCSIDR: Final = 0
+DEMUX_CCSIDR_BASE: Final = ARCH_ARM64 | SIZE_U32 | (KVM_ARM64_DEMUX << COPROC_SHIFT)
 
 _FAMILY_NAMES: Final = {
     KVM_ARM64_CORE: "KVM core register",
@@ -196,19 +209,37 @@ class OtherEncoding:
     def to_id(self) -> int:
         return self.raw
 
+    @property
+    def csselr(self) -> int | None:
+        """The CSSELR value of a CCSIDR demultiplexer id, ``None`` for any other id."""
+        if self.family == KVM_ARM64_DEMUX and self.index >> 8 == DEMUX_ID_CCSIDR:
+            return self.index & 0xFF
+        return None
+
     def text(self) -> str:
         family = self.family
         if family == KVM_ARM64_DEMUX:
-            demux_id, value = self.index >> 8, self.index & 0xFF
-            if demux_id == 0:
-                return f"KVM CCSIDR demux (CSSELR {value})"
-            return f"KVM demultiplexed register {demux_id} value {value}"
-        if family == KVM_ARM64_CORE:
-            return f"KVM core register offset {self.index} ({self.size_bytes * 8}-bit)"
-        return f"{_FAMILY_NAMES[family]} {self.index}"
+            csselr = self.csselr
+            if csselr is not None:
+                return f"KVM_REG_ARM_DEMUX_CCSIDR({csselr})"
+            return f"KVM demultiplexed register {self.index >> 8} value {self.index & 0xFF}"
+        text = f"{_FAMILY_TEXT[family]} {self.index}"
+        return text if family in _FIXED_SIZES else f"{text} ({self.size_bytes * 8}-bit)"
 
     def __str__(self) -> str:
         return self.text()
+
+
+# Text of each KVM family for OtherEncoding.text (the demultiplexer has its own forms), and
+# the sizes of the families whose size is fixed (the others print it).
+_FAMILY_TEXT: Final = {
+    KVM_ARM64_CORE: "KVM core register offset",
+    KVM_ARM64_SVE: "KVM SVE register",
+    KVM_ARM64_FW: "KVM firmware register",
+    KVM_ARM64_FW_FEAT_BMAP: "KVM firmware feature bitmap",
+}
+_FIXED_SIZES: Final = {KVM_ARM64_FW: SIZE_U64, KVM_ARM64_FW_FEAT_BMAP: SIZE_U64,
+                       KVM_ARM64_DEMUX: SIZE_U32}
 
 
 Encoding = AArch64Encoding | AArch32Encoding | OtherEncoding
@@ -229,10 +260,10 @@ def _validate_other(raw: int) -> None:
     size = raw & SIZE_MASK
     if family not in _FAMILY_NAMES:
         raise ValueError(f"{raw:#018x}: unknown KVM register family {family:#x}")
-    if family in (KVM_ARM64_FW, KVM_ARM64_FW_FEAT_BMAP) and size != SIZE_U64:
-        raise ValueError(f"{raw:#018x}: firmware registers are 64-bit")
-    if family == KVM_ARM64_DEMUX and size != SIZE_U32:
-        raise ValueError(f"{raw:#018x}: demultiplexed registers are 32-bit")
+    fixed = _FIXED_SIZES.get(family)
+    if fixed is not None and size != fixed:
+        bits = 8 << (fixed >> SIZE_SHIFT)
+        raise ValueError(f"{raw:#018x}: a {_FAMILY_NAMES[family]} is {bits}-bit")
     if size >> SIZE_SHIFT > 8:
         raise ValueError(f"{raw:#018x}: invalid size field")
 
@@ -332,7 +363,8 @@ _SECURE_SUFFIX: Final = " (S)"
 def name_of(reg_id: int) -> str | None:
     """Architectural name of ``reg_id``, or ``None`` if it is not in the table.
 
-    A secure instance of a named AArch32 register is returned as ``"NAME (S)"``.
+    A secure instance of a named AArch32 register is returned as ``"NAME (S)"``, a CCSIDR
+    demultiplexer id as ``"KVM_REG_ARM_DEMUX_CCSIDR(<csselr>)"``.
     Raises ``ValueError`` if ``reg_id`` is not a well-formed id.
     """
     name = _NAME_BY_ID.get(reg_id)
@@ -343,6 +375,8 @@ def name_of(reg_id: int) -> str | None:
         ns_name = _NAME_BY_ID.get(reg_id | AA32_NS_BIT)
         if ns_name is not None:
             return ns_name + _SECURE_SUFFIX
+    if isinstance(enc, OtherEncoding) and enc.csselr is not None:
+        return enc.text()
     return None
 
 
@@ -375,10 +409,27 @@ _AA32_RE: Final = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 
+# KVM families (after whitespace is collapsed to single spaces).
+_DEMUX_CCSIDR_RE: Final = re.compile(
+    r"kvm_reg_arm_demux(?:_id)?_ccsidr ?\( ?([0-9]+) ?\)"
+    r"|kvm ccsidr demux \(csselr ([0-9]+)\)",  # the form printed before
+    re.IGNORECASE,
+)
+_DEMUX_RE: Final = re.compile(r"kvm demultiplexed register ([0-9]+) value ([0-9]+)",
+                              re.IGNORECASE)
+_KVM_FAMILY_BY_TEXT: Final = {text.upper(): family for family, text in _FAMILY_TEXT.items()}
+_KVM_FAMILY_RE: Final = re.compile(
+    "(" + "|".join(re.escape(t) for t in _FAMILY_TEXT.values()) + r") ([0-9]+)"
+    r"(?: \(([0-9]+)-bit\))?",
+    re.IGNORECASE,
+)
+
 _PARSE_HELP: Final = (
     "expected a hex id (0x...), a decimal id, a register name, "
     "S<op0>_<op1>_C<crn>_C<crm>_<op2>, 'cp<n> crn<n> crm<n> opc1 <n> opc2 <n>' "
-    "or 'cp<n> crm<n> opc1 <n> 64-bit', optionally followed by '(S)'"
+    "or 'cp<n> crm<n> opc1 <n> 64-bit', optionally followed by '(S)', "
+    "KVM_REG_ARM_DEMUX_CCSIDR(<csselr>) or a KVM family text such as "
+    "'KVM firmware register 7' or 'KVM core register offset 0 (64-bit)'"
 )
 
 
@@ -403,13 +454,56 @@ def _parse_aa32(text: str, m: re.Match[str]) -> int:
         raise ValueError(f"{text!r}: {exc}") from None
 
 
+def _kvm_id(text: str, family: int, index: int, size: int) -> int:
+    if index > 0xFFFF:
+        raise ValueError(f"{text!r}: index {index} does not fit in 16 bits")
+    return _id_from_number(text, ARCH_ARM64 | size | family << COPROC_SHIFT | index)
+
+
+def _size_field(text: str, bits: int) -> int:
+    for field_value in range(9):
+        if 8 << field_value == bits:
+            return field_value << SIZE_SHIFT
+    raise ValueError(f"{text!r}: a KVM register is 8, 16, ... or 2048 bits, not {bits}")
+
+
+def _parse_kvm(text: str, s: str) -> int | None:
+    """The id of a KVM family text form (see :meth:`OtherEncoding.text`), or ``None``."""
+    m = _DEMUX_CCSIDR_RE.fullmatch(s)
+    if m:
+        return _demux_id(text, DEMUX_ID_CCSIDR, int(m.group(1) or m.group(2)))
+    m = _DEMUX_RE.fullmatch(s)
+    if m:
+        return _demux_id(text, int(m.group(1)), int(m.group(2)))
+    m = _KVM_FAMILY_RE.fullmatch(s)
+    if m is None:
+        return None
+    family = _KVM_FAMILY_BY_TEXT[m.group(1).upper()]
+    fixed = _FIXED_SIZES.get(family)
+    if m.group(3) is not None:
+        size = _size_field(text, int(m.group(3)))
+    elif fixed is not None:
+        size = fixed
+    else:
+        raise ValueError(f"{text!r}: give the size, e.g. '{m.group(0)} (64-bit)'")
+    return _kvm_id(text, family, int(m.group(2)), size)
+
+
+def _demux_id(text: str, demux_id: int, value: int) -> int:
+    if demux_id > 0xFF or value > 0xFF:
+        raise ValueError(f"{text!r}: demultiplexer id and value are 8-bit")
+    return _kvm_id(text, KVM_ARM64_DEMUX, demux_id << 8 | value, SIZE_U32)
+
+
 def parse_register(text: str) -> int:
     """Parse a register given as id, name or encoding text and return its 64-bit id.
 
     Accepted: ``0x6030000000139820`` (hex id), ``6931039826524297248`` (decimal id), a
     name from the table or an alias (case-insensitive; ``NAME (S)`` for the secure
     instance of an AArch32 register), ``S3_0_C0_C6_0``, ``cp14 crn0 crm5 opc1 3 opc2 0``,
-    ``cp15 crm2 opc1 0 (64-bit)``, each optionally followed by ``(S)``.
+    ``cp15 crm2 opc1 0 (64-bit)``, each optionally followed by ``(S)``, and the KVM
+    family forms of :meth:`OtherEncoding.text` (``KVM_REG_ARM_DEMUX_CCSIDR(3)``, also the
+    older ``KVM CCSIDR demux (CSSELR 3)``; ``KVM firmware register 7``...).
     Raises ``ValueError`` with an explanation for anything else.
     """
     if not isinstance(text, str):
@@ -440,6 +534,9 @@ def parse_register(text: str) -> int:
     m = _AA32_RE.fullmatch(s)
     if m:
         return _parse_aa32(text, m)
+    kvm_id = _parse_kvm(text, s)
+    if kvm_id is not None:
+        return kvm_id
     raise ValueError(f"unknown register {text!r}; {_PARSE_HELP}")
 
 

@@ -23,6 +23,7 @@ from migproxy.arm.registers import (
     name_of,
     parse_register,
 )
+from tests.conftest import KVM_STREAMS, REAL_STREAMS, cpus, real_stream, run_engine
 
 # --------------------------------------------------------------------------------------
 # Worked examples (docs/qemu-migration-format.md 8.5, verified against real streams)
@@ -122,6 +123,27 @@ def test_aa32_round_trip(enc: AArch32Encoding) -> None:
     )
     assert parse_register(enc.text()) == reg_id
     assert parse_register(describe(reg_id)) == reg_id
+
+
+kvm_other_ids = st.builds(
+    lambda family, size, index: 0x6000_0000_0000_0000 | size << 52 | family << 16 | index,
+    st.sampled_from([0x10, 0x11, 0x14, 0x15, 0x16]),
+    st.integers(0, 8),
+    st.integers(0, 0xFFFF),
+)
+
+
+@given(kvm_other_ids)
+def test_kvm_family_texts_round_trip(reg_id: int) -> None:
+    try:
+        enc = decode(reg_id)
+    except ValueError:
+        return
+    assert isinstance(enc, OtherEncoding)
+    assert parse_register(enc.text()) == reg_id
+    assert parse_register(describe(reg_id)) == reg_id
+    name = name_of(reg_id)
+    assert name is None or parse_register(name) == reg_id
 
 
 @given(st.integers(0, (1 << 64) - 1))
@@ -254,7 +276,11 @@ def test_other_encodings_describe_their_family() -> None:
     assert describe(0x6030000000140000) == "KVM_REG_ARM_PSCI_VERSION"
     assert describe(0x6030000000140007) == "KVM firmware register 7"
     assert describe(0x6030000000160009) == "KVM firmware feature bitmap 9"
-    assert describe(0x6020000000110002) == "KVM CCSIDR demux (CSSELR 2)"
+    assert describe(0x6020000000110002) == "KVM_REG_ARM_DEMUX_CCSIDR(2)"
+    assert name_of(0x6020000000110002) == "KVM_REG_ARM_DEMUX_CCSIDR(2)"
+    assert describe(0x6020000000110103) == "KVM demultiplexed register 1 value 3"
+    assert name_of(0x6020000000110103) is None
+    assert describe(0x6080000000150400) == "KVM SVE register 1024 (2048-bit)"
     core = decode(0x6030000000100000)
     assert isinstance(core, OtherEncoding)
     assert core.family == 0x10
@@ -301,6 +327,16 @@ def test_format_id() -> None:
         ("TTBR0_64", encode_aa32(15, 0, 2, 0, 0, is64=True)),
         ("TTBR0", encode_aa32(15, 2, 0, 0, 0)),
         ("KVM_REG_ARM_VENDOR_HYP_BMAP_2", 0x6030000000160003),
+        ("KVM_REG_ARM_DEMUX_CCSIDR(3)", 0x6020000000110003),
+        ("kvm_reg_arm_demux_ccsidr ( 13 )", 0x602000000011000D),
+        ("KVM_REG_ARM_DEMUX_ID_CCSIDR(0)", 0x6020000000110000),
+        ("KVM CCSIDR demux (CSSELR 3)", 0x6020000000110003),  # printed by older versions
+        ("KVM demultiplexed register 1 value 3", 0x6020000000110103),
+        ("KVM firmware register 7", 0x6030000000140007),
+        ("KVM firmware register 0", 0x6030000000140000),
+        ("kvm firmware feature bitmap  9", 0x6030000000160009),
+        ("KVM core register offset 4 (32-bit)", 0x6020000000100004),
+        ("KVM SVE register 1024 (2048-bit)", 0x6080000000150400),
     ],
 )
 def test_parse_register_accepted_forms(text: str, expected: int) -> None:
@@ -324,6 +360,12 @@ def test_parse_register_accepted_forms(text: str, expected: int) -> None:
         ("cp15 crm2 opc1 0", "needs crn and opc2"),
         ("cp15 crn1 crm2 opc1 0 opc2 0 (64-bit)", "crn=0"),
         ("ID_AA64ISAR0_EL1 (S)", "secure"),
+        ("KVM_REG_ARM_DEMUX_CCSIDR(256)", "8-bit"),
+        ("KVM demultiplexed register 256 value 0", "8-bit"),
+        ("KVM core register offset 4", "give the size"),
+        ("KVM SVE register 1 (24-bit)", "not 24"),
+        ("KVM firmware register 7 (32-bit)", "is 64-bit"),
+        ("KVM firmware register 65536", "16 bits"),
     ],
 )
 def test_parse_register_errors(text: str, message: str) -> None:
@@ -576,6 +618,18 @@ _OBSERVED_STREAM_IDS_TEXT = """
     0x603000000013F519 0x603000000013F551 0x603000000013F687 0x603000000013FF11 0x603000000013FF12
 """
 OBSERVED_STREAM_IDS = [int(word, 16) for word in _OBSERVED_STREAM_IDS_TEXT.split()]
+
+
+@pytest.mark.parametrize("name", REAL_STREAMS + KVM_STREAMS)
+def test_every_printed_name_of_a_stream_register_parses_back(name: str) -> None:
+    states = cpus(run_engine([real_stream(name)])[2])
+    ids = {r for c in states for r in c.indexes}
+    assert ids
+    for reg_id in ids:
+        assert parse_register(describe(reg_id)) == reg_id, format_id(reg_id)
+        assert parse_register(decode(reg_id).text()) == reg_id, format_id(reg_id)
+        reg_name = name_of(reg_id)
+        assert reg_name is None or parse_register(reg_name) == reg_id, format_id(reg_id)
 
 
 def test_every_register_seen_in_real_streams_has_a_name() -> None:
