@@ -280,8 +280,10 @@ def _field_test(t: Any, where: str) -> FieldTest:
 
 
 def _condition(t: Any, where: str) -> Condition:
+    kinds = ("a condition is one of any, value_is (optionally with mask), value_in, "
+             "equals_low32_of, differs_only_in, outside_clidr, with or without when")
     if not isinstance(t, dict):
-        raise KnowledgeError(f"{where}: a condition is a table")
+        raise KnowledgeError(f"{where}: {kinds}")
     t = dict(t)
     when: tuple[FieldTest, ...] = ()
     if "when" in t:
@@ -295,9 +297,7 @@ def _condition(t: Any, where: str) -> Condition:
         return Condition(value_is=_int(t["value_is"], where), mask=_int(t["mask"], where),
                          when=when)
     if len(t) != 1:
-        raise KnowledgeError(f"{where}: a condition is one of any, value_is (optionally with "
-                             "mask), value_in, equals_low32_of, differs_only_in, "
-                             "outside_clidr, with or without when")
+        raise KnowledgeError(f"{where}: {kinds}")
     ((k, v),) = t.items()
     if k == "value_in":
         if not isinstance(v, list) or len(v) != 2:
@@ -357,7 +357,8 @@ def _registers(t: dict[str, Any], where: str) -> tuple[tuple[int, ...], tuple[st
     names = t.get("registers", [])
     groups = t.get("groups", [])
     if not isinstance(names, list) or not isinstance(groups, list) or not (names or groups):
-        raise KnowledgeError(f"{where}: registers (and groups) must be a non-empty list")
+        raise KnowledgeError(f"{where}: registers must be a non-empty list (or groups "
+                             "given)")
     for g in groups:
         if g not in GROUPS:
             raise KnowledgeError(f"{where}: unknown group {g!r} (known: {', '.join(GROUPS)})")

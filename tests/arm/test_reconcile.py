@@ -508,7 +508,10 @@ def test_plan_reconciles_against_the_chosen_manifest() -> None:
     assert result(plan)[ISAR0] == 0x11120
 
 
-def test_destination_opt_in_and_accel_reach_the_plan() -> None:
+def test_destination_opt_in_reaches_the_plan_and_the_stream_says_its_accelerator() -> None:
+    """The accelerator is the stream's own (only a KVM list has the firmware registers):
+    a TCG stream stays under the TCG rules whatever the route says, and a KVM stream finds
+    no manifest in a TCG set."""
     src = manifest("10.0.2", "virt-10.0", "cortex-a57")
     values = {**src.values, TCR2: 5}
     ids = sorted(values)
@@ -516,7 +519,11 @@ def test_destination_opt_in_and_accel_reach_the_plan() -> None:
     _m, tcg = Destination.load("qemu-10.0.2").plan("virt-10.0", ids, vals, {}, 22)
     assert len(tcg.refusals) == 1 and tcg.refusals[0].startswith(name(TCR2))
     _m, kvm = Destination.load("qemu-10.0.2", accel="kvm").plan("virt-10.0", ids, vals, {}, 22)
-    assert kvm.refusals == [] and TCR2 not in kvm.indexes
+    assert kvm.refusals == tcg.refusals
+    psci = 0x6030000000140000
+    with pytest.raises(NoManifest, match="saved under KVM .* has only TCG manifests"):
+        Destination.load("qemu-10.0.2").plan("virt-10.0", [*ids, psci], [*vals, 0x10001],
+                                             {}, 22)
     _m, opted = Destination.load("qemu-10.0.2", opt_in=frozenset({TCR2})).plan(
         "virt-10.0", ids, vals, {}, 22)
     assert opted.refusals == [] and opted.changes[0].guest_visible
