@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migproxy.arm.registers import describe, is_id_register, parse_register
+from migproxy.arm.registers import AA64_SYSREG_BASE, describe, is_id_register, parse_register
 from migproxy.stream.errors import MigproxyError
 
 PATH = Path(__file__).resolve().parent / "knowledge.toml"
@@ -29,14 +29,19 @@ class FieldTest:
     the stream lacks fails the test)."""
 
     register: int
-    mask: int
-    value: int
+    mask: int = 0
+    value: int = 0
+    absent: bool = False  # instead: the stream does not list the register at all
 
     def holds(self, others: Mapping[int, int]) -> bool:
         v = others.get(self.register)
+        if self.absent:
+            return v is None
         return v is not None and v & self.mask == self.value
 
     def describe(self) -> str:
+        if self.absent:
+            return f"the stream does not list {describe(self.register)}"
         return f"{describe(self.register)} & 0x{self.mask:x} == 0x{self.value:x}"
 
 
@@ -136,13 +141,19 @@ class Accepts:
     fields_at_most: bool = False  # every 4-bit ID field at most its own (unsigned)
     at_most: bool = False  # a value at most its own
     subset: bool = False  # only bits it has itself
+    any: bool = False  # any value (vCPU configuration, not a feature)
+    fixed_mask: int = 0  # bits that must equal its own ...
+    fixed_before: tuple[int, int] | None = None  # ... before this kernel (None: always)
 
     def accepts(self, v: int, own: int, kernel: tuple[int, int] | None) -> bool:
-        if v == own:
+        if v == own or self.any:
             return True
         if self.equal or kernel is None:
             return False
         if self.equal_before is not None and kernel < self.equal_before:
+            return False
+        if (v ^ own) & self.fixed_mask and (self.fixed_before is None or
+                                            kernel < self.fixed_before):
             return False
         if self.fields_at_most:
             return all((v >> s) & 0xF <= (own >> s) & 0xF for s in range(0, 64, 4))
@@ -155,6 +166,12 @@ class Accepts:
     def describe(self) -> str:
         since = (f" (before Linux {self.equal_before[0]}.{self.equal_before[1]} only its "
                  "own value)") if self.equal_before else ""
+        if self.fixed_mask:
+            until = (f" before Linux {self.fixed_before[0]}.{self.fixed_before[1]}"
+                     if self.fixed_before else "")
+            since += f", with bits 0x{self.fixed_mask:x} equal to its own{until}"
+        if self.any:
+            return "any value"
         if self.fields_at_most:
             return "a value whose every 4-bit field is at most its own" + since
         if self.at_most:
@@ -211,15 +228,30 @@ def ccsidr_index(reg: int) -> int | None:
     return reg & 0xFF if reg & ~0xFF == CCSIDR_DEMUX else None
 
 
+def is_pmu_register(reg: int) -> bool:
+    """The PMUv3 registers KVM lists for a vCPU with a PMU: PMINTENSET/CLR_EL1 (op1 0, CRn
+    9, CRm 14), PMCR_EL0 ... PMOVSSET_EL0 (op1 3, CRn 9, CRm 12..14), PMEVCNTR<n>_EL0,
+    PMEVTYPER<n>_EL0 and PMCCFILTR_EL0 (op1 3, CRn 14, CRm 8..15); not PMMIR_EL1 (an ID
+    register). Arm ARM D23.5."""
+    if reg & ~0xFFFF != AA64_SYSREG_BASE or is_id_register(reg):
+        return False
+    op0, op1, crn, crm = reg >> 14 & 3, reg >> 11 & 7, reg >> 7 & 0xF, reg >> 3 & 0xF
+    return op0 == 3 and ((op1 == 0 and crn == 9 and crm == 14) or
+                         (op1 == 3 and crn == 9 and 12 <= crm <= 14) or
+                         (op1 == 3 and crn == 14 and crm >= 8))
+
+
 def in_group(reg: int, group: str) -> bool:
     if group == "id_registers":
         return is_id_register(reg)
     if group == "ccsidr_demux":
         return ccsidr_index(reg) is not None
+    if group == "pmu":
+        return is_pmu_register(reg)
     raise KnowledgeError(f"unknown register group {group!r}")
 
 
-GROUPS = ("id_registers", "ccsidr_demux")
+GROUPS = ("id_registers", "ccsidr_demux", "pmu")
 
 
 @dataclass(frozen=True)
@@ -234,19 +266,16 @@ class Knowledge:
     writes: tuple[WriteRule, ...] = ()
 
     def rule_for(self, reg: int, accel: str) -> RegisterRule | None:
-        for r in self.registers:
-            if (reg in r.registers or any(in_group(reg, g) for g in r.groups)) and \
-                    (r.accel is None or r.accel == accel):
-                return r
-        return None
+        """The entry for ``reg``: one that names it, else one of a group it is in."""
+        mine = [r for r in self.registers if r.accel is None or r.accel == accel]
+        return next((r for r in mine if reg in r.registers), None) or \
+            next((r for r in mine if any(in_group(reg, g) for g in r.groups)), None)
 
     def write_rule(self, reg: int) -> WriteRule | None:
         """How a KVM destination checks a written value of ``reg`` (None: it takes any
-        value, the register is guest state)."""
-        for w in self.writes:
-            if reg in w.registers or any(in_group(reg, g) for g in w.groups):
-                return w
-        return None
+        value, the register is guest state): the entry that names it, else its group's."""
+        return next((w for w in self.writes if reg in w.registers), None) or \
+            next((w for w in self.writes if any(in_group(reg, g) for g in w.groups)), None)
 
     def subsection(self, name: str) -> SubsectionRule | None:
         for s in self.subsections:
@@ -273,8 +302,11 @@ def _int(v: Any, where: str) -> int:
 
 
 def _field_test(t: Any, where: str) -> FieldTest:
+    if isinstance(t, dict) and set(t) == {"register", "absent"} and t["absent"] is True:
+        return FieldTest(_reg(t["register"], where), absent=True)
     if not isinstance(t, dict) or set(t) != {"register", "mask", "value_is"}:
-        raise KnowledgeError(f"{where}: a field test is a table of register, mask, value_is")
+        raise KnowledgeError(f"{where}: a field test is a table of register, mask, value_is "
+                             "(or register and absent = true)")
     return FieldTest(_reg(t["register"], where), _int(t["mask"], where),
                      _int(t["value_is"], where))
 
@@ -338,19 +370,28 @@ def kernel_version(release: str) -> tuple[int, int] | None:
 def _accepts(t: Any, where: str) -> Accepts:
     if not isinstance(t, dict) or not t:
         raise KnowledgeError(f"{where}: accepts is a table")
-    extra = set(t) - {"equal", "equal_before", "fields_at_most", "at_most", "subset"}
+    extra = set(t) - {"equal", "equal_before", "fields_at_most", "at_most", "subset", "any",
+                      "fixed"}
     if extra:
         raise KnowledgeError(f"{where}: unknown accepts keys {sorted(extra)}")
-    kinds = [k for k in ("equal", "fields_at_most", "at_most", "subset") if t.get(k) is True]
-    if len(kinds) > 1 or (kinds == ["equal"] and "equal_before" in t) or \
+    kinds = [k for k in ("equal", "fields_at_most", "at_most", "subset", "any")
+             if t.get(k) is True]
+    alone = kinds in (["equal"], ["any"])
+    if len(kinds) > 1 or (alone and ("equal_before" in t or "fixed" in t)) or \
             (not kinds and "equal_before" not in t):
-        raise KnowledgeError(f"{where}: accepts is equal, or equal_before with at most one of "
-                             "fields_at_most, at_most, subset")
+        raise KnowledgeError(f"{where}: accepts is equal or any alone, or equal_before and/or "
+                             "one of fields_at_most, at_most, subset (with fixed)")
+    fixed = t.get("fixed", {})
+    if not isinstance(fixed, dict) or (fixed and "mask" not in fixed) or \
+            set(fixed) - {"mask", "before"}:
+        raise KnowledgeError(f"{where}: fixed is a table of mask and, optionally, before")
     return Accepts(equal="equal" in kinds,
                    equal_before=_kernel(t["equal_before"], where) if "equal_before" in t
                    else None,
                    fields_at_most="fields_at_most" in kinds, at_most="at_most" in kinds,
-                   subset="subset" in kinds)
+                   subset="subset" in kinds, any="any" in kinds,
+                   fixed_mask=_int(fixed["mask"], where) if fixed else 0,
+                   fixed_before=_kernel(fixed["before"], where) if "before" in fixed else None)
 
 
 def _registers(t: dict[str, Any], where: str) -> tuple[tuple[int, ...], tuple[str, ...]]:

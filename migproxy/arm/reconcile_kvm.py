@@ -48,16 +48,6 @@ from migproxy.arm.knowledge import (
 from migproxy.arm.manifest import Manifest
 from migproxy.arm.reconcile import Change, CpuPlan, reconcile_subsections, register_name
 
-FW_FAMILIES = (0x0014, 0x0016, 0x0011)  # firmware, firmware bitmaps, demux (id bits 31:16)
-
-
-def is_kvm_list(indexes: Sequence[int]) -> bool:
-    """Whether a cpreg list is KVM's: only ``KVM_GET_REG_LIST`` has the firmware
-    pseudo-registers (PSCI version, SMCCC workarounds) and the CCSIDR demux registers;
-    QEMU's TCG list never does."""
-    return any((r >> 16) & 0xFFFF in FW_FAMILIES and r >> 32 in (0x60300000, 0x60200000)
-               for r in indexes)
-
 
 def reconcile_kvm(indexes: Sequence[int], values: Sequence[int],
                   subsections: Mapping[str, bytes], dest: Manifest, kb: Knowledge, *,
@@ -132,10 +122,11 @@ def reconcile_kvm(indexes: Sequence[int], values: Sequence[int],
             out[reg] = own
             plan.changes.append(Change("set", register_name(reg), have, own, "opted in", True))
         else:
+            what = w.reason.split(". ")[0].rstrip(".")
             plan.refusals.append(
                 f"{register_name(reg)} = 0x{have:x} in the stream, 0x{own:x} on {where} "
                 f"(bits 0x{have ^ own:x} differ): that kernel accepts {w.accepts.describe()}, "
-                "and setting its value changes what the guest reads")
+                f"and taking its value changes what the guest reads ({what})")
     reconcile_subsections(plan, subsections, src, dest, kb)
     plan.indexes = sorted(out)
     plan.values = [out[i] for i in plan.indexes]

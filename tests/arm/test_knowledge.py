@@ -89,8 +89,10 @@ def test_every_shipped_entry_has_a_reason_and_a_source() -> None:
 def test_every_shipped_register_name_resolves() -> None:
     kb = knowledge()
     for raw, rule in zip(_raw()["register"], kb.registers, strict=True):
-        assert rule.registers == tuple(parse_register(n) for n in raw["registers"])
-        for name, reg in zip(raw["registers"], rule.registers, strict=True):
+        names = raw.get("registers", [])
+        assert rule.registers == tuple(parse_register(n) for n in names)
+        assert rule.groups == tuple(raw.get("groups", []))
+        for name, reg in zip(names, rule.registers, strict=True):
             assert name_of(reg) == name
     wfxt = kb.subsection("cpu/wfxt-timer")
     assert wfxt is not None and wfxt.lacks_register == ISAR2
@@ -123,11 +125,14 @@ def test_kvm_only_rules_apply_only_under_kvm(name: str) -> None:
     assert kb.rule_for(reg, "tcg") is None
 
 
-def test_tcr2_under_kvm_may_be_dropped_whatever_its_value() -> None:
+def test_tcr2_under_kvm_may_be_dropped_or_kept_only_without_the_feature() -> None:
     rule = knowledge().rule_for(TCR2_EL1, "kvm")
-    assert rule is not None
-    assert rule.drop_if == Condition(any=True)
-    assert rule.insert == Insert(destination=True)
+    assert rule is not None and rule.drop_if is not None and rule.keep_if is not None
+    mmfr3 = parse_register("ID_AA64MMFR3_EL1")
+    for cond in (rule.drop_if, rule.keep_if):
+        assert cond.holds(0x1DE7EC7EDBADC0DE, {mmfr3: 0x1000000000000000})
+        assert not cond.holds(0, {mmfr3: 0x1})
+        assert not cond.holds(0, {})  # a stream without ID_AA64MMFR3_EL1 says nothing
 
 
 def test_rules_without_accel_apply_under_both() -> None:
@@ -459,3 +464,65 @@ def test_bad_masks_and_ranges(cond: dict[str, Any], message: str) -> None:
 def test_mask_and_range_descriptions() -> None:
     assert Condition(value_is=2, mask=0xF).describe({}) == "value & 0xf == 0x2"
     assert Condition(value_in=(1, 0x10)).describe({}) == "a value from 0x1 to 0x10"
+
+
+# -- the KVM kinds of entries ------------------------------------------------------------------
+
+
+def kvm_entry(**over: Any) -> dict[str, Any]:
+    return entry(**{"accel": "kvm", **over})
+
+
+def test_keep_if_refuse_and_groups_parse() -> None:
+    kb = parse_knowledge(minimal(register=[
+        kvm_entry(registers=None, groups=["ccsidr_demux"], drop_if=None,
+                  keep_if={"outside_clidr": True}),
+        kvm_entry(registers=None, groups=["pmu"], drop_if=None, refuse=True),
+        kvm_entry(drop_if={"when": [{"register": "HCR_EL2", "absent": True}]}),
+    ]))
+    demux, pmu, rmr = kb.registers
+    assert demux.keep_if == Condition(outside_clidr=True) and demux.groups == ("ccsidr_demux",)
+    assert pmu.refuse and kb.rule_for(parse_register("PMCR_EL0"), "kvm") is pmu
+    assert kb.rule_for(parse_register("PMCR_EL0"), "tcg") is None
+    assert rmr.drop_if is not None and rmr.drop_if.holds(5, {}) and \
+        not rmr.drop_if.holds(5, {parse_register("HCR_EL2"): 0})
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"keep_if": {"any": True}, "accel": None}, 'keep_if and refuse are for accel = "kvm"'),
+    ({"refuse": True}, "or refuse = true alone"),
+    ({"refuse": "yes", "drop_if": None}, "refuse is true or false"),
+    ({"groups": ["caches"]}, "unknown group 'caches'"),
+    ({"drop_if": {"when": []}}, "when is a non-empty list of field tests"),
+    ({"drop_if": {"when": [{"register": "HCR_EL2"}]}}, "a field test is a table"),
+])
+def test_bad_kvm_entries_are_named(over: dict[str, Any], message: str) -> None:
+    rejected(minimal(register=[kvm_entry(**over)]), message)
+
+
+@pytest.mark.parametrize(("accepts", "message"), [
+    ({}, "accepts is a table"),
+    ({"equal": True, "equal_before": "6.3"}, "accepts is equal or any alone"),
+    ({"at_most": True, "subset": True}, "accepts is equal or any alone"),
+    ({"equal_before": "six"}, "a kernel version is a string"),
+    ({"fields_at_most": True, "fixed": {"before": "7.3"}}, "fixed is a table of mask"),
+    ({"larger": True}, "unknown accepts keys ['larger']"),
+])
+def test_bad_kvm_write_entries_are_named(accepts: dict[str, Any], message: str) -> None:
+    rejected(minimal(kvm_write=[{"registers": ["CLIDR_EL1"], "accepts": accepts,
+                                 "reason": "r", "source": "s"}]), message)
+
+
+def test_accepts_per_kernel_version() -> None:
+    kb = parse_knowledge(minimal(kvm_write=[
+        {"registers": ["ID_AA64MMFR1_EL1"], "reason": "r", "source": "s",
+         "accepts": {"equal_before": "6.7", "fields_at_most": True,
+                     "fixed": {"mask": 0xF0, "before": "7.3"}}}]))
+    w = kb.write_rule(parse_register("ID_AA64MMFR1_EL1"))
+    assert w is not None and kb.write_rule(parse_register("ID_AA64MMFR0_EL1")) is None
+    a = w.accepts
+    assert a.accepts(0x11, 0x11, (6, 1)) and not a.accepts(0x10, 0x11, (6, 1))
+    assert a.accepts(0x10, 0x11, (6, 12)) and not a.accepts(0x12, 0x11, (6, 12))
+    assert not a.accepts(0x01, 0x11, (6, 12)) and a.accepts(0x01, 0x11, (7, 3))
+    assert not a.accepts(0x10, 0x11, None)  # an unknown kernel: only its own value
+    assert "before Linux 6.7" in a.describe() and "0xf0" in a.describe()

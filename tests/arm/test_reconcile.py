@@ -521,7 +521,7 @@ def test_destination_opt_in_reaches_the_plan_and_the_stream_says_its_accelerator
     _m, kvm = Destination.load("qemu-10.0.2", accel="kvm").plan("virt-10.0", ids, vals, {}, 22)
     assert kvm.refusals == tcg.refusals
     psci = 0x6030000000140000
-    with pytest.raises(NoManifest, match="saved under KVM .* has only TCG manifests"):
+    with pytest.raises(NoManifest, match=r"saved under KVM .* has only TCG manifests"):
         Destination.load("qemu-10.0.2").plan("virt-10.0", [*ids, psci], [*vals, 0x10001],
                                              {}, 22)
     _m, opted = Destination.load("qemu-10.0.2", opt_in=frozenset({TCR2})).plan(
