@@ -179,7 +179,8 @@ def load_specs(specs: Sequence[str]) -> list[ManifestSet]:
             out += [load_set(n) for n in names]
             continue
         p = Path(spec)
-        if p.is_dir() and not (SHIPPED / spec).is_dir() and not any(p.glob("*.json")):
+        shipped = "/" not in spec and (SHIPPED / spec).is_dir()
+        if p.is_dir() and not shipped and not any(p.glob("*.json")):
             subs = sorted(d for d in p.iterdir() if d.is_dir() and any(d.glob("*.json")))
             if not subs:
                 raise ManifestError(f"{p}: no manifest files (*.json) nor set directories")
@@ -532,7 +533,7 @@ def render_html(fleet: Fleet) -> str:
             *(f'<p class="note">{_e(n)}</p>' for n in fleet.notes)]
     for gi, g in enumerate(fleet.groups):
         body += _group_html(gi, g)
-    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>'
             f"<title>migproxy fleet view</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(body) + "\n</body></html>\n")
 
