@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from migproxy.arm.cpu_section import CpuLayoutError
-from migproxy.arm.destination import Destination
+from migproxy.arm.destination import Destination, where
 from migproxy.arm.knowledge import Knowledge, knowledge
 from migproxy.arm.manifest import (
     SHIPPED,
@@ -348,14 +348,10 @@ class Story:
         return ", ".join(parts)
 
 
-def _where(m: Manifest) -> str:
-    return f"QEMU {m.qemu} ({m.machine}, {m.cpu})"
-
-
 def story(group: Group, cell: Cell, *, everything: bool = False) -> Story:
     """The cell's :class:`Story` (changes grouped by their reason). A refused cell's story
     is its refusals: nothing is changed (``everything``: the changes too)."""
-    name = _where(group.hosts[cell.destination].manifest)
+    name = where(group.hosts[cell.destination].manifest)  # how the refusals name it
 
     def plain(text: str) -> str:
         return text.replace(name, "the destination")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from migproxy.arm.destination import where
 from migproxy.arm.knowledge import knowledge
 from migproxy.arm.manifest import SHIPPED, Manifest, load_set, shipped_sets
 from migproxy.arm.reconcile import CpuPlan, model_constants, reconcile
@@ -194,7 +195,7 @@ def test_text_has_the_matrix_legend_and_every_cell_once(kvm: Fleet) -> None:
     assert sorted(said) == sorted(expect)
     assert len(said) > len([ln for ln in lines if re.match(r"^\d+ -> \d+", ln)])  # grouped
     for c in (c for row in g.cells for c in row if c.verdict == REFUSED):
-        assert all(r.replace(fleet._where(g.hosts[c.destination].manifest),
+        assert all(r.replace(where(g.hosts[c.destination].manifest),
                              "the destination") in text for r in c.refusals)
 
 
