@@ -107,9 +107,32 @@ def _cmd_rewrite(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plan_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with a ``plan`` command line: a STREAM with --destination, or --fleet
+    with its own options, not a mix of the two."""
+    fleet_only = [o for o, v in (("--html", args.html), ("--svg", args.svg),
+                                 ("--json", args.json), ("--verbose", args.verbose)) if v]
+    if args.fleet is not None:
+        if args.stream is not None or args.destination:
+            return "give --fleet SPEC ... alone, or a STREAM with --destination, not both"
+        return None
+    if args.stream is None or not args.destination:
+        return "give a STREAM and --destination SET, or --fleet SPEC ..."
+    if fleet_only:
+        return f"{', '.join(fleet_only)}: only with --fleet"
+    return None
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     from migproxy.tools.offline import run_file
 
+    problem = _plan_usage(args)
+    if problem is not None:
+        args.parser.print_usage(sys.stderr)
+        _err(f"plan: {problem}")
+        return EXIT_USAGE
+    if args.fleet is not None:
+        return _cmd_plan_fleet(args)
     destination = _destination(args)
     assert destination is not None
     run = run_file(args.stream, destination=destination, dry_run=True)
@@ -126,6 +149,30 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             for line in rest.split("; "):
                 print(f"  {line}")
         return EXIT_STREAM
+    return EXIT_OK
+
+
+def _cmd_plan_fleet(args: argparse.Namespace) -> int:
+    from migproxy.arm.manifest import ManifestError
+    from migproxy.arm.registers import parse_register
+    from migproxy.tools import fleet
+
+    try:
+        opt_in = frozenset(parse_register(r) for r in args.allow_guest_visible or [])
+        sets = fleet.load_specs(args.fleet)
+    except (ValueError, ManifestError) as e:
+        _err(f"plan --fleet: {e}")
+        return EXIT_USAGE
+    view = fleet.compute(sets, opt_in=opt_in, opt_in_names=args.allow_guest_visible or ())
+    if args.json:
+        json.dump(fleet.to_json(view), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(fleet.render_text(view, verbose=args.verbose))
+    for path, render in ((args.html, fleet.render_html), (args.svg, fleet.render_svg)):
+        if path:
+            Path(path).write_text(render(view), encoding="utf-8")
+            print(f"wrote {path}", file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
 
 
@@ -333,11 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_destination_options(s)
     s.set_defaults(func=_cmd_rewrite)
 
-    s = sub.add_parser("plan", help="say what rewriting a saved stream for a destination "
-                                    "would change, and why (writes nothing)")
-    s.add_argument("stream")
-    _add_destination_options(s, required=True)
-    s.set_defaults(func=_cmd_plan)
+    s = sub.add_parser(
+        "plan", help="say what rewriting a saved stream for a destination would change, and "
+                     "why (writes nothing); or, with --fleet, which hosts migrate to which",
+        usage="migproxy plan STREAM --destination SET [--allow-guest-visible REG ...]\n"
+              "       migproxy plan --fleet SPEC [SPEC ...] [--html FILE] [--svg FILE] "
+              "[--json] [--allow-guest-visible REG ...] [--verbose]")
+    s.add_argument("stream", nargs="?", help="a saved stream (with --destination)")
+    _add_destination_options(s)
+    g = s.add_argument_group("the fleet view (instead of STREAM and --destination)")
+    g.add_argument("--fleet", nargs="+", metavar="SPEC",
+                   help="compare every pair of these hosts (one manifest each): a shipped "
+                        "set (linux-6.12-neoverse-n1-qemu-10.0.13), a glob of shipped set "
+                        "names ('linux-*-neoverse-n1-*', '*'), a manifest file or directory, "
+                        "or a directory of set directories (migproxy/arm/manifests)")
+    g.add_argument("--html", metavar="FILE", help="also write the view as an HTML page")
+    g.add_argument("--svg", metavar="FILE", help="also write the matrices as an SVG image")
+    g.add_argument("--json", action="store_true", help="print the view as JSON")
+    g.add_argument("--verbose", "-v", action="store_true",
+                   help="details per cell (not grouped), changes of refused cells included")
+    s.set_defaults(func=_cmd_plan, parser=s)
 
     s = sub.add_parser("cpregs", help="register list tools")
     ssub = s.add_subparsers(dest="cpregs_command", required=True, metavar="ACTION")
