@@ -59,12 +59,14 @@ NOTE_GUEST_STATE = (
     "checked again on each migration. A manifest has no subsection payloads: a cell marked "
     "'?' migrates only if the guest's state meets the condition shown.")
 
-SAME, MIGRATES, GUEST_VISIBLE, REFUSED, NOT_COMPARED = (
-    "same", "migrates", "migrates, guest-visible", "refused", "not compared")
+SAME, AS_IS, MIGRATES, GUEST_VISIBLE, REFUSED, NOT_COMPARED = (
+    "same", "as is", "migrates", "migrates, guest-visible", "refused", "not compared")
 
 LEGEND: tuple[tuple[str, str, str], ...] = (
     # (verdict, code, meaning)
     (SAME, "=", "same: nothing changes"),
+    (AS_IS, "A", "as is: the destination loads the stream unchanged; N registers differ "
+                 "(An), each kept by a rule (KVM)"),
     (MIGRATES, "M", "migrates: N changes (Mn), none guest-visible"),
     (GUEST_VISIBLE, "G", "migrates with guest-visible changes (opted in; Gn changes)"),
     (REFUSED, "R", "refused (Rn: n refusals)"),
@@ -125,7 +127,8 @@ class Cell:
     def code(self) -> str:
         """The short code of the matrix: ``=``, ``M3``, ``G1``, ``R20``, ``x``, with
         ``?`` appended when the cell depends on the guest's state."""
-        base = {SAME: "=", NOT_COMPARED: "x", MIGRATES: f"M{len(self.changes)}",
+        base = {SAME: "=", NOT_COMPARED: "x", AS_IS: f"A{len(self.changes)}",
+                MIGRATES: f"M{len(self.changes)}",
                 GUEST_VISIBLE: f"G{len(self.changes)}",
                 REFUSED: f"R{len(self.refusals)}"}[self.verdict]
         return base + (CONDITIONAL_MARK if self.conditions else "")
@@ -283,8 +286,10 @@ def compare(src: Manifest, dst: Manifest, dest: Destination, s: int = 0, d: int 
         verdict = REFUSED
     elif any(c.guest_visible for c in changes):
         verdict = GUEST_VISIBLE
+    elif not changes:
+        verdict = SAME
     else:
-        verdict = MIGRATES if changes else SAME
+        verdict = AS_IS if all(c.action == "keep" for c in changes) else MIGRATES
     return Cell(s, d, verdict, tuple(changes), tuple(refusals),
                 tuple(conditions) if verdict != REFUSED else ())
 
@@ -440,7 +445,8 @@ def to_json(fleet: Fleet) -> dict[str, Any]:
 
 # -- HTML and SVG -----------------------------------------------------------------------------
 
-COLOURS: dict[str, str] = {SAME: "#d9d9d9", MIGRATES: "#7fc97f", GUEST_VISIBLE: "#fdc05a",
+COLOURS: dict[str, str] = {SAME: "#d9d9d9", AS_IS: "#a6cee3", MIGRATES: "#7fc97f",
+                           GUEST_VISIBLE: "#fdc05a",
                            REFUSED: "#e8747c", NOT_COMPARED: "#ffffff"}
 CONDITIONAL_COLOUR = "#c6e9c0"  # a cell that migrates only if the guest's state allows
 

@@ -15,9 +15,11 @@ from migproxy.arm.destination import where
 from migproxy.arm.knowledge import knowledge
 from migproxy.arm.manifest import SHIPPED, Manifest, load_set, shipped_sets
 from migproxy.arm.reconcile import CpuPlan, model_constants, reconcile
+from migproxy.arm.reconcile_kvm import reconcile_kvm
 from migproxy.cli import main
 from migproxy.tools import fleet
 from migproxy.tools.fleet import (
+    AS_IS,
     GUEST_VISIBLE,
     MIGRATES,
     NOT_COMPARED,
@@ -129,10 +131,13 @@ def test_different_host_cpus_are_not_compared(kvm: Fleet) -> None:
 def _reconcile(src: Manifest, dst: Manifest, payload: bytes) -> CpuPlan:
     """The plan reconcile gives for a stream with the source manifest's state, every
     subsection of it carrying ``payload``."""
+    ids, values = [i for i, _v in src.cpregs], [v for _i, v in src.cpregs]
+    subsections = {n: payload for n in src.subsections}
+    if dst.accel == "kvm":
+        return reconcile_kvm(ids, values, subsections, dst, knowledge())
     ref = [m for n in shipped_sets() for m in load_set(n).manifests]
-    return reconcile([i for i, _v in src.cpregs], [v for _i, v in src.cpregs],
-                     {n: payload for n in src.subsections}, dst, knowledge(),
-                     accel=src.accel, model_values=model_constants(ref, dst.cpu))
+    return reconcile(ids, values, subsections, dst, knowledge(), accel=src.accel,
+                     model_values=model_constants(ref, dst.cpu))
 
 
 @pytest.mark.parametrize("which", ["tcg", "kvm"])
@@ -222,8 +227,8 @@ def test_json_has_every_cell(kvm: Fleet) -> None:
     (g,) = data["groups"]
     n = len(g["hosts"])
     assert len(g["cells"]) == n * n and data["kb_revision"] == kvm.kb_revision
-    assert {c["verdict"] for c in g["cells"]} <= {SAME, MIGRATES, GUEST_VISIBLE, REFUSED,
-                                                 NOT_COMPARED}
+    assert {c["verdict"] for c in g["cells"]} <= {SAME, AS_IS, MIGRATES, GUEST_VISIBLE,
+                                                 REFUSED, NOT_COMPARED}
 
 
 # -- the command line ------------------------------------------------------------------------
@@ -263,3 +268,23 @@ def test_plan_fleet_writes_text_json_html_svg(tmp_path: Path,
     assert main(["plan", "--fleet", "qemu-7.2.22", "qemu-11.1.3", "-v"]) == 0
     verbose = capsys.readouterr().out
     assert "1 -> 1 (same)" in verbose and "2 -> 1 (refused" in verbose
+
+
+def test_kvm_upgrades_migrate_and_a_cell_that_changes_nothing_is_as_is(kvm: Fleet) -> None:
+    """Under KVM a destination keeps its own value for registers the stream lacks and
+    accepts validated values it can take: a cell whose plan only keeps loads the stream
+    as it is (A). Every kernel upgrade of the shipped hosts migrates (A or M); the verdicts
+    agree with the kernels' order as the knowledge base says, not a typed list."""
+    from migproxy.arm.knowledge import kernel_version
+
+    seen = set()
+    for g in kvm.groups:
+        for src, dst, c in _pairs(g):
+            if c.verdict == NOT_COMPARED:
+                continue
+            keep_only = bool(c.changes) and all(x.action == "keep" for x in c.changes)
+            assert (c.verdict == AS_IS) == (keep_only and not c.refusals)
+            if kernel_version(src.kernel) < kernel_version(dst.kernel):
+                assert c.verdict in (AS_IS, MIGRATES), (src.host, dst.host, c.refusals)
+                seen.add(c.verdict)
+    assert seen == {AS_IS, MIGRATES}
