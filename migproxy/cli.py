@@ -287,8 +287,9 @@ def _add_daemon_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--allow-guest-visible", action="append", metavar="REGISTER",
                    help="with --destination: opt in to a guest-visible change of this "
                         "register (repeatable)")
-    g.add_argument("--accel", choices=("tcg", "kvm"),
-                   help="the accelerator of the VMs (default tcg)")
+    g.add_argument("--accel", choices=("auto", "tcg", "kvm"),
+                   help="the VMs' accelerator (default auto: each stream's register list "
+                        "says; tcg or kvm: a stream of the other kind is refused)")
     g.add_argument("--policy", choices=("passthrough", "abort"),
                    help="when the main channel is not understood (default: passthrough)")
     g.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
@@ -350,8 +351,8 @@ def _add_destination_options(p: argparse.ArgumentParser, *, required: bool = Fal
                         "manifest file or directory")
     p.add_argument("--allow-guest-visible", action="append", metavar="REGISTER",
                    help="opt in to a guest-visible change of this register (repeatable)")
-    p.add_argument("--accel", default="tcg", choices=("tcg", "kvm"),
-                   help="the accelerator of the stream's VM (default tcg)")
+    p.add_argument("--accel", default="auto", choices=("auto", "tcg", "kvm"),
+                   help="the stream's accelerator (default auto: its register list says)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,16 +32,19 @@ class ReconcileRefused(SectionRefused):
     context = "refused for the destination: "
 
 
+ACCELS = ("auto", "tcg", "kvm")
+
+
 @dataclass
 class Destination:
     manifests: ManifestSet
     kb: Knowledge = field(default_factory=knowledge)
-    accel: str = "tcg"
+    accel: str = "auto"  # auto: each stream's list says (KVM lists firmware registers)
     opt_in: frozenset[int] = frozenset()
     reference: tuple[Manifest, ...] = ()  # every manifest known (model constants)
 
     @classmethod
-    def load(cls, spec: str, *, accel: str = "tcg",
+    def load(cls, spec: str, *, accel: str = "auto",
              opt_in: frozenset[int] = frozenset()) -> Destination:
         ref = tuple(m for name in shipped_sets() for m in load_set(name).manifests)
         mset = load_set(spec)
@@ -59,6 +62,11 @@ class Destination:
             raise NoManifest(f"{self.name} has no manifest for machine type {machine} "
                              f"(it has: {have})")
         accel = "kvm" if is_kvm_list(indexes) else "tcg"
+        if self.accel not in ("auto", accel):
+            raise NoManifest(f"the route is for {self.accel.upper()} VMs and the stream was "
+                             f"saved under {accel.upper()} (its cpreg list "
+                             + ("is a host kernel's KVM_GET_REG_LIST)" if accel == "kvm" else
+                                "has no KVM firmware registers)"))
         candidates = [m for m in on_machine if m.accel == accel]
         if not candidates:
             raise NoManifest(

@@ -18,7 +18,7 @@ profiles load, numbers are finite and in range (:data:`LIMITS`).
     profile = ""                   # built-in name or file path ("": default, or destination's)
     destination = "qemu-11.1.3"    # rewrite for this destination's manifests (no profile set)
     allow_guest_visible = []       # registers a destination may change visibly (opt-in)
-    accel = "tcg"                  # tcg | kvm: the VMs' accelerator
+    accel = "auto"                 # auto | tcg | kvm: streams of the other kind are refused
     policy = "passthrough"         # passthrough | abort
     dry_run = false
     hold_cap = 67108864            # bytes of device state held back at most
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from migproxy.arm.destination import Destination
+from migproxy.arm.destination import ACCELS, Destination
 from migproxy.arm.profile import Profile, ProfileError, load_profile
 from migproxy.arm.registers import parse_register
 from migproxy.daemon.addresses import join_host_port
@@ -213,7 +213,7 @@ class RouteSettings:
     profile: str = ""  # "": the default profile, unless a destination is set
     destination: str = ""  # a manifest set (qemu-11.1.3), file or directory; "": none
     allow_guest_visible: tuple[str, ...] = ()  # registers a destination may change visibly
-    accel: str = "tcg"
+    accel: str = "auto"  # auto: each stream's own list says; tcg | kvm: others refused
     policy: Policy = Policy.PASSTHROUGH
     dry_run: bool = False
     hold_cap: int = DEFAULT_HOLD_CAP
@@ -339,8 +339,8 @@ def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSe
             changes[key] = _strings(v, f"{where}: allow_guest_visible must be a list of "
                                     "registers")
         elif key == "accel":
-            if v not in ("tcg", "kvm"):
-                raise ConfigError(f"{where}: accel must be tcg or kvm, not {v!r}")
+            if v not in ACCELS:
+                raise ConfigError(f"{where}: accel must be auto, tcg or kvm, not {v!r}")
             changes[key] = v
         elif key == "policy":
             if v not in tuple(Policy):

@@ -303,7 +303,7 @@ BAD_SETTINGS = [
     ("color = 1", "unknown key 'color'"),
     ("destination = 3", "destination must be a manifest set name or a path"),
     ("allow_guest_visible = 3", "allow_guest_visible must be a list of registers"),
-    ('accel = "hvf"', "accel must be tcg or kvm"),
+    ('accel = "hvf"', "accel must be auto, tcg or kvm"),
     ("profile = 1", "profile must be a name or a path"),
     ('policy = "drop"', "policy must be passthrough or abort"),
     ('policy = "ABORT"', "policy must be passthrough or abort"),
@@ -541,7 +541,7 @@ def test_a_destination_replaces_the_default_profile(tmp_path: Path) -> None:
     cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-10.0.13"\n' + ROUTE)
     (route,) = cfg.routes
     assert route.profile is None and route.destination is not None
-    assert route.destination.name == "qemu-10.0.13" and route.destination.accel == "tcg"
+    assert route.destination.name == "qemu-10.0.13" and route.destination.accel == "auto"
 
 
 def test_an_explicit_profile_overrides_the_destination(tmp_path: Path) -> None:
