@@ -163,6 +163,26 @@ class Accepts:
             return v & ~own == 0
         return self.equal_before is not None
 
+    def describe_for(self, kernel: tuple[int, int] | None) -> str:
+        """What a kernel of this version accepts (``describe`` for an unknown one)."""
+        if kernel is None:
+            return "only its own value (its kernel version is not known)"
+        if self.equal or (self.equal_before is not None and kernel < self.equal_before):
+            return "only its own value"
+        if self.fixed_mask and (self.fixed_before is None or kernel < self.fixed_before):
+            rest = Accepts(fields_at_most=self.fields_at_most, at_most=self.at_most,
+                           subset=self.subset, any=self.any, equal_before=(0, 0))
+            return f"{rest.describe_for(kernel)}, with bits 0x{self.fixed_mask:x} equal to its own"
+        if self.any:
+            return "any value"
+        if self.fields_at_most:
+            return "a value whose every 4-bit field is at most its own"
+        if self.at_most:
+            return "a value at most its own"
+        if self.subset:
+            return "only bits it has itself"
+        return "any value"
+
     def describe(self) -> str:
         since = (f" (before Linux {self.equal_before[0]}.{self.equal_before[1]} only its "
                  "own value)") if self.equal_before else ""

@@ -125,7 +125,8 @@ def reconcile_kvm(indexes: Sequence[int], values: Sequence[int],
             what = w.reason.split(". ")[0].rstrip(".")
             plan.refusals.append(
                 f"{register_name(reg)} = 0x{have:x} in the stream, 0x{own:x} on {where} "
-                f"(bits 0x{have ^ own:x} differ): that kernel accepts {w.accepts.describe()}, "
+                f"(bits 0x{have ^ own:x} differ): that kernel accepts "
+                f"{w.accepts.describe_for(kernel)}, "
                 f"and taking its value changes what the guest reads ({what})")
     reconcile_subsections(plan, subsections, src, dest, kb)
     plan.indexes = sorted(out)

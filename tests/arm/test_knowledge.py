@@ -526,3 +526,7 @@ def test_accepts_per_kernel_version() -> None:
     assert not a.accepts(0x01, 0x11, (6, 12)) and a.accepts(0x01, 0x11, (7, 3))
     assert not a.accepts(0x10, 0x11, None)  # an unknown kernel: only its own value
     assert "before Linux 6.7" in a.describe() and "0xf0" in a.describe()
+    assert a.describe_for((6, 1)) == "only its own value"
+    assert a.describe_for((6, 12)) == ("a value whose every 4-bit field is at most its own, "
+                                       "with bits 0xf0 equal to its own")
+    assert a.describe_for((7, 3)) == "a value whose every 4-bit field is at most its own"
