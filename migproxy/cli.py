@@ -219,9 +219,17 @@ def _cmd_manifest_capture(args: argparse.Namespace) -> int:
 
     from migproxy.tools.manifest import capture
 
-    m = capture(shlex.split(args.qemu), machine=args.machine, cpu=args.cpu, smp=args.smp,
-                accel=args.accel, host_cpu=args.host_cpu or "")
-    return _wrote_manifest(m, args.output)
+    machines = args.machine or ["virt-10.0"]
+    out = Path(args.output)
+    if len(machines) > 1 and out.suffix == ".json":
+        _err("with several --machine, -o is a directory (MACHINE-CPU.json in it)")
+        return EXIT_USAGE
+    for machine in machines:
+        m = capture(shlex.split(args.qemu), machine=machine, cpu=args.cpu, smp=args.smp,
+                    accel=args.accel, host_cpu=args.host_cpu or "")
+        _wrote_manifest(m, str(out if len(machines) == 1 and out.suffix == ".json"
+                               else out / f"{m.machine}-{m.cpu}.json"))
+    return EXIT_OK
 
 
 def _wrote_manifest(m: Manifest, output: str) -> int:
@@ -422,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--qemu", required=True, metavar="COMMAND",
                    help='the binary, or a command that runs it ("chroot ROOT /usr/bin/qemu-'
                         'system-aarch64")')
-    c.add_argument("--machine", default="virt-10.0")
+    c.add_argument("--machine", action="append", metavar="TYPE",
+                   help="machine type (default virt-10.0); repeat it for a set: -o is then "
+                        "a directory of MACHINE-CPU.json files")
     c.add_argument("--cpu", default="cortex-a57")
     c.add_argument("--smp", type=int, default=1)
     c.add_argument("--accel", default="tcg", choices=("tcg", "kvm"),
@@ -430,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "records this kernel's release and the CPU's MIDR")
     c.add_argument("--host-cpu", metavar="NAME",
                    help="KVM: a name for this host's CPU (default midr-0x<MIDR_EL1>)")
-    c.add_argument("-o", "--output", required=True, metavar="FILE")
+    c.add_argument("-o", "--output", required=True, metavar="FILE|DIR",
+                   help="a .json file, or a directory (a manifest set) to write into")
     c.set_defaults(func=_cmd_manifest_capture)
     f = msub.add_parser("from-stream", help="the manifest of the build that saved a stream")
     f.add_argument("stream")

@@ -278,3 +278,31 @@ def test_the_destination_chooses_the_kvm_rules_from_the_stream() -> None:
     m, p = dest.plan("virt-7.2", src.indexes, src.values, {}, 22)
     assert m.accel == "kvm" and not p.refused
     assert p.changes == plan(src, m).changes
+
+
+def test_a_directory_destination_is_read_again_when_its_host_recaptures(
+        tmp_path: Path) -> None:
+    """A destination host that recaptures its own manifest after a kernel upgrade (the
+    same file, the new kernel's list): the daemon's route plans the next migration against
+    it without a restart; a file caught half-written keeps the set read before."""
+    import os
+
+    host = HOSTS[0]
+    old, new = manifest(KERNELS[0], host), manifest(KERNELS[1], host)
+    f = tmp_path / "virt-7.2-host.json"
+    f.write_text(old.dumps())
+    os.utime(f, ns=(1, 1))
+    dest = Destination.load(str(tmp_path))
+    src = stream_cpu(KERNELS[1], host)
+    m, p = dest.plan("virt-7.2", src.indexes, src.values, {}, 22)
+    assert m.kernel == old.kernel and p.refused  # a rollback to the old kernel
+    f.write_text("{")  # a capture in progress
+    os.utime(f, ns=(2, 2))
+    assert not dest.refresh() and dest.manifests.manifests[0].kernel == old.kernel
+    f.write_text(new.dumps())
+    os.utime(f, ns=(3, 3))
+    m, p = dest.plan("virt-7.2", src.indexes, src.values, {}, 22)
+    assert m.kernel == new.kernel and not p.refused and not p.changes
+    assert not dest.refresh()  # nothing changed since
+    shipped = Destination.load(f"linux-{short(KERNELS[1])}-{host}-qemu-10.0.13")
+    assert shipped.spec == "" and not shipped.refresh()

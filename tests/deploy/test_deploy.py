@@ -522,3 +522,47 @@ def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
         if not ok:
             missing.append(str(rel))
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
+
+
+# ---------------------------------------------------------------- the manifest capture units
+
+CAPTURE_UNIT = ROOT / "deploy" / "systemd" / "migproxy-manifest.service"
+CAPTURE_PATH = ROOT / "deploy" / "systemd" / "migproxy-manifest.path"
+
+
+def test_capture_unit_runs_a_capture_the_cli_accepts(tmp_path):
+    """The unit's command line parses with the real CLI, writes a directory set, and the
+    directory is what the daemon's route reads (StateDirectory, readable by others)."""
+    from migproxy.cli import build_parser
+
+    s = _unit_settings(CAPTURE_UNIT.read_text(encoding="utf-8"))
+    (exec_start,) = s["Service.ExecStart"]
+    argv = exec_start.split()
+    assert argv[0] == UNIT_EXEC.split()[0]
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.manifest_command, args.accel, args.cpu) == (
+        "manifest", "capture", "kvm", "host")
+    assert len(args.machine) >= 2 and args.output == "/var/lib/migproxy/destination"
+    assert s["Service.StateDirectory"] == ["migproxy"]
+    assert s["Service.DeviceAllow"] == ["/dev/kvm rw"]
+    assert s["Unit.Before"] == ["migproxy.service"]
+    p = _unit_settings(CAPTURE_PATH.read_text(encoding="utf-8"))
+    assert p["Path.Unit"] == ["migproxy-manifest.service"]
+    assert p["Path.PathChanged"] == [argv[argv.index("--qemu") + 1]]
+
+
+def test_capture_units_pass_systemd_analyze_verify(tmp_path):
+    tool = _tool("systemd-analyze", "systemd")
+    exe = tmp_path / "migproxy"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    unit = tmp_path / CAPTURE_UNIT.name
+    unit.write_text(CAPTURE_UNIT.read_text(encoding="utf-8").replace(
+        "ExecStart=" + UNIT_EXEC.split()[0], f"ExecStart={exe}"), encoding="utf-8")
+    path = tmp_path / CAPTURE_PATH.name
+    path.write_text(CAPTURE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
+    r = subprocess.run([tool, "verify", str(unit), str(path)], capture_output=True,
+                       text=True, timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0, out
+    assert not [ln for ln in out.splitlines() if "migproxy-manifest" in ln], out

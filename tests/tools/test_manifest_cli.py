@@ -78,6 +78,28 @@ def test_capture_cli_on_a_lab_build(tmp_path: Path) -> None:
     assert load_manifest(out) == load_set("qemu-10.0.2").get("virt-10.0", "max")
 
 
+@pytest.mark.qemu
+def test_capture_of_several_machine_types_writes_a_set(tmp_path: Path) -> None:
+    """What a destination host runs for its own manifests: every machine type its VMs use,
+    into one directory that a route names as its destination."""
+    lab = require_lab("10.0.2")
+    v = lab.version("10.0.2")
+    out = tmp_path / "dst"
+    assert main(["manifest", "capture", "--qemu", " ".join(v.argv), "--machine", "virt-7.2",
+                 "--machine", "virt-10.0", "--cpu", "cortex-a57", "-o", str(out)]) == 0
+    got = load_set(str(out))
+    assert got.keys == [("virt-10.0", "cortex-a57"), ("virt-7.2", "cortex-a57")]
+    for m in got.manifests:
+        assert m == load_set("qemu-10.0.2").get(m.machine, "cortex-a57")
+
+
+def test_several_machine_types_need_a_directory(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["manifest", "capture", "--qemu", "/bin/false", "--machine", "virt-7.2",
+                 "--machine", "virt-10.0", "-o", str(tmp_path / "m.json")]) == 2
+    assert "-o is a directory" in capsys.readouterr().err
+
+
 def test_from_stream_of_a_kvm_stream_names_the_host(tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Under KVM the manifest records the kernel given and, by default, the host CPU by
