@@ -42,6 +42,7 @@ source "$SCRIPT_DIR/lib/debian-sources.sh"
 USERLAND_PKGS=(qemu-system-arm busybox-static socat kmod iproute2)
 L1_MODULES=(9p 9pnet_virtio virtio_pci virtio_mmio virtio_net)
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+L0_QEMU=/usr/bin/qemu-system-aarch64   # L0: installed by scripts/lab-setup.sh (10.0.2)
 
 export DEBIAN_FRONTEND=noninteractive
 T0=$(date +%s)
@@ -297,10 +298,13 @@ describe() {
     local json=$KVM/kvm-lab.json f
     if [[ -f $json ]]; then
         local newer=0
-        for f in "$KVM/base.cpio" "$KERNELS"/*/.ok; do [[ $f -nt $json ]] && newer=1; done
+        for f in "$KVM/base.cpio" "$KERNELS"/*/.ok "$L0_QEMU"; do
+            [[ $f -nt $json ]] && newer=1
+        done
         ((newer)) || return 0
     fi
-    KVM="$KVM" ROOTS="$ROOTS" KERNELS="$KERNELS" TICK="$LAB_DIR/tick.bin" python3 - <<'PY'
+    KVM="$KVM" ROOTS="$ROOTS" KERNELS="$KERNELS" TICK="$LAB_DIR/tick.bin" L0="$L0_QEMU" \
+    L0_LINE="$("$L0_QEMU" --version | head -n1)" python3 - <<'PY'
 import hashlib, json, os, time
 e = os.environ
 kvm, roots, kernels = e["KVM"], e["ROOTS"], e["KERNELS"]
@@ -328,6 +332,8 @@ desc = {
     "base_initramfs": os.path.join(kvm, "base.cpio"),
     "tick_sha256": hashlib.sha256(open(e["TICK"], "rb").read()).hexdigest(),
     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    # The cpreg lists depend on the CPU features L0 emulates, so on its version.
+    "l0": {"argv": [e["L0"]], "version_line": e["L0_LINE"]},
     "kernels": {},
     "qemu": {"7.2": qemu("bookworm", None), "10.0": qemu("trixie", "/trixie")},
 }
@@ -348,6 +354,7 @@ for key, k in desc["kernels"].items():
     print(f"  kernel {key:5} {k['release']:24} {k['package']} {k['version']}")
 for key, q in desc["qemu"].items():
     print(f"  qemu   {key:5} {q['version_line']}")
+print(f"  L0           {desc['l0']['version_line']}")
 PY
     log "wrote $json"
 }
@@ -372,8 +379,11 @@ if ((${#need[@]})); then
     apt-get install -y -q --no-install-recommends -o Dpkg::Use-Pty=0 "${need[@]}" >/dev/null
 fi
 
+[[ -x $L0_QEMU ]] || die "$L0_QEMU (L0) not found: run scripts/lab-setup.sh first"
 mkdir -p "$KVM/tmp" "$KERNELS" "$KVM/runs"
 chmod 1777 "$KVM/runs"
+# The harness keeps its run directories for inspection: forget those of last week.
+find "$KVM/runs" -mindepth 1 -maxdepth 1 -mtime +7 -exec rm -rf --one-file-system {} +
 # The two distributions are independent (network, then xz): one job each for the 2 CPUs.
 dist_bookworm > "$KVM/tmp/bookworm.log" 2>&1 &
 bookworm_pid=$!

@@ -413,11 +413,13 @@ class KvmLab:
     """The installed nested KVM lab.  ``KvmLab.load()`` never raises; check
     :meth:`available` (or :meth:`require`)."""
 
-    def __init__(self, kvm_dir: Path, desc: dict[str, Any] | None, reason: str | None,
-                 l0: Sequence[str] = (L0_QEMU,)) -> None:
+    def __init__(self, kvm_dir: Path, desc: dict[str, Any] | None, reason: str | None) -> None:
         self.kvm_dir = kvm_dir
         self.desc = desc or {}
-        self.l0 = tuple(l0)
+        l0 = self.desc.get("l0", {})
+        self.l0: tuple[str, ...] = tuple(l0.get("argv", (L0_QEMU,)))
+        """The command of L0 (the host's QEMU, TCG)."""
+        self.l0_version_line: str = l0.get("version_line", "")
         self.runs_dir = Path(self.desc.get("runs_dir", kvm_dir / "runs"))
         self.base_initramfs = Path(self.desc.get("base_initramfs", kvm_dir / "base.cpio"))
         self.kernels: dict[str, KvmKernel] = {}
