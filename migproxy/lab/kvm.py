@@ -9,7 +9,7 @@ through files in a 9p share; L1 powers off when its script ends.  Every wait has
 
 Typical use in a test::
 
-    kvm = require_kvm_lab()                  # tests/kvm/conftest.py: skip or fail
+    kvm = require_kvm_lab()                  # tests/conftest.py: skip, or fail
     saved = kvm.save_streams("6.12", "max")
     out = kvm.load_streams("6.1", "max", [LoadItem.of(saved.streams["7.2"])])
     assert not out[0].loaded                 # 6.12 lists more cpregs than 6.1 accepts
@@ -470,8 +470,9 @@ class KvmLab:
         return self._reason
 
     def require(self) -> KvmLab:
-        """This lab, or :class:`LabUnavailable` with the reason (tests/kvm/conftest.py
-        turns it into a skip, or a failure under ``MIGPROXY_REQUIRE_KVM_LAB=1``)."""
+        """This lab, or :class:`LabUnavailable` with the reason (``require_kvm_lab`` of
+        tests/conftest.py turns it into a skip, or a failure under
+        ``MIGPROXY_REQUIRE_KVM_LAB=1``)."""
         if self._reason is not None:
             raise LabUnavailable(self._reason)
         return self
@@ -601,7 +602,7 @@ class KvmLab:
                 raise KvmLabError(f"nested hosts not ready in {boot_timeout:.0f} s: "
                                   f"destination {dst.tail()}; source {src.tail()}")
             src.put("go", uri)
-            wait_until(lambda: src.has("done"), 360, alive=(src,))
+            wait_until(lambda: src.has("done"), MIGRATION_SECS + AFTER_SECS + 60, alive=(src,))
             # A destination that got a whole stream ends by itself; one that the source
             # never reached (a failed or refused migration) waits for the abort.
             completed = src.results("src").get("migration", "").startswith("completed")
