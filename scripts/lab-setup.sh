@@ -31,7 +31,8 @@ Q72=$LAB_DIR/qemu-7.2
 Q10_IN_ROOT=/opt/qemu-10.0.13
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 GUEST_SRC=$SCRIPT_DIR/../tests/guest/tick.S
-HOST_SOURCES=/etc/apt/sources.list.d/debian.sources
+# shellcheck source=lib/debian-sources.sh
+source "$SCRIPT_DIR/lib/debian-sources.sh"
 BACKPORTS_SOURCES=/etc/apt/sources.list.d/migproxy-lab-bookworm-backports.sources
 
 # Expected QEMU versions (extended regexes matched against "X.Y.Z").
@@ -50,27 +51,7 @@ die() { printf 'lab-setup: ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- helpers
 
 # The URI of the apt source entry that serves suite "bookworm" (deb822 file).
-mirror_uri() {
-    local uris="" suites="" line found="" words=()
-    check_entry() {
-        if [[ -n $uris && " $suites " == *" bookworm "* && -z $found ]]; then
-            found=$uris
-        fi
-        uris="" suites=""
-    }
-    [[ -r $HOST_SOURCES ]] || die "$HOST_SOURCES not found: cannot tell the Debian mirror"
-    while IFS= read -r line || [[ -n $line ]]; do
-        line=${line%%#*}
-        if [[ -z ${line//[[:space:]]/} ]]; then check_entry; continue; fi
-        case $line in
-            URIs:*) read -r -a words <<<"${line#URIs:}"; uris=${words[0]:-} ;;
-            Suites:*) read -r -a words <<<"${line#Suites:}"; suites=${words[*]} ;;
-        esac
-    done < "$HOST_SOURCES"
-    check_entry
-    [[ -n $found ]] || die "no entry with suite bookworm in $HOST_SOURCES"
-    echo "${found%/}"
-}
+mirror_uri() { source_uri bookworm || die "cannot tell the Debian mirror"; }
 
 APT_UPDATED=0
 apt_update_once() {

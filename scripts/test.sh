@@ -5,8 +5,10 @@
 #
 # 1. installs migproxy and its test dependencies (pip, editable);
 # 2. sets up the QEMU lab (QEMU 7.2, 10.0.2, 10.0.13 and 11.1.3 from Debian packages, the
-#    tick guest) with scripts/lab-setup.sh -- this needs root; without root the real-QEMU
-#    tests are skipped (and say so) unless MIGPROXY_REQUIRE_LAB=1;
+#    tick guest) with scripts/lab-setup.sh, and the nested KVM lab (arm64 Debian kernels
+#    running KVM under QEMU TCG) with scripts/kvm-lab-setup.sh -- this needs root; without
+#    root the real-QEMU tests are skipped (and say so) unless MIGPROXY_REQUIRE_LAB=1 (the
+#    KVM ones: MIGPROXY_REQUIRE_KVM_LAB=1);
 # 3. runs ruff, mypy and the whole pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +46,9 @@ if [ "$(id -u)" = 0 ]; then
     echo "== setting up the QEMU lab"
     bash scripts/lab-setup.sh
     export MIGPROXY_REQUIRE_LAB=${MIGPROXY_REQUIRE_LAB:-1}
+    echo "== setting up the nested KVM lab (arm64 kernels with KVM under QEMU TCG)"
+    bash scripts/kvm-lab-setup.sh
+    export MIGPROXY_REQUIRE_KVM_LAB=${MIGPROXY_REQUIRE_KVM_LAB:-1}
     echo "== tools for the deployment checks, the save-image tests and the benchmark smoke run"
     command -v systemd-analyze >/dev/null || apt-get install -y -q systemd >/dev/null
     command -v socat >/dev/null || apt-get install -y -q socat >/dev/null

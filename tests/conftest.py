@@ -1,5 +1,6 @@
 """Shared fixtures: synthetic streams, captured real streams, an engine driver, and the
-QEMU lab as a test sees it (skip, or fail under MIGPROXY_REQUIRE_LAB=1)."""
+QEMU labs as a test sees them (skip, or fail under MIGPROXY_REQUIRE_LAB=1 /
+MIGPROXY_REQUIRE_KVM_LAB=1)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from migproxy.arm.events import CpuState, seen_cpus
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.lab import Lab, LabUnavailable, get_lab
+from migproxy.lab.kvm import KvmLab, get_kvm_lab
 from migproxy.stream import wire
 from migproxy.stream.engine import EngineConfig, FeedResult, StreamEngine
 from migproxy.stream.events import ConfigurationFramed, Event
@@ -88,6 +91,14 @@ def cpus(engine: StreamEngine) -> list[CpuState]:
 
 
 REQUIRE_ENV = "MIGPROXY_REQUIRE_LAB"
+REQUIRE_KVM_ENV = "MIGPROXY_REQUIRE_KVM_LAB"
+
+
+def lab_unavailable(e: LabUnavailable, what: str, env: str) -> NoReturn:
+    """Skip the test, or (with ``env`` set to 1) fail it: the lab is missing."""
+    if os.environ.get(env) == "1":
+        raise LabUnavailable(f"{e} ({env}=1, so this is an error, not a skip)") from None
+    pytest.skip(f"{what} unavailable: {e}")
 
 
 def require_lab(*versions: str) -> Lab:
@@ -96,10 +107,16 @@ def require_lab(*versions: str) -> Lab:
     try:
         return get_lab().require(*versions)
     except LabUnavailable as e:
-        if os.environ.get(REQUIRE_ENV) == "1":
-            raise LabUnavailable(f"{e} ({REQUIRE_ENV}=1, so this is an error, "
-                                 "not a skip)") from None
-        pytest.skip(f"QEMU lab unavailable: {e}")
+        lab_unavailable(e, "QEMU lab", REQUIRE_ENV)
+
+
+def require_kvm_lab() -> KvmLab:
+    """The nested KVM lab, or skip the test; with ``MIGPROXY_REQUIRE_KVM_LAB=1`` (set by
+    scripts/test.sh as root) a missing lab fails."""
+    try:
+        return get_kvm_lab().require()
+    except LabUnavailable as e:
+        lab_unavailable(e, "nested KVM lab", REQUIRE_KVM_ENV)
 
 
 def tool_unavailable(reason: str) -> None:

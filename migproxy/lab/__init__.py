@@ -12,6 +12,9 @@ package reads.  Typical use in a test::
         assert lab.load_stream("10.0.2", s.path, "virt-10.0", "cortex-a57", 1,
                                expect_after=s.last_tick).ok
 
+The nested KVM lab (real arm64 KVM under QEMU TCG, ``scripts/kvm-lab-setup.sh``) is
+``migproxy.lab.kvm``.
+
 Stdlib only.  Chrooted versions need root, and every file a QEMU has to see
 must live below ``lab.work_dir`` (the harness copies/moves stream files there
 when needed; run directories, sockets and logs are always there).

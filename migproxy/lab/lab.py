@@ -113,6 +113,18 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None
             time.sleep(0.05)
 
 
+def read_description(path: Path, hint: str) -> tuple[dict[str, Any] | None, str | None]:
+    """A lab's JSON description and None, or None and why it cannot be read (``hint``
+    says how to set the lab up)."""
+    try:
+        desc: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, f"{path} not found: {hint}"
+    except (OSError, ValueError) as exc:
+        return None, f"cannot read {path}: {exc}"
+    return desc, None
+
+
 def stream_name(version: str, machine: str, cpu: str, smp: int) -> str:
     """File name of a reference stream, e.g. ``v10.0.2-virt-10.0-cortex-a57-smp1.mig``."""
     return f"v{version}-{machine}-{cpu}-smp{smp}.mig"
@@ -148,14 +160,7 @@ class Lab:
     @classmethod
     def load(cls, lab_dir: str | os.PathLike[str] | None = None) -> Lab:
         d = Path(lab_dir or os.environ.get("LAB_DIR") or DEFAULT_LAB_DIR)
-        path = d / "lab.json"
-        try:
-            desc = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls(d, None, f"{path} not found: {SETUP_HINT}")
-        except (OSError, ValueError) as exc:
-            return cls(d, None, f"cannot read {path}: {exc}")
-        return cls(d, desc, None)
+        return cls(d, *read_description(d / "lab.json", SETUP_HINT))
 
     def _check(self) -> str | None:
         if not self.versions:
