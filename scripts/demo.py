@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The migproxy demonstration: a running ARM guest moves from QEMU 10.0.2 to QEMU 10.0.13.
 
-    sudo scripts/demo.sh          # on a fresh Debian 12: installs everything, then runs this
+    scripts/demo.sh               # on a fresh Debian 12: installs everything, then runs this
     python3 scripts/demo.py       # once migproxy is installed and scripts/lab-setup.sh ran
 
 1. start a small ARM guest (the lab's tick guest: it prints ``tick N``) on QEMU 10.0.2;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The migproxy demonstration, in one command, on a fresh Debian 12 machine:
 #
-#   sudo scripts/demo.sh
+#   scripts/demo.sh          (as root, or as a user with sudo: it runs itself with sudo)
 #
 # 1. installs migproxy from this checkout (python -m pip install .) into its own virtual
 #    environment, $LAB_DIR/venv (Debian's Python is "externally managed": pip does not
@@ -25,7 +25,11 @@ export LAB_DIR DEBIAN_FRONTEND=noninteractive
 say() { printf '\n== %s\n' "$*"; }
 die() { printf '\ndemo.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
-[[ $(id -u) == 0 ]] || die "run as root (sudo scripts/demo.sh): it installs packages and runs QEMU in a chroot"
+if [[ $(id -u) != 0 ]]; then
+    # It installs packages and runs QEMU in a chroot: root, through sudo when there is one.
+    command -v sudo >/dev/null || die "run as root: it installs packages and runs QEMU in a chroot"
+    exec sudo --preserve-env=LAB_DIR,MIGPROXY_VENV,PYTHON "$0" "$@"
+fi
 
 say "installing migproxy from $(pwd) into $VENV"
 apt_install() {

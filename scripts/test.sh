@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian 12 machine, then run it.
 #
-#   sudo scripts/test.sh [pytest args...]
+#   scripts/test.sh [pytest args...]
+#
+# As a user with sudo it runs itself with sudo (the labs need root); as a user without
+# sudo it runs without the labs (their tests skip and say so).
 #
 # 1. installs migproxy and its test dependencies (pip, editable);
 # 2. sets up the QEMU lab (QEMU 7.2, 10.0.2, 10.0.13 and 11.1.3 from Debian packages, the
@@ -12,6 +15,9 @@
 # 3. runs ruff, mypy and the whole pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ] && [ -z "${MIGPROXY_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
+    exec sudo --preserve-env=PYTHON,MIGPROXY_VENV,LAB_DIR,MIGPROXY_NO_SUDO "$0" "$@"
+fi
 
 BASE_PYTHON=${PYTHON:-python3}
 VENV=${MIGPROXY_VENV:-.venv}
