@@ -214,7 +214,8 @@ def test_pmmir_and_bmap2_move_only_at_zero() -> None:
 def test_write_predicates_match_what_the_lab_kernels_did() -> None:
     """The loads measured in the nested lab (README, KVM matrix): 6.1 takes only its own
     ID values and cache geometry; 6.12 and 7.3 take lower ID fields and 6.1's geometry,
-    but 6.12 not a lower ID_AA64MMFR1_EL1.HCX; PSCI 1.1 goes up, 1.3 not down."""
+    but 6.12 neither a lower ID_AA64MMFR1_EL1.HCX nor another ID_AA64MMFR2_EL1.NV; PSCI 1.1
+    goes up, 1.3 not down."""
     k61, k612, k73 = (kernel_version(k) for k in KERNELS)
     dfr0 = KB.write_rule(parse_register("ID_AA64DFR0_EL1"))
     assert dfr0 is not None
@@ -225,6 +226,9 @@ def test_write_predicates_match_what_the_lab_kernels_did() -> None:
     assert mmfr1 is not None
     assert not mmfr1.accepts.accepts(0x10102010312122, 0x10112010312122, k612)
     assert mmfr1.accepts.accepts(0x10102010312122, 0x10112010312122, k73)
+    mmfr2 = KB.write_rule(parse_register("ID_AA64MMFR2_EL1"))
+    assert mmfr2 is not None  # NV: 7.3 says 0, 6.12 2 and refuses 0
+    assert not mmfr2.accepts.accepts(0x1221011110011011, 0x1221011112011011, k612)
     geometry = KB.write_rule(CLIDR_EL1)
     assert geometry is not None and geometry is KB.write_rule(0x6020000000110000)
     assert not geometry.accepts.accepts(0x2000021, 0x82000023, k61)

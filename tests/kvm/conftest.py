@@ -9,6 +9,7 @@ import pytest
 
 from migproxy.lab.kvm import KvmLab, SavedStreams
 from tests.conftest import require_kvm_lab
+from tests.kvm.kernel_matrix import Saves
 
 SaveStreams = Callable[..., SavedStreams]
 
@@ -31,3 +32,10 @@ def kvm_saves(kvm_lab: KvmLab) -> SaveStreams:
         return cache[key]
 
     return save
+
+
+@pytest.fixture(scope="session")
+def saves(kvm_lab: KvmLab, kvm_saves: SaveStreams,
+          tmp_path_factory: pytest.TempPathFactory) -> Saves:
+    """The saved streams with the destination manifests made from them."""
+    return Saves(kvm_lab, tmp_path_factory.mktemp("kvm-manifests"), kvm_saves)
