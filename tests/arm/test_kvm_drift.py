@@ -310,3 +310,20 @@ def test_a_directory_destination_is_read_again_when_its_host_recaptures(
     assert not dest.refresh()  # nothing changed since
     shipped = Destination.load(f"linux-{short(KERNELS[1])}-{host}-qemu-10.0.13")
     assert shipped.spec == "" and not shipped.refresh()
+
+
+def test_entries_for_older_kernels_guard_their_values() -> None:
+    """Entries the lab's kernels do not exercise (5.17's OS lock, 5.19's bitmaps): the
+    OS lock moves only while unlocked; a source without the bitmaps (every service) keeps
+    the destination's, which offer every service it supports; nothing drops them."""
+    oslsr = KB.rule_for(parse_register("OSLSR_EL1"), "kvm")
+    assert oslsr is not None and oslsr.drop_if is not None and oslsr.keep_if is not None
+    for cond in (oslsr.drop_if, oslsr.keep_if):
+        assert cond.holds(0x8) and not cond.holds(0xA)  # OSLK is bit 1
+    for name in ("KVM_REG_ARM_STD_BMAP", "KVM_REG_ARM_STD_HYP_BMAP",
+                 "KVM_REG_ARM_VENDOR_HYP_BMAP"):
+        rule = KB.rule_for(parse_register(name), "kvm")
+        assert rule is not None and rule.keep_if is not None and rule.drop_if is None
+        w = KB.write_rule(parse_register(name))
+        assert w is not None and w.accepts.accepts(0x1, 0x3, (6, 1))
+        assert not w.accepts.accepts(0x4, 0x3, (7, 3))
