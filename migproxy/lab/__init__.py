@@ -4,7 +4,7 @@ Set the lab up once with ``scripts/lab-setup.sh`` (root); it writes
 ``$LAB_DIR/lab.json`` (default ``/var/cache/migproxy-lab``), which this
 package reads.  Typical use in a test::
 
-    from tests.conftest import require_lab
+    from testkit.labs import require_lab
 
     def test_roundtrip(tmp_path):
         lab = require_lab("10.0.2")          # skips, or fails if MIGPROXY_REQUIRE_LAB=1

@@ -9,7 +9,7 @@ through files in a 9p share; L1 powers off when its script ends.  Every wait has
 
 Typical use in a test::
 
-    kvm = require_kvm_lab()                  # tests/conftest.py: skip, or fail
+    kvm = require_kvm_lab()                  # testkit/labs.py: skip, or fail
     saved = kvm.save_streams("6.12", "max")
     out = kvm.load_streams("6.1", "max", [LoadItem.of(saved.streams["7.2"])])
     assert not out[0].loaded                 # 6.12 lists more cpregs than 6.1 accepts
@@ -471,7 +471,7 @@ class KvmLab:
 
     def require(self) -> KvmLab:
         """This lab, or :class:`LabUnavailable` with the reason (``require_kvm_lab`` of
-        tests/conftest.py turns it into a skip, or a failure under
+        testkit/labs.py turns it into a skip, or a failure under
         ``MIGPROXY_REQUIRE_KVM_LAB=1``)."""
         if self._reason is not None:
             raise LabUnavailable(self._reason)

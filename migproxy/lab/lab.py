@@ -208,7 +208,7 @@ class Lab:
     def require(self, *versions: str) -> Lab:
         """This lab, if it (and each version) can be used here; else raise
         :class:`LabUnavailable` with the reason (the tests turn it into a skip, or, with
-        ``MIGPROXY_REQUIRE_LAB=1`` as in CI, a failure: see ``tests/conftest.py``)."""
+        ``MIGPROXY_REQUIRE_LAB=1`` as in CI, a failure: see ``testkit/labs.py``)."""
         reason = self.unavailable_reason(*versions)
         if reason is not None:
             raise LabUnavailable(reason)

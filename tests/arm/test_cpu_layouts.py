@@ -18,7 +18,7 @@ from migproxy.arm.cpu_layouts import (
 )
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import StreamEngine
-from tests.conftest import DATA, real_stream
+from testkit.streams import DATA, real_stream
 
 NAMES = sorted(p.name.removesuffix(".mig.xz") for p in DATA.glob("*.mig.xz"))
 

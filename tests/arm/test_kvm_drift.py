@@ -28,7 +28,7 @@ from migproxy.arm.manifest import Manifest, load_set
 from migproxy.arm.reconcile import CpuPlan
 from migproxy.arm.reconcile_kvm import reconcile_kvm
 from migproxy.arm.registers import parse_register
-from tests.conftest import cpus, run_engine
+from testkit.streams import cpus, run_engine
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kvm"
 STREAMS = json.loads((DATA / "streams.json").read_text())["streams"]

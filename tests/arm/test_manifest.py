@@ -21,7 +21,7 @@ from migproxy.arm.manifest import (
 from migproxy.arm.registers import is_id_register
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import StreamEngine
-from tests.conftest import REAL_STREAMS, real_stream
+from testkit.streams import REAL_STREAMS, real_stream
 
 
 def _engine(name: str) -> StreamEngine:

@@ -29,7 +29,7 @@ from migproxy.stream import wire
 from migproxy.stream.engine import EngineConfig, Mode, StreamEngine
 from migproxy.stream.events import DeviceStateHeld
 from migproxy.stream.vmdesc import FullSection, encode_description
-from tests.conftest import real_stream, run_engine, split_at, with_return_path
+from testkit.streams import real_stream, run_engine, split_at, with_return_path
 
 STREAMS = ["v10.0.2-virt-10.0-cortex-a57-smp1", "v10.0.2-virt-10.0-max-smp2",
            "v11.1.3-virt-10.0-max-smp2", "v7.2.22-virt-7.2-cortex-a57-smp1"]

@@ -142,7 +142,7 @@ def test_a_profile_can_remove_a_subsection_as_the_manifests_do() -> None:
     from migproxy.arm.destination import Destination
     from migproxy.arm.profile import parse_profile
     from migproxy.arm.rewriter import arm_engine_config
-    from tests.conftest import real_stream, run_engine
+    from testkit.streams import real_stream, run_engine
 
     prof = parse_profile(_WFXT_PROFILE)
     data = real_stream("v11.1.3-virt-10.0-cortex-a57-smp1")

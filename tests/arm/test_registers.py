@@ -23,7 +23,7 @@ from migproxy.arm.registers import (
     name_of,
     parse_register,
 )
-from tests.conftest import KVM_STREAMS, REAL_STREAMS, cpus, real_stream, run_engine
+from testkit.streams import KVM_STREAMS, REAL_STREAMS, cpus, real_stream, run_engine
 
 # --------------------------------------------------------------------------------------
 # Worked examples (docs/qemu-migration-format.md 8.5, verified against real streams)

@@ -13,8 +13,8 @@ from migproxy.arm.rewriter import ArmCpuRewriter, arm_engine_config
 from migproxy.stream.engine import Mode
 from migproxy.stream.events import DeviceStateHeld
 from migproxy.stream.vmdesc import FullSection
+from testkit.streams import run_engine
 from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build
-from tests.conftest import run_engine
 
 BOGUS = 0x40200000200E0298
 

@@ -12,8 +12,8 @@ from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon.config import load_config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.server import Daemon
+from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
-from tests.conftest import run_engine
 
 STREAM = build(SynthSpec(cpus=2, full_pages=200, zero_pages=2000, multifd_flush=True))
 REWRITTEN = run_engine([STREAM], arm_engine_config(default_profile()))[0]

@@ -15,8 +15,8 @@ import pytest
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream import wire
+from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
-from tests.conftest import run_engine
 from tests.daemon.loopback import (
     REWRITTEN,
     STREAM,

@@ -45,8 +45,8 @@ from migproxy.stream import wire
 from migproxy.stream.events import Aborted, DeviceStateReleased, PassthroughEntered
 from migproxy.stream.policy import Policy
 from migproxy.stream.reasons import Reason
+from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
-from tests.conftest import run_engine
 
 PROFILE = default_profile()
 STREAM = build(SynthSpec(cpus=2, full_pages=16, zero_pages=64, multifd_flush=True))

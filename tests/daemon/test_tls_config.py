@@ -23,8 +23,8 @@ from migproxy.daemon.tls import (
     destination_context,
     source_context,
 )
+from testkit.labs import tls_unavailable
 from testkit.pki import Ca, PkiUnavailable, creds_dir
-from tests.conftest import tls_unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ import uvloop
 
 from migproxy.daemon.server import Daemon
 from migproxy.stream import wire
+from testkit.labs import tls_unavailable
 from testkit.pki import Ca, PkiUnavailable, client_context, creds_dir, server_context
-from tests.conftest import tls_unavailable
 from tests.daemon.loopback import (
     REWRITTEN,
     STREAM,

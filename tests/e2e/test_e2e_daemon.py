@@ -41,7 +41,7 @@ from migproxy.lab import (
     free_port_range,
     wait_port,
 )
-from tests.conftest import require_lab
+from testkit.labs import require_lab
 
 pytestmark = pytest.mark.qemu
 

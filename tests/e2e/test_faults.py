@@ -9,7 +9,7 @@ import pytest
 
 from bench.faults import CASES, DESTINATION, EXPECTED, SOURCE, Case, run_case
 from migproxy.lab import Lab
-from tests.conftest import require_lab
+from testkit.labs import require_lab
 
 pytestmark = pytest.mark.qemu
 

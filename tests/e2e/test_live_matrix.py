@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from migproxy.lab import Lab, free_port
-from tests.conftest import require_lab
+from testkit.labs import require_lab
 from tests.e2e.test_e2e_daemon import Proxy, migrate_live
 
 pytestmark = pytest.mark.qemu

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from migproxy.lab import Lab, free_port_range
-from tests.conftest import require_lab
+from testkit.labs import require_lab
 from tests.e2e.test_e2e_daemon import LOOPBACK, Proxy, complete
 
 pytestmark = pytest.mark.qemu

@@ -18,7 +18,7 @@ import pytest
 
 from migproxy.cli import main
 from migproxy.lab import Lab
-from tests.conftest import require_lab
+from testkit.labs import require_lab
 
 pytestmark = pytest.mark.qemu
 

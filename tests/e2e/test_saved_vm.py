@@ -13,8 +13,8 @@ import pytest
 
 from migproxy.cli import main
 from migproxy.lab import Lab
+from testkit.labs import require_lab
 from testkit.saveimage import FORMATS, restored_stream, save_image, stream_offset
-from tests.conftest import require_lab
 
 pytestmark = pytest.mark.qemu
 

@@ -21,7 +21,7 @@ from migproxy.lab import Lab
 from migproxy.stream.engine import Mode, StreamEngine
 from migproxy.stream.events import Aborted, Event
 from migproxy.tools.offline import rewrite_file
-from tests.conftest import require_lab
+from testkit.labs import require_lab
 
 pytestmark = pytest.mark.qemu
 

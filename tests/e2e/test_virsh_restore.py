@@ -24,7 +24,7 @@ from migproxy.lab import Lab
 from migproxy.lab.libvirt import LibvirtUnavailable, PrivateLibvirt, emulator_wrapper
 from migproxy.lab.qemu import parse_ticks
 from migproxy.tools.saveimage import HEADER_SIZE, parse_header
-from tests.conftest import require_lab, tool_unavailable
+from testkit.labs import require_lab, tool_unavailable
 
 pytestmark = pytest.mark.qemu
 

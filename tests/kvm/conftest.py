@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from migproxy.lab.kvm import KvmLab, SavedStreams
-from tests.conftest import require_kvm_lab
+from testkit.labs import require_kvm_lab
 from tests.kvm.kernel_matrix import Saves
 
 SaveStreams = Callable[..., SavedStreams]

@@ -22,7 +22,7 @@ from migproxy.lab.kvm import (
     read_results,
 )
 from migproxy.tools.offline import run_file
-from tests.conftest import REQUIRE_KVM_ENV, require_kvm_lab
+from testkit.labs import REQUIRE_KVM_ENV, require_kvm_lab
 from tests.e2e.test_e2e_daemon import Proxy
 from tests.kvm.conftest import SaveStreams
 
@@ -65,7 +65,7 @@ def test_a_missing_lab_says_how_to_set_it_up(tmp_path: Path,
     assert "scripts/kvm-lab-setup.sh" in (lab.unavailable_reason() or "")
     with pytest.raises(LabUnavailable):
         lab.require()
-    monkeypatch.setattr("tests.conftest.get_kvm_lab", lambda: lab)
+    monkeypatch.setattr("testkit.labs.get_kvm_lab", lambda: lab)
     monkeypatch.setenv(REQUIRE_KVM_ENV, "1")
     with pytest.raises(LabUnavailable, match="not a skip"):
         require_kvm_lab()

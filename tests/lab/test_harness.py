@@ -15,7 +15,7 @@ from migproxy.lab import (
     last_counter,
     parse_ticks,
 )
-from tests.conftest import REQUIRE_ENV, require_lab
+from testkit.labs import REQUIRE_ENV, require_lab
 
 
 def test_free_port_range_gives_consecutive_bindable_ports() -> None:

@@ -13,7 +13,7 @@ import pytest
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import StreamEngine
 from migproxy.stream.vmdesc import StreamFacts, encode_description, unlike_qemus
-from tests.conftest import DATA, real_stream
+from testkit.streams import DATA, real_stream
 
 NAMES = sorted(p.name.removesuffix(".mig.xz") for p in DATA.glob("*.mig.xz"))
 

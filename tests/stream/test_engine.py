@@ -22,8 +22,8 @@ from migproxy.stream.events import (
     StreamComplete,
 )
 from migproxy.stream.reasons import Reason
+from testkit.streams import cpus, run_engine, split_at
 from testkit.synthetic import DEFAULT_CPREGS, SynthSpec, build, cpu_payload
-from tests.conftest import cpus, run_engine, split_at
 
 BOGUS = 0x40200000200E0298
 # synth_small's shape with OPEN_RETURN_PATH: the end of the device state is found by content.

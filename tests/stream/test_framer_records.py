@@ -19,8 +19,8 @@ from migproxy.stream import wire
 from migproxy.stream.engine import Mode
 from migproxy.stream.events import CommandFramed, ItemFramed, PassthroughEntered, SectionFramed
 from migproxy.stream.framer import _block_bound, _in_block
+from testkit.streams import run_engine, split_at
 from testkit.synthetic import BLOCK, SynthSpec, build
-from tests.conftest import run_engine, split_at
 
 BASE = build(SynthSpec(ram_bytes=1 << 20, full_pages=2, zero_pages=4, part_sections=1))
 SID = 1

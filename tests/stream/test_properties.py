@@ -21,7 +21,7 @@ from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import Mode
 from migproxy.stream.events import ItemFramed, PassthroughEntered, SectionFramed
-from tests.conftest import REAL_STREAMS, real_stream, run_engine, split_at, with_return_path
+from testkit.streams import REAL_STREAMS, real_stream, run_engine, split_at, with_return_path
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -20,8 +20,8 @@ from migproxy.stream.events import (
 from migproxy.stream.reasons import Reason
 from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice, SubsectionAdded
 from migproxy.stream.vmdesc import FullSection, StreamFacts, subsection_bytes
+from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
-from tests.conftest import run_engine
 
 STREAM = build(SynthSpec(cpus=1, full_pages=4, zero_pages=8))
 RUNNING = b"running"

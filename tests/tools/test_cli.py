@@ -11,7 +11,7 @@ import pytest
 
 from migproxy.arm.profile import load_profile
 from migproxy.cli import main
-from tests.conftest import REAL_STREAMS, real_stream
+from testkit.streams import REAL_STREAMS, real_stream
 
 BOGUS = "0x40200000200E0298"
 

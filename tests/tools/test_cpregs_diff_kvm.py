@@ -14,7 +14,7 @@ from migproxy.arm.kvm_registers import checked_on_write, is_kvm_list, is_kvm_pse
 from migproxy.arm.profile import load_profile
 from migproxy.arm.registers import parse_register
 from migproxy.cli import main
-from tests.conftest import KVM_STREAMS, REAL_STREAMS, cpus, real_stream, run_engine
+from testkit.streams import KVM_STREAMS, REAL_STREAMS, cpus, real_stream, run_engine
 
 
 def _host_cpu(name: str) -> str:

@@ -11,7 +11,7 @@ from migproxy.arm.destination import Destination
 from migproxy.arm.profile import load_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.cli import main
-from tests.conftest import real_stream, run_engine
+from testkit.streams import real_stream, run_engine
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,8 @@ import pytest
 
 from migproxy.arm.manifest import load_manifest, load_set
 from migproxy.cli import main
-from tests.conftest import real_stream, require_lab
+from testkit.labs import require_lab
+from testkit.streams import real_stream
 
 REPO = Path(__file__).resolve().parents[2]
 

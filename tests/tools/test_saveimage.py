@@ -28,7 +28,7 @@ from testkit.saveimage import (
     save_image,
     stream_offset,
 )
-from tests.conftest import real_stream
+from testkit.streams import real_stream
 
 A57 = "v10.0.2-virt-10.0-cortex-a57-smp1"
 DEST = "qemu-10.0.13"
