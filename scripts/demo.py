@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # migproxy.lab, the QEMU harness, is not in the wheel
 
 from migproxy.lab import Lab, Qemu, free_port, wait_port  # noqa: E402
 

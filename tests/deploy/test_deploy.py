@@ -499,6 +499,24 @@ def test_dashboard_promql_parses(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+LAB = ROOT / "migproxy" / "lab"  # the QEMU test harness: in the checkout, not in the wheel
+
+
+def test_the_lab_is_not_in_the_wheel() -> None:
+    """The packages pip install . ships: the product's, never migproxy.lab (its data files
+    neither, even when an older build's egg-info lists them)."""
+    from setuptools.discovery import PEP420PackageFinder
+
+    conf = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]
+    find = conf["setuptools"]["packages"]["find"]
+    shipped = set(PEP420PackageFinder.find(str(ROOT), include=find["include"],
+                                           exclude=find["exclude"]))
+    assert {"migproxy", "migproxy.stream", "migproxy.arm", "migproxy.daemon",
+            "migproxy.tools"} <= shipped
+    assert not {p for p in shipped if p == "migproxy.lab" or p.startswith("migproxy.lab.")}
+    assert {"lab/*", "lab/*/*"} <= set(conf["setuptools"]["exclude-package-data"]["migproxy"])
+
+
 def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
     """pip install . (the Dockerfile, a plain install) ships only the package data named in
     pyproject.toml: every non-Python file under migproxy/ must match one of its patterns
@@ -510,7 +528,7 @@ def test_every_data_file_of_the_package_is_in_the_wheel() -> None:
     missing = []
     for f in (ROOT / "migproxy").rglob("*"):
         if not f.is_file() or f.suffix in (".py", ".pyc", ".so", ".c") or \
-                "__pycache__" in f.parts:
+                "__pycache__" in f.parts or LAB in f.parents:
             continue
         rel = f.relative_to(ROOT)
         ok = False

@@ -1,0 +1,20 @@
+"""The live daemon: routes, listeners, sessions, relays, TLS, metrics.
+
+Layer contract (checked by ``tests/test_layers.py``): this package imports
+:mod:`migproxy.stream`, :mod:`migproxy.arm` and itself; never :mod:`migproxy.tools`,
+:mod:`migproxy.cli` or the lab. :mod:`migproxy.daemon.session` is sans-IO and imports
+only :mod:`migproxy.stream`; the relay (the I/O executor) is meant to import no ARM
+module either (today it builds the ARM engine configuration itself: a known exception,
+listed in the layer check).
+
+Public API:
+
+- :mod:`migproxy.daemon.server`: ``run_daemon``;
+- :mod:`migproxy.daemon.config`: ``load_config``, ``Config``, ``Route``, ``ConfigError``;
+- :mod:`migproxy.daemon.session`: ``Session``, its events and commands (sans-IO);
+- :mod:`migproxy.daemon.logs`: ``configure_logging``;
+- :mod:`migproxy.daemon.metrics`: ``Metrics``.
+
+The rest (``relay``, ``splice``, ``tls_legs``, ``admission``, ``observe``, ...) is the
+daemon's internals.
+"""
