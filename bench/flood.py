@@ -72,8 +72,8 @@ class Sink:
 
 async def _run(idle_n: int, hostile_n: int, *, settle: float = 2.0, blocks: int = 400_000,
                description_mib: int = 60) -> dict[str, Any]:
-    """The phases; ``settle``: seconds before each reading (the last one: 2.5 x, so the
-    daemon's idle trim, 1 s after its last pair closed, has run)."""
+    """The phases; ``settle``: seconds before each reading (the last one: 2.5 x and at least
+    2 s, so the daemon's idle trim, 1 s after its last pair closed, has run)."""
     sink = Sink()
     sink_port = await sink.start()
     port = free_port()
@@ -116,7 +116,7 @@ async def _run(idle_n: int, hostile_n: int, *, settle: float = 2.0, blocks: int 
         _now, peak = await reading("hostile streams and a migration done")
         ok = expected in sink.received
         sink.received.clear()
-        after, peak = await reading("everything closed", 2.5 * settle)
+        after, peak = await reading("everything closed", max(2.5 * settle, 2.0))
         return {"baseline_mib": base, "idle_connections": len(conns),
                 "rss_idle_mib": during_idle, "rss_after_idle_mib": after_idle,
                 "rss_after_mib": after, "peak_mib": peak, "hostile_streams": len(jobs),

@@ -95,4 +95,7 @@ echo "== mypy (strict on the core and the ARM plug-in)"
 "$PYTHON" -m mypy migproxy
 
 echo "== pytest"
-exec "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
+# The 20 slowest tests are listed at the end. --timeout is for the QEMU and KVM tests (some
+# take about 2 minutes); the others get 60 s each, 180 s if marked slow (tests/conftest.py).
+# The fast tier: scripts/test.sh -m "not qemu and not kvm".
+exec "$PYTHON" -m pytest -q -p no:cacheprovider --durations=20 --timeout=600 "$@"

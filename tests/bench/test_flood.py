@@ -9,7 +9,7 @@ from bench.flood import _run
 
 
 def test_rss_comes_back_down_after_a_flood() -> None:
-    out = asyncio.run(_run(600, 1, settle=1.5, blocks=100_000, description_mib=20))
+    out = asyncio.run(_run(600, 1, settle=0.5, blocks=100_000, description_mib=20))
     assert out["migration_rewritten_exactly"]
     assert out["idle_connections"] == 600
     # 300 admitted (max_per_peer), 300 refused at once; then 4 hostile streams (one with a

@@ -15,6 +15,9 @@ import pytest
 
 from bench import run
 
+# The suite boots QEMU guests when the lab is set up (its "qemu" section), and takes tens of
+# seconds even without.
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
