@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from migproxy.arm.profile import default_profile
@@ -141,3 +142,20 @@ async def wait_pairs_closed(d: Daemon, timeout: float = 10) -> None:
             d.registry.changed.clear()
             await d.registry.changed.wait()
     await asyncio.wait_for(wait(), timeout)
+
+
+async def until(cond: Callable[[], object], what: str, timeout: float = 10) -> None:
+    """Wait, polling every 5 ms, until ``cond()`` is true; fail naming ``what`` after
+    ``timeout`` seconds. For ordering a test by a state of the daemon, never by a sleep."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.005)
+
+
+async def wait_accepted(d: Daemon, n: int, timeout: float = 10) -> None:
+    """Until the daemon has accepted ``n`` connections that are still open (each is a pair
+    in its registry, in the order of its accepts)."""
+    await until(lambda: len(d.registry.pairs) >= n, f"{n} connections accepted", timeout)

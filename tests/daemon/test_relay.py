@@ -28,6 +28,7 @@ from tests.daemon.loopback import (
     send_all,
     start_daemon,
     stop_daemon,
+    wait_accepted,
     wait_pairs_closed,
 )
 
@@ -92,7 +93,7 @@ async def test_source_reset_at_any_point_closes_the_destination(target: Target,
         s = socket.create_connection(("127.0.0.1", listen_port(d)))
         s.sendall(STREAM[:cut])
         if cut == 0:
-            await asyncio.sleep(0.05)
+            await wait_accepted(d, 1)  # the daemon has the connection, then it is reset
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()  # RST before any byte: the target never hears of it
             await wait_pairs_closed(d)
@@ -299,7 +300,7 @@ async def test_target_connections_are_opened_in_accept_order(target: Target) -> 
     d = await start_daemon(await target.start())
     try:
         _r1, w1 = await asyncio.open_connection("127.0.0.1", listen_port(d))  # main, silent for now
-        await asyncio.sleep(0.05)
+        await wait_accepted(d, 1)
         multifd = wire.MULTIFD_MAGIC_BYTES + struct.pack(">I", 1) + bytes(56)
         await send_all(listen_port(d), multifd)
         first = await target.conn(0)
@@ -322,7 +323,7 @@ async def test_a_silent_connection_from_another_host_never_reaches_the_target(
     try:
         _rp, wp = await asyncio.open_connection("127.0.0.1", listen_port(d),
                                                 local_addr=("127.0.0.2", 0))
-        await asyncio.sleep(0.05)  # accepted first (the order of accepts, not a timing test)
+        await wait_accepted(d, 1)  # accepted first (the order of accepts, not a timing test)
         _r, _w = await send_all(listen_port(d), STREAM)
         first = await target.conn(0)
         await asyncio.wait_for(first.eof.wait(), 10)
