@@ -45,7 +45,9 @@ if [ "$(id -u)" = 0 ]; then
     fi
     export MIGPROXY_REQUIRE_EXTENSIONS=${MIGPROXY_REQUIRE_EXTENSIONS:-1}
 fi
-"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# The fuzz extra (atheris) where it installs: the suite's short fuzz run is coverage-guided.
+"$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,fuzz]" \
+    || "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test]"
 "$PYTHON" -c 'from migproxy.stream.framer import IMPLEMENTATION as I; print(f"== RAM record walk: {I}")'
 
 if [ "$(id -u)" = 0 ]; then
