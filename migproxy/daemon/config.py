@@ -49,9 +49,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
-import tomllib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from migproxy.arm.destination import ACCELS, Destination
@@ -70,6 +68,7 @@ from migproxy.daemon.splice import DEFAULT_THREADS
 from migproxy.daemon.tls import DEFAULT_HANDSHAKE_TIMEOUT, RouteTls, TlsConfigError, route_tls
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Policy
+from migproxy.stream.tomlfile import TomlFileError, load_toml_file
 
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -464,13 +463,9 @@ def load_config(path: str | None, args: argparse.Namespace) -> Config:
     if path:
         source = path
         try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+            data = load_toml_file(path)
+        except TomlFileError as e:
+            raise ConfigError(str(e)) from None
     extra = set(data) - {"daemon", "defaults", "route"}
     if extra:
         raise ConfigError(f"{source}: unknown sections {sorted(extra)} "
