@@ -46,6 +46,7 @@ __all__ = ["LIMITS", "MAX_RANGE_PORTS", "Address", "Config", "ConfigError", "Rou
 
 DEFAULT_METRICS = S.METRICS.default
 
+
 @dataclass(frozen=True)
 class RouteSettings:
     """A route's settings; the keys, defaults and bounds are the settings table's
@@ -120,7 +121,7 @@ class Config:
     defaults: RouteSettings = field(default_factory=RouteSettings)
 
 
-_SETTING_KEYS = ROUTE_KEYS
+_SETTING_KEYS = ROUTE_KEYS  # the name tests/deploy knows
 
 
 def _settings(base: RouteSettings, table: dict[str, Any], where: str) -> RouteSettings:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Generic, Literal, TypeVar
 
+from migproxy.arm.destination import ACCELS
 from migproxy.daemon.addresses import MAX_RANGE_PORTS, ConfigError, parse_address
 from migproxy.daemon.admission import (
     DEFAULT_MAX_CONNECTIONS,
@@ -235,7 +236,7 @@ ALLOW_GUEST_VISIBLE: Setting[tuple[str, ...]] = Setting(
     doc="registers a destination may change although the guest can see it (named one by "
         "one; logged and counted)")
 ACCEL: Setting[str] = Setting(
-    "accel", "route", "choice", "auto", choices=("auto", "tcg", "kvm"),
+    "accel", "route", "choice", "auto", choices=ACCELS,
     expect="auto, tcg or kvm",
     help="the VMs' accelerator (auto: each stream's register list says; tcg or kvm: a "
          "stream of the other kind is refused)",
