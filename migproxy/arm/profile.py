@@ -39,7 +39,6 @@ the rest of the description stay exact.
 from __future__ import annotations
 
 import bisect
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any, Literal
 from migproxy.arm.registers import describe, format_id, parse_register
 from migproxy.stream.errors import MigproxyError, SectionRefused
 from migproxy.stream.reasons import Reason
+from migproxy.stream.tomlfile import TomlFileError, load_toml_file, parse_toml
 
 Action = Literal["drop", "insert", "set"]
 _ACTIONS = ("drop", "insert", "set")
@@ -319,9 +319,9 @@ def profile_from_dict(data: dict[str, Any], source: str) -> Profile:
 
 def parse_profile(text: str, source: str = "<string>") -> Profile:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{source}: invalid TOML: {e}") from None
+        data = parse_toml(text, source)
+    except TomlFileError as e:
+        raise ProfileError(str(e)) from None
     return profile_from_dict(data, source)
 
 
@@ -336,10 +336,10 @@ def load_profile(spec: str) -> Profile:
     path = Path(spec)
     if not spec.startswith(BUILTIN_PREFIX) and (path.suffix == ".toml" or path.exists()):
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ProfileError(f"cannot read profile {spec}: {e.strerror}") from None
-        return parse_profile(text, str(path))
+            data = load_toml_file(spec, "profile ")
+        except TomlFileError as e:
+            raise ProfileError(str(e)) from None
+        return profile_from_dict(data, str(path))
     res = resources.files("migproxy.arm") / "profiles" / f"{name}.toml"
     if not res.is_file():
         raise ProfileError(f"no profile file {spec!r} and no built-in profile {name!r} "
