@@ -254,7 +254,7 @@ class Pair:
         the source opened its connections, whatever order their handshakes end in)."""
         transport = transport or self.src.transport
         peer = transport.get_extra_info("peername")
-        self.observer.bind(peer=format_host_port(peer))
+        self.observer.accepted(peer=format_host_port(peer))
         if isinstance(peer, tuple) and peer:
             self.session.peer_host = str(peer[0])
         refusal = self.registry.admission(self.route).admit(self.session.peer_host)
