@@ -92,7 +92,7 @@ async def test_each_port_relays_to_the_same_offset_of_the_target_range(
         assert await received(targets[0]) == REWRITTEN
         assert await received(targets[1]) == REWRITTEN
         assert [len(t.conns) for t in targets] == [1, 1]
-        assert sample(d, "migproxy_connections_total", channel="main") == 2
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 2
     finally:
         await _stop(d, targets)
 
