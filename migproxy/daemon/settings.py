@@ -496,3 +496,25 @@ def readme_table() -> str:
                 else f"{doc} ({s.bounds()})"
         rows.append(f"| `{key}` | {flag} | {default} | {doc} |")
     return "\n".join(rows) + "\n"
+
+
+# -- the memory bound of a deployment --------------------------------------------------------
+
+BASE_MEMORY = 128 << 20  # the interpreter, the modules, the listeners and the metrics
+READ_BUFFER_MAX = 1 << 20  # the largest read buffer of one direction of a pair
+
+
+def memory_bound(hold_budget: int, max_connections: int, high_water: int,
+                 routes: int = 1) -> int:
+    """Bytes the daemon can hold at most, for systemd's MemoryMax=: the base, the
+    device state all migrations hold back together (``hold_budget``), and per open
+    connection both directions' queues (``high_water``) with their read buffers."""
+    per_connection = 2 * (high_water + READ_BUFFER_MAX)
+    return BASE_MEMORY + hold_budget + routes * max_connections * per_connection
+
+
+def default_memory_bound() -> int:
+    """:func:`memory_bound` for one route with every setting at its default (the
+    systemd unit's MemoryMax=)."""
+    return memory_bound(SETTINGS["hold_budget"].default, SETTINGS["max_connections"].default,
+                        SETTINGS["high_water"].default)

@@ -572,3 +572,13 @@ def test_capture_units_pass_systemd_analyze_verify(tmp_path):
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 0, out
     assert not [ln for ln in out.splitlines() if "migproxy-manifest" in ln], out
+
+
+def test_unit_memory_max_is_the_daemons_bound_at_the_default_settings():
+    """MemoryMax= follows hold_budget, max_connections and high_water (issue 17): the
+    value in the unit is what settings.memory_bound gives for the defaults."""
+    from migproxy.daemon.settings import default_memory_bound
+
+    s = _unit_settings(UNIT.read_text(encoding="utf-8"))
+    (value,) = s["Service.MemoryMax"]
+    assert value.endswith("M") and int(value[:-1]) << 20 == default_memory_bound()
