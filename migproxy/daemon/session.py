@@ -95,6 +95,7 @@ class CloseReason(enum.StrEnum):
     IDLE_TIMEOUT = "idle_timeout"  # no byte either way for idle_timeout seconds
     CLASSIFY_TIMEOUT = "classify_timeout"  # fewer than 4 bytes in classify_timeout seconds
     SHUTDOWN = "shutdown"  # the drain timeout ran out at daemon shutdown
+    EVICTED = "evicted"  # no migration's bytes, closed to make room for a migration's
 
 
 class Timer(enum.StrEnum):
@@ -279,6 +280,27 @@ class Session:
                                    "bytes": len(self._prefix) + sum(map(len, self._pending))})]
         out.extend(self._end(CloseReason.CLASSIFY_TIMEOUT, abort=True, now=now))
         return out
+
+    def on_evicted(self, now: float) -> list[Command]:
+        """The route or the source address is full, and a connection that sent a
+        migration's first bytes needs this one's place (:mod:`migproxy.daemon.port`)."""
+        if self.closed:
+            return []
+        out: list[Command] = [Log("warning", "evicted",
+                                  {"bytes": len(self._prefix) + sum(map(len, self._pending)),
+                                   "note": "closed to make room for a migration's channel"})]
+        out.extend(self._end(CloseReason.EVICTED, abort=True, now=now))
+        return out
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes the source sent, up to CLASSIFY_BYTES (what decides its kind)."""
+        head = bytes(self._prefix[:CLASSIFY_BYTES])
+        for chunk in self._pending:
+            if len(head) >= CLASSIFY_BYTES:
+                break
+            head += chunk[:CLASSIFY_BYTES - len(head)]
+        return head
 
     def on_source_data(self, data: memoryview, now: float) -> list[Command]:
         if self.closed:
@@ -524,18 +546,13 @@ class Session:
         return True
 
     def _classify(self, head: bytes, out: list[Command]) -> None:
-        if head == wire.MAGIC_BYTES:
-            self.channel = Channel.MAIN
+        self.channel = classify(head)
+        if self.channel == Channel.MAIN:
             self.engine = StreamEngine(self.settings.engine)
             self.return_path = ReturnPathReader()
-        elif head == wire.MULTIFD_MAGIC_BYTES:
-            self.channel = Channel.MULTIFD
-        elif head[0] == TLS_HANDSHAKE and head[1] == TLS_MAJOR:
-            self.channel = Channel.TLS
+        elif self.channel == Channel.TLS:
             out.append(Log("warning", "tls", {"reason": TLS_NOT_TERMINATED,
                                               "note": TLS_NOTE}))
-        else:
-            self.channel = Channel.OTHER
         out.append(Classified(self.channel))
 
     def _outcome(self, error: CloseReason | None) -> Outcome:
@@ -583,6 +600,17 @@ class Session:
             self.outcome, reason, abort, self.channel, now - self.started,
             engine.received + spliced if engine is not None else None,
             engine.sent + spliced if engine is not None else None)]
+
+
+def classify(head: bytes) -> Channel:
+    """What a connection carries, from its first CLASSIFY_BYTES bytes."""
+    if head == wire.MAGIC_BYTES:
+        return Channel.MAIN
+    if head == wire.MULTIFD_MAGIC_BYTES:
+        return Channel.MULTIFD
+    if head[0] == TLS_HANDSHAKE and head[1] == TLS_MAJOR:
+        return Channel.TLS
+    return Channel.OTHER
 
 
 class ConnectQueue:
