@@ -9,7 +9,9 @@ A :class:`Session` owns everything about one accepted connection that is policy,
 * when the target connection is opened: on the first byte from the source (a bare TCP
   probe never reaches the destination), or at once for a connection that follows an open
   main channel from the same source (``on_migration_open``: the postcopy preempt channel
-  is silent until a page is urgent), and in accept order (:class:`ConnectQueue`);
+  is silent until a page is urgent); when the target connection is actually opened, and
+  everything else that depends on other connections, is decided by the listening port's
+  sans-IO state (:mod:`migproxy.daemon.port`);
 * both directions, half-close, the idle timer and the outcome;
 * when nothing more of a connection needs parsing (:class:`Splice`: the executor may hand
   the rest to the kernel relay, :mod:`migproxy.daemon.splice`).
@@ -479,7 +481,7 @@ class Session:
                 self._engine_result(engine.conclude(), out, now)
             return out
         if timer == Timer.CLASSIFY:
-            return []  # the executor calls on_classify_deadline (it knows the siblings)
+            return []  # the port state decides (migproxy.daemon.port: Expire)
         if self.spliced:
             return []  # the kernel relay keeps the idle timeout now
         return self._idle_timer(now)
@@ -614,7 +616,10 @@ def classify(head: bytes) -> Channel:
 
 
 class ConnectQueue:
-    """Accept order of one route: the connections of one migration reach the target in the
+    """Superseded by :class:`migproxy.daemon.port.PortState`, which never pulls a silent
+    connection ahead of a main channel (M1); no longer used by the daemon.
+
+    Accept order of one route: the connections of one migration reach the target in the
     order they were accepted (destinations that assign channels by arrival, QEMU 7.2 and
     TLS, must see the main channel first). A connection whose first byte arrives pulls in
     the connections still waiting that came from the same host at most
