@@ -92,9 +92,8 @@ class Route:
     unseen), and the daemon logs it as one ``listening`` line naming the range. What
     belongs to one migration is per listening port instead, since a port of a range
     carries one migration (a libvirt destination gives each incoming migration its own
-    port): the accept order, the connect lock and the open-main-channel test of
-    ``classify_timeout`` are keyed by route and port
-    (:class:`~migproxy.daemon.relay.PairRegistry`).
+    port): the accept order, the connect slot and the open-main-channel test of
+    ``classify_timeout`` are per port (:class:`~migproxy.daemon.port.PortState`).
     """
 
     listen: Address

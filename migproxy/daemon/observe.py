@@ -184,7 +184,7 @@ class PairObserver:
         m = self.metrics
         if c.reason == CloseReason.CONNECT_FAILED:
             m.connect_errors.inc()
-        elif c.reason == CloseReason.CLASSIFY_TIMEOUT:
+        elif c.reason in (CloseReason.CLASSIFY_TIMEOUT, CloseReason.EVICTED):
             m.connections_refused.labels(str(c.reason)).inc()
         if c.channel is not None:
             m.connections_active.labels(c.channel).dec()
