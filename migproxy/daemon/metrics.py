@@ -159,8 +159,9 @@ class Metrics:
             "a timer's lateness)", buckets=_LOOP_LAG, registry=r)
         self.connections_refused = Counter(
             "migproxy_connections_refused",
-            "Connections closed without being relayed, by reason: refused at once by "
-            "admission, a failed TLS handshake, or silent past classify_timeout",
+            "Connections closed without being relayed, by reason: refused by admission, "
+            "evicted to make room for a migration's channel, a failed TLS handshake, or "
+            "silent past classify_timeout",
             ["reason"], registry=r)
         self.untouched = Counter(
             "migproxy_untouched",

@@ -300,15 +300,18 @@ HIGH_WATER: Setting[int] = Setting(
 MAX_CONNECTIONS: Setting[int] = Setting(
     "max_connections", "route", "int", DEFAULT_MAX_CONNECTIONS, metavar="N",
     minimum=1, maximum=65536,
-    help="open connections per route; more are refused",
-    doc="open connections per route (a range route: all its ports together); one over it "
-        "is closed at once ({range})")
+    help="open connections per route; one more waits 2 s for a migration's first bytes",
+    doc="open connections per route (a range route: all its ports together; {range}); one "
+        "over it waits at most 2 s for its first bytes: a migration's channel takes the "
+        "place of the oldest connection that has sent none (evicted), anything else is "
+        "refused (see Admission)")
 MAX_PER_PEER: Setting[int] = Setting(
     "max_per_peer", "route", "int", DEFAULT_MAX_PER_PEER, metavar="N",
     minimum=1, maximum=65536,
     help="open connections per source address and route",
     doc="open connections per source address on a route (a range route: all its ports "
-        "together; {range}); one migration needs 1 + its multifd channels")
+        "together; {range}); one migration needs 1 + its multifd channels; over it, as "
+        "for max_connections")
 ALLOW: Setting[tuple[Network, ...]] = Setting(
     "allow", "route", "networks", (), expect="a list of addresses or networks",
     metavar="CIDR", repeatable=True, shown_default="all",
