@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -46,8 +46,8 @@ class _Client(asyncio.Protocol):
 
     # asyncio.Protocol ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is no subclass of asyncio.Transport, though it is one.
+        self.transport = cast(asyncio.Transport, transport)
         self.server.admit(self)
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(self.server.timeout, self.abort)
