@@ -279,78 +279,11 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _add_daemon_options(p: argparse.ArgumentParser) -> None:
+    from migproxy.daemon.settings import add_flags
+
     g = p.add_argument_group("proxy daemon (flags override --config)")
-    g.add_argument("--listen", metavar="[HOST]:PORT[-PORT]",
-                   help="where the source QEMU connects (:4444, 0.0.0.0:4444, [::1]:4444),"
-                   " or a port range (192.0.2.10:49152-49215, at most 1024 ports)")
-    g.add_argument("--target", metavar="HOST:PORT[-PORT]",
-                   help="the destination QEMU's -incoming address; for a --listen range, a"
-                   " range of the same length (port i goes to port i)")
     g.add_argument("--config", metavar="FILE", help="TOML configuration (see config/)")
-    g.add_argument("--profile", help="register profile: built-in name or file (default: default;"
-                   " 'none' relays without rewriting); overrides --destination")
-    g.add_argument("--destination", metavar="SET",
-                   help="rewrite for this destination: a shipped manifest set (qemu-11.1.3), "
-                        "or a manifest file or directory")
-    g.add_argument("--allow-guest-visible", action="append", metavar="REGISTER",
-                   help="with --destination: opt in to a guest-visible change of this "
-                        "register (repeatable)")
-    g.add_argument("--accel", choices=("auto", "tcg", "kvm"),
-                   help="the VMs' accelerator (default auto: each stream's register list "
-                        "says; tcg or kvm: a stream of the other kind is refused)")
-    g.add_argument("--policy", choices=("passthrough", "abort"),
-                   help="when the main channel is not understood (default: passthrough)")
-    g.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=None,
-                   help="parse and report what would be rewritten, forward bytes unchanged "
-                   "(--no-dry-run overrides dry_run = true in the file)")
-    g.add_argument("--metrics", metavar="HOST:PORT",
-                   help='Prometheus endpoint (default 127.0.0.1:9464; "" disables it)')
-    g.add_argument("--log-format", choices=("auto", "json", "console"))
-    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
-    g.add_argument("--hold-cap", type=int, metavar="BYTES",
-                   help="device-state hold-back cap (default 67108864)")
-    g.add_argument("--max-description", type=int, metavar="BYTES",
-                   help="largest VM description parsed (default 16777216)")
-    g.add_argument("--max-connections", type=int, metavar="N",
-                   help="open connections per route; more are refused (default 512)")
-    g.add_argument("--max-per-peer", type=int, metavar="N",
-                   help="open connections per source address and route (default 300)")
-    g.add_argument("--allow", action="append", metavar="CIDR",
-                   help="source network allowed to connect (repeatable; default: all)")
-    g.add_argument("--connect-timeout", type=float, metavar="SECONDS")
-    g.add_argument("--idle-timeout", type=float, metavar="SECONDS",
-                   help="close a pair silent this long in both directions (0: never)")
-    g.add_argument("--classify-timeout", type=float, metavar="SECONDS",
-                   help="close a connection that has not sent 4 bytes by then, unless a "
-                        "migration from its address is open (default 30; 0: never)")
-    g.add_argument("--end-quiet", type=float, metavar="SECONDS",
-                   help="with the return path, quiet that confirms the end of the device "
-                        "state (default 0.01)")
-    g.add_argument("--high-water", type=int, metavar="BYTES",
-                   help="bytes queued towards a peer before reading from the other pauses")
-    g.add_argument("--hold-budget", type=int, metavar="BYTES",
-                   help="device state all migrations may hold at once (default 268435456)")
-    g.add_argument("--drain-timeout", type=float, metavar="SECONDS",
-                   help="how long in-flight migrations may run after SIGTERM (default 300)")
-    g.add_argument("--splice-threads", type=int, metavar="N",
-                   help="untouched channels (multifd, postcopy preempt, passthrough) relayed "
-                        "in the kernel with splice(2) at once, one thread each (default 16; "
-                        "0: none)")
-    g.add_argument("--tls-source-creds", metavar="DIR",
-                   help="terminate TLS from the source: a tls-creds-x509 directory with "
-                        "ca-cert.pem, server-cert.pem, server-key.pem (/etc/pki/qemu)")
-    g.add_argument("--tls-destination-creds", metavar="DIR",
-                   help="TLS towards the destination: a directory with ca-cert.pem, "
-                        "client-cert.pem, client-key.pem (/etc/pki/qemu)")
-    g.add_argument("--tls-hostname", metavar="NAME",
-                   help="the name the destination's certificate must carry (default: the "
-                        "--target host)")
-    g.add_argument("--tls-handshake-timeout", type=float, metavar="SECONDS",
-                   help="time for one TLS handshake, on either leg (default 10)")
-    g.add_argument("--allow-plaintext-source", action=argparse.BooleanOptionalAction,
-                   default=None,
-                   help="accept plaintext on a non-loopback --listen although TLS is "
-                        "configured")
+    add_flags(g)
 
 
 def _add_destination_options(p: argparse.ArgumentParser, *, required: bool = False) -> None:

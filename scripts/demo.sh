@@ -53,6 +53,11 @@ if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
         "$PYTHON" -m venv "$VENV" || die "could not create a virtual environment in $VENV"
     fi
 fi
+# The compiled RAM walk (the default build) needs a C compiler and the Python headers.
+include=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+if ! command -v gcc >/dev/null || [[ ! -f $include/Python.h ]]; then
+    apt_install gcc python3-dev
+fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check . \
     || die "pip could not install migproxy from $(pwd)"
 "$VENV/bin/migproxy" --version

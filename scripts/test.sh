@@ -44,6 +44,9 @@ if [ "$(id -u)" = 0 ]; then
             || { apt-get update -q >/dev/null && apt-get install -y -q gcc python3-dev >/dev/null; }
     fi
     export MIGPROXY_REQUIRE_EXTENSIONS=${MIGPROXY_REQUIRE_EXTENSIONS:-1}
+elif ! command -v gcc >/dev/null || [ ! -f "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+    echo "== no C compiler or Python headers (and not root): testing the pure-Python RAM walk only"
+    export MIGPROXY_PYTHON_WALK=1
 fi
 # The fuzz extra (atheris) where it installs: the suite's short fuzz run is coverage-guided.
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[test,fuzz]" \

@@ -484,40 +484,48 @@ def _subsection(t: Any, w: str) -> SubsectionRule:
         lacks_mask=_int(lacks["field_mask"], w) if lacks else 0)
 
 
+_REGISTER_KEYS = frozenset({"registers", "groups", "reason", "source", "drop_if", "insert",
+                            "set_if", "accel", "keep_if", "refuse"})
+
+
+def _register_entry(t: Any, w: str) -> RegisterRule:
+    if not isinstance(t, dict):
+        raise KnowledgeError(f"{w}: must be a table")
+    names, groups = _registers(t, w)
+    accel = t.get("accel")
+    if accel not in (None, "tcg", "kvm"):
+        raise KnowledgeError(f"{w}: accel must be tcg or kvm")
+    refuse = t.get("refuse", False)
+    if not isinstance(refuse, bool):
+        raise KnowledgeError(f"{w}: refuse is true or false")
+
+    def cond(key: str) -> Condition | None:
+        return _condition(t[key], w) if key in t else None
+
+    rule = RegisterRule(
+        registers=names, reason=_text(t, "reason", w), source=_text(t, "source", w),
+        drop_if=cond("drop_if"), insert=_insert(t["insert"], w) if "insert" in t else None,
+        set_if=cond("set_if"), accel=accel, keep_if=cond("keep_if"), refuse=refuse,
+        groups=groups)
+    actions = (rule.drop_if, rule.insert, rule.set_if, rule.keep_if)
+    if refuse == any(a is not None for a in actions):
+        raise KnowledgeError(f"{w}: says one or more of drop_if, insert, set_if, keep_if, "
+                             "or refuse = true alone")
+    if (rule.keep_if is not None or refuse) and accel != "kvm":
+        raise KnowledgeError(f"{w}: keep_if and refuse are for accel = \"kvm\"")
+    if rule.set_if is not None and rule.set_if.differs_only_in is None:
+        raise KnowledgeError(f"{w}: set_if takes differs_only_in")
+    extra = set(t) - _REGISTER_KEYS
+    if extra:
+        raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
+    return rule
+
+
 def parse_knowledge(data: dict[str, Any], where: str = "knowledge base") -> Knowledge:
     if data.get("format") != FORMAT:
         raise KnowledgeError(f"{where}: format must be {FORMAT}")
-    regs: list[RegisterRule] = []
-    for n, t in enumerate(data.get("register", []), 1):
-        w = f"{where}: register entry {n}"
-        names, groups = _registers(t, w)
-        accel = t.get("accel")
-        if accel not in (None, "tcg", "kvm"):
-            raise KnowledgeError(f"{w}: accel must be tcg or kvm")
-        refuse = t.get("refuse", False)
-        if not isinstance(refuse, bool):
-            raise KnowledgeError(f"{w}: refuse is true or false")
-        rule = RegisterRule(
-            registers=names, reason=_text(t, "reason", w),
-            source=_text(t, "source", w),
-            drop_if=_condition(t["drop_if"], w) if "drop_if" in t else None,
-            insert=_insert(t["insert"], w) if "insert" in t else None,
-            set_if=_condition(t["set_if"], w) if "set_if" in t else None, accel=accel,
-            keep_if=_condition(t["keep_if"], w) if "keep_if" in t else None,
-            refuse=refuse, groups=groups)
-        actions = (rule.drop_if, rule.insert, rule.set_if, rule.keep_if)
-        if refuse == any(a is not None for a in actions):
-            raise KnowledgeError(f"{w}: says one or more of drop_if, insert, set_if, keep_if, "
-                                 "or refuse = true alone")
-        if (rule.keep_if is not None or refuse) and accel != "kvm":
-            raise KnowledgeError(f"{w}: keep_if and refuse are for accel = \"kvm\"")
-        if rule.set_if is not None and rule.set_if.differs_only_in is None:
-            raise KnowledgeError(f"{w}: set_if takes differs_only_in")
-        extra = set(t) - {"registers", "groups", "reason", "source", "drop_if", "insert",
-                          "set_if", "accel", "keep_if", "refuse"}
-        if extra:
-            raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
-        regs.append(rule)
+    regs = [_register_entry(t, f"{where}: register entry {n}")
+            for n, t in enumerate(data.get("register", []), 1)]
     # One entry per register and accelerator; an entry for any accelerator covers both, so
     # it may not share a register with an accelerator's own entry (the first would win).
     seen: dict[int, list[tuple[str | None, int]]] = {}

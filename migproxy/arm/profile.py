@@ -39,7 +39,6 @@ the rest of the description stay exact.
 from __future__ import annotations
 
 import bisect
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any, Literal
 from migproxy.arm.registers import describe, format_id, parse_register
 from migproxy.stream.errors import MigproxyError, SectionRefused
 from migproxy.stream.reasons import Reason
+from migproxy.stream.tomlfile import TomlFileError, load_toml_file, parse_toml
 
 Action = Literal["drop", "insert", "set"]
 _ACTIONS = ("drop", "insert", "set")
@@ -252,6 +252,43 @@ def _subsection_rules(raw: Any, source: str) -> list[SubsectionRule]:
     return out
 
 
+_RULE_KEYS = frozenset({"action", "register", "value", "value_is", "otherwise", "note"})
+
+
+def _rule(r: Any, where: str) -> Rule:
+    """One ``[[rule]]`` table of a profile."""
+    if not isinstance(r, dict):
+        raise ProfileError(f"{where}: must be a table")
+    extra = set(r) - _RULE_KEYS
+    if extra:
+        raise ProfileError(f"{where}: unknown keys {sorted(extra)}")
+    action = r.get("action")
+    if action not in _ACTIONS:
+        raise ProfileError(f"{where}: action must be one of {', '.join(_ACTIONS)}, "
+                           f"found {action!r}")
+    if "register" not in r:
+        raise ProfileError(f"{where}: 'register' is missing")
+    try:
+        reg = parse_register(str(r["register"]))
+    except ValueError as e:
+        raise ProfileError(f"{where}: {e}") from None
+    value = _value(r["value"], f"{where}: value") if "value" in r else None
+    value_is = _value(r["value_is"], f"{where}: value_is") if "value_is" in r else None
+    if action in ("insert", "set") and value is None:
+        raise ProfileError(f"{where}: {action} needs a 'value'")
+    if action == "drop" and value is not None:
+        raise ProfileError(f"{where}: drop takes no 'value' (did you mean value_is?)")
+    if action == "insert" and value_is is not None:
+        raise ProfileError(f"{where}: insert takes no 'value_is'")
+    otherwise = r.get("otherwise", "refuse")
+    if otherwise not in ("refuse", "skip"):
+        raise ProfileError(f"{where}: otherwise must be 'refuse' or 'skip'")
+    note = r.get("note", "")
+    if not isinstance(note, str):
+        raise ProfileError(f"{where}: note must be a string")
+    return Rule(action, reg, value, value_is, otherwise, note)
+
+
 def profile_from_dict(data: dict[str, Any], source: str) -> Profile:
     known_top = {"name", "description", "rule", "subsection"}
     extra = set(data) - known_top
@@ -267,39 +304,12 @@ def profile_from_dict(data: dict[str, Any], source: str) -> Profile:
     seen: dict[int, int] = {}
     for k, r in enumerate(raw_rules, 1):
         where = f"{source}: rule {k}"
-        if not isinstance(r, dict):
-            raise ProfileError(f"{where}: must be a table")
-        extra = set(r) - {"action", "register", "value", "value_is", "otherwise", "note"}
-        if extra:
-            raise ProfileError(f"{where}: unknown keys {sorted(extra)}")
-        action = r.get("action")
-        if action not in _ACTIONS:
-            raise ProfileError(f"{where}: action must be one of {', '.join(_ACTIONS)}, "
-                               f"found {action!r}")
-        if "register" not in r:
-            raise ProfileError(f"{where}: 'register' is missing")
-        try:
-            reg = parse_register(str(r["register"]))
-        except ValueError as e:
-            raise ProfileError(f"{where}: {e}") from None
-        if reg in seen:
-            raise ProfileError(f"{where}: register {describe(reg)} already has rule {seen[reg]}")
-        seen[reg] = k
-        value = _value(r["value"], f"{where}: value") if "value" in r else None
-        value_is = _value(r["value_is"], f"{where}: value_is") if "value_is" in r else None
-        if action in ("insert", "set") and value is None:
-            raise ProfileError(f"{where}: {action} needs a 'value'")
-        if action == "drop" and value is not None:
-            raise ProfileError(f"{where}: drop takes no 'value' (did you mean value_is?)")
-        if action == "insert" and value_is is not None:
-            raise ProfileError(f"{where}: insert takes no 'value_is'")
-        otherwise = r.get("otherwise", "refuse")
-        if otherwise not in ("refuse", "skip"):
-            raise ProfileError(f"{where}: otherwise must be 'refuse' or 'skip'")
-        note = r.get("note", "")
-        if not isinstance(note, str):
-            raise ProfileError(f"{where}: note must be a string")
-        rules.append(Rule(action, reg, value, value_is, otherwise, note))
+        rule = _rule(r, where)
+        if rule.register in seen:
+            raise ProfileError(f"{where}: register {describe(rule.register)} already has rule "
+                               f"{seen[rule.register]}")
+        seen[rule.register] = k
+        rules.append(rule)
     desc = data.get("description", "")
     if not isinstance(desc, str):
         raise ProfileError(f"{source}: 'description' must be a string")
@@ -309,9 +319,9 @@ def profile_from_dict(data: dict[str, Any], source: str) -> Profile:
 
 def parse_profile(text: str, source: str = "<string>") -> Profile:
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"{source}: invalid TOML: {e}") from None
+        data = parse_toml(text, source)
+    except TomlFileError as e:
+        raise ProfileError(str(e)) from None
     return profile_from_dict(data, source)
 
 
@@ -326,10 +336,10 @@ def load_profile(spec: str) -> Profile:
     path = Path(spec)
     if not spec.startswith(BUILTIN_PREFIX) and (path.suffix == ".toml" or path.exists()):
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ProfileError(f"cannot read profile {spec}: {e.strerror}") from None
-        return parse_profile(text, str(path))
+            data = load_toml_file(spec, "profile ")
+        except TomlFileError as e:
+            raise ProfileError(str(e)) from None
+        return profile_from_dict(data, str(path))
     res = resources.files("migproxy.arm") / "profiles" / f"{name}.toml"
     if not res.is_file():
         raise ProfileError(f"no profile file {spec!r} and no built-in profile {name!r} "

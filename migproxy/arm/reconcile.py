@@ -121,87 +121,128 @@ def id_differences(src: Mapping[int, int], dest: Manifest, kb: Knowledge, accel:
             and benign_set(reg, src[reg], dst[reg], kb, accel) is None]
 
 
+@dataclass
+class _Tcg:
+    """One TCG reconciliation in progress: the inputs and the plan being built."""
+
+    src: dict[int, int]
+    dest: Manifest
+    kb: Knowledge
+    accel: str
+    model: dict[int, int]
+    opt_in: frozenset[int]
+    out: dict[int, int] = field(default_factory=dict)
+    plan: CpuPlan = field(default_factory=lambda: CpuPlan([], []))
+
+    @property
+    def stable(self) -> bool:
+        return self.dest.cpu in self.kb.stable_models
+
+    @property
+    def where(self) -> str:
+        return f"QEMU {self.dest.qemu} ({self.dest.machine}, {self.dest.cpu})"
+
+    def rule(self, reg: int) -> RegisterRule | None:
+        return self.kb.rule_for(reg, self.accel)
+
+    def change(self, c: Change) -> None:
+        self.plan.changes.append(c)
+
+    def drops(self) -> None:
+        """Registers only the stream has: dropped by a rule, the model's constant, or an
+        opt-in; refused otherwise."""
+        for reg in sorted(self.src.keys() - self.dest.ids):
+            r, v = self.rule(reg), self.src[reg]
+            if r is not None and r.drop_if is not None and r.drop_if.holds(v, self.src):
+                self.change(Change("drop", _name(reg), v, None, r.reason))
+            elif self.stable and is_id_register(reg) and self.model.get(reg) == v:
+                self.change(Change("drop", _name(reg), v, None, self.kb.id_registers_reason))
+            elif reg in self.opt_in:
+                self.change(Change("drop", _name(reg), v, None, "opted in", True))
+            else:
+                self.plan.refusals.append(f"{_name(reg)} = 0x{v:x} is not known to "
+                                          f"{self.where}: {self._why_not_dropped(reg, r)}")
+                continue
+            del self.out[reg]
+
+    def _why_not_dropped(self, reg: int, r: RegisterRule | None) -> str:
+        if r is not None and r.drop_if is not None:
+            return f"it may be dropped only with {r.drop_if.describe(_names(r))}"
+        if is_id_register(reg):
+            return ("a constant ID register: dropping it changes what the guest reads"
+                    + ("" if self.stable else f" ({self.dest.cpu} is not a fixed CPU model)"))
+        return "no rule says it may be dropped (its state would be lost)"
+
+    def _inserted(self, reg: int) -> tuple[int, str, bool] | None:
+        """(value, why, guest-visible) for a register only the destination has, or None."""
+        r, dst = self.rule(reg), self.dest.values
+        if r is not None and r.insert is not None:
+            ins = r.insert
+            if ins.destination:
+                return dst[reg], r.reason, False
+            if ins.value is not None:
+                return ins.value, r.reason, False
+            if ins.low32_of is not None and ins.low32_of in self.src:
+                return self.src[ins.low32_of] & 0xFFFFFFFF, r.reason, False
+            return None
+        if self.stable and is_id_register(reg):
+            return dst[reg], self.kb.id_registers_reason, False
+        if reg in self.opt_in:
+            return dst[reg], "opted in", True
+        return None
+
+    def inserts(self) -> None:
+        """Registers only the destination has: inserted with a rule's value, the model's
+        constant or (opted in) the destination's; refused otherwise."""
+        for reg in sorted(self.dest.ids - self.src.keys()):
+            got = self._inserted(reg)
+            if got is None:
+                self.plan.refusals.append(
+                    f"{self.where} expects {_name(reg)} (0x{self.dest.values[reg]:x} there) "
+                    "and the stream does not have it: no rule gives its value"
+                    + (" (a constant ID register)" if is_id_register(reg) else ""))
+                continue
+            new, why, visible = got
+            self.out[reg] = new
+            self.change(Change("insert", _name(reg), None, new, why, visible))
+
+    def id_values(self) -> None:
+        """Constant ID registers with another value: set when the knowledge base calls the
+        difference benign or the route opts in; refused otherwise."""
+        for reg, have, want in id_differences(self.src, self.dest, self.kb, self.accel):
+            if reg in self.opt_in:
+                self.out[reg] = want
+                self.change(Change("set", _name(reg), have, want, "opted in", True))
+                continue
+            self.plan.refusals.append(
+                f"{_name(reg)} = 0x{have:x} in the stream, 0x{want:x} on {self.where} (bits "
+                f"0x{have ^ want:x} differ): a CPU feature would change under the running "
+                "guest")
+        dst = self.dest.values
+        for reg in sorted(self.src.keys() & dst.keys()):
+            if is_id_register(reg) and self.src[reg] != dst[reg]:
+                benign = benign_set(reg, self.src[reg], dst[reg], self.kb, self.accel)
+                if benign is not None:
+                    self.out[reg] = dst[reg]
+                    self.change(Change("set", _name(reg), self.src[reg], dst[reg],
+                                       benign.reason))
+
+
 def reconcile(indexes: Sequence[int], values: Sequence[int], subsections: Mapping[str, bytes],
               dest: Manifest, kb: Knowledge, *, accel: str = "tcg",
               model_values: Mapping[int, int] | None = None,
               opt_in: frozenset[int] = frozenset()) -> CpuPlan:
-    """The plan for one cpu section (``subsections``: name -> payload of those sent)."""
+    """The plan for one cpu section (``subsections``: name -> payload of those sent), in
+    phases: drops, inserts, ID values, subsections."""
     src = dict(zip(indexes, values, strict=True))
-    dst = dest.values
-    out = dict(src)
-    plan = CpuPlan([], [])
-    stable = dest.cpu in kb.stable_models
-    model = dict(model_values or {})
-    where = f"QEMU {dest.qemu} ({dest.machine}, {dest.cpu})"
-
-    def rule(reg: int) -> RegisterRule | None:
-        return kb.rule_for(reg, accel)
-
-    for reg in sorted(src.keys() - dst.keys()):
-        r = rule(reg)
-        v = src[reg]
-        if r is not None and r.drop_if is not None and r.drop_if.holds(v, src):
-            plan.changes.append(Change("drop", _name(reg), v, None, r.reason))
-        elif stable and is_id_register(reg) and model.get(reg) == v:
-            plan.changes.append(Change("drop", _name(reg), v, None, kb.id_registers_reason))
-        elif reg in opt_in:
-            plan.changes.append(Change("drop", _name(reg), v, None, "opted in", True))
-        else:
-            if r is not None and r.drop_if is not None:
-                why = f"it may be dropped only with {r.drop_if.describe(_names(r))}"
-            elif is_id_register(reg):
-                why = ("a constant ID register: dropping it changes what the guest reads"
-                       + ("" if stable else f" ({dest.cpu} is not a fixed CPU model)"))
-            else:
-                why = "no rule says it may be dropped (its state would be lost)"
-            plan.refusals.append(f"{_name(reg)} = 0x{v:x} is not known to {where}: {why}")
-            continue
-        del out[reg]
-    for reg in sorted(dst.keys() - src.keys()):
-        r = rule(reg)
-        new: int | None = None
-        why = ""
-        visible = False
-        if r is not None and r.insert is not None:
-            ins = r.insert
-            if ins.destination:
-                new = dst[reg]
-            elif ins.value is not None:
-                new = ins.value
-            elif ins.low32_of is not None and ins.low32_of in src:
-                new = src[ins.low32_of] & 0xFFFFFFFF
-            why = r.reason
-        elif stable and is_id_register(reg):
-            new, why = dst[reg], kb.id_registers_reason
-        elif reg in opt_in:
-            new, why, visible = dst[reg], "opted in", True
-        if new is None:
-            plan.refusals.append(
-                f"{where} expects {_name(reg)} (0x{dst[reg]:x} there) and the stream does not "
-                "have it: no rule gives its value" + (" (a constant ID register)"
-                                                      if is_id_register(reg) else ""))
-            continue
-        out[reg] = new
-        plan.changes.append(Change("insert", _name(reg), None, new, why, visible))
-    for reg, have, want in id_differences(src, dest, kb, accel):
-        if reg in opt_in:
-            out[reg] = want
-            plan.changes.append(Change("set", _name(reg), have, want, "opted in", True))
-            continue
-        plan.refusals.append(
-            f"{_name(reg)} = 0x{have:x} in the stream, 0x{want:x} on {where} (bits "
-            f"0x{have ^ want:x} differ): a CPU feature would change under the running guest")
-    for reg in sorted(src.keys() & dst.keys()):
-        if is_id_register(reg) and src[reg] != dst[reg]:
-            benign = benign_set(reg, src[reg], dst[reg], kb, accel)
-            if benign is not None:
-                out[reg] = dst[reg]
-                plan.changes.append(Change("set", _name(reg), src[reg], dst[reg],
-                                           benign.reason))
-    reconcile_subsections(plan, subsections, src, dest, kb)
-    plan.indexes = sorted(out)
-    plan.values = [out[i] for i in plan.indexes]
-    return plan
+    run = _Tcg(src, dest, kb, accel, dict(model_values or {}), opt_in, dict(src))
+    run.drops()
+    run.inserts()
+    run.id_values()
+    reconcile_subsections(run.plan, subsections, src, dest, kb)
+    run.plan.indexes = sorted(run.out)
+    run.plan.values = [run.out[i] for i in run.plan.indexes]
+    return run.plan
 
 
 def reconcile_subsections(plan: CpuPlan, subsections: Mapping[str, bytes],

@@ -30,6 +30,9 @@ class Refusal(enum.StrEnum):
     NOT_ALLOWED = "not_allowed"  # the source address is outside the route's allow-list
     ROUTE_FULL = "route_full"  # the route has max_connections open
     PEER_FULL = "peer_full"  # this source address has max_per_peer open on the route
+    # an admitted connection that had sent no migration's bytes, closed to make room for
+    # one that had, when its route or address was full (migproxy.daemon.port)
+    EVICTED = "evicted"
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class Admission:
     def admit(self, peer_host: str | None) -> Refusal | None:
         """Take the connection (None) or say why not. An admitted one must be released."""
         lim = self.limits
-        if lim.allow and not _allowed(peer_host, lim.allow):
+        if lim.allow and not allowed(peer_host, lim.allow):
             return Refusal.NOT_ALLOWED
         if self.open >= lim.max_connections:
             return Refusal.ROUTE_FULL
@@ -78,7 +81,7 @@ class Admission:
             del self._per_peer[peer_host]
 
 
-def _allowed(peer_host: str | None, allow: tuple[Network, ...]) -> bool:
+def allowed(peer_host: str | None, allow: tuple[Network, ...]) -> bool:
     if peer_host is None:
         return False
     try:
@@ -88,3 +91,6 @@ def _allowed(peer_host: str | None, allow: tuple[Network, ...]) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped  # ::ffff:10.0.0.1 on a dual-stack socket is 10.0.0.1
     return any(ip.version == net.version and ip in net for net in allow)
+
+
+_allowed = allowed

@@ -8,16 +8,22 @@ outcome. No VM ids, no addresses.
 
 from __future__ import annotations
 
+import platform
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 
+from migproxy import __version__
 from migproxy.daemon.admission import Refusal
 from migproxy.daemon.session import TLS_NOT_TERMINATED, CloseReason
+from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.reasons import Reason
 
 CLASSIFY_TIMEOUT = str(CloseReason.CLASSIFY_TIMEOUT)  # a refused label beside the Refusals
@@ -26,16 +32,48 @@ TLS_HANDSHAKE = "tls_handshake"  # refused: the source's TLS handshake failed
 CHANNELS = ("main", "multifd", "tls", "other")
 DIRECTIONS = ("to_destination", "to_source")
 
+# Families kept for one release under their old names ("tail", "holdback": the device
+# state), with the same values as their replacements. Removed in the release after 0.1.
+DEPRECATED = {
+    "migproxy_tail_releases": "migproxy_device_state_releases",
+    "migproxy_holdback_bytes": "migproxy_device_state_held_bytes",
+    "migproxy_holdback_seconds": "migproxy_device_state_hold_seconds",
+    "migproxy_holdback_size_bytes": "migproxy_device_state_size_bytes",
+}
+_HOLD_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                 10)
+_HOLD_SIZE = (16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20)
+_LOOP_LAG = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+def _deprecated(name: str) -> str:
+    return f"Deprecated, removed in the next release: the same as {DEPRECATED[name]}. "
+
 
 class Metrics:
-    """All metrics, in their own registry (one per daemon; tests make their own)."""
+    """All metrics, in their own registry (one per daemon; tests make their own).
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    ``process``: also the standard process (``process_*``: CPU, RSS, file descriptors) and
+    platform (``python_info``) collectors of prometheus-client on this registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 process: bool = True) -> None:
         disable_created_metrics()  # no *_created series: they only add noise here
         r = self.registry = registry or CollectorRegistry()
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            "migproxy_build_info", "Always 1: the version of migproxy, of Python, and which "
+            "RAM walk runs (c: compiled, python: the pure-Python fallback)",
+            ["version", "python", "ramwalk"], registry=r)
+        self.build_info.labels(__version__, platform.python_version(), IMPLEMENTATION).set(1)
         self.connections = Counter(
-            "migproxy_connections", "Accepted connections, by channel kind",
-            ["channel"], registry=r)
+            "migproxy_connections", "Accepted connections (counted at accept, before their "
+            "channel is known; refused ones included)", registry=r)
+        self.connections_classified = Counter(
+            "migproxy_connections_classified", "Connections whose channel kind was "
+            "recognised (from their first bytes), by channel kind", ["channel"], registry=r)
         self.connections_active = Gauge(
             "migproxy_connections_active", "Open connection pairs, by channel kind",
             ["channel"], registry=r)
@@ -70,25 +108,40 @@ class Metrics:
             "migproxy_cpu_sections_rewritten",
             "cpu sections whose cpreg arrays were rewritten (dry_run: would have been)",
             ["mode"], registry=r)
+        self.device_state_releases = Counter(
+            "migproxy_device_state_releases", "Device states (held back until their "
+            "description was read) released, rewritten or untouched", ["rewritten"],
+            registry=r)
         self.tail_releases = Counter(
-            "migproxy_tail_releases", "Device-state tails released, rewritten or untouched",
-            ["rewritten"], registry=r)
+            "migproxy_tail_releases", _deprecated("migproxy_tail_releases")
+            + "Device-state tails released, rewritten or untouched", ["rewritten"],
+            registry=r)
         self.passthrough = Counter(
             "migproxy_passthrough", "Main channels that fell back to untouched relaying, "
             "by reason", ["reason"], registry=r)
         self.aborts = Counter(
             "migproxy_aborts", "Main channels aborted by policy, by reason", ["reason"],
             registry=r)
+        self.device_state_held_bytes = Gauge(
+            "migproxy_device_state_held_bytes", "Device-state bytes currently held back",
+            registry=r)
+        self.device_state_hold_seconds = Histogram(
+            "migproxy_device_state_hold_seconds",
+            "Time the device state was held (first held byte to release)",
+            buckets=_HOLD_SECONDS, registry=r)
+        self.device_state_size = Histogram(
+            "migproxy_device_state_size_bytes", "Size of released device states",
+            buckets=_HOLD_SIZE, registry=r)
         self.holdback_bytes = Gauge(
-            "migproxy_holdback_bytes", "Device-state bytes currently held back", registry=r)
+            "migproxy_holdback_bytes", _deprecated("migproxy_holdback_bytes")
+            + "Device-state bytes currently held back", registry=r)
         self.holdback_seconds = Histogram(
-            "migproxy_holdback_seconds",
-            "Time the device-state tail was held (first held byte to release)",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                     5, 10), registry=r)
+            "migproxy_holdback_seconds", _deprecated("migproxy_holdback_seconds")
+            + "Time the device-state tail was held (first held byte to release)",
+            buckets=_HOLD_SECONDS, registry=r)
         self.holdback_size = Histogram(
-            "migproxy_holdback_size_bytes", "Size of released device-state tails",
-            buckets=(16384, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20), registry=r)
+            "migproxy_holdback_size_bytes", _deprecated("migproxy_holdback_size_bytes")
+            + "Size of released device-state tails", buckets=_HOLD_SIZE, registry=r)
         self.migrations = Counter(
             "migproxy_migrations", "Finished main channels, by outcome", ["outcome"],
             registry=r)
@@ -100,10 +153,15 @@ class Metrics:
             "migproxy_event_loop_lag_seconds",
             "How late the daemon's event loop last woke up (measured every 0.5 s)",
             registry=r)
+        self.event_loop_delay = Histogram(
+            "migproxy_event_loop_delay_seconds",
+            "How late the daemon's event loop woke up, every measurement (every 0.5 s, "
+            "a timer's lateness)", buckets=_LOOP_LAG, registry=r)
         self.connections_refused = Counter(
             "migproxy_connections_refused",
-            "Connections closed without being relayed, by reason: refused at once by "
-            "admission, a failed TLS handshake, or silent past classify_timeout",
+            "Connections closed without being relayed, by reason: refused by admission, "
+            "evicted to make room for a migration's channel, a failed TLS handshake, or "
+            "silent past classify_timeout",
             ["reason"], registry=r)
         self.untouched = Counter(
             "migproxy_untouched",
@@ -114,12 +172,13 @@ class Metrics:
             "migproxy_connect_errors", "Failed connections to the target", registry=r)
         # Pre-create the label sets that must exist from the start (zero-valued series).
         for ch in CHANNELS:
-            self.connections.labels(ch)
+            self.connections_classified.labels(ch)
             self.connections_active.labels(ch)
             self.spliced.labels(ch)
             for d in DIRECTIONS:
                 self.bytes.labels(d, ch)
         for flag in ("true", "false"):
+            self.device_state_releases.labels(flag)
             self.tail_releases.labels(flag)
         for reason in Reason:
             self.passthrough.labels(reason)

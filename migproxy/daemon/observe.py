@@ -8,7 +8,9 @@ Prometheus series and structlog lines, so both can be tested without sockets.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from migproxy.arm.events import CpuReconciled, CpuRewritten
@@ -60,6 +62,11 @@ class PairObserver:
     def bind(self, **context: Any) -> None:
         self.log = self.log.bind(**context)
 
+    def accepted(self, **context: Any) -> None:
+        """A connection was accepted (``context``: what its log lines carry from now on)."""
+        self.metrics.connections.inc()
+        self.bind(**context)
+
     def refused(self, reason: Refusal) -> None:
         self.metrics.connections_refused.labels(reason).inc()
         self.log.warning("refused", reason=str(reason))
@@ -81,7 +88,7 @@ class PairObserver:
         main = c.channel == Channel.MAIN
         if main:
             m.migrations_active.inc()
-        m.connections.labels(c.channel).inc()
+        m.connections_classified.labels(c.channel).inc()
         m.connections_active.labels(c.channel).inc()
         if c.channel == Channel.TLS:
             m.untouched.labels(TLS_NOT_TERMINATED).inc()
@@ -96,8 +103,12 @@ class PairObserver:
         self.events(c.events)
         held = c.held_bytes
         if held != self._held_reported:
-            self.metrics.holdback_bytes.inc(held - self._held_reported)
+            self._held_changed(held - self._held_reported)
             self._held_reported = held
+
+    def _held_changed(self, delta: int) -> None:
+        self.metrics.device_state_held_bytes.inc(delta)
+        self.metrics.holdback_bytes.inc(delta)  # deprecated name
 
     def events(self, events: list[Event]) -> None:
         m = self.metrics
@@ -123,7 +134,9 @@ class PairObserver:
                 self.log.debug("holdback_started", offset=e.offset)
             elif isinstance(e, DeviceStateReleased):
                 self._hold_done(e.held_bytes)
-                m.tail_releases.labels("true" if e.rewritten else "false").inc()
+                flag = "true" if e.rewritten else "false"
+                m.device_state_releases.labels(flag).inc()
+                m.tail_releases.labels(flag).inc()  # deprecated name
                 self.log.info("tail_released", held_bytes=e.held_bytes, out_bytes=e.out_bytes,
                               rewritten=e.rewritten)
             elif isinstance(e, PassthroughEntered):
@@ -159,15 +172,19 @@ class PairObserver:
     def _hold_done(self, held: int | None) -> None:
         if self._hold_t0 is not None:
             if held is not None:
-                self.metrics.holdback_seconds.observe(time.monotonic() - self._hold_t0)
-                self.metrics.holdback_size.observe(held)
+                m = self.metrics
+                seconds = time.monotonic() - self._hold_t0
+                m.device_state_hold_seconds.observe(seconds)
+                m.device_state_size.observe(held)
+                m.holdback_seconds.observe(seconds)  # deprecated names
+                m.holdback_size.observe(held)
             self._hold_t0 = None
 
     def finished(self, c: Finished) -> None:
         m = self.metrics
         if c.reason == CloseReason.CONNECT_FAILED:
             m.connect_errors.inc()
-        elif c.reason == CloseReason.CLASSIFY_TIMEOUT:
+        elif c.reason in (CloseReason.CLASSIFY_TIMEOUT, CloseReason.EVICTED):
             m.connections_refused.labels(str(c.reason)).inc()
         if c.channel is not None:
             m.connections_active.labels(c.channel).dec()
@@ -176,8 +193,27 @@ class PairObserver:
             m.migrations.labels(c.outcome).inc()
             m.migration_seconds.labels(c.outcome).observe(c.seconds)
             if self._held_reported:
-                m.holdback_bytes.dec(self._held_reported)
+                self._held_changed(-self._held_reported)
                 self._held_reported = 0
         log = self.log.warning if c.abort else self.log.info
         log("closed", outcome=str(c.outcome), reason=None if c.reason is None else str(c.reason),
             seconds=round(c.seconds, 3), bytes_in=c.bytes_in, bytes_out=c.bytes_out)
+
+
+def loop_lag(started: float, woke: float, interval: float) -> float:
+    """How late a callback asked for ``interval`` after ``started`` ran at ``woke``."""
+    return max(0.0, woke - started - interval)
+
+
+async def watch_loop_lag(metrics: Metrics, interval: float, *,
+                         clock: Callable[[], float] | None = None,
+                         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    """Measure the event loop's lag every ``interval`` seconds, forever: one timer at a
+    time, so the cost is one wakeup per interval. ``clock`` defaults to the loop's."""
+    now = clock or asyncio.get_running_loop().time
+    while True:
+        started = now()
+        await sleep(interval)
+        lag = loop_lag(started, now(), interval)
+        metrics.event_loop_lag.set(lag)
+        metrics.event_loop_delay.observe(lag)

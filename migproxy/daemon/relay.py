@@ -4,7 +4,12 @@ Each accepted connection gets a :class:`Pair`: two ``BufferedProtocol`` sides (s
 destination) and one sans-IO :class:`~migproxy.daemon.session.Session` that decides
 everything. The pair turns transport callbacks into session events and carries out the
 commands the session returns; metrics and logs go through a
-:class:`~migproxy.daemon.observe.PairObserver`. No policy lives here.
+:class:`~migproxy.daemon.observe.PairObserver`. What spans connections (accept order, the
+connect slot, open main channels, classification deadlines, admission) is decided by the
+sans-IO :class:`~migproxy.daemon.port.PortState` of the listening port: the pair tells it
+what its session did and carries out the commands it returns. Session and port commands go
+through one queue (:class:`PairRegistry`): a command that leads to another session's
+commands appends them, and nothing runs inside another pair's commands.
 
 I/O uses ``BufferedProtocol`` with large receive buffers. Data handed to a transport may
 still be referenced by it after ``write()`` returns (when it could not all be sent at
@@ -22,6 +27,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,14 +35,23 @@ import structlog
 
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon.addresses import format_host_port
-from migproxy.daemon.admission import Admission
+from migproxy.daemon.admission import Refusal
 from migproxy.daemon.observe import PairObserver
+from migproxy.daemon.port import (
+    Connect,
+    Evict,
+    Expire,
+    PortCommand,
+    PortState,
+    Refuse,
+    RouteAdmission,
+    Wake,
+    WakeAt,
+)
 from migproxy.daemon.session import (
-    Channel,
     Classified,
     Close,
     Command,
-    ConnectQueue,
     Finished,
     Forward,
     HalfClose,
@@ -216,7 +231,9 @@ class Pair:
         self.offset = offset
         self.target = route.target.at(offset)
         self.registry = registry
-        self.id = f"{next(_ids):04d}"
+        self.conn = next(_ids)  # its id for the port state
+        self.id = f"{self.conn:04d}"
+        self.port = registry.port(route, offset)
         st = route.settings
         self.session = Session(SessionSettings(
             arm_engine_config(route.profile, route.destination, policy=st.policy,
@@ -254,33 +271,43 @@ class Pair:
         the source opened its connections, whatever order their handshakes end in)."""
         transport = transport or self.src.transport
         peer = transport.get_extra_info("peername")
-        self.observer.bind(peer=format_host_port(peer))
+        self.observer.accepted(peer=format_host_port(peer))
         if isinstance(peer, tuple) and peer:
             self.session.peer_host = str(peer[0])
-        refusal = self.registry.admission(self.route).admit(self.session.peer_host)
-        if refusal is not None:
-            # Closed at once: no byte read, no timer, nothing towards the target.
-            self.refused = True
-            transport.abort()
-            self.observer.refused(refusal)
-            self.done.set_result("refused")
-            return
         self.admitted = True
         self.registry.add(self)
-        self.registry.queue(self).accepted(self.session)
+        port = self.port.accepted(self.conn, self.session.peer_host, time.monotonic())
+        mine = [c for c in port if isinstance(c, Refuse) and c.conn == self.conn]
+        if mine:
+            # Closed at once: no byte read, no timer, nothing towards the target.
+            self.refuse(mine[0].reason, transport)
+            return
         self.run(self.session.on_accepted())
-        if self.plain_source and self.registry.main_open(self):
-            # A later channel of an open migration. Not from inside connection_made, where
-            # uvloop would lose the pause that connecting asks for.
-            asyncio.get_event_loop().call_soon(self._migration_open)
+        if port:
+            # Not from inside connection_made, where uvloop would lose the pause that
+            # connecting (a woken channel) asks for.
+            asyncio.get_event_loop().call_soon(self.registry.execute_port, self.port, port)
 
-    def _migration_open(self) -> None:
-        self.run(self.session.on_migration_open())
+    def authenticated(self) -> None:
+        """A TLS route: the source's handshake succeeded (a valid client certificate)."""
+        self.registry.execute_port(self.port,
+                                   self.port.authenticated(self.conn, time.monotonic()))
 
-    @property
-    def plain_source(self) -> bool:
-        """No TLS towards the source: a connection is a channel once it is accepted."""
-        return self.route.tls is None or self.route.tls.source is None
+    def refuse(self, reason: Refusal, transport: Any = None) -> None:
+        """Close the connection at once; it was never admitted (its session never ends)."""
+        if self.refused:
+            return
+        self.refused = True
+        for t in (transport, self.src.transport, self.src.tcp):
+            if t is not None and not t.is_closing():
+                t.abort()
+        self.observer.refused(reason)
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        self.registry.remove(self)
+        if not self.done.done():
+            self.done.set_result("refused")
 
     def data_from(self, side: Side, data: memoryview) -> None:
         if self.refused:
@@ -294,6 +321,8 @@ class Pair:
 
     def tls_failed(self, error: str) -> None:
         """The source's TLS handshake failed (the connection is closed)."""
+        if self.refused:
+            return
         if not self.session.closed:
             self.observer.tls_refused(error)
         self.run(self.session.on_lost(Side.SOURCE, error, time.monotonic()))
@@ -303,6 +332,10 @@ class Pair:
 
     # commands out ---------------------------------------------------------------------------
     def run(self, commands: list[Command]) -> None:
+        """Carry out the session's commands (after what the queue holds already)."""
+        self.registry.execute(self, commands)
+
+    def execute(self, commands: list[Command]) -> None:
         if self.refused:
             return  # closed at accept: the session never started
         obs = self.observer
@@ -318,7 +351,9 @@ class Pair:
             elif isinstance(c, HalfClose):
                 self._half_close(self.sides[c.to])
             elif isinstance(c, OpenTarget):
-                self._open_target()
+                # The port decides when (Connect): accept order, one at a time.
+                self.registry.execute_port(self.port, self.port.requested(
+                    self.conn, self.session.head, time.monotonic()))
             elif isinstance(c, RequestTimer):
                 self._request_timer(c)
             elif isinstance(c, Splice):
@@ -335,18 +370,29 @@ class Pair:
                             t.close()
             elif isinstance(c, Classified):
                 obs.classified(c)
-                if c.channel == Channel.MAIN and self.plain_source:
-                    # Connections from the same source accepted after this one are
-                    # channels of its migration, even if they never send a byte. (On a
-                    # TLS route each is connected once its handshake succeeded.)
-                    for later in self.registry.queue(self).after(self.session):
-                        pair = self.registry.pair_of(later)
-                        if pair is not None:
-                            pair.run(later.on_migration_open())
+                self.registry.execute_port(self.port, self.port.classified(
+                    self.conn, c.channel, time.monotonic()))
             elif isinstance(c, Log):
                 obs.logged(c)
             elif isinstance(c, Finished):
                 self._finished(c)
+
+    def port_command(self, c: PortCommand, now: float) -> None:
+        """Carry out what the port state asked of this pair."""
+        if self.refused:
+            return
+        s = self.session
+        if isinstance(c, Connect):
+            if self._connect_task is None:
+                self._connect_task = asyncio.get_event_loop().create_task(self._connect())
+        elif isinstance(c, Wake):
+            self.run(s.on_migration_open())
+        elif isinstance(c, Expire):
+            self.run(s.on_classify_deadline(now, main_open=False))
+        elif isinstance(c, Evict):
+            self.run(s.on_evicted(now))
+        elif isinstance(c, Refuse):
+            self.refuse(c.reason)
 
     def _forward(self, c: Forward) -> None:
         to = self.sides[c.to]
@@ -449,30 +495,20 @@ class Pair:
         else:
             t.close()  # close_notify after the queued data
 
-    def _open_target(self) -> None:
-        # Connections reach the target in accept order: first every earlier connection
-        # of the route that is still waiting (the session decides nothing about others).
-        for earlier in self.registry.queue(self).connecting(self.session):
-            pair = self.registry.pair_of(earlier)
-            if pair is not None:
-                pair.run(earlier.connect_now())
-        if self._connect_task is None:
-            self._connect_task = asyncio.get_event_loop().create_task(self._connect())
-
     async def _connect(self) -> None:
         t = self.target
         try:
-            # One at a time per listening port: destinations that assign channels by
-            # arrival order (QEMU 7.2, TLS) must see the main channel first. With TLS the
-            # handshake is part of the connection, so the next one starts after it.
-            async with self.registry.connect_lock(self):
-                self.dst.tcp = await asyncio.wait_for(
-                    connect(self.dst, t, self.route.tls),
-                    timeout=self.route.settings.connect_timeout)
+            # The port gave this connection its connect slot: the next connection of the
+            # port starts after this one is up (with TLS, after the handshake).
+            self.dst.tcp = await asyncio.wait_for(
+                connect(self.dst, t, self.route.tls),
+                timeout=self.route.settings.connect_timeout)
         except (OSError, TimeoutError) as e:
             self.run(self.session.on_target_failed(handshake_error(e), time.monotonic()))
-            return
-        self.run(self.session.on_target_connected(time.monotonic()))
+        else:
+            self.run(self.session.on_target_connected(time.monotonic()))
+        self.registry.execute_port(self.port,
+                                   self.port.connect_done(self.conn, time.monotonic()))
 
     def _request_timer(self, c: RequestTimer) -> None:
         old = self._timers.pop(c.timer, None)
@@ -482,9 +518,9 @@ class Pair:
 
         def fire() -> None:
             now = time.monotonic()
-            if c.timer == Timer.CLASSIFY:  # the session cannot see the other pairs
-                main_open = self.registry.main_open(self)
-                self.run(session.on_classify_deadline(now, main_open=main_open))
+            if c.timer == Timer.CLASSIFY:  # the port decides (it knows the other pairs)
+                self.registry.execute_port(self.port,
+                                           self.port.classify_deadline(self.conn, now))
             else:
                 self.run(session.on_timer(c.timer, now))
 
@@ -503,66 +539,123 @@ class Pair:
 PortKey = tuple[int, int]  # (id of the route, offset of the listening port in its range)
 
 
-def _port_key(pair: Pair) -> PortKey:
-    return (id(pair.route), pair.offset)
+class _SlotHold:
+    """Holds a port's connect slot from outside, like a lock (for tests of the executor:
+    the next connection of the port stays CONNECTING meanwhile)."""
+
+    def __init__(self, registry: PairRegistry, port: PortState) -> None:
+        self.registry = registry
+        self.port = port
+
+    async def acquire(self) -> bool:
+        while not self.port.take_slot():
+            await asyncio.sleep(0.005)
+        return True
+
+    def release(self) -> None:
+        self.registry.execute_port(self.port, self.port.release_slot(time.monotonic()))
 
 
 class PairRegistry:
-    """The live pairs of a daemon; the accept order and connect lock of each listening
-    port (one migration's channels all arrive on one port of a route), and the admission
-    of each route (for a range: of all its ports together)."""
+    """The live pairs of a daemon; the sans-IO state of each listening port (one
+    migration's channels all arrive on one port of a route) and the admission of each
+    route (for a range: of all its ports together); the one queue through which session
+    and port commands are carried out."""
 
     def __init__(self, hold_budget: HoldBudget | None = None,
                  kernel_relays: KernelRelays | None = None) -> None:
         self.hold_budget = hold_budget  # shared by every pair's engine
         self.kernel_relays = kernel_relays or KernelRelays(0)
         self.pairs: set[Pair] = set()
-        self._by_session: dict[int, Pair] = {}
-        self._locks: dict[PortKey, asyncio.Lock] = {}
-        self._queues: dict[PortKey, ConnectQueue] = {}
-        self._admission: dict[int, Admission] = {}
+        self._by_conn: dict[int, Pair] = {}
+        self._ports: dict[PortKey, PortState] = {}
+        self._admission: dict[int, RouteAdmission] = {}
+        self._ticks: dict[int, asyncio.TimerHandle] = {}  # by id of the port state
+        self._queue: deque[tuple[Pair, list[Command]] | tuple[PortState, list[PortCommand]]]
+        self._queue = deque()
+        self._draining = False
         self.changed = asyncio.Event()
         self.on_idle: Callable[[], None] | None = None  # called when the last pair closed
 
-    def connect_lock(self, pair: Pair) -> asyncio.Lock:
-        """Held while connecting to the target, one connection at a time per port."""
-        return self._locks.setdefault(_port_key(pair), asyncio.Lock())
+    def port(self, route: Route, offset: int) -> PortState:
+        """The state of listening port ``offset`` of ``route``."""
+        key = (id(route), offset)
+        p = self._ports.get(key)
+        if p is None:
+            a = self._admission.get(id(route))
+            if a is None:
+                a = self._admission[id(route)] = RouteAdmission(route.settings.admission)
+            tls_source = route.tls is not None and route.tls.source is not None
+            p = self._ports[key] = PortState(a, tls_source=tls_source)
+        return p
 
-    def queue(self, pair: Pair) -> ConnectQueue:
-        """Accepted connections on ``pair``'s listening port whose target connection is
-        not started yet."""
-        return self._queues.setdefault(_port_key(pair), ConnectQueue())
+    def connect_lock(self, pair: Pair) -> _SlotHold:
+        """Hold ``pair``'s port's connect slot (for tests)."""
+        return _SlotHold(self, pair.port)
 
-    def main_open(self, pair: Pair) -> bool:
-        """Whether another main channel from ``pair``'s source address is open on its
-        listening port (where its postcopy preempt channel arrives)."""
-        key, session = _port_key(pair), pair.session
-        return any(_port_key(p) == key and p.session is not session and
-                   p.session.peer_host == session.peer_host and
-                   p.session.channel == Channel.MAIN and not p.session.closed
-                   for p in self.pairs)
+    # the queue ------------------------------------------------------------------------------
+    def execute(self, pair: Pair, commands: list[Command]) -> None:
+        """Carry out a session's commands, after those queued before them."""
+        if commands:
+            self._queue.append((pair, commands))
+            self._drain()
 
-    def pair_of(self, session: Session) -> Pair | None:
-        return self._by_session.get(id(session))
+    def execute_port(self, port: PortState, commands: list[PortCommand]) -> None:
+        """Carry out a port state's commands, after those queued before them."""
+        if commands:
+            self._queue.append((port, commands))
+            self._drain()
 
+    def _drain(self) -> None:
+        if self._draining:
+            return  # the loop below takes it
+        self._draining = True
+        try:
+            while self._queue:
+                owner, commands = self._queue.popleft()
+                if isinstance(owner, Pair):
+                    owner.execute(commands)  # type: ignore[arg-type]
+                else:
+                    self._port_commands(owner, commands)  # type: ignore[arg-type]
+        finally:
+            self._draining = False
+
+    def _port_commands(self, port: PortState, commands: list[PortCommand]) -> None:
+        now = time.monotonic()
+        for c in commands:
+            if isinstance(c, WakeAt):
+                self._tick_at(port, c.when, now)
+                continue
+            pair = self._by_conn.get(c.conn)
+            if pair is not None:
+                pair.port_command(c, now)
+            elif isinstance(c, Connect):  # gone meanwhile: the slot is free again
+                self.execute_port(port, port.connect_done(c.conn, now))
+
+    def _tick_at(self, port: PortState, when: float, now: float) -> None:
+        old = self._ticks.pop(id(port), None)
+        if old is not None:
+            old.cancel()
+
+        def tick() -> None:
+            self._ticks.pop(id(port), None)
+            self.execute_port(port, port.tick(time.monotonic()))
+
+        self._ticks[id(port)] = asyncio.get_event_loop().call_later(max(0.0, when - now),
+                                                                    tick)
+
+    # pairs ----------------------------------------------------------------------------------
     def add(self, pair: Pair) -> None:
         self.pairs.add(pair)
-        self._by_session[id(pair.session)] = pair
+        self._by_conn[pair.conn] = pair
         self.changed.set()
-
-    def admission(self, route: Route) -> Admission:
-        a = self._admission.get(id(route))
-        if a is None:
-            a = self._admission[id(route)] = Admission(route.settings.admission)
-        return a
 
     def remove(self, pair: Pair) -> None:
         if pair.admitted:
             pair.admitted = False
-            self.admission(pair.route).release(pair.session.peer_host)
+            self.execute_port(pair.port, pair.port.closed(pair.conn, time.monotonic()))
         self.pairs.discard(pair)
-        self._by_session.pop(id(pair.session), None)
-        self.queue(pair).remove(pair.session)
+        self._by_conn.pop(pair.conn, None)
         self.changed.set()
         if not self.pairs and self.on_idle is not None:
             self.on_idle()

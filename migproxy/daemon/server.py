@@ -16,6 +16,7 @@ from migproxy.daemon.config import Config, Route
 from migproxy.daemon.memory import IdleTrim
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
+from migproxy.daemon.observe import watch_loop_lag
 from migproxy.daemon.relay import Pair, PairRegistry
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
@@ -109,12 +110,7 @@ class Daemon:
 
     async def _watch_loop_lag(self) -> None:
         """How late the event loop wakes up: a busy loop delays every migration."""
-        loop = asyncio.get_running_loop()
-        gauge = self.metrics.event_loop_lag
-        while True:
-            t0 = loop.time()
-            await asyncio.sleep(LAG_INTERVAL)
-            gauge.set(max(0.0, loop.time() - t0 - LAG_INTERVAL))
+        await watch_loop_lag(self.metrics, LAG_INTERVAL)
 
     async def _resolve_targets(self) -> None:
         """Warn about targets whose names do not resolve now (they may later: not fatal)."""

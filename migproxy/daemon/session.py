@@ -9,7 +9,9 @@ A :class:`Session` owns everything about one accepted connection that is policy,
 * when the target connection is opened: on the first byte from the source (a bare TCP
   probe never reaches the destination), or at once for a connection that follows an open
   main channel from the same source (``on_migration_open``: the postcopy preempt channel
-  is silent until a page is urgent), and in accept order (:class:`ConnectQueue`);
+  is silent until a page is urgent); when the target connection is actually opened, and
+  everything else that depends on other connections, is decided by the listening port's
+  sans-IO state (:mod:`migproxy.daemon.port`);
 * both directions, half-close, the idle timer and the outcome;
 * when nothing more of a connection needs parsing (:class:`Splice`: the executor may hand
   the rest to the kernel relay, :mod:`migproxy.daemon.splice`).
@@ -95,6 +97,7 @@ class CloseReason(enum.StrEnum):
     IDLE_TIMEOUT = "idle_timeout"  # no byte either way for idle_timeout seconds
     CLASSIFY_TIMEOUT = "classify_timeout"  # fewer than 4 bytes in classify_timeout seconds
     SHUTDOWN = "shutdown"  # the drain timeout ran out at daemon shutdown
+    EVICTED = "evicted"  # no migration's bytes, closed to make room for a migration's
 
 
 class Timer(enum.StrEnum):
@@ -280,6 +283,27 @@ class Session:
         out.extend(self._end(CloseReason.CLASSIFY_TIMEOUT, abort=True, now=now))
         return out
 
+    def on_evicted(self, now: float) -> list[Command]:
+        """The route or the source address is full, and a connection that sent a
+        migration's first bytes needs this one's place (:mod:`migproxy.daemon.port`)."""
+        if self.closed:
+            return []
+        out: list[Command] = [Log("warning", "evicted",
+                                  {"bytes": len(self._prefix) + sum(map(len, self._pending)),
+                                   "note": "closed to make room for a migration's channel"})]
+        out.extend(self._end(CloseReason.EVICTED, abort=True, now=now))
+        return out
+
+    @property
+    def head(self) -> bytes:
+        """The first bytes the source sent, up to CLASSIFY_BYTES (what decides its kind)."""
+        head = bytes(self._prefix[:CLASSIFY_BYTES])
+        for chunk in self._pending:
+            if len(head) >= CLASSIFY_BYTES:
+                break
+            head += chunk[:CLASSIFY_BYTES - len(head)]
+        return head
+
     def on_source_data(self, data: memoryview, now: float) -> list[Command]:
         if self.closed:
             return []
@@ -457,7 +481,7 @@ class Session:
                 self._engine_result(engine.conclude(), out, now)
             return out
         if timer == Timer.CLASSIFY:
-            return []  # the executor calls on_classify_deadline (it knows the siblings)
+            return []  # the port state decides (migproxy.daemon.port: Expire)
         if self.spliced:
             return []  # the kernel relay keeps the idle timeout now
         return self._idle_timer(now)
@@ -524,18 +548,13 @@ class Session:
         return True
 
     def _classify(self, head: bytes, out: list[Command]) -> None:
-        if head == wire.MAGIC_BYTES:
-            self.channel = Channel.MAIN
+        self.channel = classify(head)
+        if self.channel == Channel.MAIN:
             self.engine = StreamEngine(self.settings.engine)
             self.return_path = ReturnPathReader()
-        elif head == wire.MULTIFD_MAGIC_BYTES:
-            self.channel = Channel.MULTIFD
-        elif head[0] == TLS_HANDSHAKE and head[1] == TLS_MAJOR:
-            self.channel = Channel.TLS
+        elif self.channel == Channel.TLS:
             out.append(Log("warning", "tls", {"reason": TLS_NOT_TERMINATED,
                                               "note": TLS_NOTE}))
-        else:
-            self.channel = Channel.OTHER
         out.append(Classified(self.channel))
 
     def _outcome(self, error: CloseReason | None) -> Outcome:
@@ -585,8 +604,22 @@ class Session:
             engine.sent + spliced if engine is not None else None)]
 
 
+def classify(head: bytes) -> Channel:
+    """What a connection carries, from its first CLASSIFY_BYTES bytes."""
+    if head == wire.MAGIC_BYTES:
+        return Channel.MAIN
+    if head == wire.MULTIFD_MAGIC_BYTES:
+        return Channel.MULTIFD
+    if head[0] == TLS_HANDSHAKE and head[1] == TLS_MAJOR:
+        return Channel.TLS
+    return Channel.OTHER
+
+
 class ConnectQueue:
-    """Accept order of one route: the connections of one migration reach the target in the
+    """Superseded by :class:`migproxy.daemon.port.PortState`, which never pulls a silent
+    connection ahead of a main channel (M1); no longer used by the daemon.
+
+    Accept order of one route: the connections of one migration reach the target in the
     order they were accepted (destinations that assign channels by arrival, QEMU 7.2 and
     TLS, must see the main channel first). A connection whose first byte arrives pulls in
     the connections still waiting that came from the same host at most

@@ -32,7 +32,6 @@ from migproxy.stream.errors import MigproxyError
 
 SOURCE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
 DESTINATION_FILES = ("ca-cert.pem", "client-cert.pem", "client-key.pem")
-LIBVIRT_PKI = "/etc/pki/qemu"  # libvirt's migrate_tls_x509_cert_dir default: same layout
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0  # seconds for one TLS handshake, on either leg
 # Seconds a leg waits for the peer's close_notify (or its TCP close) after sending its own;

@@ -13,14 +13,16 @@ timeout): the connection is closed, logged (``tls_handshake_failed``) and counte
 the destination. The pair starts at the TCP accept (admission, accept order, the
 session's timers): its connections reach the destination in the order the source opened
 them, whatever order their handshakes end in (QEMU's main channel, with Nagle on, may end
-its handshake after the multifd channels opened after it end theirs). A connection whose
-handshake succeeded is a QEMU channel (its certificate says so): it is connected to the
-destination at once, without waiting for its first byte, as the silent postcopy preempt
-channel needs.
+its handshake after the multifd channels opened after it end theirs): until its handshake
+succeeds a connection counts as silent for the port state
+(:class:`~migproxy.daemon.port.PortState`), which orders the connections of every route. A
+connection whose handshake succeeded is a QEMU channel (its certificate says so): it is
+admitted as one and connected on its first bytes, or at once, without waiting for them,
+once a main channel from its host is open, as the silent postcopy preempt channel needs.
 
 **Destination leg.** :func:`connect` opens TCP, then runs the client handshake (the
 destination's certificate checked against the CA and ``tls_hostname``); both inside the
-route's connect lock, so the next connection of the route starts after this handshake.
+port's connect slot, so the next connection of the port starts after this handshake.
 
 **Ends.** TLS has no half-close in asyncio/uvloop: a TLS leg ends as a whole. What ends a
 leg is passed on as it came (:func:`passes_close_notify`): the peer's close_notify as
@@ -154,14 +156,18 @@ class TlsAccept(asyncio.Protocol):
             transport.abort()
             self.pair.tls_failed(handshake_error(e))
             return
-        if self.pair.session.closed:  # ended meanwhile (shutdown, the target unreachable)
+        if self.pair.session.closed or self.pair.refused:  # ended meanwhile (shutdown,
+            tls.abort()  # the target unreachable, refused)
+            return
+        # An authenticated source channel: the port state admits it as a channel and
+        # connects it on its first bytes, or at once if a main channel from its host is
+        # open (the postcopy preempt channel is silent until a page is urgent, and the
+        # destination waits for it before serving page faults).
+        self.pair.authenticated()
+        if self.pair.session.closed or self.pair.refused:
             tls.abort()
             return
         early.hand_over(tls, self.pair.src)
-        # An authenticated source channel: connect it now, not on its first byte (the
-        # postcopy preempt channel is silent until a page is urgent, and the destination
-        # waits for it before serving page faults).
-        self.pair.run(self.pair.session.connect_now())
 
 
 async def connect(protocol: asyncio.BufferedProtocol, target: Address,

@@ -189,9 +189,6 @@ class Lab:
                 return f"{d} is not bind-mounted at {inner}: run `scripts/lab-setup.sh --mount`"
         return None
 
-    def available(self, *versions: str) -> bool:
-        return self.unavailable_reason(*versions) is None
-
     def unavailable_reason(self, *versions: str) -> str | None:
         """None if usable; else why.  Without arguments every version is checked."""
         if self._reason:

@@ -52,11 +52,6 @@ class StreamDiff:
     warnings: list[str] = field(default_factory=list)
     kvm: bool = False  # the destination's list is a KVM one
 
-    @property
-    def identical_lists(self) -> bool:
-        return all(not c.only_source and not c.only_dest and not c.changed_set
-                   for c in self.cpus)
-
 
 def _cpus(path: str | os.PathLike[str]) -> tuple[list[CpuState], str | None]:
     run = run_file(path)

@@ -7,12 +7,14 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from migproxy.daemon.admission import Refusal
-from migproxy.daemon.metrics import CHANNELS, DIRECTIONS, Metrics
+from migproxy.daemon.metrics import CHANNELS, DEPRECATED, DIRECTIONS, Metrics
 from migproxy.stream.reasons import Reason
 
 # (family name as exposed, type, label names) -- the table in README.md
 DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
-    ("migproxy_connections", "counter", ("channel",)),
+    ("migproxy_build_info", "gauge", ("version", "python", "ramwalk")),
+    ("migproxy_connections", "counter", ()),
+    ("migproxy_connections_classified", "counter", ("channel",)),
     ("migproxy_connections_active", "gauge", ("channel",)),
     ("migproxy_migrations_active", "gauge", ()),
     ("migproxy_bytes", "counter", ("direction", "channel")),
@@ -23,9 +25,13 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_cpregs_inserted", "counter", ("register",)),
     ("migproxy_cpregs_set", "counter", ("register",)),
     ("migproxy_cpu_sections_rewritten", "counter", ("mode",)),
+    ("migproxy_device_state_releases", "counter", ("rewritten",)),
     ("migproxy_tail_releases", "counter", ("rewritten",)),
     ("migproxy_passthrough", "counter", ("reason",)),
     ("migproxy_aborts", "counter", ("reason",)),
+    ("migproxy_device_state_held_bytes", "gauge", ()),
+    ("migproxy_device_state_hold_seconds", "histogram", ()),
+    ("migproxy_device_state_size_bytes", "histogram", ()),
     ("migproxy_holdback_bytes", "gauge", ()),
     ("migproxy_holdback_seconds", "histogram", ()),
     ("migproxy_holdback_size_bytes", "histogram", ()),
@@ -36,7 +42,12 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_connections_refused", "counter", ("reason",)),
     ("migproxy_untouched", "counter", ("reason",)),
     ("migproxy_event_loop_lag_seconds", "gauge", ()),
+    ("migproxy_event_loop_delay_seconds", "histogram", ()),
 ]
+# prometheus-client's process and platform collectors (Linux: /proc)
+STANDARD = {"process_virtual_memory_bytes", "process_resident_memory_bytes",
+            "process_start_time_seconds", "process_cpu_seconds", "process_open_fds",
+            "process_max_fds", "python_info"}
 
 
 def _text(m: Metrics) -> str:
@@ -44,7 +55,9 @@ def _text(m: Metrics) -> str:
 
 
 def _lines(m: Metrics) -> set[str]:
-    return {ln for ln in _text(m).splitlines() if ln and not ln.startswith("#")}
+    """The migproxy series (the process's own, which change by themselves, left out)."""
+    return {ln for ln in _text(m).splitlines()
+            if ln and not ln.startswith("#") and ln.startswith("migproxy_")}
 
 
 def test_documented_families_and_types() -> None:
@@ -58,7 +71,39 @@ def test_documented_families_and_types() -> None:
 def test_no_undocumented_families() -> None:
     m = Metrics()
     names = {fam.name for fam in m.registry.collect()}
-    assert names == {name for name, _typ, _labels in DOCUMENTED}
+    assert names == {name for name, _typ, _labels in DOCUMENTED} | STANDARD
+    bare = {fam.name for fam in Metrics(process=False).registry.collect()}
+    assert bare == {name for name, _typ, _labels in DOCUMENTED}
+
+
+def test_process_collectors() -> None:
+    r = Metrics().registry
+    assert r.get_sample_value("process_resident_memory_bytes") > 0  # type: ignore[operator]
+    assert r.get_sample_value("process_open_fds") >= 3  # type: ignore[operator]
+    assert r.get_sample_value("process_cpu_seconds_total") >= 0  # type: ignore[operator]
+    [info] = [f for f in r.collect() if f.name == "python_info"]
+    assert info.samples[0].labels["implementation"] and info.samples[0].value == 1
+
+
+def test_build_info() -> None:
+    from platform import python_version
+
+    from migproxy import __version__
+    from migproxy.stream.framer import IMPLEMENTATION
+    lines = _lines(Metrics())
+    assert (f'migproxy_build_info{{python="{python_version()}",ramwalk="{IMPLEMENTATION}",'
+            f'version="{__version__}"}} 1.0') in lines
+    assert IMPLEMENTATION in ("c", "python")
+
+
+def test_deprecated_names_say_so_and_name_their_replacement() -> None:
+    text = _text(Metrics())
+    assert set(DEPRECATED) <= {name for name, _t, _l in DOCUMENTED}
+    for old, new in DEPRECATED.items():
+        exposed = old + "_total" if old.endswith("releases") else old
+        help_line = next(ln for ln in text.splitlines() if ln.startswith(f"# HELP {exposed} "))
+        assert "Deprecated" in help_line and new in help_line
+        assert f"# TYPE {new}" in text
 
 
 def test_label_names() -> None:
@@ -83,8 +128,9 @@ def test_label_names() -> None:
 
 def test_pre_created_connection_series() -> None:
     lines = _lines(Metrics())
+    assert "migproxy_connections_total 0.0" in lines
     for ch in ("main", "multifd", "tls", "other"):
-        assert f'migproxy_connections_total{{channel="{ch}"}} 0.0' in lines
+        assert f'migproxy_connections_classified_total{{channel="{ch}"}} 0.0' in lines
         assert f'migproxy_connections_active{{channel="{ch}"}} 0.0' in lines
         for d in ("to_destination", "to_source"):
             assert f'migproxy_bytes_total{{channel="{ch}",direction="{d}"}} 0.0' in lines
@@ -96,6 +142,8 @@ def test_pre_created_tail_release_series() -> None:
     lines = _lines(Metrics())
     assert 'migproxy_tail_releases_total{rewritten="true"} 0.0' in lines
     assert 'migproxy_tail_releases_total{rewritten="false"} 0.0' in lines
+    assert 'migproxy_device_state_releases_total{rewritten="true"} 0.0' in lines
+    assert 'migproxy_device_state_releases_total{rewritten="false"} 0.0' in lines
 
 
 def test_unlabelled_series_start_at_zero() -> None:
@@ -134,12 +182,15 @@ def test_pre_created_reason_series() -> None:
 
 
 def test_exact_series_count_at_start() -> None:
-    # connections 4, connections_active 4, spliced 4, bytes 8, tail releases 2, passthrough
-    # and aborts one per reason, refused one per refusal, classify_timeout and
+    # connections classified 4, connections_active 4, spliced 4, bytes 8, tail releases 2,
+    # passthrough and aborts one per reason, refused one per refusal, classify_timeout and
     # tls_handshake, untouched (tls_not_terminated), 3 gauges, 2 counters,
     # 2 histograms (14 + 7 buckets, +Inf, count, sum)
     expected = (4 + 4 + 4 + 8 + 2 + 2 * len(Reason) + len(Refusal) + 2 + 1 + 3 + 2
                 + (14 + 1 + 2) + (7 + 1 + 2))
+    # added: build info, connections at accept, device-state releases 2, held bytes,
+    # hold seconds and size histograms, the loop-lag histogram (12 buckets, +Inf, count, sum)
+    expected += 1 + 1 + 2 + 1 + (14 + 1 + 2) + (7 + 1 + 2) + (12 + 1 + 2)
     assert len(_lines(Metrics())) == expected
 
 
@@ -171,15 +222,15 @@ def test_histogram_buckets() -> None:
 
 def test_updates_show_in_the_exposition() -> None:
     m = Metrics()
-    m.connections.labels("main").inc()
+    m.connections_classified.labels("main").inc()
     m.bytes.labels("to_source", "multifd").inc(4096)
     m.connections_active.labels("other").set(2)
     m.migrations_active.inc()
     m.cpregs_dropped.labels("BOGUS_DBGDTRTX").inc()
     m.connect_errors.inc(3)
     lines = _lines(m)
-    assert 'migproxy_connections_total{channel="main"} 1.0' in lines
-    assert 'migproxy_connections_total{channel="multifd"} 0.0' in lines
+    assert 'migproxy_connections_classified_total{channel="main"} 1.0' in lines
+    assert 'migproxy_connections_classified_total{channel="multifd"} 0.0' in lines
     assert 'migproxy_bytes_total{channel="multifd",direction="to_source"} 4096.0' in lines
     assert 'migproxy_bytes_total{channel="multifd",direction="to_destination"} 0.0' in lines
     assert 'migproxy_connections_active{channel="other"} 2.0' in lines
@@ -192,11 +243,11 @@ def test_two_instances_do_not_collide() -> None:
     a = Metrics()
     b = Metrics()
     assert a.registry is not b.registry
-    a.connections.labels("main").inc(5)
+    a.connections.inc(5)
     a.holdback_bytes.set(1234)
     a.sections.labels("FULL").inc()
-    assert a.registry.get_sample_value("migproxy_connections_total", {"channel": "main"}) == 5
-    assert b.registry.get_sample_value("migproxy_connections_total", {"channel": "main"}) == 0
+    assert a.registry.get_sample_value("migproxy_connections_total") == 5
+    assert b.registry.get_sample_value("migproxy_connections_total") == 0
     assert b.registry.get_sample_value("migproxy_holdback_bytes") == 0
     assert b.registry.get_sample_value("migproxy_sections_total", {"type": "FULL"}) is None
     assert _lines(b) == _lines(Metrics())
@@ -219,6 +270,6 @@ def test_a_registry_holds_one_instance() -> None:
 
 def test_not_in_the_default_registry() -> None:
     m = Metrics()
-    m.connections.labels("main").inc()
+    m.connections.inc()
     assert not any(fam.name.startswith("migproxy_") for fam in REGISTRY.collect())
-    assert REGISTRY.get_sample_value("migproxy_connections_total", {"channel": "main"}) is None
+    assert REGISTRY.get_sample_value("migproxy_connections_total") is None

@@ -1,6 +1,6 @@
 """Unit tests of :class:`~migproxy.daemon.observe.PairObserver`: session commands and engine
 events to Prometheus series (a real :class:`Metrics`) and structlog lines (captured).
-No sockets, no asyncio."""
+No sockets; asyncio only for the loop-lag watcher, driven by an injected clock."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon.metrics import Metrics
-from migproxy.daemon.observe import PairObserver
+from migproxy.daemon.observe import PairObserver, loop_lag, watch_loop_lag
 from migproxy.daemon.session import (
     Channel,
     Classified,
@@ -108,10 +108,11 @@ def _feed_engine(obs: PairObserver, data: bytes, *, policy: Policy = Policy.PASS
 def test_classified_main_counts_the_connection_and_the_migration(logs: Entries) -> None:
     obs = _observer()
     obs.classified(Classified(Channel.MAIN))
-    assert _v(obs, "migproxy_connections_total", channel="main") == 1
+    assert _v(obs, "migproxy_connections_classified_total", channel="main") == 1
     assert _v(obs, "migproxy_connections_active", channel="main") == 1
     assert _v(obs, "migproxy_migrations_active") == 1
-    assert _v(obs, "migproxy_connections_total", channel="multifd") == 0
+    assert _v(obs, "migproxy_connections_classified_total", channel="multifd") == 0
+    assert _v(obs, "migproxy_connections_total") == 0  # counted at accept, not here
     assert obs.channel is Channel.MAIN
     [line] = _lines(logs, "channel")
     assert line["log_level"] == "info"
@@ -124,9 +125,9 @@ def test_classified_main_counts_the_connection_and_the_migration(logs: Entries) 
 def test_classified_other_channels_are_not_migrations(logs: Entries, channel: Channel) -> None:
     obs = _observer()
     obs.classified(Classified(channel))
-    assert _v(obs, "migproxy_connections_total", channel=str(channel)) == 1
+    assert _v(obs, "migproxy_connections_classified_total", channel=str(channel)) == 1
     assert _v(obs, "migproxy_connections_active", channel=str(channel)) == 1
-    assert _v(obs, "migproxy_connections_total", channel="main") == 0
+    assert _v(obs, "migproxy_connections_classified_total", channel="main") == 0
     assert _v(obs, "migproxy_migrations_active") == 0
     [line] = _lines(logs, "channel")
     assert line["kind"] == str(channel)
@@ -283,6 +284,20 @@ def test_a_tail_cut_short_is_not_a_release(logs: Entries) -> None:
     assert _v(obs, "migproxy_holdback_bytes") == 0  # relayed untouched: nothing held
 
 
+def test_accepted_counts_the_connection_before_its_channel_is_known(logs: Entries) -> None:
+    obs = _observer()
+    obs.accepted(peer="192.0.2.1:5000")
+    assert _v(obs, "migproxy_connections_total") == 1
+    assert all(_v(obs, "migproxy_connections_classified_total", channel=ch) == 0
+               for ch in ("main", "multifd", "tls", "other"))
+    obs.log.info("probe")
+    [line] = _lines(logs, "probe")
+    assert line["peer"] == "192.0.2.1:5000"  # bound for the connection's later lines
+    obs.classified(Classified(Channel.MULTIFD))
+    assert _v(obs, "migproxy_connections_total") == 1
+    assert _v(obs, "migproxy_connections_classified_total", channel="multifd") == 1
+
+
 # -- finished -----------------------------------------------------------------------------------
 
 def test_finished_main_decrements_the_gauges_and_counts_the_outcome(logs: Entries) -> None:
@@ -291,7 +306,7 @@ def test_finished_main_decrements_the_gauges_and_counts_the_outcome(logs: Entrie
     obs.finished(Finished(Outcome.COMPLETED, None, False, Channel.MAIN, 2.5, 1000, 984))
     assert _v(obs, "migproxy_connections_active", channel="main") == 0
     assert _v(obs, "migproxy_migrations_active") == 0
-    assert _v(obs, "migproxy_connections_total", channel="main") == 1  # a counter stays
+    assert _v(obs, "migproxy_connections_classified_total", channel="main") == 1  # a counter stays
     assert _v(obs, "migproxy_migrations_total", outcome="completed") == 1
     assert _v(obs, "migproxy_migration_duration_seconds_count", outcome="completed") == 1
     assert _v(obs, "migproxy_migration_duration_seconds_sum", outcome="completed") == 2.5
@@ -430,7 +445,7 @@ def test_a_whole_main_channel_through_session_and_observer(logs: Entries) -> Non
     assert _v(obs, "migproxy_bytes_total", direction="to_destination",
               channel="main") == len(REWRITTEN)
     assert _v(obs, "migproxy_bytes_total", direction="to_source", channel="main") == len(shut)
-    assert _v(obs, "migproxy_connections_total", channel="main") == 1
+    assert _v(obs, "migproxy_connections_classified_total", channel="main") == 1
     assert _v(obs, "migproxy_connections_active", channel="main") == 0
     assert _v(obs, "migproxy_migrations_active") == 0
     assert _v(obs, "migproxy_ram_records_total", type="zero") == SPEC.zero_pages
@@ -442,3 +457,64 @@ def test_a_whole_main_channel_through_session_and_observer(logs: Entries) -> Non
     assert line["seconds"] == 0.6
     [shut_line] = _lines(logs, "destination_shut")
     assert shut_line["status"] == 0 and shut_line["log_level"] == "info"
+
+
+# -- device state: new names and the deprecated ones ----------------------------------------
+
+def test_device_state_series_and_their_deprecated_names_agree(logs: Entries) -> None:
+    obs = _observer()
+    obs.classified(Classified(Channel.MAIN))
+    _events, peak = _feed_engine(obs, STREAM)
+    assert peak > 0
+    assert _v(obs, "migproxy_device_state_releases_total", rewritten="true") == 1
+    pairs = [("migproxy_device_state_releases_total", "migproxy_tail_releases_total"),
+             ("migproxy_device_state_held_bytes", "migproxy_holdback_bytes"),
+             ("migproxy_device_state_hold_seconds_count", "migproxy_holdback_seconds_count"),
+             ("migproxy_device_state_hold_seconds_sum", "migproxy_holdback_seconds_sum"),
+             ("migproxy_device_state_size_bytes_sum", "migproxy_holdback_size_bytes_sum")]
+    for new, old in pairs:
+        for labels in ({"rewritten": "true"}, {"rewritten": "false"}) if "releases" in new \
+                else ({},):
+            assert _v(obs, new, **labels) == _v(obs, old, **labels), (new, labels)
+    obs.report(Report([], 7000))
+    assert _v(obs, "migproxy_device_state_held_bytes") == 7000
+    assert _v(obs, "migproxy_holdback_bytes") == 7000
+    obs.finished(Finished(Outcome.FAILED, None, True, Channel.MAIN, 1.0, 0, 0))
+    assert _v(obs, "migproxy_device_state_held_bytes") == 0
+    assert _v(obs, "migproxy_holdback_bytes") == 0
+
+
+# -- event-loop lag -----------------------------------------------------------------------------
+
+def test_loop_lag_is_the_lateness_past_the_interval() -> None:
+    assert loop_lag(10.0, 10.5, 0.5) == 0.0
+    assert loop_lag(10.0, 10.75, 0.5) == pytest.approx(0.25)
+    assert loop_lag(10.0, 10.4, 0.5) == 0.0  # early (clock granularity): not negative
+
+
+@pytest.mark.asyncio
+async def test_watch_loop_lag_records_each_measurement() -> None:
+    """An injected clock and sleep: the wakeups come 0, 0.003, 0.2 and 2 s late."""
+    m = Metrics(process=False)
+    late = iter([0.0, 0.003, 0.2, 2.0])
+    t = [100.0]
+
+    class Stop(Exception):
+        pass
+
+    async def sleep(interval: float) -> None:
+        try:
+            t[0] += interval + next(late)
+        except StopIteration:
+            raise Stop from None
+
+    with pytest.raises(Stop):
+        await watch_loop_lag(m, 0.5, clock=lambda: t[0], sleep=sleep)
+    r = m.registry
+    assert r.get_sample_value("migproxy_event_loop_delay_seconds_count") == 4
+    assert r.get_sample_value("migproxy_event_loop_delay_seconds_sum") == pytest.approx(2.203)
+    assert r.get_sample_value("migproxy_event_loop_delay_seconds_bucket", {"le": "0.001"}) == 1
+    assert r.get_sample_value("migproxy_event_loop_delay_seconds_bucket", {"le": "0.005"}) == 2
+    assert r.get_sample_value("migproxy_event_loop_delay_seconds_bucket", {"le": "0.25"}) == 3
+    assert r.get_sample_value("migproxy_event_loop_delay_seconds_bucket", {"le": "1.0"}) == 3
+    assert r.get_sample_value("migproxy_event_loop_lag_seconds") == pytest.approx(2.0)  # last

@@ -49,7 +49,7 @@ async def test_main_channel_is_rewritten_end_to_end(target: Target) -> None:
         assert sample(d, "migproxy_migrations_total", outcome="completed") == 1
         assert sample(d, "migproxy_bytes_total", direction="to_destination",
                        channel="main") == len(REWRITTEN)
-        assert sample(d, "migproxy_connections_total", channel="main") == 1
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 1
         assert sample(d, "migproxy_migrations_active") == 0
         assert sample(d, "migproxy_ram_records_total", type="zero") == 2000
         assert sample(d, "migproxy_holdback_seconds_count") == 1
@@ -198,9 +198,9 @@ async def test_multifd_and_other_channels_are_relayed_untouched(target: Target) 
             c = await target.conn(i)
             await asyncio.wait_for(c.eof.wait(), 10)
             assert bytes(c.data) == payload
-        assert sample(d, "migproxy_connections_total", channel="multifd") == 1
-        assert sample(d, "migproxy_connections_total", channel="other") == 2
-        assert sample(d, "migproxy_connections_total", channel="main") == 0
+        assert sample(d, "migproxy_connections_classified_total", channel="multifd") == 1
+        assert sample(d, "migproxy_connections_classified_total", channel="other") == 2
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 0
     finally:
         await stop_daemon(d, target)
 
@@ -358,7 +358,7 @@ async def test_idle_connections_hold_small_buffers_and_bulk_ones_grow() -> None:
         assert {p.src.read_size for p in d.registry.pairs} == {INITIAL_READ_SIZE}
         # A bulk transfer on another connection: its source side's buffer grows.
         _r, w = await send_all(listen_port(d), STREAM, chunk=len(STREAM), close=False)
-        conn = await target.conn(50)  # after the 50 it pulled in (same host: accept order)
+        conn = await target.conn(0)  # the 50 silent ones never go before it (M1)
         while len(conn.data) < len(STREAM) // 2:
             await asyncio.sleep(0.01)
         sizes = {p.src.read_size for p in d.registry.pairs}
@@ -470,7 +470,7 @@ async def test_sources_outside_the_allow_list_are_refused(target: Target) -> Non
         w.write(STREAM[:4096])
         assert await asyncio.wait_for(reader_closed(r), 10)
         assert sample(d, "migproxy_connections_refused_total", reason="not_allowed") == 1
-        assert sample(d, "migproxy_connections_total", channel="main") == 0
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 0
         assert not target.conns
         w.close()
     finally:
@@ -570,6 +570,6 @@ async def test_a_silent_connection_after_an_open_main_channel_reaches_the_target
         main.close()
         silent.close()
         assert await received(target, 1) == b""
-        assert sample(d, "migproxy_connections_total", channel="main") == 1
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 1
     finally:
         await stop_daemon(d, target)

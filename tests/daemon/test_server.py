@@ -77,7 +77,7 @@ async def test_metrics_endpoint_serves_the_counters(target: Target) -> None:
         text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
         body = text.decode()
         assert 'migproxy_cpregs_dropped_total{register="BOGUS_DBGDTRTX"} 2.0' in body
-        assert 'migproxy_connections_total{channel="main"} 1.0' in body
+        assert 'migproxy_connections_classified_total{channel="main"} 1.0' in body
         assert "migproxy_holdback_seconds_bucket" in body
         assert "_created" not in body
     finally:

@@ -98,7 +98,7 @@ async def test_hostile_soak_keeps_a_real_migration_exact_and_memory_bounded() ->
         # never parsed) and the target stand-in keeps what it received: well under 160 MiB.
         assert peak < 160 * MiB, peak / MiB
         assert sample(d, "migproxy_passthrough_total", reason="format_error") == 1  # flood
-        assert sample(d, "migproxy_connections_total", channel="other") == 1  # garbage
+        assert sample(d, "migproxy_connections_classified_total", channel="other") == 1  # garbage
         assert sample(d, "migproxy_passthrough_total", reason="no_description") >= 1
         stop.set()
         await trickle

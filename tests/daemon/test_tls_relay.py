@@ -176,7 +176,7 @@ async def test_both_legs_rewritten_and_close_notify_passed_on(
         assert conn.peer_cn == "localhost client"  # migproxy's client certificate
         await wait_pairs_closed(d)
         assert sample(d, "migproxy_migrations_total", outcome="completed") == 1
-        assert sample(d, "migproxy_connections_total", channel="main") == 1
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 1
     finally:
         await stop_daemon(d)
 
@@ -235,7 +235,7 @@ async def test_channels_reach_the_destination_in_the_sources_order(
         assert [bytes(c.data[-1:]) for c in conns[1:]] == [b"\x01", b"\x02"]
         assert all(c.close_notify for c in conns)
         await wait_pairs_closed(d)
-        assert sample(d, "migproxy_connections_total", channel="multifd") == 2
+        assert sample(d, "migproxy_connections_classified_total", channel="multifd") == 2
     finally:
         await stop_daemon(d)
 
@@ -256,7 +256,7 @@ async def test_a_wrong_client_certificate_is_refused(pki: Pki, tls_target: TlsTa
         await asyncio.wait_for(_counted(d, "tls_handshake"), 10)
         assert tls_target.conns == []  # nothing was opened towards the destination
         assert not d.registry.pairs
-        assert sample(d, "migproxy_connections_total", channel="main") == 0
+        assert sample(d, "migproxy_connections_classified_total", channel="main") == 0
     finally:
         await stop_daemon(d)
 
@@ -325,7 +325,7 @@ async def test_tls_on_a_route_without_termination_is_relayed_untouched_and_count
         assert bytes(conn.data) == STREAM  # decrypted by the destination: not rewritten
         await wait_pairs_closed(d)
         assert sample(d, "migproxy_untouched_total", reason="tls_not_terminated") == 1
-        assert sample(d, "migproxy_connections_total", channel="tls") == 1
+        assert sample(d, "migproxy_connections_classified_total", channel="tls") == 1
         assert sample(d, "migproxy_cpu_sections_rewritten_total", mode="applied") == 0
     finally:
         await stop_daemon(d)

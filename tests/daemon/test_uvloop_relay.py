@@ -72,3 +72,22 @@ async def test_a_connection_connected_at_accept_reads_nothing_until_connected(
         w.close()
     finally:
         await stop_daemon(d, target)
+
+
+async def test_the_metrics_endpoint_answers_on_uvloop() -> None:
+    """uvloop's transports are no asyncio.Transport subclasses: the metrics endpoint must
+    answer there (it closed every scrape unanswered while it asserted that)."""
+    from migproxy.daemon.metrics import Metrics
+    from migproxy.daemon.metrics_http import MetricsServer
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+    s = MetricsServer(Metrics().registry, timeout=5)
+    await s.start("127.0.0.1", 0)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", s.address[1])
+        w.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = await asyncio.wait_for(r.read(), 10)
+        w.close()
+    finally:
+        await s.close()
+    assert data.startswith(b"HTTP/1.0 200 OK") and b"migproxy_build_info" in data

@@ -25,7 +25,7 @@ from prometheus_client import start_http_server
 
 import migproxy.daemon.config as config_mod
 from migproxy.daemon.config import Config, RouteSettings, load_config
-from migproxy.daemon.metrics import Metrics
+from migproxy.daemon.metrics import DEPRECATED, Metrics
 from migproxy.stream.engine import Policy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -421,7 +421,7 @@ def _dashboard_exprs(dash: dict) -> list[str]:
     return exprs
 
 
-METRIC = re.compile(r"\bmigproxy_[a-z0-9_]+")
+METRIC = re.compile(r"\b(?:migproxy|process)_[a-z0-9_]+")
 
 
 def test_dashboard_metric_names_exist():
@@ -437,21 +437,27 @@ def test_dashboard_metric_names_exist():
 def test_dashboard_shows_every_metric():
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     text = "\n".join(_dashboard_exprs(dash))
-    missing = [fam.name for fam in Metrics().registry.collect()
-               if not re.search(rf"\b{re.escape(fam.name)}(_total|_bucket)?\b", text)]
+    # Every migproxy family but the deprecated names (the dashboard uses their
+    # replacements), and the process collector's memory, descriptors and CPU.
+    shown = [fam.name for fam in Metrics().registry.collect()
+             if fam.name.startswith("migproxy_") and fam.name not in DEPRECATED]
+    shown += ["process_resident_memory_bytes", "process_open_fds", "process_max_fds",
+              "process_cpu_seconds"]
+    missing = [name for name in shown
+               if not re.search(rf"\b{re.escape(name)}(_total|_bucket)?\b", text)]
     assert not missing, f"add a panel for {missing} to {DASHBOARD.relative_to(ROOT)}"
 
 
 def test_dashboard_queries_are_sound():
     dash = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     for e in _dashboard_exprs(dash):
-        for m in re.finditer(r"\bmigproxy_[a-z0-9_]+(_total|_bucket)\b", e):
+        for m in re.finditer(r"\b(?:migproxy|process)_[a-z0-9_]+(_total|_bucket)\b", e):
             # counters and buckets only make sense through rate()/increase()
             before = e[:m.start()]
             assert re.search(r"\b(rate|increase)\(\s*$", before), e
         if "histogram_quantile" in e:
             assert re.search(r"by \(le\b", e), e
-        for m in re.finditer(r"\b(rate|increase)\(\s*(migproxy_[a-z0-9_]+)", e):
+        for m in re.finditer(r"\b(rate|increase)\(\s*((?:migproxy|process)_[a-z0-9_]+)", e):
             assert m.group(2).endswith(("_total", "_bucket")), e
         if "migproxy_" in e and not e.startswith("label_values"):
             assert 'instance=~"$instance"' in e, e
@@ -584,3 +590,13 @@ def test_capture_units_pass_systemd_analyze_verify(tmp_path):
     out = (r.stdout + r.stderr).strip()
     assert r.returncode == 0, out
     assert not [ln for ln in out.splitlines() if "migproxy-manifest" in ln], out
+
+
+def test_unit_memory_max_is_the_daemons_bound_at_the_default_settings():
+    """MemoryMax= follows hold_budget, max_connections and high_water (issue 17): the
+    value in the unit is what settings.memory_bound gives for the defaults."""
+    from migproxy.daemon.settings import default_memory_bound
+
+    s = _unit_settings(UNIT.read_text(encoding="utf-8"))
+    (value,) = s["Service.MemoryMax"]
+    assert value.endswith("M") and int(value[:-1]) << 20 == default_memory_bound()

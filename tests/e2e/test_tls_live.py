@@ -118,11 +118,11 @@ def test_10_0_2_to_10_0_13_over_tls_rewritten(lab: Lab, pki: Pki, tls_proxy: Pro
                 capabilities=caps, parameters=params)
     delta.wait("migproxy_migrations_total", 1, outcome="completed")
     assert delta("migproxy_cpregs_dropped_total", register=DBGDTRTX) == 1
-    assert delta("migproxy_connections_total", channel="main") == 1
-    assert delta("migproxy_connections_total", channel="tls") == 0
+    assert delta("migproxy_connections_classified_total", channel="main") == 1
+    assert delta("migproxy_connections_classified_total", channel="tls") == 0
     assert delta("migproxy_connections_refused_total", reason="tls_handshake") == 0
     multifd = 2 if caps.get("multifd") else 0
-    assert delta("migproxy_connections_total", channel="multifd") == multifd
+    assert delta("migproxy_connections_classified_total", channel="multifd") == multifd
     if multifd:
         assert delta("migproxy_bytes_total", direction="to_destination", channel="multifd") > 0
         delta.wait("migproxy_connections_active", 0, channel="multifd")
@@ -154,7 +154,7 @@ def test_a_client_certificate_from_another_ca_is_refused(lab: Lab, pki: Pki,
         assert_counting(src, n)
         delta.wait("migproxy_connections_refused_total", 1, reason="tls_handshake")
         assert dst.query_migrate().get("status") in (None, "setup"), dst.query_migrate()
-    assert delta("migproxy_connections_total", channel="main") == 0
+    assert delta("migproxy_connections_classified_total", channel="main") == 0
     assert delta("migproxy_connect_errors_total") == 0
     failed = delta.events("tls_handshake_failed")
     assert len(failed) == 1 and failed[0]["error"], failed
@@ -169,7 +169,7 @@ def test_tls_through_a_route_without_tls_is_relayed_untouched(
         delta = Delta.start(p)
         migrate_tls(lab, "10.0.2", "10.0.2", p, src_creds=pki.creds, dst_creds=pki.creds)
         delta.wait("migproxy_untouched_total", 1, reason="tls_not_terminated")
-        assert delta("migproxy_connections_total", channel="tls") == 1
+        assert delta("migproxy_connections_classified_total", channel="tls") == 1
         assert delta("migproxy_cpu_sections_rewritten_total", mode="applied") == 0
         warned = delta.events("tls")
         assert len(warned) == 1 and warned[0]["reason"] == "tls_not_terminated", warned
@@ -197,8 +197,8 @@ def test_postcopy_preempt_over_tls(lab: Lab, pki: Pki, tls_proxy: Proxy, blob: P
         start_postcopy(src)
         complete(src, dst, tls_proxy.context)
     delta.wait("migproxy_passthrough_total", 1, reason="postcopy_packaged")
-    assert delta("migproxy_connections_total", channel="main") == 1
-    assert delta("migproxy_connections_total", channel="tls") == 0
+    assert delta("migproxy_connections_classified_total", channel="main") == 1
+    assert delta("migproxy_connections_classified_total", channel="tls") == 0
     # The preempt channel reached the destination although it may never send a byte (no
     # page was urgent): the destination waits for it before it serves page faults.
     connected = delta.events("connected")
