@@ -30,7 +30,9 @@ def synth_small() -> bytes:
 LOOPBACK_MODULES = frozenset({
     "tests/bench/test_flood.py",
     "tests/bench/test_smoke.py",
+    "tests/daemon/test_memory.py",
     "tests/daemon/test_metrics_http.py",
+    "tests/daemon/test_port_loopback.py",
     "tests/daemon/test_port_ranges.py",
     "tests/daemon/test_relay.py",
     "tests/daemon/test_server.py",

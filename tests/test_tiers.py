@@ -24,6 +24,21 @@ def test_tier_table_names_what_exists() -> None:
         assert name in names, test
 
 
+def test_every_module_that_opens_sockets_is_loopback() -> None:
+    """Outside the QEMU and KVM suites (marked themselves), a module that starts a daemon
+    or opens a connection is in the loopback tier."""
+    calls = ("open_connection(", "start_daemon(", "start_server(", "create_connection(",
+             "tcp_pair(")
+    for path in sorted(ROOT.glob("tests/**/test_*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(("tests/e2e/", "tests/kvm/", "tests/lab/")) or \
+                path == Path(__file__).resolve():
+            continue
+        text = path.read_text()
+        if any(c in text for c in calls):
+            assert rel in LOOPBACK_MODULES, rel
+
+
 def test_the_tier_markers_are_registered() -> None:
     conf = tomllib.loads((ROOT / "pyproject.toml").read_text())
     markers = {m.split(":")[0] for m in conf["tool"]["pytest"]["ini_options"]["markers"]}

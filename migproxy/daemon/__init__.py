@@ -10,8 +10,11 @@ listed in the layer check).
 Public API:
 
 - :mod:`migproxy.daemon.server`: ``run_daemon``;
-- :mod:`migproxy.daemon.config`: ``load_config``, ``Config``, ``Route``, ``ConfigError``;
+- :mod:`migproxy.daemon.config`: ``load_config``, ``Config``, ``Route``;
+- :mod:`migproxy.daemon.settings`: the settings table (``Setting``), every key declared once;
+- :mod:`migproxy.daemon.addresses`: ``ConfigError`` and ``host:port`` text;
 - :mod:`migproxy.daemon.session`: ``Session``, its events and commands (sans-IO);
+- :mod:`migproxy.daemon.port`: ``PortState``, what spans the connections of a port (sans-IO);
 - :mod:`migproxy.daemon.logs`: ``configure_logging``;
 - :mod:`migproxy.daemon.metrics`: ``Metrics``.
 

@@ -17,6 +17,8 @@ Public API:
 - :mod:`migproxy.stream.policy`: ``Policy``, ``HoldBudget`` and the size limits;
 - :mod:`migproxy.stream.returnpath`: ``ReturnPathReader``;
 - :mod:`migproxy.stream.wire`: the wire format's constants.
+- :mod:`migproxy.stream.tomlfile`: ``load_toml_file``, an operator's TOML file read within
+  bounds (size and nesting).
 
 ``framer``, ``devstate``, ``vmdesc`` and ``_ramwalk`` (the compiled RAM walk) are the
 engine's internals.
