@@ -454,7 +454,7 @@ def _through(proxy: Proxy, lab: Lab, src: str, dst: str, cpus_dropped: int,
                      context=proxy.context, **kwargs)
     delta.wait("migproxy_migrations_total", 1, outcome="completed")
     assert delta("migproxy_cpregs_dropped_total", register=DBGDTRTX) == cpus_dropped
-    assert delta("migproxy_connections_total", channel="main") == 1
+    assert delta("migproxy_connections_classified_total", channel="main") == 1
     rewritten = "true" if cpus_dropped else "false"
     assert delta("migproxy_tail_releases_total", rewritten=rewritten) == 1
     assert proxy.value("migproxy_migrations_active") == 0
@@ -500,8 +500,8 @@ def test_multifd_with_return_path_10_0_2_to_10_0_13(lab: Lab, proxy: Proxy) -> N
     params = {"multifd-channels": 2}
     _, delta = _through(proxy, lab, "10.0.2", "10.0.13", 1, capabilities=caps,
                         parameters=params)
-    assert delta("migproxy_connections_total", channel="multifd") == 2
-    assert delta("migproxy_connections_total", channel="other") == 0
+    assert delta("migproxy_connections_classified_total", channel="multifd") == 2
+    assert delta("migproxy_connections_classified_total", channel="other") == 0
     assert delta("migproxy_bytes_total", direction="to_destination", channel="multifd") > 0
     # Nothing in a multifd channel is parsed: the kernel relays it (splice(2)).
     assert delta("migproxy_spliced_connections_total", channel="multifd") == 2
@@ -730,7 +730,7 @@ def test_postcopy_preempt_plaintext(lab: Lab, proxy: Proxy, blob: Path) -> None:
         start_postcopy(src)
         complete(src, dst, proxy.context)
     delta.wait("migproxy_passthrough_total", 1, reason="postcopy_packaged")
-    assert delta("migproxy_connections_total", channel="main") == 1
+    assert delta("migproxy_connections_classified_total", channel="main") == 1
     silent = delta.events("connect_silent")  # the preempt channel, connected unasked
     assert len(silent) == 1, proxy.context()
     deadline = time.monotonic() + 15
