@@ -21,6 +21,7 @@ from typing import Any
 from migproxy.arm.destination import Destination
 from migproxy.arm.profile import Profile, ProfileError, load_profile
 from migproxy.arm.registers import parse_register
+from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon import settings as S
 from migproxy.daemon.addresses import (
     MAX_RANGE_PORTS,
@@ -34,8 +35,9 @@ from migproxy.daemon.addresses import (
 from migproxy.daemon.admission import AdmissionLimits, Network
 from migproxy.daemon.settings import LIMITS, ROUTE_KEYS, route_changes
 from migproxy.daemon.tls import RouteTls, TlsConfigError, route_tls
+from migproxy.stream.engine import EngineConfig
 from migproxy.stream.errors import MigproxyError
-from migproxy.stream.policy import Policy
+from migproxy.stream.policy import HoldBudget, Policy
 from migproxy.stream.tomlfile import TomlFileError, load_toml_file
 
 __doc__ = (__doc__ or "") + S.toml_block()
@@ -102,6 +104,15 @@ class Route:
     profile: Profile | None  # loaded; None if profile = "none" or a destination is used
     destination: Destination | None = None  # loaded manifest set (when no profile is given)
     tls: RouteTls | None = None  # TLS termination on either leg; None: plaintext both ways
+
+    def engine_config(self, hold_budget: HoldBudget | None = None) -> EngineConfig:
+        """The stream engine of this route's main channels: the ARM cpu rewriter with its
+        profile or destination, and its settings (the relay builds its sessions with it
+        and imports nothing of the ARM plug-in)."""
+        st = self.settings
+        return arm_engine_config(self.profile, self.destination, policy=st.policy,
+                                 dry_run=st.dry_run, hold_cap=st.hold_cap,
+                                 max_description=st.max_description, hold_budget=hold_budget)
 
 
 @dataclass

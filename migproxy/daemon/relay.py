@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon.addresses import format_host_port
 from migproxy.daemon.admission import Refusal
 from migproxy.daemon.observe import PairObserver
@@ -236,10 +235,7 @@ class Pair:
         self.port = registry.port(route, offset)
         st = route.settings
         self.session = Session(SessionSettings(
-            arm_engine_config(route.profile, route.destination, policy=st.policy,
-                              dry_run=st.dry_run,
-                              hold_cap=st.hold_cap, max_description=st.max_description,
-                              hold_budget=registry.hold_budget),
+            route.engine_config(registry.hold_budget),
             st.idle_timeout, end_quiet=st.end_quiet, classify_timeout=st.classify_timeout,
             splice=registry.kernel_relays.threads > 0),
             time.monotonic())
