@@ -3,9 +3,8 @@
 Layer contract (checked by ``tests/test_layers.py``): this package imports
 :mod:`migproxy.stream`, :mod:`migproxy.arm` and itself; never :mod:`migproxy.tools`,
 :mod:`migproxy.cli` or the lab. :mod:`migproxy.daemon.session` is sans-IO and imports
-only :mod:`migproxy.stream`; the relay (the I/O executor) is meant to import no ARM
-module either (today it builds the ARM engine configuration itself: a known exception,
-listed in the layer check).
+only :mod:`migproxy.stream`; the relay (the I/O executor) imports no ARM module either:
+the route builds its engine configuration (``Route.engine_config``).
 
 Public API:
 
