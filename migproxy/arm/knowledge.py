@@ -426,12 +426,18 @@ def _registers(t: dict[str, Any], where: str) -> tuple[tuple[int, ...], tuple[st
     return tuple(_reg(x, where) for x in names), tuple(groups)
 
 
-def _write(t: Any, where: str) -> WriteRule:
+def _table(t: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
+    """``t`` as an entry's table of only ``keys``, or the error that says why not."""
     if not isinstance(t, dict):
         raise KnowledgeError(f"{where}: must be a table")
-    extra = set(t) - {"registers", "groups", "accepts", "reason", "source"}
+    extra = set(t) - keys
     if extra:
         raise KnowledgeError(f"{where}: unknown keys {sorted(extra)}")
+    return t
+
+
+def _write(t: Any, where: str) -> WriteRule:
+    t = _table(t, frozenset({"registers", "groups", "accepts", "reason", "source"}), where)
     regs, groups = _registers(t, where)
     return WriteRule(regs, groups, _accepts(t.get("accepts"), where),
                      _text(t, "reason", where), _text(t, "source", where))
@@ -458,11 +464,7 @@ def _text(t: dict[str, Any], key: str, where: str) -> str:
 
 
 def _subsection(t: Any, w: str) -> SubsectionRule:
-    if not isinstance(t, dict):
-        raise KnowledgeError(f"{w}: must be a table")
-    extra = set(t) - {"name", "reason", "source", "field_if", "cpu_lacks"}
-    if extra:
-        raise KnowledgeError(f"{w}: unknown keys {sorted(extra)}")
+    t = _table(t, frozenset({"name", "reason", "source", "field_if", "cpu_lacks"}), w)
     name = t.get("name")
     if not isinstance(name, str) or not name.startswith("cpu/"):
         raise KnowledgeError(f"{w}: name must be a cpu subsection name (cpu/...)")
