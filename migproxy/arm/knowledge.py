@@ -163,16 +163,8 @@ class Accepts:
             return v & ~own == 0
         return self.equal_before is not None
 
-    def describe_for(self, kernel: tuple[int, int] | None) -> str:
-        """What a kernel of this version accepts (``describe`` for an unknown one)."""
-        if kernel is None:
-            return "only its own value (its kernel version is not known)"
-        if self.equal or (self.equal_before is not None and kernel < self.equal_before):
-            return "only its own value"
-        if self.fixed_mask and (self.fixed_before is None or kernel < self.fixed_before):
-            rest = Accepts(fields_at_most=self.fields_at_most, at_most=self.at_most,
-                           subset=self.subset, any=self.any, equal_before=(0, 0))
-            return f"{rest.describe_for(kernel)}, with bits 0x{self.fixed_mask:x} equal to its own"
+    def _kind(self) -> str | None:
+        """What a kernel that takes more than its own value takes, or None (only that)."""
         if self.any:
             return "any value"
         if self.fields_at_most:
@@ -181,27 +173,33 @@ class Accepts:
             return "a value at most its own"
         if self.subset:
             return "only bits it has itself"
-        return "any value"
+        return None
+
+    def describe_for(self, kernel: tuple[int, int] | None) -> str:
+        """What a kernel of this version accepts (``describe`` for an unknown one)."""
+        if kernel is None:
+            return "only its own value (its kernel version is not known)"
+        if self.equal or (self.equal_before is not None and kernel < self.equal_before):
+            return "only its own value"
+        text = self._kind() or "any value"
+        if self.fixed_mask and (self.fixed_before is None or kernel < self.fixed_before):
+            text += f", with bits 0x{self.fixed_mask:x} equal to its own"
+        return text
 
     def describe(self) -> str:
+        kind = self._kind()
+        if self.any or kind is None:
+            if self.equal_before is not None and not self.any:
+                return (f"any value from Linux {self.equal_before[0]}."
+                        f"{self.equal_before[1]} on, only its own before")
+            return kind or "only its own value"
         since = (f" (before Linux {self.equal_before[0]}.{self.equal_before[1]} only its "
                  "own value)") if self.equal_before else ""
         if self.fixed_mask:
             until = (f" before Linux {self.fixed_before[0]}.{self.fixed_before[1]}"
                      if self.fixed_before else "")
             since += f", with bits 0x{self.fixed_mask:x} equal to its own{until}"
-        if self.any:
-            return "any value"
-        if self.fields_at_most:
-            return "a value whose every 4-bit field is at most its own" + since
-        if self.at_most:
-            return "a value at most its own" + since
-        if self.subset:
-            return "only bits it has itself" + since
-        if self.equal_before is not None:
-            return (f"any value from Linux {self.equal_before[0]}.{self.equal_before[1]} on, "
-                    "only its own before")
-        return "only its own value"
+        return kind + since
 
 
 @dataclass(frozen=True)

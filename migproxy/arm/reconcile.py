@@ -87,8 +87,6 @@ def register_name(reg: int) -> str:
     return f"{describe(reg)} ({format_id(reg)})"
 
 
-_name = register_name
-
 
 def model_constants(manifests: Iterable[Manifest], cpu: str) -> dict[int, int]:
     """The ID register values of a CPU model that every shipped manifest of it agrees on."""
@@ -154,13 +152,14 @@ class _Tcg:
         for reg in sorted(self.src.keys() - self.dest.ids):
             r, v = self.rule(reg), self.src[reg]
             if r is not None and r.drop_if is not None and r.drop_if.holds(v, self.src):
-                self.change(Change("drop", _name(reg), v, None, r.reason))
+                self.change(Change("drop", register_name(reg), v, None, r.reason))
             elif self.stable and is_id_register(reg) and self.model.get(reg) == v:
-                self.change(Change("drop", _name(reg), v, None, self.kb.id_registers_reason))
+                self.change(Change("drop", register_name(reg), v, None,
+                                   self.kb.id_registers_reason))
             elif reg in self.opt_in:
-                self.change(Change("drop", _name(reg), v, None, "opted in", True))
+                self.change(Change("drop", register_name(reg), v, None, "opted in", True))
             else:
-                self.plan.refusals.append(f"{_name(reg)} = 0x{v:x} is not known to "
+                self.plan.refusals.append(f"{register_name(reg)} = 0x{v:x} is not known to "
                                           f"{self.where}: {self._why_not_dropped(reg, r)}")
                 continue
             del self.out[reg]
@@ -198,13 +197,14 @@ class _Tcg:
             got = self._inserted(reg)
             if got is None:
                 self.plan.refusals.append(
-                    f"{self.where} expects {_name(reg)} (0x{self.dest.values[reg]:x} there) "
-                    "and the stream does not have it: no rule gives its value"
+                    f"{self.where} expects {register_name(reg)} "
+                    f"(0x{self.dest.values[reg]:x} there) and the stream does not have it: no "
+                    "rule gives its value"
                     + (" (a constant ID register)" if is_id_register(reg) else ""))
                 continue
             new, why, visible = got
             self.out[reg] = new
-            self.change(Change("insert", _name(reg), None, new, why, visible))
+            self.change(Change("insert", register_name(reg), None, new, why, visible))
 
     def id_values(self) -> None:
         """Constant ID registers with another value: set when the knowledge base calls the
@@ -212,19 +212,19 @@ class _Tcg:
         for reg, have, want in id_differences(self.src, self.dest, self.kb, self.accel):
             if reg in self.opt_in:
                 self.out[reg] = want
-                self.change(Change("set", _name(reg), have, want, "opted in", True))
+                self.change(Change("set", register_name(reg), have, want, "opted in", True))
                 continue
             self.plan.refusals.append(
-                f"{_name(reg)} = 0x{have:x} in the stream, 0x{want:x} on {self.where} (bits "
-                f"0x{have ^ want:x} differ): a CPU feature would change under the running "
-                "guest")
+                f"{register_name(reg)} = 0x{have:x} in the stream, 0x{want:x} on "
+                f"{self.where} (bits 0x{have ^ want:x} differ): a CPU feature would change "
+                "under the running guest")
         dst = self.dest.values
         for reg in sorted(self.src.keys() & dst.keys()):
             if is_id_register(reg) and self.src[reg] != dst[reg]:
                 benign = benign_set(reg, self.src[reg], dst[reg], self.kb, self.accel)
                 if benign is not None:
                     self.out[reg] = dst[reg]
-                    self.change(Change("set", _name(reg), self.src[reg], dst[reg],
+                    self.change(Change("set", register_name(reg), self.src[reg], dst[reg],
                                        benign.reason))
 
 
@@ -266,9 +266,9 @@ def reconcile_subsections(plan: CpuPlan, subsections: Mapping[str, bytes],
             elif s.lacks_register is not None and (
                     s.lacks_register not in src or src[s.lacks_register] & s.lacks_mask):
                 got = src.get(s.lacks_register)
-                problem = (f"it may be removed only when {_name(s.lacks_register)} has 0 in "
-                           f"bits 0x{s.lacks_mask:x} (the CPU lacks the feature); the stream "
-                           f"has {'none' if got is None else hex(got)}")
+                problem = (f"it may be removed only when {register_name(s.lacks_register)} "
+                           f"has 0 in bits 0x{s.lacks_mask:x} (the CPU lacks the feature); the "
+                           f"stream has {'none' if got is None else hex(got)}")
         if problem is not None:
             plan.refusals.append(f"subsection {name} is not expected by {where}: {problem}")
             continue

@@ -8,6 +8,7 @@ no list of registers or kernels is typed here, since the mirror moves kernels fo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from migproxy.arm.knowledge import kernel_version
 from migproxy.arm.manifest import Manifest
 from migproxy.lab.kvm import KvmLab, KvmLabError, KvmStream, SavedStreams
 from migproxy.tools.manifest import manifest_from_stream, upstream_version, write_manifest
-from migproxy.tools.offline import rewrite_file, run_file
+from migproxy.tools.offline import rewrite_file
 
 HOST_CPUS = ("neoverse-n1", "max")
 
@@ -93,12 +94,5 @@ def rewrite_for(stream: KvmStream, dest_dir: Path, out: Path,
 
 def refused_registers(message: str) -> frozenset[int]:
     """The register ids a refusal names (``NAME (0x...)``)."""
-    import re
-
     return frozenset(int(x, 16) for x in re.findall(r"\((0x[0-9A-Fa-f]{16})\)", message))
 
-
-def cpu_count(path: Path) -> int:
-    from migproxy.arm.events import seen_cpus
-
-    return len(seen_cpus(run_file(path).engine.reports))
