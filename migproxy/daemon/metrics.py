@@ -58,7 +58,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None, *,
                  process: bool = True) -> None:
-        disable_created_metrics()  # no *_created series: they only add noise here
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they only add noise here
         r = self.registry = registry or CollectorRegistry()
         if process:
             ProcessCollector(registry=r)

@@ -491,7 +491,7 @@ def readme_table() -> str:
             default = "\u2014"
         else:
             d = s.toml_default
-            default = s.default_text() if isinstance(d, bool | int | float) and d != "" \
+            default = s.default_text() if isinstance(d, bool | int | float) \
                 else f"`{toml_value(d) if d in ('', []) else d}`"
         doc = s.doc
         if s.bounds():

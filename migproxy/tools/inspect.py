@@ -91,7 +91,7 @@ def _item_dict(it: ItemFramed) -> dict[str, Any]:
 
 
 def _item_line(it: dict[str, Any]) -> str:
-    kind = it["kind"]
+    kind = str(it["kind"])
     head = f"{it['offset']:>10}  {it['size']:>9}  "
     if kind == "section":
         text = (f"{it['type']:<5} sid {it['section_id']:<3} {it['idstr']} "
@@ -103,12 +103,12 @@ def _item_line(it: dict[str, Any]) -> str:
         return head + text
     if kind == "command":
         extra = f" {it['value']}" if "value" in it else ""
-        return head + f"COMMAND {it['command']}{extra}"
+        return f"{head}COMMAND {it['command']}{extra}"
     if kind == "configuration":
         return head + f"CONFIGURATION machine {it.get('machine')} page size {it.get('page_size')}"
     if kind == "vmdescription":
         return head + f"VMDESCRIPTION ({it['length']} bytes of JSON)"
-    return head + kind.upper()
+    return f"{head}{kind.upper()}"
 
 
 def format_report(rep: dict[str, Any], *, registers: bool = True) -> str:
