@@ -265,7 +265,8 @@ def _cmd_manifest_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_daemon(args: argparse.Namespace) -> int:
-    from migproxy.daemon.config import ConfigError, load_config
+    from migproxy.daemon.config import ConfigError
+    from migproxy.daemon.load import load_config
     from migproxy.daemon.logs import configure_logging
     from migproxy.daemon.server import run_daemon
 

@@ -9,7 +9,8 @@ the route builds its engine configuration (``Route.engine_config``).
 Public API:
 
 - :mod:`migproxy.daemon.server`: ``run_daemon``;
-- :mod:`migproxy.daemon.config`: ``load_config``, ``Config``, ``Route``;
+- :mod:`migproxy.daemon.config`: ``Config``, ``Route``, ``RouteSettings``;
+- :mod:`migproxy.daemon.load`: ``load_config`` (a TOML file and flags, validated);
 - :mod:`migproxy.daemon.settings`: the settings table (``Setting``), every key declared once;
 - :mod:`migproxy.daemon.addresses`: ``ConfigError`` and ``host:port`` text;
 - :mod:`migproxy.daemon.session`: ``Session``, its events and commands (sans-IO);

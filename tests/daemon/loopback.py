@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
-from migproxy.daemon.config import load_config
+from migproxy.daemon.load import load_config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.server import Daemon
 from testkit.streams import run_engine

@@ -17,9 +17,9 @@ from migproxy.daemon.config import (
     Config,
     ConfigError,
     RouteSettings,
-    load_config,
     parse_address,
 )
+from migproxy.daemon.load import load_config
 from migproxy.stream.errors import MigproxyError
 
 ROUTE = '[[route]]\nlisten = ":4444"\ntarget = "dst.example:4444"\n'

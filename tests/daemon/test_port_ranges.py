@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import structlog.testing
 
-from migproxy.daemon.config import load_config
+from migproxy.daemon.load import load_config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.server import Daemon, StartError
 from migproxy.lab import free_port_range

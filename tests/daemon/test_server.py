@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from migproxy.daemon.config import load_config
+from migproxy.daemon.load import load_config
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.server import Daemon
 from tests.daemon.loopback import (

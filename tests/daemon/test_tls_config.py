@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from migproxy.cli import build_parser
-from migproxy.daemon.config import Config, ConfigError, is_loopback, load_config
+from migproxy.daemon.config import Config, ConfigError, is_loopback
+from migproxy.daemon.load import load_config
 from migproxy.daemon.tls import (
     DESTINATION_FILES,
     SOURCE_FILES,

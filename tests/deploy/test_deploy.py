@@ -24,7 +24,8 @@ import pytest
 from prometheus_client import start_http_server
 
 import migproxy.daemon.config as config_mod
-from migproxy.daemon.config import Config, RouteSettings, load_config
+from migproxy.daemon.config import Config, RouteSettings
+from migproxy.daemon.load import load_config
 from migproxy.daemon.metrics import DEPRECATED, Metrics
 from migproxy.stream.engine import Policy
 

@@ -15,7 +15,8 @@ import pytest
 
 from migproxy.cli import build_parser
 from migproxy.daemon import settings as S
-from migproxy.daemon.config import Config, ConfigError, RouteSettings, load_config
+from migproxy.daemon.config import Config, ConfigError, RouteSettings
+from migproxy.daemon.load import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "migproxy.example.toml"
