@@ -24,14 +24,8 @@ from migproxy.arm.destination import Destination
 from migproxy.arm.profile import Profile, ProfileError, load_profile
 from migproxy.arm.registers import parse_register
 from migproxy.daemon import settings as S
-from migproxy.daemon.addresses import (
-    Address,
-    ConfigError,
-    is_loopback,
-    listens_overlap,
-    parse_address,
-    target_reaches_listen,
-)
+from migproxy.daemon import addresses
+from migproxy.daemon.addresses import Address, ConfigError
 from migproxy.daemon.config import Config, Route, RouteSettings
 from migproxy.daemon.settings import ROUTE_KEYS, route_changes
 from migproxy.daemon.tls import TlsConfigError, route_tls
@@ -137,9 +131,9 @@ class _RouteLoader:
     def add(self, table: dict[str, Any], where: str) -> None:
         if "listen" not in table or "target" not in table:
             raise ConfigError(f"{where}: needs listen and target")
-        listen = parse_address(str(table["listen"]), what=f"{where}: listen",
+        listen = addresses.parse_address(str(table["listen"]), what=f"{where}: listen",
                                allow_zero=True, allow_range=True)
-        target = parse_address(str(table["target"]), what=f"{where}: target",
+        target = addresses.parse_address(str(table["target"]), what=f"{where}: target",
                                need_host=True, allow_range=True)
         if listen.count != target.count:
             raise ConfigError(f"{where}: listen {listen} has {listen.count} port(s) and "
@@ -163,7 +157,7 @@ class _RouteLoader:
             if listen == other:
                 raise ConfigError(f"{where}: listen address {listen} is used twice "
                                   f"(also in {other_where})")
-            if listens_overlap(listen, other):
+            if addresses.listens_overlap(listen, other):
                 raise ConfigError(f"{where}: listen address {listen} overlaps {other} "
                                   f"({other_where}): both cannot be bound")
         self.listens.append((listen, where))
@@ -222,7 +216,7 @@ class _RouteLoader:
         named = list(zip(self.routes, self.wheres, strict=True))
         for route, where in named:
             for other, other_where in named:
-                if target_reaches_listen(route.target, other.listen):
+                if addresses.target_reaches_listen(route.target, other.listen):
                     port = max(route.target.port, other.listen.port)
                     whose = "its own" if other is route else f"{other_where}'s"
                     raise ConfigError(
@@ -237,7 +231,7 @@ class _RouteLoader:
             return
         for r, where in zip(self.routes, self.wheres, strict=True):
             plain_source = r.tls is None or r.tls.source is None
-            if plain_source and not is_loopback(r.listen.host) and \
+            if plain_source and not addresses.is_loopback(r.listen.host) and \
                     not r.settings.allow_plaintext_source:
                 raise ConfigError(
                     f"{where}: listen address {r.listen} takes plaintext from the network "
