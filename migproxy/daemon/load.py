@@ -23,8 +23,8 @@ from typing import Any
 from migproxy.arm.destination import Destination
 from migproxy.arm.profile import Profile, ProfileError, load_profile
 from migproxy.arm.registers import parse_register
-from migproxy.daemon import settings as S
 from migproxy.daemon import addresses
+from migproxy.daemon import settings as S
 from migproxy.daemon.addresses import Address, ConfigError
 from migproxy.daemon.config import Config, Route, RouteSettings
 from migproxy.daemon.settings import ROUTE_KEYS, route_changes
