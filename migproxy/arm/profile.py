@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from migproxy.arm.registers import describe, format_id, parse_register
-from migproxy.stream.errors import MigproxyError, SectionRefused
+from migproxy.stream.errors import SectionRefused, UsageError
 from migproxy.stream.reasons import Reason
 from migproxy.stream.tomlfile import TomlFileError, load_toml_file, parse_toml
 
@@ -55,8 +55,10 @@ _U64 = (1 << 64) - 1
 BUILTIN_PREFIX = "builtin:"
 
 
-class ProfileError(MigproxyError):
+class ProfileError(UsageError):
     """A register profile is invalid."""
+
+    prefix = "invalid profile: "
 
 
 class RewriteRefused(SectionRefused):

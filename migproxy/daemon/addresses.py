@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from migproxy.stream.errors import MigproxyError
+from migproxy.stream.errors import UsageError
 
 
 def join_host_port(host: str, port: int | str) -> str:
@@ -26,8 +26,10 @@ def format_host_port(addr: Any) -> str | None:
     return None if addr is None else str(addr)
 
 
-class ConfigError(MigproxyError):
+class ConfigError(UsageError):
     """The configuration is invalid; the daemon must not start."""
+
+    prefix = "invalid configuration: "
 
 
 MAX_RANGE_PORTS = 1024

@@ -23,6 +23,7 @@ from migproxy.daemon.session import ConnState
 from migproxy.daemon.splice import AVAILABLE as SPLICE_AVAILABLE
 from migproxy.daemon.splice import KernelRelays
 from migproxy.daemon.tls_legs import TlsAccept
+from migproxy.stream.errors import MigproxyError
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
 
@@ -30,7 +31,7 @@ RESOLVE_TIMEOUT = 5.0  # seconds to look each target up at start
 LAG_INTERVAL = 0.5  # seconds between two event-loop lag measurements
 
 
-class StartError(Exception):
+class StartError(MigproxyError):
     """The daemon could not start (an address cannot be bound)."""
 
 

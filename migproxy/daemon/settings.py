@@ -420,9 +420,9 @@ def daemon_values(table: dict[str, Any], overrides: dict[str, Any],
     return values
 
 
-def add_flags(group: argparse._ArgumentGroup) -> None:
+def add_flags(group: argparse._ArgumentGroup, *, suppress: bool = False) -> None:
     """One flag per setting (``--idle-timeout``), with its help, default and bounds. A flag
-    not given is None, so that it overrides nothing."""
+    not given is None, so that it overrides nothing (``suppress``: it is left out)."""
     for s in SETTINGS.values():
         extra = []
         if s.kind != "bool" and s.scope != "route-address":
@@ -432,9 +432,10 @@ def add_flags(group: argparse._ArgumentGroup) -> None:
         text = s.help + (f" ({'; '.join(extra)})" if extra else "")
         if s.repeatable:
             text += " (repeatable)"
-        kw: dict[str, Any] = {"help": text.replace("%", "%%")}
+        kw: dict[str, Any] = {"help": text.replace("%", "%%"),
+                              "default": argparse.SUPPRESS if suppress else None}
         if s.kind == "bool":
-            kw.update(action=argparse.BooleanOptionalAction, default=None)
+            kw.update(action=argparse.BooleanOptionalAction)
         elif s.kind == "choice":
             kw.update(choices=s.choices)
         else:

@@ -28,7 +28,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from migproxy.stream.errors import MigproxyError
+from migproxy.stream.errors import UsageError
 
 SOURCE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
 DESTINATION_FILES = ("ca-cert.pem", "client-cert.pem", "client-key.pem")
@@ -40,7 +40,7 @@ SHUTDOWN_TIMEOUT = 30.0
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2  # QEMU's GnuTLS default priority allows 1.2, 1.3
 
 
-class TlsConfigError(MigproxyError):
+class TlsConfigError(UsageError):
     """A credentials directory cannot be used (the message says which file and why)."""
 
 

@@ -18,17 +18,18 @@ backwards search to the last NUL (in practice the length of the JSON received so
 from __future__ import annotations
 
 from migproxy.stream import wire
+from migproxy.stream.errors import MigproxyError
 from migproxy.stream.policy import HoldBudget
 
 _EOF_VMDESC = bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION))
 _BRACE = ord("{")
 
 
-class HoldCapExceeded(Exception):
+class HoldCapExceeded(MigproxyError):
     """The device state outgrew the engine's hold_cap."""
 
 
-class HoldBudgetExhausted(Exception):
+class HoldBudgetExhausted(MigproxyError):
     """The engines sharing a hold budget hold all of it."""
 
 

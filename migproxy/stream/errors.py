@@ -1,12 +1,45 @@
-"""Errors raised by the stream engine, its section rewriters and the offline tools."""
+"""The one error hierarchy of migproxy, with the command line's exit status on each class.
+
+Every error migproxy reports to a user is a :class:`MigproxyError`. Its ``exit_code`` is
+the status the command line exits with (:func:`migproxy.cli.main` prints ``prefix`` and
+the message, and returns it):
+
+- :data:`EXIT_STREAM` (1): a stream could not be framed or rewritten (the message says
+  where and why); the default;
+- :data:`EXIT_USAGE` (2, :class:`UsageError`): what the operator gave cannot be used: a
+  command line, a configuration, a profile, a credentials directory, a missing program.
+
+Errors that only travel inside the engine (:class:`~migproxy.stream.vmdesc.DescriptionMismatch`,
+the hold caps of :mod:`migproxy.stream.devstate`) are :class:`MigproxyError` too; the engine
+turns them into a stop with a reason before they could reach a user.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from migproxy.stream.reasons import Reason
+
+EXIT_OK = 0
+EXIT_STREAM = 1
+EXIT_USAGE = 2
 
 
 class MigproxyError(Exception):
     """Base class of every error migproxy reports to a user."""
+
+    exit_code: ClassVar[int] = EXIT_STREAM
+    prefix: ClassVar[str] = ""  # put before the message on the command line
+
+    def user_message(self) -> str:
+        """The message as the command line prints it."""
+        return f"{self.prefix}{self}"
+
+
+class UsageError(MigproxyError):
+    """What the operator gave cannot be used (exit status 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class FormatError(MigproxyError):

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migproxy.stream import wire
+from migproxy.stream.errors import MigproxyError
 
 MAX_NESTING = 32
 
 
-class DescriptionMismatch(Exception):
+class DescriptionMismatch(MigproxyError):
     """The description does not frame the held bytes exactly."""
 
     def __init__(self, rel_offset: int, message: str) -> None:

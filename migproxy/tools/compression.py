@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any, BinaryIO
 
-from migproxy.stream.errors import MigproxyError
+from migproxy.stream.errors import MigproxyError, UsageError
 from migproxy.tools.saveimage import SaveFormat
 
 Read = Callable[[int], bytes]
@@ -36,7 +36,7 @@ _WARNED = 2
 _STDERR_SHOWN = 500  # bytes of a failed program's stderr quoted in the error
 
 
-class MissingProgram(MigproxyError):
+class MissingProgram(UsageError):
     """The compression program a format needs is not installed."""
 
 

@@ -371,7 +371,7 @@ def test_dockerignore():
     patterns = [ln.strip() for ln in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
                 if ln.strip() and not ln.lstrip().startswith("#")]
     needed = ["pyproject.toml", "setup.py", "README.md", "migproxy/__init__.py",
-              "migproxy/cli.py", "migproxy/arm/profiles/default.toml",
+              "migproxy/cli/__init__.py", "migproxy/arm/profiles/default.toml",
               "migproxy/arm/knowledge.toml",
               "migproxy/arm/manifests/qemu-11.1.3/virt-10.0-max.json",
               "migproxy/stream/_ramwalk.c", "config/migproxy.example.toml"]
