@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from migproxy.daemon import memory
 from migproxy.daemon.memory import IdleTrim, _malloc_trim
 from tests.daemon.loopback import (
     STREAM,
@@ -50,10 +51,42 @@ async def test_cancel_drops_a_scheduled_trim() -> None:
     assert calls == []
 
 
-async def test_glibc_malloc_trim_is_found_here() -> None:
+class _Libc:
+    """A C library as ctypes sees it; ``malloc_trim`` only if it has one."""
+
+    def __init__(self, has_trim: bool) -> None:
+        self.calls: list[int] = []
+        if has_trim:
+            def malloc_trim(pad: int) -> int:
+                self.calls.append(pad)
+                return 1
+            self.malloc_trim = malloc_trim
+
+
+def _with_libc(monkeypatch: pytest.MonkeyPatch, libc: _Libc | None) -> None:
+    monkeypatch.setattr(memory.ctypes.util, "find_library",
+                        lambda name: None if libc is None else "libc.so.6")
+    monkeypatch.setattr(memory.ctypes, "CDLL", lambda name: libc)
+
+
+async def test_the_trim_gives_back_everything_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    libc = _Libc(has_trim=True)
+    _with_libc(monkeypatch, libc)
     trim = _malloc_trim()
-    assert trim is not None  # Debian: glibc
+    assert trim is not None
     trim()
+    assert libc.calls == [0]  # no padding kept at the top of the heap
+
+
+@pytest.mark.parametrize("libc", [None, _Libc(has_trim=False)], ids=["no-libc", "musl"])
+async def test_without_malloc_trim_nothing_is_scheduled(
+        monkeypatch: pytest.MonkeyPatch, libc: _Libc | None) -> None:
+    _with_libc(monkeypatch, libc)
+    assert _malloc_trim() is None
+    t = IdleTrim(lambda: True, delay=0.0)
+    assert t.trim is None
+    t.maybe_idle()
+    assert t._handle is None
 
 
 async def test_the_daemon_trims_after_its_last_pair_closed(target: Target) -> None:
