@@ -25,13 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import netio
 from bench.procs import free_port, popen, stop
 from bench.report import table
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import StreamEngine
 from testkit.hostile import hostile_streams, send_and_half_close
+from testkit.procs import wait_listening
 from testkit.synthetic import SynthSpec, build
 
 MiB = 1 << 20
@@ -90,7 +90,7 @@ async def _run(idle_n: int, hostile_n: int, *, settle: float = 2.0, blocks: int 
         return now, peak
 
     try:
-        netio.wait_listening(port, 20, alive=lambda: proc.poll() is None)
+        wait_listening(port, 20, alive=lambda: proc.poll() is None)
         base, _ = await reading("started")
         conns = []
         for _ in range(idle_n):

@@ -36,7 +36,8 @@ import threading
 import time
 from typing import Any
 
-HOST = "127.0.0.1"
+from testkit.procs import HOST
+
 RECV_SIZE = 1 << 20
 IO_TIMEOUT = 120.0  # no single socket operation of a benchmark may block longer
 
@@ -256,32 +257,6 @@ def status_kb(pid: int, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise KeyError(key)
-
-
-def listening(port: int) -> bool:
-    """True if something listens on 127.0.0.1:port or 0.0.0.0:port (from /proc/net/tcp)."""
-    want = f":{port:04X}"
-    try:
-        with open("/proc/net/tcp", encoding="ascii") as f:
-            next(f)
-            for line in f:
-                parts = line.split()
-                if parts[3] == "0A" and parts[1].endswith(want):
-                    return True
-    except OSError:
-        pass
-    return False
-
-
-def wait_listening(port: int, timeout: float = 15.0, alive: Any = None) -> None:
-    """Wait (bounded) until a listener is on ``port``, without connecting to it."""
-    deadline = time.monotonic() + timeout
-    while not listening(port):
-        if alive is not None and not alive():
-            raise RuntimeError(f"the process that should listen on {port} exited")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"nothing listens on {HOST}:{port} after {timeout}s")
-        time.sleep(0.02)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,9 @@ Everything listens and connects on 127.0.0.1 only. Every wait is bounded.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
-import os
 import queue
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,54 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import netio
-
-REPO = Path(__file__).resolve().parent.parent
-HOST = netio.HOST
-
-
-def py_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    return env
-
-
-try:
-    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl  # resolved before any fork
-except (OSError, AttributeError):  # pragma: no cover - not Linux/glibc
-    _prctl = None
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """``preexec_fn``: SIGTERM this child when the benchmark process dies (PR_SET_PDEATHSIG),
-    so no relay, sink or sender outlives an interrupted run."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-
-
-def popen(argv: list[str], **kw: Any) -> subprocess.Popen[Any]:
-    """``subprocess.Popen`` for the benchmark's helpers: repository on the path, tied to us."""
-    return subprocess.Popen(argv, env=py_env(), cwd=REPO, preexec_fn=die_with_parent, **kw)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int | None:
-    """SIGTERM, wait (bounded), then SIGKILL. Only for processes this module started."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.returncode
+from testkit.procs import HOST, REPO, free_port, popen, stop, wait_listening
 
 
 class SinkProc:
@@ -161,7 +110,7 @@ class Relay:
             argv = ["socat", *path.args, f"TCP-LISTEN:{self.port},bind={HOST},reuseaddr,fork",
                     f"TCP:{target}"]
         elif path.kind == "bare":
-            argv = [sys.executable, "-m", "bench.bare_relay", "--listen",
+            argv = [sys.executable, "-m", "testkit.bare_relay", "--listen",
                     f"{HOST}:{self.port}", "--target", target]
         else:
             argv = [sys.executable, "-m", "migproxy", "--listen", f"{HOST}:{self.port}",
@@ -172,7 +121,7 @@ class Relay:
             self.proc = popen(argv, stdout=log, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL)
         try:
-            netio.wait_listening(self.port, 20, alive=lambda: self.proc is not None
+            wait_listening(self.port, 20, alive=lambda: self.proc is not None
                                  and self.proc.poll() is None)
         except BaseException:
             self.close()

@@ -6,7 +6,7 @@ non-zero data, leaving about 3 pages in 10 of it zero at random (fragmented memo
 pages interleaved), and then dirties 16 MiB of it every 10 ms. The source migrates over TCP on
 loopback, with ``max-bandwidth`` raised from QEMU's 128 MiB/s default (so the network path,
 not the rate limit, decides) and ``downtime-limit`` 50 ms (see below), either straight to the
-destination's ``-incoming`` port, or to the bare relay (``bench/bare_relay.py``: what any
+destination's ``-incoming`` port, or to the bare relay (``testkit/bare_relay.py``: what any
 relay costs on the same CPUs), or to a migproxy daemon (default profile: rewriting) in front
 of it; the destination preallocates its RAM (``-mem-prealloc``). QEMU's own ``query-migrate``
 on the source reports ``total-time`` and ``downtime``; the STOP event of the source and the
@@ -34,9 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import netio
 from bench.procs import bench_lab, free_port, popen, stop
 from bench.report import table
+from testkit.procs import wait_listening
 
 VERSION = "10.0.2"
 MEMORY = "512M"
@@ -121,7 +121,7 @@ class _Daemon:
                 [sys.executable, "-m", "migproxy", "--listen", f"127.0.0.1:{self.port}",
                  "--target", f"127.0.0.1:{target_port}", "--metrics", "", "--log-format",
                  "json"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        netio.wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
+        wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -158,17 +158,17 @@ def _migrate(lab: Any, guest: Path, path: str, timeout: float, work: Path,
         fill_s = time.monotonic() - t_fill
         dst.start()
         dst.migrate_incoming(f"tcp:127.0.0.1:{dst_port}", caps)
-        netio.wait_listening(dst_port, 20)
+        wait_listening(dst_port, 20)
         port = dst_port
         if path == "migproxy":
             daemon = _Daemon(dst_port, work / f"migproxy-{dst_port}.log")
             port = daemon.port
         elif path == "bare":
             port = free_port()
-            bare = popen([sys.executable, "-m", "bench.bare_relay", "--listen",
+            bare = popen([sys.executable, "-m", "testkit.bare_relay", "--listen",
                           f"127.0.0.1:{port}", "--target", f"127.0.0.1:{dst_port}"],
                          stdin=subprocess.DEVNULL)
-            netio.wait_listening(port, 20, alive=lambda: bare.poll() is None)
+            wait_listening(port, 20, alive=lambda: bare.poll() is None)
         t0 = time.monotonic()
         src.migrate(f"tcp:127.0.0.1:{port}", caps,
                     {"max-bandwidth": MAX_BANDWIDTH, "downtime-limit": DOWNTIME_LIMIT_MS})
@@ -254,7 +254,7 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
     return out
 
 
-PATHS = ["direct", "bare", "migproxy"]  # bare: bench/bare_relay.py (quick mode: without)
+PATHS = ["direct", "bare", "migproxy"]  # bare: testkit/bare_relay.py (quick mode: without)
 CONFIGS: list[tuple[str, dict[str, bool]]] = [("default", {}),
                                               ("return-path", {"return-path": True})]
 

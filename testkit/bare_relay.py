@@ -5,7 +5,7 @@ transport has nothing queued; otherwise an earlier buffer that no queued write r
 any more, else a new one (as ``migproxy.daemon.relay`` does). Write-buffer high water
 4 MiB with ``pause_reading``/``resume_reading`` back-pressure, half-close passed on.
 
-    python -m bench.bare_relay --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
+    python -m testkit.bare_relay --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
 """
 
 from __future__ import annotations

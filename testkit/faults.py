@@ -1,5 +1,5 @@
 """Real QEMU: faults in the middle of a migration, through migproxy and side by side with the
-direct path (or the bare relay), each case several times.
+direct path (or the bare relay): the cases and one run of a case.
 
 A 10.0.2 guest (the lab's tick guest, with 64 MiB of random data in its RAM so the RAM phase
 lasts) migrates to 10.0.13, without and with the return path. For the faults "mid-RAM" the
@@ -12,30 +12,25 @@ Each run ends with where the guest runs: on the source (the migration failed the
 guest goes on counting), on the destination (the migration completed and the guest goes on
 there), or nowhere (both stopped: the operator must ``cont`` the source). A fault through
 migproxy must leave the guest where the same fault leaves it on the direct path (or through
-the bare relay, for a dying relay).
-
-    python -m bench.faults [--runs 10] [--json FILE]
+the bare relay, for a dying relay). ``tests/e2e/test_faults.py`` runs each case once;
+``python -m bench.faults`` runs them many times and reports.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import netio
-from bench.procs import bench_lab, free_port, popen, stop
-from bench.report import table
+from testkit.procs import free_port, popen, stop, wait_listening
 
 SOURCE, DESTINATION = "10.0.2", "10.0.13"
 MEMORY = "256M"
@@ -70,11 +65,11 @@ class Relay:
             argv = [sys.executable, "-m", "migproxy", "--metrics", "", "--log-format", "json",
                     "--log-level", "debug", *extra]
         else:
-            argv = [sys.executable, "-m", "bench.bare_relay"]
+            argv = [sys.executable, "-m", "testkit.bare_relay"]
         argv += ["--listen", f"127.0.0.1:{self.port}", "--target", f"127.0.0.1:{target_port}"]
         with open(log_path, "wb") as log:
             self.proc = popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        netio.wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
+        wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -143,7 +138,7 @@ def run_case(lab: Any, case: Case, blob: Path, work: Path) -> dict[str, Any]:
                    extra_args=["-device", loader]) as src,
     ):
         try:
-            netio.wait_listening(dst_port, 20)
+            wait_listening(dst_port, 20)
             port = dst_port
             if case.path != "direct":
                 extra = ("--end-quiet", "5") if case.fault == "kill-holding" else ()
@@ -185,51 +180,3 @@ def run_case(lab: Any, case: Case, blob: Path, work: Path) -> dict[str, Any]:
 
 EXPECTED = {"kill-destination": "source", "kill-relay": "source", "term-relay": "destination",
             "kill-holding": "source"}
-
-
-def run(runs: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-    lab, reason = bench_lab(SOURCE, DESTINATION)
-    if reason:
-        log(f"faults: skipped ({reason})")
-        return {"skipped": reason}
-    results: dict[str, list[dict[str, Any]]] = {c.name: [] for c in CASES}
-    with tempfile.TemporaryDirectory(prefix="migproxy-faults-") as d:
-        blob = Path(d, "ram.bin")
-        blob.write_bytes(os.urandom(BLOB_SIZE))
-        for i in range(runs):
-            for case in CASES:
-                try:
-                    r = run_case(lab, case, blob, Path(d))
-                except (RuntimeError, TimeoutError, OSError) as e:
-                    r = {"case": case.name, "error": str(e), "guest": "error"}
-                results[case.name].append(r)
-                log(f"  #{i + 1} {case.name:<34} guest on {r['guest']:<11} "
-                    f"(source {r.get('source_status')}, destination "
-                    f"{r.get('destination_status')})")
-    rows = []
-    for case in CASES:
-        rs = results[case.name]
-        where = [r["guest"] for r in rs]
-        rows.append([case.fault, case.path, "on" if case.return_path else "off", str(len(rs)),
-                     str(where.count(EXPECTED[case.fault])), EXPECTED[case.fault],
-                     " ".join(sorted({w for w in where if w != EXPECTED[case.fault]})) or "-"])
-    log(table(rows, ["fault", "path", "return path", "runs", "as expected", "guest runs on",
-                     "otherwise"]))
-    return {"runs": runs, "results": results}
-
-
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--json", metavar="FILE")
-    args = ap.parse_args()
-    out = run(args.runs)
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    bad = [r for rs in out.get("results", {}).values() for r in rs
-           if r["guest"] != EXPECTED[r["case"].split()[0]]]
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

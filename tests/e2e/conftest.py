@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import BLOB_SIZE
+from testkit.faults import BLOB_SIZE
 
 
 @pytest.fixture(scope="module")

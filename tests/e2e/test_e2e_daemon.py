@@ -32,7 +32,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.faults import BLOB_ADDR, BLOB_SIZE, MEMORY
 from migproxy.lab import (
     MIGRATION_FINAL_STATES,
     Lab,
@@ -41,6 +40,7 @@ from migproxy.lab import (
     free_port_range,
     wait_port,
 )
+from testkit.faults import BLOB_ADDR, BLOB_SIZE, MEMORY
 from testkit.labs import require_lab
 
 pytestmark = pytest.mark.qemu

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults import CASES, DESTINATION, EXPECTED, SOURCE, Case, run_case
 from migproxy.lab import Lab
+from testkit.faults import CASES, DESTINATION, EXPECTED, SOURCE, Case, run_case
 from testkit.labs import require_lab
 
 pytestmark = pytest.mark.qemu

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from bench.faults import BLOB_ADDR, MEMORY
 from migproxy.lab import Lab, free_port
+from testkit.faults import BLOB_ADDR, MEMORY
 from testkit.labs import require_lab, tls_unavailable
 from testkit.pki import Ca, PkiUnavailable, creds_dir
 from tests.e2e.test_e2e_daemon import (
