@@ -10,8 +10,8 @@ unit, its command-line flag and its help. Everything else is made from this tabl
   :class:`~migproxy.daemon.config.Config` take their defaults from it (a test checks that
   their fields are the table's keys);
 - the daemon's command-line flags with their help and defaults (:func:`add_flags`);
-- the README's configuration table (``scripts/make-docs.py``, checked by a test), and the
-  TOML block of :mod:`migproxy.daemon.config`'s docstring; a test checks that
+- the configuration table of ``docs/operations.md`` (``scripts/make-docs.py``, checked by a
+  test), and the TOML block of :mod:`migproxy.daemon.config`'s docstring; a test checks that
   ``config/migproxy.example.toml`` shows every key with its default.
 
 Bounds (issue 17, M3): every number has a minimum and a maximum. A setting where 0 means
@@ -61,8 +61,8 @@ class Setting(Generic[T]):
     help: str
     """The flag's help, without the default and bounds (added from the table)."""
     doc: str
-    """The README's "meaning" column; ``{range}`` is replaced by the bounds (else they
-    are appended in parentheses)."""
+    """The "meaning" column of the documentation's table; ``{range}`` is replaced by the
+    bounds (else they are appended in parentheses)."""
     expect: str = ""
     """What a wrong value is told it must be ("a name or a path"); derived if empty."""
     metavar: str | None = None
@@ -155,7 +155,7 @@ class Setting(Generic[T]):
         return int(v) if self.kind == "int" else float(v)
 
     def bounds(self, dash: str = " \u2013 ") -> str:
-        """The accepted values as the README (an en dash) and the flags' help say them."""
+        """The accepted values as the documentation (an en dash) and the flags' help say them."""
         if self.minimum is None or self.maximum is None:
             return ""
         span = f"{_human(self.minimum, self.unit)}{dash}{_human(self.maximum, self.unit)}"
@@ -200,7 +200,7 @@ def _strings(v: object, message: str) -> tuple[str, ...]:
 
 
 # --- the table --------------------------------------------------------------------------
-# Route keys in the order of RouteSettings, then [daemon]; the README table follows it.
+# Route keys in the order of RouteSettings, then [daemon]; the docs' table follows it.
 
 LISTEN: Setting[str] = Setting(
     "listen", "route-address", "address", "", metavar="[HOST]:PORT[-PORT]",
@@ -228,7 +228,8 @@ DESTINATION: Setting[str] = Setting(
     help="rewrite for this destination: a shipped manifest set (qemu-11.1.3), or a "
          "manifest file or directory",
     doc="rewrite for this destination: a shipped manifest set (`qemu-11.1.3`), or a "
-        "manifest file or directory (see \"Destinations and the version matrix\")")
+        "manifest file or directory (see [Destinations and the version matrix]"
+        "(destinations.md#destinations-and-the-version-matrix))")
 ALLOW_GUEST_VISIBLE: Setting[tuple[str, ...]] = Setting(
     "allow_guest_visible", "route", "strings", (), expect="a list of registers",
     metavar="REGISTER", repeatable=True, shown_default="none",
@@ -291,7 +292,7 @@ END_QUIET: Setting[float] = Setting(
     help="with the return path, quiet that confirms the end of the device state",
     doc="with the return path: seconds without a byte after a VM description that frames "
         "the device state before it is taken for the end and released ({range}); the "
-        "switchover time this adds is measured under Reliability")
+        "switchover time this adds is measured under [Reliability](reliability.md)")
 HIGH_WATER: Setting[int] = Setting(
     "high_water", "route", "int", 4 << 20, metavar="BYTES",
     minimum=65536, maximum=1 << 30, unit="bytes",
@@ -375,7 +376,7 @@ SPLICE_THREADS: Setting[int] = Setting(
     help="untouched channels (multifd, postcopy preempt, passthrough) relayed in the kernel "
          "with splice(2) at once, one thread each (0: none)",
     doc="connections relayed in the kernel at once, one thread each ({range}; 0: none; see "
-        "[The kernel relay](#the-kernel-relay)); more wait on the event loop path")
+        "[The kernel relay](design.md#the-kernel-relay)); more wait on the event loop path")
 
 ADDRESS_SETTINGS: tuple[Setting[Any], ...] = (LISTEN, TARGET)
 ROUTE_SETTINGS: tuple[Setting[Any], ...] = (
@@ -478,8 +479,8 @@ def toml_block() -> str:
     return "".join(f"    {line}\n" if line else "\n" for line in lines)
 
 
-def readme_table() -> str:
-    """The README's configuration table (``scripts/make-docs.py`` writes it)."""
+def docs_table() -> str:
+    """The configuration table of ``docs/operations.md`` (``scripts/make-docs.py`` writes it)."""
     rows = ["| key | flag | default | meaning |", "|---|---|---|---|"]
     for s in (*ADDRESS_SETTINGS, *ROUTE_SETTINGS, *DAEMON_SETTINGS):
         key = {"route-address": "[[route]] ", "daemon": "[daemon] "}.get(s.scope, "") + s.key

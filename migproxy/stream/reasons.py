@@ -4,7 +4,8 @@ A reason is a stable, low-cardinality token: it is the ``reason`` label of the
 ``migproxy_passthrough_total`` and ``migproxy_aborts_total`` metrics (every label is created
 at start), the ``reason`` of the ``passthrough`` / ``abort`` log lines and of the
 :class:`~migproxy.stream.events.PassthroughEntered` and :class:`~migproxy.stream.events.Aborted`
-events. The README's reason table lists the same members with the same words.
+events. The reason table of docs/design.md ("Stop reasons") lists the same members with the
+same words.
 """
 
 from __future__ import annotations

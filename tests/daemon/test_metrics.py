@@ -10,7 +10,7 @@ from migproxy.daemon.admission import Refusal
 from migproxy.daemon.metrics import CHANNELS, DEPRECATED, DIRECTIONS, Metrics
 from migproxy.stream.reasons import Reason
 
-# (family name as exposed, type, label names) -- the table in README.md
+# (family name as exposed, type, label names) -- the table in docs/operations.md (Metrics)
 DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_build_info", "gauge", ("version", "python", "ramwalk")),
     ("migproxy_connections", "counter", ()),

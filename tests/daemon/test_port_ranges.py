@@ -1,7 +1,7 @@
 """Range routes through the daemon over real loopback TCP: each listening port of a range
 relays to its own target port; accept order stays per port, admission per route; one
 ``listening`` line names the range; and the port check libvirt makes sees a port the
-daemon listens on as taken (the README's libvirt section relies on it)."""
+daemon listens on as taken (the libvirt section of docs/operations.md relies on it)."""
 
 from __future__ import annotations
 

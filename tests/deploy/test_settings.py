@@ -1,6 +1,6 @@
 """The settings table (:mod:`migproxy.daemon.settings`) is the one place a setting is
-written: the dataclasses, the flags, the README table and the example configuration agree
-with it, and every number has a minimum and a maximum (issue 17, M3)."""
+written: the dataclasses, the flags, the table of docs/operations.md and the example
+configuration agree with it, and every number has a minimum and a maximum (issue 17, M3)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_every_setting_has_its_flag_with_the_tables_default_and_bounds() -> None
             assert s.bounds(" to ") in action.help, s.key
 
 
-def test_readme_table_is_the_generated_one() -> None:
+def test_docs_table_is_the_generated_one() -> None:
     r = subprocess.run([sys.executable, str(REPO / "scripts" / "make-docs.py"), "--check"],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
