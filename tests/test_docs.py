@@ -106,7 +106,7 @@ def layer_picture() -> list[str]:
 
 def test_the_readme_layer_picture_is_the_import_check() -> None:
     picture = layer_picture()
-    place = {"cli": "migproxy/cli.py", "daemon": "migproxy/daemon/",
+    place = {"cli": "migproxy/cli/", "daemon": "migproxy/daemon/",
              "tools": "migproxy/tools/", "arm": "migproxy/arm/", "stream": "migproxy/stream/"}
     row = {}
     for layer, name in place.items():
