@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import migproxy.lab.lab as lab_module
 from migproxy.lab import (
     LabUnavailable,
     free_port,
-    free_port_range,
     get_lab,
     last_counter,
     parse_ticks,
@@ -18,15 +18,46 @@ from migproxy.lab import (
 from testkit.labs import REQUIRE_ENV, require_lab
 
 
-def test_free_port_range_gives_consecutive_bindable_ports() -> None:
-    first = free_port_range(4)
-    held = [socket.socket() for _ in range(4)]
+def _listening() -> socket.socket:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    return s
+
+
+def test_free_port_range_skips_a_range_with_a_taken_port(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first candidate range has a listening port in it: the next candidate is taken.
+    Deterministic: the candidates are given, the taken port is held by this test."""
+    taken = _listening()
     try:
-        for i, s in enumerate(held):
-            s.bind(("127.0.0.1", first + i))
+        busy = taken.getsockname()[1]
+        with socket.socket() as probe:  # a candidate range known free a moment ago
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        candidates = iter([busy - 1, free])
+        monkeypatch.setattr(lab_module, "free_port", lambda host: next(candidates))
+        assert lab_module.free_port_range(2) == free
     finally:
-        for s in held:
-            s.close()
+        taken.close()
+
+
+def test_free_port_range_gives_up_after_its_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = _listening()
+    try:
+        busy = taken.getsockname()[1]
+        calls: list[int] = []
+
+        def candidate(host: str) -> int:
+            calls.append(1)
+            return busy
+
+        monkeypatch.setattr(lab_module, "free_port", candidate)
+        with pytest.raises(RuntimeError, match="no 3 consecutive free ports"):
+            lab_module.free_port_range(3)
+        assert len(calls) == lab_module.PORT_RANGE_ATTEMPTS
+    finally:
+        taken.close()
 
 
 def test_parse_ticks_ignores_partial_and_foreign_lines() -> None:
