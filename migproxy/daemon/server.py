@@ -77,7 +77,8 @@ class Daemon:
         if m is not None:
             self.metrics_server = MetricsServer(self.metrics.registry)
             try:
-                await self.metrics_server.start(m.host or "0.0.0.0", m.port)
+                # an empty host is the operator asking for every address
+                await self.metrics_server.start(m.host or "0.0.0.0", m.port)  # noqa: S104
             except OSError as e:
                 self.metrics_server = None
                 await self.close_servers()

@@ -167,9 +167,14 @@ class SaveImage:
 
     @property
     def domain(self) -> str | None:
-        """The domain's name, from the XML."""
+        """The domain's name, from the XML. The image may come from anywhere: an XML with a
+        document type (entities) is not parsed; libvirt never writes one."""
+        xml = self.xml
+        if "<!DOCTYPE" in xml or "<!ENTITY" in xml:
+            return None
         try:
-            return ElementTree.fromstring(self.xml).findtext("name")
+            # No DTD, so no entity to expand; expat refuses external ones anyway.
+            return ElementTree.fromstring(xml).findtext("name")  # noqa: S314
         except ElementTree.ParseError:
             return None
 

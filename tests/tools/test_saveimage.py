@@ -4,6 +4,7 @@ header layout and XML padding, compressed with the real programs, for every form
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from migproxy.tools.saveimage import (
     MAX_DATA_LEN,
     SaveFormat,
     parse_header,
+    read_save_image,
 )
 from testkit.saveimage import (
     FORMAT_MAGIC,
@@ -279,3 +281,16 @@ def test_cpregs_diff_reads_images_as_their_streams(tmp_path: Path,
     assert main(["cpregs", "diff", *map(str, images)]) == 0
     out = capsys.readouterr().out.replace(".img", ".mig")
     assert out == expected and "ID_AA64ISAR0_EL1" in expected
+
+
+def test_an_xml_with_entities_is_not_parsed() -> None:
+    """The domain name is read from the image's XML, which can come from anywhere: an XML
+    with a document type (entity expansion) is not parsed, a plain one is."""
+    plain = "<domain><name>tick</name></domain>\0"
+    bomb = ('<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa">'
+            '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+            "<domain><name>&b;</name></domain>\0")
+    for xml, name in ((plain, "tick"), (bomb, None)):
+        data = xml.encode()
+        image = header(len(data), FORMATS["raw"], 0) + data + b"QEVM"
+        assert read_save_image(io.BytesIO(image)).domain == name
