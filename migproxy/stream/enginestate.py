@@ -28,7 +28,7 @@ Chunk = bytes | bytearray | memoryview
 
 class Mode(enum.StrEnum):
     """The state of the main channel (the engine's one state machine; the framer's
-    :class:`~migproxy.stream.framer.Grammar` is only its position inside ``STREAMING``)."""
+    :class:`~migproxy.stream.framerstate.Grammar` is only its position inside ``STREAMING``)."""
 
     STREAMING = "streaming"  # the streamed part: framed and forwarded as it arrives
     HOLDING = "holding"  # the non-iterable device state: held until it is framed

@@ -17,7 +17,7 @@ from migproxy.stream.events import Event
 
 class Grammar(enum.IntEnum):
     """Where the framer is in the grammar of the streamed part (the framer's own state;
-    the channel's state is the engine's :class:`~migproxy.stream.engine.Mode`)."""
+    the channel's state is the engine's :class:`~migproxy.stream.enginestate.Mode`)."""
 
     HEADER = 0  # the file header
     AFTER_HEADER = 1  # the byte that says whether a configuration section follows
