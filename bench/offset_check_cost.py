@@ -44,7 +44,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 for mode in best:
                     ramruns.in_block = real if mode == "checked" else unchecked  # type: ignore[assignment]
-                    best[mode] = min(best[mode], min(_run(chunks)[0] for _ in range(3)))
+                    best[mode] = min(best[mode], min(_run(chunks, "python")[0] for _ in range(3)))
             n = spec.full_pages + spec.zero_pages
             c, u = n / best["checked"], n / best["unchecked"]
             print(f"{name:<26} {c:>14,.0f} {u:>16,.0f} {c / u:>6.2f}")
