@@ -22,6 +22,11 @@ offline tools and the tests all drive this one object.
   untouched, including anything held) or ``abort`` (nothing more is forwarded), as the
   policy says, with an event naming the reason. A partially rewritten stream is never
   emitted.
+
+This module is the facade (``StreamEngine``: feeding, streaming, holding); the rest is in
+:mod:`migproxy.stream.enginestate` (``Mode``, ``EngineConfig``, ``FeedResult``, the state
+and the stop), :mod:`migproxy.stream.enddetect` (the end of the device state) and
+:mod:`migproxy.stream.writer` (its release, rewritten).
 """
 
 from __future__ import annotations
