@@ -19,12 +19,12 @@ import time
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
-from migproxy.stream import framer
+from migproxy.stream import ramsection
 from migproxy.stream.engine import Mode, StreamEngine
 from testkit.synthetic import SynthSpec, build
 
 CHUNK = 1 << 20
-COMPILED = framer.RAM_WALK or framer._compiled_walk()
+COMPILED = ramsection.RAM_WALK or ramsection._compiled_walk()
 
 
 def _chunks(data: bytes) -> list[memoryview]:
@@ -33,7 +33,7 @@ def _chunks(data: bytes) -> list[memoryview]:
 
 
 def _run(chunks: list[memoryview], walk: str) -> tuple[float, StreamEngine]:
-    framer.RAM_WALK = COMPILED if walk == "c" else None
+    ramsection.RAM_WALK = COMPILED if walk == "c" else None
     eng = StreamEngine(arm_engine_config(default_profile()))
     t0 = time.perf_counter()
     for c in chunks:

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
-from migproxy.stream import framer
+from migproxy.stream import ramsection
 from migproxy.stream.engine import EngineConfig, Policy, StreamEngine
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.events import Aborted, Event, PassthroughEntered
@@ -150,15 +150,15 @@ def _without_message(e: Event) -> str:
 
 
 def _walk(walk: Callable[..., tuple[int, int, int]] | None, fn: Callable[[], Run]) -> Run:
-    saved = framer.RAM_WALK
-    framer.RAM_WALK = walk
+    saved = ramsection.RAM_WALK
+    ramsection.RAM_WALK = walk
     try:
         return fn()
     finally:
-        framer.RAM_WALK = saved
+        ramsection.RAM_WALK = saved
 
 
-COMPILED = framer._compiled_walk() if framer.RAM_WALK is None else framer.RAM_WALK
+COMPILED = ramsection._compiled_walk() if ramsection.RAM_WALK is None else ramsection.RAM_WALK
 
 
 def check_stream(ctl: int, split_seed: bytes, stream: bytes) -> None:
@@ -181,7 +181,7 @@ def check_stream(ctl: int, split_seed: bytes, stream: bytes) -> None:
     elif not ctl & PROFILE and whole.out != stream:
         raise FuzzFailure("without a profile, passthrough changed the stream")
     if COMPILED is not None and ctl & COMPARE_WALKS == COMPARE_WALKS:
-        other = COMPILED if framer.RAM_WALK is None else None
+        other = COMPILED if ramsection.RAM_WALK is None else None
         if _walk(other, lambda: _engine(config, [stream])) != whole:
             raise FuzzFailure("the compiled and the Python RAM walks disagree")
 

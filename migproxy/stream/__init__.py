@@ -20,6 +20,9 @@ Public API:
 - :mod:`migproxy.stream.tomlfile`: ``load_toml_file``, an operator's TOML file read within
   bounds (size and nesting).
 
-``framer``, ``devstate``, ``vmdesc`` and ``_ramwalk`` (the compiled RAM walk) are the
-engine's internals.
+The engine's internals: its state and stop (``enginestate``), the writer of the held device
+state (``writer``), the detection of its end (``enddetect``); the framer of the streamed
+part (``framer``, with ``framerstate``, ``configuration``, ``ramsection`` and ``ramruns``);
+the held device state (``devstate``), the VM description (``vmdesc``) and ``_ramwalk``
+(the compiled RAM walk, chosen in ``ramsection``).
 """

@@ -1,5 +1,5 @@
 /*
- * The RAM record walk of migproxy's stream framer, compiled (optional; see framer.py).
+ * The RAM record walk of migproxy's stream framer, compiled (optional; see ramsection.py).
  *
  * walk(buf, pos, end, page_size, block_len, have_block) -> (pos, pages, zeros)
  *

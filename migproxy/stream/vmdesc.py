@@ -185,60 +185,72 @@ def frame_device_state(buf: wire.Buffer, eof_offset: int,
     pos = 0
     dev_i = 0
     while pos < eof_offset:
-        t = buf[pos]
-        if t == wire.VM_COMMAND:
-            if pos + 5 > eof_offset:
-                raise DescriptionMismatch(pos, "truncated command in the tail")
-            cmd = wire.BE16.unpack_from(buf, pos + 1)[0]
-            length = wire.BE16.unpack_from(buf, pos + 3)[0]
-            spec = wire.COMMANDS.get(cmd)
-            if spec is None or cmd in (wire.CMD_PACKAGED, wire.CMD_ENABLE_COLO):
-                raise DescriptionMismatch(pos, f"command {cmd} cannot appear in the tail")
-            if spec[1] is not None and spec[1] != length:
-                raise DescriptionMismatch(pos, f"command {spec[0]} with length {length}")
-            items.append(DeviceStateCommand(pos, pos + 5 + length, spec[0]))
-            pos += 5 + length
-            continue
-        if t != wire.VM_SECTION_FULL:
-            raise DescriptionMismatch(pos, f"expected a FULL section, found type 0x{t:02x}")
-        if pos + 6 > eof_offset:
-            raise DescriptionMismatch(pos, "truncated section header")
-        nlen = buf[pos + 5]
-        hdr = 6 + nlen + 8
-        if pos + hdr > eof_offset:
-            raise DescriptionMismatch(pos, "truncated section header")
-        sid = wire.BE32.unpack_from(buf, pos + 1)[0]
-        idstr = bytes(buf[pos + 6 : pos + 6 + nlen]).decode("ascii", "replace")
-        inst = wire.BE32.unpack_from(buf, pos + 6 + nlen)[0]
-        ver = wire.BE32.unpack_from(buf, pos + 10 + nlen)[0]
-        if dev_i >= len(devices):
-            raise DescriptionMismatch(pos, f"section {idstr!r} has no device entry")
-        dev = devices[dev_i]
-        # Exact ints: JSON true and 1.0 compare equal to 1 in Python, QEMU writes neither.
-        if dev.get("name") != idstr or not _is_int(dev.get("instance_id"), inst) or \
-                not _is_int(dev.get("version"), ver):
-            raise DescriptionMismatch(
-                pos, f"section {idstr!r} instance {inst} version {ver} does not match device "
-                f"entry {dev.get('name')!r} instance {dev.get('instance_id')!r} version "
-                f"{dev.get('version')!r}")
-        spans: list[FieldSpan] = []
-        subs: list[SubsectionSpan] = []
-        payload = pos + hdr
-        payload_end = _walk_vmsd(buf, payload, eof_offset, dev, 0, spans, subs)
-        if payload_end + 5 > eof_offset or buf[payload_end] != wire.VM_SECTION_FOOTER:
-            raise DescriptionMismatch(payload_end, f"expected the footer of section {idstr!r}")
-        if wire.BE32.unpack_from(buf, payload_end + 1)[0] != sid:
-            raise DescriptionMismatch(payload_end, f"footer of section {idstr!r} has another id")
-        items.append(FullSection(pos, payload, payload_end, payload_end + 5, sid, idstr, inst,
-                                 ver, dev_i, spans, subs))
-        dev_i += 1
-        pos = payload_end + 5
+        item: FullSection | DeviceStateCommand
+        if buf[pos] == wire.VM_COMMAND:
+            item = _frame_command(buf, pos, eof_offset)
+        else:
+            item = _frame_full_section(buf, pos, eof_offset, devices, dev_i)
+            dev_i += 1
+        items.append(item)
+        pos = item.end
     if pos != eof_offset:
         raise DescriptionMismatch(pos, "the tail does not end at EOF")
     if dev_i != len(devices):
         raise DescriptionMismatch(pos, f"{len(devices) - dev_i} device entries have no section")
     n = wire.BE32.unpack_from(buf, eof_offset + 2)[0]
     return DeviceStateLayout(items, eof_offset, eof_offset + 1, desc, eof_offset + 6 + n)
+
+
+def _frame_command(buf: wire.Buffer, pos: int, eof_offset: int) -> DeviceStateCommand:
+    """The command at ``pos`` in the device state."""
+    if pos + 5 > eof_offset:
+        raise DescriptionMismatch(pos, "truncated command in the tail")
+    cmd = wire.BE16.unpack_from(buf, pos + 1)[0]
+    length = wire.BE16.unpack_from(buf, pos + 3)[0]
+    spec = wire.COMMANDS.get(cmd)
+    if spec is None or cmd in (wire.CMD_PACKAGED, wire.CMD_ENABLE_COLO):
+        raise DescriptionMismatch(pos, f"command {cmd} cannot appear in the tail")
+    if spec[1] is not None and spec[1] != length:
+        raise DescriptionMismatch(pos, f"command {spec[0]} with length {length}")
+    return DeviceStateCommand(pos, pos + 5 + length, spec[0])
+
+
+def _frame_full_section(buf: wire.Buffer, pos: int, eof_offset: int,
+                        devices: list[dict[str, Any]], dev_i: int) -> FullSection:
+    """The FULL section at ``pos``, framed by the device entry ``devices[dev_i]``."""
+    t = buf[pos]
+    if t != wire.VM_SECTION_FULL:
+        raise DescriptionMismatch(pos, f"expected a FULL section, found type 0x{t:02x}")
+    if pos + 6 > eof_offset:
+        raise DescriptionMismatch(pos, "truncated section header")
+    nlen = buf[pos + 5]
+    hdr = 6 + nlen + 8
+    if pos + hdr > eof_offset:
+        raise DescriptionMismatch(pos, "truncated section header")
+    sid = wire.BE32.unpack_from(buf, pos + 1)[0]
+    idstr = bytes(buf[pos + 6 : pos + 6 + nlen]).decode("ascii", "replace")
+    inst = wire.BE32.unpack_from(buf, pos + 6 + nlen)[0]
+    ver = wire.BE32.unpack_from(buf, pos + 10 + nlen)[0]
+    if dev_i >= len(devices):
+        raise DescriptionMismatch(pos, f"section {idstr!r} has no device entry")
+    dev = devices[dev_i]
+    # Exact ints: JSON true and 1.0 compare equal to 1 in Python, QEMU writes neither.
+    if dev.get("name") != idstr or not _is_int(dev.get("instance_id"), inst) or \
+            not _is_int(dev.get("version"), ver):
+        raise DescriptionMismatch(
+            pos, f"section {idstr!r} instance {inst} version {ver} does not match device "
+            f"entry {dev.get('name')!r} instance {dev.get('instance_id')!r} version "
+            f"{dev.get('version')!r}")
+    spans: list[FieldSpan] = []
+    subs: list[SubsectionSpan] = []
+    payload = pos + hdr
+    payload_end = _walk_vmsd(buf, payload, eof_offset, dev, 0, spans, subs)
+    if payload_end + 5 > eof_offset or buf[payload_end] != wire.VM_SECTION_FOOTER:
+        raise DescriptionMismatch(payload_end, f"expected the footer of section {idstr!r}")
+    if wire.BE32.unpack_from(buf, payload_end + 1)[0] != sid:
+        raise DescriptionMismatch(payload_end, f"footer of section {idstr!r} has another id")
+    return FullSection(pos, payload, payload_end, payload_end + 5, sid, idstr, inst, ver,
+                       dev_i, spans, subs)
 
 
 def subsection_bytes(name: str, version: int, payload: bytes) -> bytes:

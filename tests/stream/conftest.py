@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from migproxy.stream import framer
+from migproxy.stream import ramsection
 
-COMPILED = framer._compiled_walk() if framer.RAM_WALK is None else framer.RAM_WALK
+COMPILED = ramsection._compiled_walk() if ramsection.RAM_WALK is None else ramsection.RAM_WALK
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])
@@ -22,7 +22,7 @@ def ram_walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
             if os.environ.get("MIGPROXY_REQUIRE_EXTENSIONS") == "1":
                 pytest.fail("the compiled RAM walk is not built (MIGPROXY_REQUIRE_EXTENSIONS=1)")
             pytest.skip("the compiled RAM walk is not built")
-        monkeypatch.setattr(framer, "RAM_WALK", COMPILED)
+        monkeypatch.setattr(ramsection, "RAM_WALK", COMPILED)
     else:
-        monkeypatch.setattr(framer, "RAM_WALK", None)
+        monkeypatch.setattr(ramsection, "RAM_WALK", None)
     yield request.param

@@ -409,16 +409,16 @@ def test_planted_description_starts_cost_a_bounded_number_of_parses(monkeypatch)
         data[q : q + 7] = b"\x00\x06" + struct.pack(">I", boundary - q - 6) + b"{"
     data[boundary - 1] = 0
     data = bytes(data)
-    import migproxy.stream.engine as engine_mod
+    import migproxy.stream.vmdesc as vmdesc_mod
 
     calls = []
-    real = engine_mod.parse_description
+    real = vmdesc_mod.parse_description
 
     def counting(raw):  # type: ignore[no-untyped-def]
         calls.append(len(raw))
         return real(raw)
 
-    monkeypatch.setattr(engine_mod, "parse_description", counting)
+    monkeypatch.setattr(vmdesc_mod, "parse_description", counting)
     _, events, eng = run_engine([data[:boundary], data[boundary:]], _cfg())
     assert eng.mode == Mode.DONE
     assert any(isinstance(e, CpuRewritten) for e in events)
@@ -522,11 +522,11 @@ def test_an_exception_inside_the_engine_is_a_stop_never_a_crash(
 
 def test_a_description_over_max_description_is_never_parsed(
         synth_small: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    import migproxy.stream.engine as engine_mod
+    import migproxy.stream.vmdesc as vmdesc_mod
 
     parses: list[int] = []
-    real = engine_mod.parse_description
-    monkeypatch.setattr(engine_mod, "parse_description",
+    real = vmdesc_mod.parse_description
+    monkeypatch.setattr(vmdesc_mod, "parse_description",
                         lambda raw: parses.append(len(raw)) or real(raw))
     tail_at = synth_small.index(b"\x00\x06", synth_small.index(b"globalstate"))
     size = len(synth_small) - tail_at - 6
@@ -543,7 +543,7 @@ def test_a_description_over_max_description_is_never_parsed(
 
 def test_a_description_with_too_many_objects_is_never_parsed(
         synth_small: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    import migproxy.stream.engine as engine_mod
+    import migproxy.stream.vmdesc as vmdesc_mod
     from migproxy.stream.policy import MAX_DESCRIPTION_CONTAINERS
 
     def pad(body: dict) -> None:
@@ -551,7 +551,7 @@ def test_a_description_with_too_many_objects_is_never_parsed(
 
     data = _redescribe(synth_small, pad)
     parses: list[int] = []
-    monkeypatch.setattr(engine_mod, "parse_description", lambda raw: parses.append(1))
+    monkeypatch.setattr(vmdesc_mod, "parse_description", lambda raw: parses.append(1))
     out, events, _ = run_engine([data], _cfg())
     assert parses == [] and out == data
     stop = _stop(events)

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migproxy.stream import framer, wire
+from migproxy.stream import ramsection, wire
 
-WALK = framer._compiled_walk()
+WALK = ramsection._compiled_walk()
 pytestmark = pytest.mark.skipif(WALK is None, reason="the compiled RAM walk is not built")
 
 PAGE_CONT = wire.RAM_PAGE | wire.RAM_CONTINUE

@@ -1,0 +1,125 @@
+"""The stream framer's state: where it is in the grammar and what it has framed so far.
+
+:class:`FramerState` is the state the three parts of the framer share: the configuration
+section (:mod:`migproxy.stream.configuration`), the RAM section walk
+(:mod:`migproxy.stream.ramsection`) and the top-level records
+(:mod:`migproxy.stream.framer`, whose ``StreamFramer`` is all three).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from migproxy.stream.errors import FormatError
+from migproxy.stream.events import Event
+
+
+class Grammar(enum.IntEnum):
+    """Where the framer is in the grammar of the streamed part (the framer's own state;
+    the channel's state is the engine's :class:`~migproxy.stream.enginestate.Mode`)."""
+
+    HEADER = 0  # the file header
+    AFTER_HEADER = 1  # the byte that says whether a configuration section follows
+    CONFIG = 2  # the configuration section's machine name
+    CONFIG_SUB = 3  # a configuration subsection, or the end of the configuration
+    CAPS = 4  # the capability names of configuration/capabilities
+    TOP = 5  # a top-level record
+    RAM = 6  # a RAM record of the current ram section
+    MEMSIZE = 7  # the RAM block list after MEM_SIZE
+    FOOTER = 8  # the footer of the current section
+    SKIP = 9  # payload bytes whose content does not matter (``skip`` of them)
+    AFTER_EOF = 10  # the VM description record after EOF
+    DEVICE_STATE = 11  # the non-iterable device state starts at the returned position
+    END = 12  # after the VM description: nothing may follow
+
+
+# The framer keeps its state as a plain int (exact-int comparisons are the fastest in the
+# hot loop); ``Grammar(framer.state)`` names it.
+ST_HEADER = int(Grammar.HEADER)
+ST_AFTER_HEADER = int(Grammar.AFTER_HEADER)
+ST_CONFIG = int(Grammar.CONFIG)
+ST_CONFIG_SUB = int(Grammar.CONFIG_SUB)
+ST_CAPS = int(Grammar.CAPS)
+ST_TOP = int(Grammar.TOP)
+ST_RAM = int(Grammar.RAM)
+ST_MEMSIZE = int(Grammar.MEMSIZE)
+ST_FOOTER = int(Grammar.FOOTER)
+ST_SKIP = int(Grammar.SKIP)
+ST_AFTER_EOF = int(Grammar.AFTER_EOF)
+ST_HOLD = int(Grammar.DEVICE_STATE)
+ST_DONE = int(Grammar.END)
+
+
+@dataclass
+class RamStats:
+    """Counts of RAM records seen on the main channel."""
+
+    pages: int = 0
+    zero_pages: int = 0
+    xbzrle_pages: int = 0
+    compressed_pages: int = 0
+    multifd_flushes: int = 0
+    eos: int = 0
+    page_bytes: int = 0
+    blocks: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self) -> tuple[int, int, int, int, int]:
+        return (self.pages, self.zero_pages, self.xbzrle_pages, self.compressed_pages,
+                self.multifd_flushes)
+
+
+@dataclass
+class Section:
+    """An iterable section the stream started (QEMU's ``ram``)."""
+
+    idstr: str
+    instance_id: int
+    version_id: int
+    ended: bool = False
+
+
+class FramerState:
+    """The framer's state, shared by the parts of :class:`~migproxy.stream.framer.StreamFramer`.
+
+    ``advance`` consumes whole items only: when an item is incomplete the framer sets
+    ``need`` (contiguous bytes from the item's start); payload it passes over is counted in
+    ``skip``, after which the state becomes ``after_skip``.
+    """
+
+    def __init__(self, *, legacy_page_bits: int | None = None) -> None:
+        self.state = ST_HEADER
+        self.need = 0
+        self.skip = 0
+        self.after_skip = ST_TOP
+        self.base = 0  # absolute stream offset of buf[0] in the current advance() call
+        self.events: list[Event] = []
+        self.stats = RamStats()
+        self.page_size: int | None = None
+        self.legacy_page_bits = legacy_page_bits
+        self.machine: str | None = None
+        self.capabilities: list[str] = []
+        self.uuid: bytes | None = None
+        self.config_subsections: list[str] = []  # the configuration's subsections, in order
+        self.ignore_shared = False
+        self.sections: dict[int, Section] = {}
+        self.open_iterables: set[int] = set()
+        self.iterable_phase_done = False
+        self.commands_seen: dict[str, int] = {}
+        # ram state
+        self._blocks: dict[bytes, int] = {}
+        self._cur_block: bytes | None = None
+        self._cur_block_len = 0
+        self._memsize_left = 0
+        # current item bookkeeping
+        self._item_start = 0
+        self._cur_sid = -1
+        self._cur_type = 0
+        self._cur_snapshot: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        self._caps_left = 0
+
+    def _abs(self, pos: int) -> int:
+        return self.base + pos
+
+    def _fail(self, pos: int, expected: str, found: str | None = None) -> FormatError:
+        return FormatError(self._abs(pos), expected, found)
