@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from migproxy.arm.plan import RewriteRefused, register_name
-from migproxy.arm.registers import AA64_SYSREG_BASE, describe, is_id_register, parse_register
+from migproxy.arm.registers import (
+    AA64_SYSREG_BASE,
+    DEMUX_CCSIDR_BASE,
+    describe,
+    is_id_register,
+    parse_register,
+)
 from migproxy.stream.errors import MigproxyError
 
 PATH = Path(__file__).resolve().parent / "knowledge.toml"
@@ -262,8 +268,7 @@ class SubsectionRule:
             return True
         if self.otherwise == "skip":
             return False
-        raise RewriteRefused("condition_failed",
-                             f"subsection {self.name} holds 0x{payload.hex()}, the profile "
+        raise RewriteRefused(f"subsection {self.name} holds 0x{payload.hex()}, the profile "
                              f"removes it only holding 0x{self.field_is or 0:x}")
 
     def describe(self) -> str:
@@ -284,12 +289,11 @@ class WriteRule:
 
 
 CLIDR_EL1 = 0x603000000013C801
-CCSIDR_DEMUX = 0x6020000000110000  # | CSSELR value (0..13), U32
 
 
 def ccsidr_index(reg: int) -> int | None:
     """The CSSELR value of a CCSIDR demux register id, or None."""
-    return reg & 0xFF if reg & ~0xFF == CCSIDR_DEMUX else None
+    return reg & 0xFF if reg & ~0xFF == DEMUX_CCSIDR_BASE else None
 
 
 def is_pmu_register(reg: int) -> bool:

@@ -19,16 +19,9 @@ Action = Literal["drop", "insert", "set", "remove", "keep"]
 
 
 class RewriteRefused(SectionRefused):
-    """A profile rule's condition does not hold, so the cpu section must not be rewritten.
-
-    ``detail`` says which kind of condition (``condition_failed``).
-    """
+    """A profile rule's condition does not hold, so the cpu section must not be rewritten."""
 
     reason = Reason.PROFILE_REFUSED
-
-    def __init__(self, detail: str, message: str) -> None:
-        self.detail = detail
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

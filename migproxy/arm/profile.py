@@ -123,7 +123,6 @@ class Profile:
         if rule.value_is is not None and cur != rule.value_is:
             if rule.otherwise == "refuse":
                 raise RewriteRefused(
-                    "condition_failed",
                     f"profile {self.name!r}: {describe(reg)} ({format_id(reg)}) has value "
                     f"0x{cur:x}, the rule '{rule.describe()}' needs 0x{rule.value_is:x}")
             return None  # otherwise = "skip": the register keeps its value
