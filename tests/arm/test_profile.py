@@ -191,3 +191,24 @@ def test_two_rules_for_one_subsection() -> None:
     with pytest.raises(ProfileError, match="already has a rule"):
         parse_profile('name = "p"\n[[subsection]]\naction = "remove"\nname = "cpu/x"\n'
                       '[[subsection]]\naction = "remove"\nname = "cpu/x"\n')
+
+
+def test_a_profile_plan_is_carried_out_and_reported_as_before() -> None:
+    """A profile's plan goes through the same executor as a destination's: CpuRewritten
+    reports its register changes, then a CpuReconciled (by the profile) the subsections
+    removed, without reasons."""
+    from migproxy.arm.events import CpuReconciled, CpuRewritten
+    from migproxy.arm.rewriter import arm_engine_config
+    from testkit.streams import real_stream, run_engine
+
+    prof = parse_profile(_WFXT_PROFILE)
+    _out, events, _eng = run_engine([real_stream("v11.1.3-virt-10.0-cortex-a57-smp1")],
+                                    arm_engine_config(prof))
+    mine = [e for e in events if isinstance(e, CpuRewritten | CpuReconciled)]
+    assert [type(e) for e in mine] == [CpuRewritten, CpuReconciled]
+    rewritten, reconciled = mine
+    assert isinstance(rewritten, CpuRewritten) and isinstance(reconciled, CpuReconciled)
+    assert rewritten.count_after == rewritten.count_before + len(rewritten.inserted)
+    assert reconciled.destination == "profile 11.1-to-10.0.13"
+    assert reconciled.changes == ("remove subsection cpu/wfxt-timer",)
+    assert reconciled.guest_visible == () and reconciled.applied
