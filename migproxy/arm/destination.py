@@ -17,7 +17,8 @@ from migproxy.arm.cpu_section import CpuLayoutError
 from migproxy.arm.knowledge import Knowledge, knowledge
 from migproxy.arm.kvm_registers import is_kvm_list
 from migproxy.arm.manifest import Manifest, ManifestError, ManifestSet, load_set, shipped_sets
-from migproxy.arm.reconcile import CpuPlan, id_differences, model_constants, reconcile
+from migproxy.arm.plan import CpuPlan
+from migproxy.arm.reconcile import id_differences, model_constants, reconcile
 from migproxy.arm.reconcile_kvm import reconcile_kvm
 from migproxy.stream.errors import SectionRefused
 from migproxy.stream.reasons import Reason

@@ -10,9 +10,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from migproxy.arm.registers import AA64_SYSREG_BASE, describe, is_id_register, parse_register
+from migproxy.arm.plan import RewriteRefused, register_name
+from migproxy.arm.registers import (
+    AA64_SYSREG_BASE,
+    DEMUX_CCSIDR_BASE,
+    describe,
+    is_id_register,
+    parse_register,
+)
 from migproxy.stream.errors import MigproxyError
 
 PATH = Path(__file__).resolve().parent / "knowledge.toml"
@@ -218,12 +225,56 @@ class RegisterRule:
 
 @dataclass(frozen=True)
 class SubsectionRule:
+    """When a cpu subsection may be removed: a knowledge-base ``[[subsection]]`` entry (for
+    a destination that does not expect it) or a profile's ``[[subsection]]`` rule."""
+
     name: str
-    reason: str
-    source: str
+    reason: str = ""
+    source: str = ""
     field_if: Condition | None = None  # the subsection's single field (big-endian) must meet it
     lacks_register: int | None = None  # ... and this ID register's field must be 0
     lacks_mask: int = 0
+    otherwise: Literal["refuse", "skip"] = "refuse"  # a profile's rule when field_if fails
+
+    @property
+    def field_is(self) -> int | None:
+        """The value a profile's rule wants in the field (``field_is``), or None."""
+        return self.field_if.value_is if self.field_if is not None else None
+
+    def field_holds(self, payload: bytes) -> bool:
+        """Whether the subsection's single field meets ``field_if`` (or there is none)."""
+        return self.field_if is None or (
+            len(payload) in (1, 2, 4, 8) and self.field_if.holds(int.from_bytes(payload, "big")))
+
+    def problem(self, payload: bytes, src: Mapping[int, int]) -> str | None:
+        """Why a destination may not have this subsection removed (``src``: the stream's
+        registers), or None."""
+        if not self.field_holds(payload):
+            assert self.field_if is not None
+            return (f"it may be removed only with {self.field_if.describe({})} "
+                    f"(it holds 0x{payload.hex()})")
+        reg = self.lacks_register
+        if reg is not None and (reg not in src or src[reg] & self.lacks_mask):
+            got = src.get(reg)
+            return (f"it may be removed only when {register_name(reg)} has 0 in bits "
+                    f"0x{self.lacks_mask:x} (the CPU lacks the feature); the stream has "
+                    f"{'none' if got is None else hex(got)}")
+        return None
+
+    def decide(self, payload: bytes) -> bool:
+        """Whether a profile removes a subsection with this payload (raises
+        :class:`~migproxy.arm.plan.RewriteRefused` when its rule refuses)."""
+        if self.field_holds(payload):
+            return True
+        if self.otherwise == "skip":
+            return False
+        raise RewriteRefused(f"subsection {self.name} holds 0x{payload.hex()}, the profile "
+                             f"removes it only holding 0x{self.field_is or 0:x}")
+
+    def describe(self) -> str:
+        cond = "" if self.field_is is None else f" if its field is 0x{self.field_is:x}" \
+            f" (otherwise {self.otherwise})"
+        return f"remove subsection {self.name}{cond}"
 
 
 @dataclass(frozen=True)
@@ -238,12 +289,11 @@ class WriteRule:
 
 
 CLIDR_EL1 = 0x603000000013C801
-CCSIDR_DEMUX = 0x6020000000110000  # | CSSELR value (0..13), U32
 
 
 def ccsidr_index(reg: int) -> int | None:
     """The CSSELR value of a CCSIDR demux register id, or None."""
-    return reg & 0xFF if reg & ~0xFF == CCSIDR_DEMUX else None
+    return reg & 0xFF if reg & ~0xFF == DEMUX_CCSIDR_BASE else None
 
 
 def is_pmu_register(reg: int) -> bool:

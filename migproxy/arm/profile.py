@@ -39,14 +39,16 @@ the rest of the description stay exact.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from migproxy.arm.knowledge import Condition, SubsectionRule
+from migproxy.arm.plan import Change, CpuPlan, RewriteRefused, register_name
 from migproxy.arm.registers import describe, format_id, parse_register
-from migproxy.stream.errors import SectionRefused, UsageError
-from migproxy.stream.reasons import Reason
+from migproxy.stream.errors import UsageError
 from migproxy.stream.tomlfile import TomlFileError, load_toml_file, parse_toml
 
 Action = Literal["drop", "insert", "set"]
@@ -59,19 +61,6 @@ class ProfileError(UsageError):
     """A register profile is invalid."""
 
     prefix = "invalid profile: "
-
-
-class RewriteRefused(SectionRefused):
-    """A profile rule's condition does not hold, so the cpu section must not be rewritten.
-
-    ``detail`` says which kind of condition (``condition_failed``).
-    """
-
-    reason = Reason.PROFILE_REFUSED
-
-    def __init__(self, detail: str, message: str) -> None:
-        self.detail = detail
-        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -93,47 +82,6 @@ class Rule:
 
 
 @dataclass
-class RewriteResult:
-    indexes: list[int]
-    values: list[int]
-    dropped: list[tuple[int, int]] = field(default_factory=list)
-    inserted: list[tuple[int, int]] = field(default_factory=list)
-    set: list[tuple[int, int, int]] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.dropped or self.inserted or self.set)
-
-
-@dataclass(frozen=True)
-class SubsectionRule:
-    """Remove a cpu subsection (``field_is``: only while its single field holds this)."""
-
-    name: str
-    field_is: int | None = None
-    otherwise: Literal["refuse", "skip"] = "refuse"
-
-    def describe(self) -> str:
-        cond = "" if self.field_is is None else f" if its field is 0x{self.field_is:x}" \
-            f" (otherwise {self.otherwise})"
-        return f"remove subsection {self.name}{cond}"
-
-    def decide(self, payload: bytes) -> bool:
-        """Whether to remove a subsection with this payload (raises when it refuses)."""
-        if self.field_is is None:
-            return True
-        holds = len(payload) in (1, 2, 4, 8) and int.from_bytes(payload, "big") == self.field_is
-        if holds:
-            return True
-        if self.otherwise == "skip":
-            return False
-        raise RewriteRefused("condition_failed",
-                             f"subsection {self.name} holds 0x{payload.hex()}, the profile "
-                             f"removes it only holding 0x{self.field_is:x}")
-
-
-@dataclass
 class Profile:
     name: str
     rules: list[Rule]
@@ -141,45 +89,54 @@ class Profile:
     source: str = ""
     subsections: list[SubsectionRule] = field(default_factory=list)
 
-    def apply(self, indexes: list[int], values: list[int]) -> RewriteResult:
-        """Apply the rules to one cpu's arrays; raise :class:`RewriteRefused` if a rule refuses."""
+    def plan(self, indexes: Sequence[int], values: Sequence[int],
+             subsections: Mapping[str, bytes] | None = None) -> CpuPlan:
+        """Compile the rules for one cpu section (its cpreg arrays and ``subsections``:
+        name -> payload of those sent, in order) into its plan; raise
+        :class:`RewriteRefused` if a rule refuses."""
         if len(indexes) != len(values):
             raise ValueError("index and value arrays differ in length")
-        ids = list(indexes)
-        vals = list(values)
-        res = RewriteResult(ids, vals)
+        plan = CpuPlan(list(indexes), list(values), explained=False)
         for rule in self.rules:
-            i = bisect.bisect_left(ids, rule.register)
-            present = i < len(ids) and ids[i] == rule.register
-            if rule.action == "insert":
-                if not present:
-                    assert rule.value is not None
-                    ids.insert(i, rule.register)
-                    vals.insert(i, rule.value)
-                    res.inserted.append((rule.register, rule.value))
-                continue
-            if not present:
-                continue
-            cur = vals[i]
-            if rule.value_is is not None and cur != rule.value_is:
-                if rule.otherwise == "refuse":
-                    raise RewriteRefused(
-                        "condition_failed",
-                        f"profile {self.name!r}: {describe(rule.register)} "
-                        f"({format_id(rule.register)}) has value 0x{cur:x}, the rule "
-                        f"'{rule.describe()}' needs 0x{rule.value_is:x}")
-                res.skipped.append((rule.register, f"value 0x{cur:x}"))
-                continue
-            if rule.action == "drop":
-                del ids[i]
-                del vals[i]
-                res.dropped.append((rule.register, cur))
-            else:
-                assert rule.value is not None
-                if cur != rule.value:
-                    vals[i] = rule.value
-                    res.set.append((rule.register, cur, rule.value))
-        return res
+            change = self._apply(rule, plan.indexes, plan.values)
+            if change is not None:
+                plan.changes.append(change)
+        for name, payload in (subsections or {}).items():
+            if any(r.name == name and r.decide(payload) for r in self.subsections):
+                plan.remove_subsections.append(name)
+                plan.changes.append(Change("remove", name, None, None, ""))
+        return plan
+
+    def _apply(self, rule: Rule, ids: list[int], vals: list[int]) -> Change | None:
+        """Apply one rule to the arrays (in place): the change it made, or None."""
+        reg = rule.register
+        i = bisect.bisect_left(ids, reg)
+        present = i < len(ids) and ids[i] == reg
+        if rule.action == "insert":
+            if present:
+                return None
+            assert rule.value is not None
+            ids.insert(i, reg)
+            vals.insert(i, rule.value)
+            return Change("insert", register_name(reg), None, rule.value, rule.note)
+        if not present:
+            return None
+        cur = vals[i]
+        if rule.value_is is not None and cur != rule.value_is:
+            if rule.otherwise == "refuse":
+                raise RewriteRefused(
+                    f"profile {self.name!r}: {describe(reg)} ({format_id(reg)}) has value "
+                    f"0x{cur:x}, the rule '{rule.describe()}' needs 0x{rule.value_is:x}")
+            return None  # otherwise = "skip": the register keeps its value
+        if rule.action == "drop":
+            del ids[i]
+            del vals[i]
+            return Change("drop", register_name(reg), cur, None, rule.note)
+        assert rule.value is not None
+        if cur == rule.value:
+            return None
+        vals[i] = rule.value
+        return Change("set", register_name(reg), cur, rule.value, rule.note)
 
     def to_toml(self) -> str:
         lines = [f"name = {_toml_str(self.name)}"]
@@ -250,8 +207,16 @@ def _subsection_rules(raw: Any, source: str) -> list[SubsectionRule]:
         if otherwise not in ("refuse", "skip"):
             raise ProfileError(f"{where}: otherwise must be 'refuse' or 'skip'")
         field_is = _value(t["field_is"], f"{where}: field_is") if "field_is" in t else None
-        out.append(SubsectionRule(name, field_is, otherwise))
+        out.append(subsection_rule(name, field_is, otherwise))
     return out
+
+
+def subsection_rule(name: str, field_is: int | None = None,
+                    otherwise: Literal["refuse", "skip"] = "refuse") -> SubsectionRule:
+    """A profile's rule that removes the cpu subsection ``name`` (only while its single
+    field holds ``field_is``, if given; else it refuses or skips, per ``otherwise``)."""
+    return SubsectionRule(name, field_if=None if field_is is None else
+                          Condition(value_is=field_is), otherwise=otherwise)
 
 
 _RULE_KEYS = frozenset({"action", "register", "value", "value_is", "otherwise", "note"})

@@ -26,66 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from migproxy.arm.knowledge import Knowledge, RegisterRule
 from migproxy.arm.manifest import Manifest
-from migproxy.arm.registers import describe, format_id, is_id_register
-
-Action = Literal["drop", "insert", "set", "remove", "keep"]
-
-
-@dataclass(frozen=True)
-class Change:
-    action: Action
-    what: str  # a register name (id) or a subsection name
-    old: int | None
-    new: int | None
-    why: str  # the rule's reason, or "opted in"
-    guest_visible: bool = False  # a change the guest can notice (opt-in only)
-    # "keep" (KVM) changes nothing in the stream: a register the stream lacks keeps the
-    # destination's own value (old None, new that value), or the destination kernel
-    # accepts the stream's value of a register it validates (old == new)
-
-    def describe(self) -> str:
-        def hx(v: int | None) -> str:
-            return "-" if v is None else f"0x{v:x}"
-
-        keep = (f"keep {self.what} = {hx(self.new)} (the destination's own; the stream lacks "
-                "it)" if self.old is None else
-                f"keep {self.what} = {hx(self.old)} (the destination kernel accepts it)")
-        text = {"drop": f"drop {self.what} = {hx(self.old)}",
-                "insert": f"insert {self.what} = {hx(self.new)}",
-                "set": f"set {self.what} {hx(self.old)} -> {hx(self.new)}",
-                "remove": f"remove subsection {self.what}",
-                "keep": keep}[self.action]
-        return text + (" (guest-visible, opted in)" if self.guest_visible else "")
-
-    def explain(self) -> str:
-        """The change and the first sentence of why it is allowed."""
-        first = self.why.split(". ")[0].rstrip(".")
-        return f"{self.describe()}: {first}"
-
-
-@dataclass
-class CpuPlan:
-    """What reconciliation does to one cpu section."""
-
-    indexes: list[int]
-    values: list[int]
-    remove_subsections: list[str] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    refusals: list[str] = field(default_factory=list)
-
-    @property
-    def refused(self) -> bool:
-        return bool(self.refusals)
-
-
-def register_name(reg: int) -> str:
-    """``ID_AA64DFR0_EL1 (0x603000000013c028)``: how plans and refusals name a register."""
-    return f"{describe(reg)} ({format_id(reg)})"
-
+from migproxy.arm.plan import Change, CpuPlan, register_name
+from migproxy.arm.registers import describe, is_id_register
 
 
 def model_constants(manifests: Iterable[Manifest], cpu: str) -> dict[int, int]:
@@ -254,21 +199,8 @@ def reconcile_subsections(plan: CpuPlan, subsections: Mapping[str, bytes],
         if name in dest.subsections:
             continue
         s = kb.subsection(name)
-        problem = None
-        if s is None:
-            problem = "no rule says it may be removed (it carries state)"
-        else:
-            if s.field_if is not None and (
-                    len(payload) not in (1, 2, 4, 8) or
-                    not s.field_if.holds(int.from_bytes(payload, "big"))):
-                problem = (f"it may be removed only with {s.field_if.describe({})} "
-                           f"(it holds 0x{payload.hex()})")
-            elif s.lacks_register is not None and (
-                    s.lacks_register not in src or src[s.lacks_register] & s.lacks_mask):
-                got = src.get(s.lacks_register)
-                problem = (f"it may be removed only when {register_name(s.lacks_register)} "
-                           f"has 0 in bits 0x{s.lacks_mask:x} (the CPU lacks the feature); the "
-                           f"stream has {'none' if got is None else hex(got)}")
+        problem = "no rule says it may be removed (it carries state)" if s is None else \
+            s.problem(payload, src)
         if problem is not None:
             plan.refusals.append(f"subsection {name} is not expected by {where}: {problem}")
             continue

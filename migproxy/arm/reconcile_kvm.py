@@ -46,7 +46,8 @@ from migproxy.arm.knowledge import (
     kernel_version,
 )
 from migproxy.arm.manifest import Manifest
-from migproxy.arm.reconcile import Change, CpuPlan, reconcile_subsections, register_name
+from migproxy.arm.plan import Change, CpuPlan, register_name
+from migproxy.arm.reconcile import reconcile_subsections
 
 
 def reconcile_kvm(indexes: Sequence[int], values: Sequence[int],

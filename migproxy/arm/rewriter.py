@@ -2,10 +2,13 @@
 
 It claims every section the VM description calls ``cpu`` with ``vmsd_name`` ``cpu``
 (``vmstate_arm_cpu``), decodes its cpreg arrays against the built-in layout
-(:mod:`migproxy.arm.cpu_section`), reports them (:class:`~migproxy.arm.events.CpuSeen`) and,
-with a profile, plans the new arrays (:class:`~migproxy.arm.events.CpuRewritten`): one splice
-over ``[count, arrays end)`` and the new element counts of the two array fields.
-Without a profile it only decodes and reports.
+(:mod:`migproxy.arm.cpu_section`) and reports them (:class:`~migproxy.arm.events.CpuSeen`).
+With a destination (reconciliation) or a profile it gets the section's
+:class:`~migproxy.arm.plan.CpuPlan` from it and carries the plan out the same way whoever
+made it (:func:`section_edit`): one splice over ``[count, arrays end)`` and the new element
+counts of the two array fields, one splice per subsection removed, and the events
+(:class:`~migproxy.arm.events.CpuRewritten`, :class:`~migproxy.arm.events.CpuReconciled`).
+A destination takes precedence over a profile. With neither it only decodes and reports.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from migproxy.arm.cpu_layouts import unknown_cpu_layout
 from migproxy.arm.cpu_section import F_IDX, F_VAL, CpuLayoutError, CpuSection, parse_cpu_section
 from migproxy.arm.destination import Destination, ReconcileRefused, where
 from migproxy.arm.events import CpuReconciled, CpuRewritten, CpuSeen, CpuState
+from migproxy.arm.plan import CpuPlan
 from migproxy.arm.profile import Profile
 from migproxy.stream.engine import EngineConfig
 from migproxy.stream.events import Event
@@ -53,75 +57,60 @@ class ArmCpuRewriter:
         return Decoded(section, [CpuSeen(state)], cpu)
 
     def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
+        cpu: CpuSection = decoded.data
+        section = decoded.section
         if self.destination is not None:
-            return self._reconcile(decoded, apply)
-        profile = self.profile
-        if profile is None:
+            m, plan = self.destination.plan(self.machine, cpu.indexes, cpu.values,
+                                            cpu.subsections, section.version_id)
+            if plan.refused:
+                raise ReconcileRefused(
+                    f"cpu {cpu.instance_id} for {where(m)}: " + "; ".join(plan.refusals))
+            return section_edit(cpu, section, plan, where(m), apply=apply)
+        if self.profile is None:
             return None
-        cpu: CpuSection = decoded.data
-        r = profile.apply(cpu.indexes, cpu.values)
-        section = decoded.section
-        removed = [span for span in section.subsections for rule in profile.subsections
-                   if rule.name == span.name and rule.decide(cpu.subsections[span.name])]
-        if not r.changed and not removed:
-            return None
-        events: list[Event] = []
-        if r.changed:
-            events.append(CpuRewritten(cpu.instance_id, len(cpu.indexes), len(r.indexes),
-                                       tuple(r.dropped), tuple(r.inserted), tuple(r.set),
-                                       apply))
-            if apply and (not cpu.indexes or not r.indexes):
-                raise CpuLayoutError("cannot rewrite an empty cpreg list or empty it")
-        if removed:
-            events.append(CpuReconciled(cpu.instance_id, f"profile {profile.name}",
-                                        tuple(f"remove subsection {s.name}" for s in removed),
-                                        (), apply))
-        return _section_edit(cpu, section, events, (r.indexes, r.values) if r.changed else None,
-                             frozenset(s.name for s in removed))
-
-    def _reconcile(self, decoded: Decoded, apply: bool) -> SectionEdit | None:
-        dest = self.destination
-        assert dest is not None
-        cpu: CpuSection = decoded.data
-        section = decoded.section
-        m, plan = dest.plan(self.machine, cpu.indexes, cpu.values, cpu.subsections,
-                            section.version_id)
-        if plan.refused:
-            raise ReconcileRefused(
-                f"cpu {cpu.instance_id} for {where(m)}: " + "; ".join(plan.refusals))
-        if not plan.changes:
-            return None
-        lines = tuple(c.explain() for c in plan.changes)
-        visible = tuple(c.describe() for c in plan.changes if c.guest_visible)
-        events: list[Event] = [CpuReconciled(cpu.instance_id, where(m), lines, visible, apply)]
-        src = dict(zip(cpu.indexes, cpu.values, strict=True))
-        new = dict(zip(plan.indexes, plan.values, strict=True))
-        dropped = tuple((i, v) for i, v in src.items() if i not in new)
-        inserted = tuple((i, v) for i, v in new.items() if i not in src)
-        changed = tuple((i, src[i], v) for i, v in new.items() if i in src and src[i] != v)
-        arrays = None
-        if dropped or inserted or changed:
-            if apply and not plan.indexes:
-                raise CpuLayoutError("cannot rewrite the cpreg list into an empty one")
-            events.append(CpuRewritten(cpu.instance_id, len(cpu.indexes), len(plan.indexes),
-                                       dropped, inserted, changed, apply))
-            arrays = (plan.indexes, plan.values)
-        return _section_edit(cpu, section, events, arrays, frozenset(plan.remove_subsections))
+        plan = self.profile.plan(cpu.indexes, cpu.values, cpu.subsections)
+        return section_edit(cpu, section, plan, f"profile {self.profile.name}", apply=apply)
 
 
-def _section_edit(cpu: CpuSection, section: FullSection, events: list[Event],
-                  arrays: tuple[list[int], list[int]] | None,
-                  removed: frozenset[str]) -> SectionEdit:
-    """The edit of a cpu section: new cpreg arrays (if any) and the subsections removed."""
+def section_edit(cpu: CpuSection, section: FullSection, plan: CpuPlan, by: str, *,
+                 apply: bool) -> SectionEdit | None:
+    """Carry out ``plan`` (made ``by`` a destination or a profile) on a cpu section: one
+    splice over its cpreg arrays if they change, one per subsection removed, and the events
+    that report it (None: the plan changes nothing)."""
+    if not plan.changes:
+        return None
+    rewritten = _rewritten(cpu, plan, apply)
+    listed = [c for c in plan.changes if plan.explained or c.action == "remove"]
+    reconciled: list[Event] = [] if not listed else [
+        CpuReconciled(cpu.instance_id, by, tuple(c.explain() for c in listed),
+                      tuple(c.describe() for c in listed if c.guest_visible), apply)]
+    events: list[Event] = (reconciled + rewritten) if plan.explained else \
+        (rewritten + reconciled)
+    removed = frozenset(plan.remove_subsections)
     splices = [Splice(span.offset, span.end, b"") for span in section.subsections
                if span.name in removed]
     counts: dict[str, int] = {}
-    if arrays is not None:
-        indexes, values = arrays
+    if rewritten:
         splices.append(Splice(cpu.count_offset, cpu.arrays_end,
-                              cpu.encode_arrays(indexes, values)))
-        counts = {F_IDX: len(indexes), F_VAL: len(indexes)}
+                              cpu.encode_arrays(plan.indexes, plan.values)))
+        counts = {F_IDX: len(plan.indexes), F_VAL: len(plan.indexes)}
     return SectionEdit(section, splices, counts, events, removed)
+
+
+def _rewritten(cpu: CpuSection, plan: CpuPlan, apply: bool) -> list[Event]:
+    """The CpuRewritten event of a plan whose cpreg arrays differ from the stream's (in
+    register order), or none."""
+    src = dict(zip(cpu.indexes, cpu.values, strict=True))
+    new = dict(zip(plan.indexes, plan.values, strict=True))
+    dropped = tuple((i, v) for i, v in src.items() if i not in new)
+    inserted = tuple((i, v) for i, v in new.items() if i not in src)
+    changed = tuple((i, src[i], v) for i, v in new.items() if i in src and src[i] != v)
+    if not (dropped or inserted or changed):
+        return []
+    if apply and (not cpu.indexes or not plan.indexes):
+        raise CpuLayoutError("cannot rewrite an empty cpreg list or empty it")
+    return [CpuRewritten(cpu.instance_id, len(cpu.indexes), len(plan.indexes), dropped,
+                         inserted, changed, apply)]
 
 
 def arm_rewriters(profile: Profile | None,

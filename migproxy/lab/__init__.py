@@ -20,6 +20,8 @@ must live below ``lab.work_dir`` (the harness copies/moves stream files there
 when needed; run directories, sockets and logs are always there).
 """
 
+from migproxy.tools.qmp import QMPClient, QMPConnectionError, QMPError
+
 from .lab import (
     DEFAULT_LAB_DIR,
     Lab,
@@ -41,7 +43,6 @@ from .qemu import (
     last_counter,
     parse_ticks,
 )
-from .qmp import QMPClient, QMPConnectionError, QMPError
 
 __all__ = [
     "DEFAULT_LAB_DIR",

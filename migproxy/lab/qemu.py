@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .qmp import QMPClient, QMPConnectionError, QMPError
+from migproxy.tools.qmp import QMPClient, QMPConnectionError, QMPError
 
 _TICK_RE = re.compile(r"^tick (\d+)\r?$")
 

@@ -12,6 +12,8 @@ Public API:
   ``profile_from_diff`` (``migproxy cpregs diff``);
 - :mod:`migproxy.tools.manifest`: ``capture``, ``manifest_from_stream``,
   ``write_manifest`` (``migproxy manifest``);
+- :mod:`migproxy.tools.qmp`: ``QMPClient``, ``QMPError``, ``QMPConnectionError`` (the one
+  QMP client: ``manifest capture`` and the QEMU lab);
 - :mod:`migproxy.tools.fleet`: the fleet view (``migproxy plan --fleet``);
 - :mod:`migproxy.tools.saveimage`, :mod:`migproxy.tools.compression`: libvirt save images.
 """

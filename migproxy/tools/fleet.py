@@ -46,7 +46,7 @@ from migproxy.arm.manifest import (
     load_set,
     shipped_sets,
 )
-from migproxy.arm.reconcile import Change, CpuPlan
+from migproxy.arm.plan import Change, CpuPlan
 
 # Payloads a subsection the destination does not expect is tried with: none (a field
 # check fails on it), and a 64-bit field of all zeros and of all ones (e.g. an unarmed

@@ -15,25 +15,28 @@ which KVM lists with ``-cpu host``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import json
 import os
-import selectors
 import shlex
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
 
 from migproxy.arm.manifest import Manifest, ManifestError, manifest_from_engine
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import Policy, StreamEngine
 from migproxy.tools.offline import run_file
+from migproxy.tools.qmp import QMPClient, QMPConnectionError, QMPError
 
 CAPTURE_TIMEOUT = 60.0  # seconds for QEMU to start, save its state and quit
 MAX_CAPTURE = 1 << 30  # bytes: a paused guest with the default RAM sends a few MiB
+
+
+def _left(deadline: float) -> float:
+    return max(0.1, deadline - time.monotonic())
 
 
 def _now() -> str:
@@ -83,51 +86,17 @@ def manifest_from_stream(path: str | os.PathLike[str], *, cpu: str, qemu: str,
                                 accel=accel, kernel=kernel, host_cpu=host_cpu, made=made)
 
 
-class _Qmp:
-    """QMP over a QEMU's stdin/stdout (``-qmp stdio``)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], deadline: float) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
-        self.proc = proc
-        self.stdin: IO[bytes] = proc.stdin
-        self.stdout: IO[bytes] = proc.stdout
-        self.deadline = deadline
-        self._buf = b""
-        self.greeting = self._message()
-        self.execute("qmp_capabilities")
-
-    def _message(self) -> dict[str, Any]:
-        while b"\n" not in self._buf:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise ManifestError("QEMU did not answer on QMP in time")
-            sel = selectors.DefaultSelector()
-            sel.register(self.stdout, selectors.EVENT_READ)
-            ready = sel.select(min(left, 1.0))
-            sel.close()
-            if not ready:
-                continue
-            chunk = os.read(self.stdout.fileno(), 65536)
-            if not chunk:
-                raise ManifestError("QEMU closed QMP (it exited)")
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        req: dict[str, Any] = {"execute": command}
-        if arguments:
-            req["arguments"] = arguments
-        self.stdin.write(json.dumps(req).encode() + b"\n")
-        self.stdin.flush()
-        while True:
-            msg = self._message()
-            if "event" in msg:
-                continue
-            if "error" in msg:
-                raise ManifestError(f"QMP {command}: {msg['error'].get('desc', msg['error'])}")
-            return msg.get("return")
+@contextlib.contextmanager
+def _qmp_errors() -> Iterator[None]:
+    """QMP failures as the manifest errors ``capture`` reports."""
+    try:
+        yield
+    except TimeoutError:
+        raise ManifestError("QEMU did not answer on QMP in time") from None
+    except QMPConnectionError:
+        raise ManifestError("QEMU closed QMP (it exited)") from None
+    except QMPError as e:
+        raise ManifestError(f"QMP {e.command}: {e.desc or e.error}") from None
 
 
 def version_line(qemu: Sequence[str], env: dict[str, str] | None = None) -> str:
@@ -163,8 +132,11 @@ def capture(qemu: Sequence[str], *, machine: str, cpu: str, smp: int = 1,
     engine = StreamEngine(arm_engine_config(None, policy=Policy.ABORT))
     try:
         try:
-            qmp = _Qmp(proc, deadline)
-            qmp.execute("migrate", {"uri": f"tcp:127.0.0.1:{port}"})
+            assert proc.stdin is not None and proc.stdout is not None
+            with _qmp_errors():
+                qmp = QMPClient.over_pipes(proc.stdin, proc.stdout, _left(deadline))
+                qmp.execute("migrate", {"uri": f"tcp:127.0.0.1:{port}"},
+                            timeout=_left(deadline))
             listener.settimeout(max(0.1, deadline - time.monotonic()))
             conn, _peer = listener.accept()
         except (ManifestError, OSError) as e:
@@ -185,7 +157,8 @@ def capture(qemu: Sequence[str], *, machine: str, cpu: str, smp: int = 1,
                                         "paused guest without RAM content?")
                 engine.feed(b)
         engine.feed_eof()
-        qmp.execute("quit")
+        with _qmp_errors():
+            qmp.execute("quit", timeout=_left(deadline))
     finally:
         listener.close()
         if proc.poll() is None:

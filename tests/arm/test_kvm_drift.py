@@ -25,7 +25,7 @@ from migproxy.arm.knowledge import (
 )
 from migproxy.arm.kvm_registers import is_kvm_list
 from migproxy.arm.manifest import Manifest, load_set
-from migproxy.arm.reconcile import CpuPlan
+from migproxy.arm.plan import CpuPlan
 from migproxy.arm.reconcile_kvm import reconcile_kvm
 from migproxy.arm.registers import parse_register
 from testkit.streams import cpus, run_engine

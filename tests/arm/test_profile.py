@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from migproxy.arm.plan import CpuPlan, register_name
 from migproxy.arm.profile import (
     ProfileError,
     RewriteRefused,
@@ -26,38 +27,42 @@ def test_default_profile_is_the_seed_compat_list() -> None:
     assert "default" in builtin_profiles()
 
 
+def _changes(plan: CpuPlan) -> list[tuple[str, str, int | None, int | None]]:
+    return [(c.action, c.what, c.old, c.new) for c in plan.changes]
+
+
 def test_drop_is_conditional_and_refuses_otherwise() -> None:
     p = default_profile()
-    r = p.apply([1, BOGUS, 0x6030000000139828], [5, 0, 7])
+    r = p.plan([1, BOGUS, 0x6030000000139828], [5, 0, 7])
     assert r.indexes == [1, 0x6030000000139828] and r.values == [5, 7]
-    assert r.dropped == [(BOGUS, 0)] and r.changed
+    assert _changes(r) == [("drop", register_name(BOGUS), 0, None)]
     with pytest.raises(RewriteRefused, match="BOGUS_DBGDTRTX"):
-        p.apply([BOGUS], [1])
-    assert not p.apply([1, 2], [3, 4]).changed
+        p.plan([BOGUS], [1])
+    assert not p.plan([1, 2], [3, 4]).changes
 
 
 def test_skip_leaves_the_register() -> None:
     p = parse_profile(f'[[rule]]\naction="drop"\nregister="{A:#x}"\nvalue_is=0\n'
                       'otherwise="skip"\n')
-    r = p.apply([A], [9])
-    assert r.indexes == [A] and r.skipped and not r.changed
+    r = p.plan([A], [9])
+    assert r.indexes == [A] and r.values == [9] and not r.changes and not r.refused
 
 
 def test_insert_keeps_order_and_never_overrides() -> None:
     p = parse_profile(f'[[rule]]\naction="insert"\nregister="{B:#x}"\n'
                       'value="0xffffffffffffffff"\n')
-    r = p.apply([A, C], [1, 3])
+    r = p.plan([A, C], [1, 3])
     assert r.indexes == [A, B, C] and r.values == [1, 2**64 - 1, 3]
-    r = p.apply([B], [5])
-    assert r.values == [5] and not r.changed
+    r = p.plan([B], [5])
+    assert r.values == [5] and not r.changes
 
 
 def test_set_changes_only_present_registers() -> None:
     p = parse_profile('[[rule]]\naction="set"\nregister="ID_DFR0"\nvalue=6\nvalue_is=5\n')
-    assert p.apply([0x40200000200F0082], [5]).values == [6]
-    assert p.apply([1], [5]).indexes == [1]
+    assert p.plan([0x40200000200F0082], [5]).values == [6]
+    assert p.plan([1], [5]).indexes == [1]
     with pytest.raises(RewriteRefused):
-        p.apply([0x40200000200F0082], [4])
+        p.plan([0x40200000200F0082], [4])
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -154,16 +159,16 @@ def test_a_profile_can_remove_a_subsection_as_the_manifests_do() -> None:
 
 
 def test_a_subsection_rule_refuses_or_skips_when_its_field_differs() -> None:
-    from migproxy.arm.profile import RewriteRefused, SubsectionRule
+    from migproxy.arm.profile import RewriteRefused, subsection_rule
 
-    rule = SubsectionRule("cpu/wfxt-timer", 0xFFFF_FFFF_FFFF_FFFF)
+    rule = subsection_rule("cpu/wfxt-timer", 0xFFFF_FFFF_FFFF_FFFF)
     assert rule.decide(b"\xff" * 8)
     with pytest.raises(RewriteRefused, match="holds 0x00000000000004d2"):
         rule.decide((1234).to_bytes(8, "big"))
-    assert not SubsectionRule("cpu/wfxt-timer", 0, "skip").decide(b"\x01" * 8)
-    assert SubsectionRule("cpu/x").decide(b"anything")
+    assert not subsection_rule("cpu/wfxt-timer", 0, "skip").decide(b"\x01" * 8)
+    assert subsection_rule("cpu/x").decide(b"anything")
     assert "if its field is 0x0 (otherwise skip)" in \
-        SubsectionRule("cpu/wfxt-timer", 0, "skip").describe()
+        subsection_rule("cpu/wfxt-timer", 0, "skip").describe()
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -186,3 +191,24 @@ def test_two_rules_for_one_subsection() -> None:
     with pytest.raises(ProfileError, match="already has a rule"):
         parse_profile('name = "p"\n[[subsection]]\naction = "remove"\nname = "cpu/x"\n'
                       '[[subsection]]\naction = "remove"\nname = "cpu/x"\n')
+
+
+def test_a_profile_plan_is_carried_out_and_reported_as_before() -> None:
+    """A profile's plan goes through the same executor as a destination's: CpuRewritten
+    reports its register changes, then a CpuReconciled (by the profile) the subsections
+    removed, without reasons."""
+    from migproxy.arm.events import CpuReconciled, CpuRewritten
+    from migproxy.arm.rewriter import arm_engine_config
+    from testkit.streams import real_stream, run_engine
+
+    prof = parse_profile(_WFXT_PROFILE)
+    _out, events, _eng = run_engine([real_stream("v11.1.3-virt-10.0-cortex-a57-smp1")],
+                                    arm_engine_config(prof))
+    mine = [e for e in events if isinstance(e, CpuRewritten | CpuReconciled)]
+    assert [type(e) for e in mine] == [CpuRewritten, CpuReconciled]
+    rewritten, reconciled = mine
+    assert isinstance(rewritten, CpuRewritten) and isinstance(reconciled, CpuReconciled)
+    assert rewritten.count_after == rewritten.count_before + len(rewritten.inserted)
+    assert reconciled.destination == "profile 11.1-to-10.0.13"
+    assert reconciled.changes == ("remove subsection cpu/wfxt-timer",)
+    assert reconciled.guest_visible == () and reconciled.applied

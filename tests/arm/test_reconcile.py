@@ -13,7 +13,8 @@ from migproxy.arm.cpu_section import CpuLayoutError
 from migproxy.arm.destination import Destination, NoManifest
 from migproxy.arm.knowledge import knowledge
 from migproxy.arm.manifest import Manifest, load_set, shipped_sets
-from migproxy.arm.reconcile import Change, CpuPlan, id_differences, model_constants, reconcile
+from migproxy.arm.plan import Change, CpuPlan
+from migproxy.arm.reconcile import id_differences, model_constants, reconcile
 from migproxy.arm.registers import describe, format_id, is_id_register, parse_register
 
 BOGUS = parse_register("BOGUS_DBGDTRTX")

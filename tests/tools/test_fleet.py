@@ -14,7 +14,8 @@ import pytest
 from migproxy.arm.destination import where
 from migproxy.arm.knowledge import knowledge
 from migproxy.arm.manifest import SHIPPED, Manifest, load_set, shipped_sets
-from migproxy.arm.reconcile import CpuPlan, model_constants, reconcile
+from migproxy.arm.plan import CpuPlan
+from migproxy.arm.reconcile import model_constants, reconcile
 from migproxy.arm.reconcile_kvm import reconcile_kvm
 from migproxy.cli import main
 from migproxy.tools import fleet
