@@ -43,17 +43,6 @@ class Splice:
     data: bytes
 
 
-@dataclass(frozen=True)
-class SubsectionAdded:
-    """A subsection a plan adds to a section: its description entry, as QEMU would write it
-    (``vmsd_name``, ``version``, ``fields``), placed after the subsection ``after`` (None:
-    before every other). The plan's splices insert its bytes at the same place
-    (:func:`migproxy.stream.vmdesc.subsection_bytes`)."""
-
-    entry: Mapping[str, Any]
-    after: str | None = None
-
-
 @dataclass
 class SectionEdit:
     """How one FULL section changes."""
@@ -64,8 +53,6 @@ class SectionEdit:
     events: list[Event] = field(default_factory=list)  # reported with the plan
     # top-level subsections the splices remove whole (their description entries go too)
     removed_subsections: frozenset[str] = frozenset()
-    # subsections the splices add (their description entries are added too)
-    added_subsections: tuple[SubsectionAdded, ...] = ()
 
 
 @dataclass

@@ -253,40 +253,19 @@ def _frame_full_section(buf: wire.Buffer, pos: int, eof_offset: int,
                        dev_i, spans, subs)
 
 
-def subsection_bytes(name: str, version: int, payload: bytes) -> bytes:
-    """A subsection as QEMU writes it: the marker, the name, the version, the fields."""
-    raw = name.encode("ascii")
-    if not 0 < len(raw) < 256:
-        raise ValueError(f"a subsection name of {len(raw)} bytes")
-    return bytes((wire.VM_SUBSECTION, len(raw))) + raw + wire.BE32.pack(version) + payload
-
-
 def with_array_lengths(desc: dict[str, Any], changes: dict[int, dict[str, int]],
                        removed: dict[int, frozenset[str]] | None = None,
-                       added: dict[int, list[tuple[dict[str, Any], str | None]]] | None = None,
                        ) -> dict[str, Any]:
     """A copy of ``desc`` whose named fields describe new element counts.
 
     ``changes`` maps a device index to ``{field name: count}``. A count of 1 drops
     ``array_len`` (QEMU writes a scalar entry), 0 removes the entry. ``removed`` maps a
     device index to the names of top-level subsections no longer sent (QEMU then writes
-    no entry for them; with none left, no ``subsections`` key); ``added`` to the entries of
-    subsections now sent, each with the subsection it follows (None: first). Only the
-    changed devices are copied.
+    no entry for them; with none left, no ``subsections`` key). Only the changed devices
+    are copied.
     """
     out = dict(desc)
     devices = list(desc["devices"])
-    for device_index, entries in (added or {}).items():
-        dev = dict(devices[device_index])
-        subs = list(dev.get("subsections", []))
-        for entry, after in entries:
-            present = [sub.get("vmsd_name") for sub in subs]
-            if after is not None and after not in present:
-                raise ValueError(f"no subsection {after!r} to add {entry.get('vmsd_name')!r} "
-                                 "after")
-            subs.insert(0 if after is None else present.index(after) + 1, dict(entry))
-        dev["subsections"] = subs
-        devices[device_index] = dev
     for device_index, names in (removed or {}).items():
         dev = dict(devices[device_index])
         kept = [s for s in dev.get("subsections", []) if s.get("vmsd_name") not in names]

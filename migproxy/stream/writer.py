@@ -153,11 +153,7 @@ def splice(buf: bytearray, layout: DeviceStateLayout,
     lengths = {e.section.device_index: e.field_counts for e in edits if e.field_counts}
     removed = {e.section.device_index: e.removed_subsections for e in edits
                if e.removed_subsections}
-    added = {e.section.device_index: [(dict(a.entry), a.after)
-                                      for a in e.added_subsections]
-             for e in edits if e.added_subsections}
-    body = encode_description(with_array_lengths(layout.description, lengths, removed,
-                                                 added))
+    body = encode_description(with_array_lengths(layout.description, lengths, removed))
     pieces.append(bytes((wire.VM_EOF, wire.VM_VMDESCRIPTION)))
     pieces.append(wire.BE32.pack(len(body)))
     pieces.append(body)

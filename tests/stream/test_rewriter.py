@@ -18,8 +18,8 @@ from migproxy.stream.events import (
     PassthroughEntered,
 )
 from migproxy.stream.reasons import Reason
-from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice, SubsectionAdded
-from migproxy.stream.vmdesc import FullSection, StreamFacts, subsection_bytes
+from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice
+from migproxy.stream.vmdesc import FullSection, StreamFacts
 from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
 
@@ -198,65 +198,3 @@ def test_the_engine_asks_claiming_rewriters_to_recognise_the_layout_with_the_ret
     assert eng.mode == Mode.DONE and out != STREAM
 
 
-class AddsSubsection(RunstateRewriter):
-    """Adds a subsection ``globalstate/test`` (one uint32 field) to globalstate, first or
-    after an existing one, and can remove one in the same plan."""
-
-    def __init__(self, after: str | None = None, remove: str | None = None,
-                 name: str = "globalstate/test") -> None:
-        super().__init__()
-        self.after = after
-        self.remove = remove
-        self.sub = name
-
-    def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
-        sec = decoded.section
-        spans = {s.name: s for s in sec.subsections}
-        at = sec.payload_end if not spans else (
-            spans[self.after].end if self.after else min(s.offset for s in spans.values()))
-        entry = {"vmsd_name": self.sub, "version": 3,
-                 "fields": [{"name": "x", "type": "uint32", "size": 4}]}
-        splices = [Splice(at, at, subsection_bytes(self.sub, 3, b"\x00\x00\x00\x2a"))]
-        removed: frozenset[str] = frozenset()
-        if self.remove:
-            s = spans[self.remove]
-            splices.append(Splice(s.offset, s.end, b""))
-            removed = frozenset({self.remove})
-        return SectionEdit(sec, sorted(splices, key=lambda x: x.start), {}, [], removed,
-                           (SubsectionAdded(entry, self.after),))
-
-
-def _globalstate_subsections(out: bytes) -> list[str]:
-    _o, _e, eng = run_engine([out], EngineConfig())
-    assert eng.mode == Mode.DONE and eng.layout is not None
-    dev = next(d for d in eng.layout.description["devices"] if d["name"] == "globalstate")
-    return [s["vmsd_name"] for s in dev.get("subsections", [])]
-
-
-def test_a_plan_can_add_a_subsection_and_the_stream_frames_again() -> None:
-    out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(AddsSubsection(),)))
-    assert eng.mode == Mode.DONE, [e for e in events if isinstance(e, PassthroughEntered)]
-    assert out != STREAM and b"globalstate/test" in out
-    assert _globalstate_subsections(out)[0] == "globalstate/test"
-    assert _globalstate_subsections(STREAM) == _globalstate_subsections(out)[1:]
-
-
-def test_an_added_subsection_goes_after_the_one_named_and_can_replace_one() -> None:
-    one = run_engine([STREAM], EngineConfig(rewriters=(AddsSubsection(),)))[0]
-    two, _events, eng = run_engine([one], EngineConfig(
-        rewriters=(AddsSubsection(after="globalstate/test", name="globalstate/two"),)))
-    assert eng.mode == Mode.DONE
-    assert _globalstate_subsections(two)[:2] == ["globalstate/test", "globalstate/two"]
-    # Replace the first by a third in one plan: added after it, it removed.
-    three, _events, eng = run_engine([two], EngineConfig(rewriters=(AddsSubsection(
-        after="globalstate/test", remove="globalstate/test", name="globalstate/three"),)))
-    assert eng.mode == Mode.DONE
-    assert _globalstate_subsections(three)[:2] == ["globalstate/three", "globalstate/two"]
-
-
-def test_adding_after_a_subsection_that_is_not_there_is_a_bug_caught_before_release() -> None:
-    out, events, eng = run_engine([STREAM], EngineConfig(
-        rewriters=(AddsSubsection(after="globalstate/none"),)))
-    assert out == STREAM and eng.mode == Mode.PASSTHROUGH
-    (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
-    assert stop.reason == Reason.INTERNAL_ERROR
