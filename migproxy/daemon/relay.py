@@ -470,8 +470,7 @@ class Pair:
 
     def _splice_ended(self, end: RelayEnd) -> None:
         self._count_spliced(end.to_destination, end.to_source)
-        failed = Side(end.side) if end.side is not None else None
-        self.run(self.session.on_splice_end(end.how, failed, end.error, end.to_destination,
+        self.run(self.session.on_splice_end(end.how, end.side, end.error, end.to_destination,
                                             end.to_source, time.monotonic()))
 
     def _half_close(self, to: _Side) -> None:

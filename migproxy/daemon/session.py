@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from migproxy.stream import wire
 from migproxy.stream.engine import EngineConfig, FeedResult, Mode, StreamEngine
@@ -98,6 +98,15 @@ class CloseReason(enum.StrEnum):
     CLASSIFY_TIMEOUT = "classify_timeout"  # fewer than 4 bytes in classify_timeout seconds
     SHUTDOWN = "shutdown"  # the drain timeout ran out at daemon shutdown
     EVICTED = "evicted"  # no migration's bytes, closed to make room for a migration's
+
+
+class SpliceEnd(enum.StrEnum):
+    """How the kernel relay ended (:meth:`Session.on_splice_end`)."""
+
+    CLOSED = "closed"  # both directions ended cleanly
+    ERROR = "error"  # a connection failed
+    IDLE = "idle"  # no byte either way for idle_timeout seconds
+    STOPPED = "stopped"  # after Close (the session ended it)
 
 
 class Timer(enum.StrEnum):
@@ -201,9 +210,12 @@ class Report:
     held_bytes: int
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 @dataclass(slots=True)
 class Log:
-    level: str  # debug | info | warning | error
+    level: LogLevel
     event: str
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -383,18 +395,17 @@ class Session:
         self.last_activity = now
         return [Log("debug", "spliced", {"channel": str(self.channel)})]
 
-    def on_splice_end(self, how: str, failed: Side | None, error: str | None,
+    def on_splice_end(self, how: SpliceEnd, failed: Side | None, error: str | None,
                       to_destination: int, to_source: int, now: float) -> list[Command]:
-        """The kernel relay ended: ``how`` is ``closed`` (both directions ended cleanly),
-        ``error`` (``failed`` is the connection that failed), ``idle`` or ``stopped``
-        (after ``Close``). The byte counts are those since its last report."""
+        """The kernel relay ended (``failed``: the connection that failed, for
+        ``SpliceEnd.ERROR``). The byte counts are those since its last report."""
         self.on_splice_progress(to_destination, to_source)
         if self.closed:
             return []
-        if how == "closed":
+        if how == SpliceEnd.CLOSED:
             self._eof = {Side.SOURCE: True, Side.DESTINATION: True}
             return self._end(None, abort=False, now=now)
-        if how == "idle":
+        if how == SpliceEnd.IDLE:
             out: list[Command] = [Log("warning", "idle_timeout",
                                       {"seconds": self.settings.idle_timeout})]
             out.extend(self._end(CloseReason.IDLE_TIMEOUT, abort=True, now=now))

@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from migproxy.daemon.session import Side, SpliceEnd
+
 AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 PIPE_SIZE = 1 << 20  # bytes a direction's pipe holds at most (the kernel may give less)
 PROGRESS_INTERVAL = 1.0  # seconds between two byte-count reports to the event loop
@@ -57,8 +59,8 @@ T = TypeVar("T")
 class RelayEnd:
     """How a kernel relay ended, and the bytes it moved since its last progress report."""
 
-    how: str  # closed | error | idle | stopped
-    side: str | None  # for "error": "source" or "destination" (the socket that failed)
+    how: SpliceEnd
+    side: Side | None  # for SpliceEnd.ERROR: the connection that failed
     error: str | None
     to_destination: int
     to_source: int
@@ -79,7 +81,7 @@ class _Direction:
     __slots__ = ("done", "dst", "dst_side", "eof", "fill", "moved", "read_end", "reported",
                  "room", "src", "src_side", "stalled", "write_end")
 
-    def __init__(self, src: int, dst: int, src_side: str, dst_side: str) -> None:
+    def __init__(self, src: int, dst: int, src_side: Side, dst_side: Side) -> None:
         self.src, self.dst = src, dst
         self.src_side, self.dst_side = src_side, dst_side
         self.read_end, self.write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
@@ -102,7 +104,7 @@ class _Direction:
 
 
 class _Failed(Exception):
-    def __init__(self, side: str, error: OSError) -> None:
+    def __init__(self, side: Side, error: OSError) -> None:
         super().__init__(side)
         self.side = side
         self.error = error
@@ -131,8 +133,8 @@ class KernelRelay:
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         dirs: list[_Direction] = []
         try:
-            dirs.append(_Direction(source, destination, "source", "destination"))
-            dirs.append(_Direction(destination, source, "destination", "source"))
+            dirs.append(_Direction(source, destination, Side.SOURCE, Side.DESTINATION))
+            dirs.append(_Direction(destination, source, Side.DESTINATION, Side.SOURCE))
         except OSError:
             for d in dirs:
                 d.close()
@@ -171,10 +173,11 @@ class KernelRelay:
         try:
             how, side, error = self._relay()
         except _Failed as f:
-            how, side, error = "error", f.side, os.strerror(f.error.errno or 0) or str(f.error)
+            how, side, error = (SpliceEnd.ERROR, f.side,
+                                os.strerror(f.error.errno or 0) or str(f.error))
         except Exception as e:  # pragma: no cover - a bug: end the relay, say why
-            how, side, error = "error", None, f"{type(e).__name__}: {e}"
-        abort = how != "closed"
+            how, side, error = SpliceEnd.ERROR, None, f"{type(e).__name__}: {e}"
+        abort = how is not SpliceEnd.CLOSED
         for fd in self._fds:
             if abort:
                 with contextlib.suppress(OSError):
@@ -195,18 +198,17 @@ class KernelRelay:
         self._close_wake()
         self._on_end(end)
 
-    def _relay(self) -> tuple[str, str | None, str | None]:
+    def _relay(self) -> tuple[SpliceEnd, Side | None, str | None]:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         polled: set[int] = set()
-        src, dst = self._fds
         last_activity = time.monotonic()
         next_report = last_activity + PROGRESS_INTERVAL
         while True:
             if any(self._pump(d) for d in self._dirs):
                 last_activity = time.monotonic()
             if all(d.done for d in self._dirs):
-                return "closed", None, None
+                return SpliceEnd.CLOSED, None, None
             now = time.monotonic()
             if now >= next_report:
                 self._report()
@@ -215,33 +217,39 @@ class KernelRelay:
             if self._idle > 0:
                 idle_left = last_activity + self._idle - now
                 if idle_left <= 0:
-                    return "idle", None, None
+                    return SpliceEnd.IDLE, None, None
                 wait = min(wait, idle_left)
-            masks = {src: 0, dst: 0}
-            for d in self._dirs:
-                if not d.eof and d.fill < d.room and not d.stalled:
-                    masks[d.src] |= select.POLLIN
-                if d.fill:
-                    masks[d.dst] |= select.POLLOUT
-            for fd, mask in masks.items():
-                # A socket with nothing to do is left out: once it is shut both ways it
-                # would report POLLHUP at every poll. Its errors show at its next use.
-                if mask:
-                    poller.register(fd, mask)
-                    polled.add(fd)
-                elif fd in polled:
-                    poller.unregister(fd)
-                    polled.discard(fd)
+            masks = self._poll_for(poller, polled)
             ready = poller.poll(max(1, int(wait * 1000) + 1))
             if self._stop_abort is not None:
-                return "stopped", None, None
+                return SpliceEnd.STOPPED, None, None
             for fd, ev in ready:
                 if ev & (select.POLLERR | select.POLLNVAL) and fd in masks:
                     self._raise_socket_error(fd)
 
+    def _poll_for(self, poller: select.poll, polled: set[int]) -> dict[int, int]:
+        """Register each socket for what its directions wait for; the masks."""
+        src, dst = self._fds
+        masks = {src: 0, dst: 0}
+        for d in self._dirs:
+            if not d.eof and d.fill < d.room and not d.stalled:
+                masks[d.src] |= select.POLLIN
+            if d.fill:
+                masks[d.dst] |= select.POLLOUT
+        for fd, mask in masks.items():
+            # A socket with nothing to do is left out: once it is shut both ways it would
+            # report POLLHUP at every poll. Its errors show at its next use.
+            if mask:
+                poller.register(fd, mask)
+                polled.add(fd)
+            elif fd in polled:
+                poller.unregister(fd)
+                polled.discard(fd)
+        return masks
+
     def _raise_socket_error(self, fd: int) -> None:
         code = _on_socket(fd, lambda s: s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
-        side = "source" if fd == self._fds[0] else "destination"
+        side = Side.SOURCE if fd == self._fds[0] else Side.DESTINATION
         raise _Failed(side, OSError(code or errno.ECONNRESET, os.strerror(code or
                                                                           errno.ECONNRESET)))
 
