@@ -302,9 +302,10 @@ def remove_partial(directory: Path) -> list[Path]:
     files of its rewrite (``.NAME.save.migproxy-new.*``)."""
     gone = []
     for p in directory.iterdir():
-        name = p.name.lstrip(".")
-        stem = name.split(NEW_SUFFIX, 1)[0]
-        if NEW_SUFFIX in name and stem.endswith(IMAGE_SUFFIX) and _regular(p) is not None:
+        stem, mark, rest = p.name.partition(IMAGE_SUFFIX + NEW_SUFFIX)
+        ours = (not p.name.startswith(".") and rest == "") or \
+            (p.name.startswith(".") and rest.startswith("."))
+        if mark and stem.lstrip(".") and ours and _regular(p) is not None:
             p.unlink()
             gone.append(p)
     return gone

@@ -46,8 +46,10 @@ def lab() -> Lab:
 
 
 @pytest.fixture(params=["raw", "xz"])
-def libvirt(request: pytest.FixtureRequest, lab: Lab) -> Iterator[tuple[PrivateLibvirt, Path]]:
-    fmt = request.param
+def libvirt(request: pytest.FixtureRequest,
+            lab: Lab) -> Iterator[tuple[PrivateLibvirt, Path, str]]:
+    """A private libvirt whose save_image_format is the parameter."""
+    fmt: str = request.param
     with lab.scratch_dir("managedsave-") as d:
         chroots = tuple(v.chroot for v in (lab.version("10.0.13"),) if v.chroot)
         try:
@@ -56,7 +58,7 @@ def libvirt(request: pytest.FixtureRequest, lab: Lab) -> Iterator[tuple[PrivateL
         except LibvirtUnavailable as e:
             tool_unavailable(f"libvirt: {e}")
         with daemon:
-            yield daemon, d
+            yield daemon, d, fmt
             daemon.virsh("destroy", DOMAIN, check=False)
             daemon.virsh("managedsave-remove", DOMAIN, check=False)
             daemon.virsh("undefine", DOMAIN, check=False)
@@ -73,9 +75,8 @@ def _files(d: Path) -> dict[str, tuple[int, bytes]]:
 
 
 def test_managed_save_on_10_0_2_restores_on_10_0_13_after_saves_rewrite(
-        lab: Lab, libvirt: tuple[PrivateLibvirt, Path]) -> None:
-    virsh, d = libvirt
-    fmt = virsh.qemu_conf.split('"')[1]
+        lab: Lab, libvirt: tuple[PrivateLibvirt, Path, str]) -> None:
+    virsh, d, fmt = libvirt
     kernel = d / "tick.bin"
     shutil.copyfile(lab.kernel, kernel)  # where the chrooted QEMU sees it too
     serial = d / "serial.log"

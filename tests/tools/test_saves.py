@@ -171,8 +171,12 @@ def test_what_an_interrupted_run_left_is_removed(tmp_path: Path) -> None:
     img = _image(tmp_path, "vm1", OLD)
     (tmp_path / "vm1.save.migproxy-new").write_bytes(b"half")
     (tmp_path / ".vm1.save.migproxy-new.x1y2").write_bytes(b"half")
+    for name in ("vm1.save.migproxy-newer", ".vm1.save.migproxy-new", "notes.migproxy-new"):
+        (tmp_path / name).write_bytes(b"not ours")
     assert _rewrite(tmp_path) == 0
-    assert sorted(_files(tmp_path)) == ["vm1.save", f"vm1{ORIG}"]
+    assert sorted(_files(tmp_path)) == sorted([
+        "vm1.save", f"vm1{ORIG}", "vm1.save.migproxy-newer", ".vm1.save.migproxy-new",
+        "notes.migproxy-new"])
     assert img.read_bytes()[:HEADER_SIZE] == (tmp_path / f"vm1{ORIG}").read_bytes()[:HEADER_SIZE]
 
 
