@@ -13,5 +13,7 @@ Public API:
 - :mod:`migproxy.tools.manifest`: ``capture``, ``manifest_from_stream``,
   ``write_manifest`` (``migproxy manifest``);
 - :mod:`migproxy.tools.fleet`: the fleet view (``migproxy plan --fleet``);
-- :mod:`migproxy.tools.saveimage`, :mod:`migproxy.tools.compression`: libvirt save images.
+- :mod:`migproxy.tools.saveimage`, :mod:`migproxy.tools.compression`: libvirt save images;
+- :mod:`migproxy.tools.saves`: ``rewrite_saves``, ``clean_saves`` (``migproxy saves``:
+  libvirt's managed-save directory rewritten in place).
 """
