@@ -14,12 +14,12 @@ from migproxy.cli.output import err
 from migproxy.stream.errors import EXIT_OK, EXIT_STREAM, EXIT_USAGE
 
 
-class Stopped(Exception):
+class _Stopped(Exception):
     """SIGTERM (systemd stopping the unit): the image being rewritten keeps its state."""
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    raise Stopped(signal.Signals(signum).name)
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def _directory(args: argparse.Namespace) -> Path | None:
@@ -53,7 +53,7 @@ def cmd_saves_rewrite(args: argparse.Namespace) -> int:
     try:
         results = rewrite_saves(directory, destination, time_limit=args.time_limit,
                                 report=report)
-    except Stopped as e:
+    except _Stopped as e:
         err(f"{directory}: stopped ({e}); the image in progress is as it was")
         return EXIT_STREAM
     finally:

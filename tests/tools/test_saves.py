@@ -213,3 +213,34 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "no manifest set" in capsys.readouterr().err
     assert main(["saves", "rewrite", "--dir", str(tmp_path), "--destination", DEST]) == 0
     assert f"{tmp_path}: 0 managed-save images" in capsys.readouterr().out
+
+
+def test_sigterm_in_a_rewrite_leaves_the_image_as_it_was(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """systemd stopping the unit in the middle of a rewrite (the signal comes while the
+    rewrite writes its output)."""
+    import signal
+
+    img = _image(tmp_path, "vm1", OLD)
+    files = _files(tmp_path)
+    real = saves.rewrite_file
+
+    def interrupted(*args: object, **kw: object) -> object:
+        check = kw["check"]
+
+        def then_stop() -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert callable(check)
+            check()
+
+        return real(*args, **{**kw, "check": then_stop})  # type: ignore[arg-type]
+
+    monkeypatch.setattr(saves, "rewrite_file", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
+    assert _rewrite(tmp_path) == 1
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert f"{tmp_path}: stopped (SIGTERM); the image in progress is as it was" \
+        in capsys.readouterr().err
+    assert _files(tmp_path) == files
+    assert img.exists()
