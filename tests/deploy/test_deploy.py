@@ -576,14 +576,20 @@ def test_capture_unit_runs_a_capture_the_cli_accepts(tmp_path):
     assert p["Path.PathChanged"] == [argv[argv.index("--qemu") + 1]]
 
 
-def test_capture_units_pass_systemd_analyze_verify(tmp_path):
-    tool = _tool("systemd-analyze", "systemd")
+def _with_stub_exec(unit: Path, tmp_path: Path) -> Path:
+    """A copy of ``unit`` in ``tmp_path`` whose ExecStart= runs a stub that exists here."""
     exe = tmp_path / "migproxy"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    unit = tmp_path / CAPTURE_UNIT.name
-    unit.write_text(CAPTURE_UNIT.read_text(encoding="utf-8").replace(
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text(encoding="utf-8").replace(
         "ExecStart=" + UNIT_EXEC.split()[0], f"ExecStart={exe}"), encoding="utf-8")
+    return copy
+
+
+def test_capture_units_pass_systemd_analyze_verify(tmp_path):
+    tool = _tool("systemd-analyze", "systemd")
+    unit = _with_stub_exec(CAPTURE_UNIT, tmp_path)
     path = tmp_path / CAPTURE_PATH.name
     path.write_text(CAPTURE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
     r = subprocess.run([tool, "verify", str(unit), str(path)], capture_output=True,
@@ -647,12 +653,7 @@ def test_saves_units_run_commands_the_cli_accepts_in_libvirts_order():
 @pytest.mark.parametrize("unit", [SAVES_UNIT, SAVES_CLEAN_UNIT], ids=lambda u: u.stem)
 def test_saves_units_pass_systemd_analyze(tmp_path, unit):
     tool = _tool("systemd-analyze", "systemd")
-    exe = tmp_path / "migproxy"
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
-    copy = tmp_path / unit.name
-    copy.write_text(unit.read_text(encoding="utf-8").replace(
-        "ExecStart=" + UNIT_EXEC.split()[0], f"ExecStart={exe}"), encoding="utf-8")
+    copy = _with_stub_exec(unit, tmp_path)
     r = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True,
                        timeout=60)
     out = (r.stdout + r.stderr).strip()
