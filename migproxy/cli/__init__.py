@@ -1,6 +1,6 @@
 """Command line: the proxy daemon (``migproxy serve``, or ``migproxy --listen :4444 --target
 dst:4444`` without a command) and the offline tools (``migproxy inspect|rewrite|plan|cpregs
-diff|manifest|profiles``).
+diff|manifest|saves|profiles``).
 
 Exit codes are those of the error classes (:mod:`migproxy.stream.errors`): 0 success; 1 the
 stream could not be framed or rewritten (the message says where and why, a libvirt save
@@ -9,7 +9,8 @@ profile, or a compression program that is not installed.
 
 Modules: :mod:`~migproxy.cli.parser` (the flags and subcommands),
 :mod:`~migproxy.cli.serve` (the daemon), :mod:`~migproxy.cli.streams` (the commands on
-saved streams), :mod:`~migproxy.cli.manifests` (``manifest``).
+saved streams), :mod:`~migproxy.cli.manifests` (``manifest``), :mod:`~migproxy.cli.saves`
+(``saves``: managed-save images).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from migproxy import __version__
-from migproxy.cli import manifests, serve, streams
+from migproxy.cli import manifests, saves, serve, streams
 
 
 def _add_daemon_options(p: argparse.ArgumentParser, *, suppress: bool = False) -> None:
@@ -28,6 +28,40 @@ def _add_destination_options(p: argparse.ArgumentParser, *, required: bool = Fal
                    help="opt in to a guest-visible change of this register (repeatable)")
     p.add_argument("--accel", default="auto", choices=("auto", "tcg", "kvm"),
                    help="the stream's accelerator (default auto: its register list says)")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: not a positive number of seconds")
+    return value
+
+
+def _add_saves_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from migproxy.tools.saves import DEFAULT_SAVE_DIR, ORIGINAL_SUFFIX
+
+    s = sub.add_parser("saves", help="rewrite libvirt's managed-save images in place for "
+                                     "the QEMU now installed (before libvirt starts)")
+    ssub = s.add_subparsers(dest="saves_command", required=True, metavar="ACTION")
+    r = ssub.add_parser(
+        "rewrite", help="rewrite every NAME.save in the directory for a destination",
+        description="Plan each NAME.save image for the destination; rewrite the ones that "
+                    f"need it in place, keeping the original as NAME.save{ORIGINAL_SUFFIX}. "
+                    "An image already for the destination is left as it is; one that "
+                    "cannot be rewritten is named and left as it is (exit 1).")
+    r.add_argument("--dir", default=DEFAULT_SAVE_DIR,
+                   help=f"libvirt's managed-save directory (default {DEFAULT_SAVE_DIR})")
+    _add_destination_options(r, required=True)
+    r.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
+                   help="stop after this long: the image in progress and the ones not "
+                        "started are left as they are (exit 1)")
+    r.set_defaults(func=saves.cmd_saves_rewrite)
+    c = ssub.add_parser(
+        "clean", help=f"remove the kept originals (NAME.save{ORIGINAL_SUFFIX}) whose "
+                      "NAME.save is gone (libvirt restored the VM and deleted it)")
+    c.add_argument("--dir", default=DEFAULT_SAVE_DIR,
+                   help=f"libvirt's managed-save directory (default {DEFAULT_SAVE_DIR})")
+    c.set_defaults(func=saves.cmd_saves_clean)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("spec", nargs="?", help="a shipped set (qemu-11.1.3), a directory or a file")
     w.add_argument("--registers", action="store_true", help="list every register")
     w.set_defaults(func=manifests.cmd_manifest_show)
+
+    _add_saves_parser(sub)
 
     s = sub.add_parser("profiles", help="list the built-in profiles, or check a profile file")
     s.add_argument("--check", metavar="PROFILE", help="load and print a profile")

@@ -32,7 +32,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _destination(args: argparse.Namespace) -> Destination | None:
+def destination_of(args: argparse.Namespace) -> Destination | None:
     from migproxy.arm.registers import parse_register
 
     if not getattr(args, "destination", None):
@@ -63,7 +63,7 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     from migproxy.arm.profile import load_profile
     from migproxy.tools.offline import rewrite_file
 
-    destination = _destination(args)
+    destination = destination_of(args)
     if destination is not None and args.profile:
         err("give --profile or --destination, not both")
         return EXIT_USAGE
@@ -116,7 +116,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.fleet is not None:
         return _plan_fleet(args)
-    destination = _destination(args)
+    destination = destination_of(args)
     assert destination is not None
     run = run_file(args.stream, destination=destination, dry_run=True)
     _print_plans([e for e in run.events if isinstance(e, CpuReconciled)])

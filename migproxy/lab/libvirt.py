@@ -62,12 +62,15 @@ class PrivateLibvirt:
     """``libvirtd`` in a mount namespace of its own, state below ``root``. Use as a context
     manager; :meth:`virsh` runs a command against it."""
 
-    def __init__(self, root: Path, chroots: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, chroots: tuple[str, ...] = (), qemu_conf: str = "") -> None:
+        """``qemu_conf``: more lines for the instance's qemu.conf (``save_image_format =
+        "xz"``)."""
         reason = unavailable_reason()
         if reason is not None:
             raise LibvirtUnavailable(reason)
         self.root = root
         self.chroots = chroots
+        self.qemu_conf = qemu_conf
         self.socket = root / "run" / "libvirt-sock"
         self.uri = f"qemu:///system?socket={self.socket}"
 
@@ -80,7 +83,7 @@ class PrivateLibvirt:
             # the host's network namespace, which the instance shares).
             shutil.rmtree(self.root / "etc" / autostart, ignore_errors=True)
         with open(self.root / "etc" / "qemu.conf", "a", encoding="utf-8") as f:
-            f.write(_QEMU_CONF)
+            f.write(_QEMU_CONF + self.qemu_conf)
         script = ["set -e"]
         for name, target in _MOUNTS:
             script += [f"mkdir -p {target}", f"mount --bind {self.root / name} {target}"]
@@ -103,6 +106,12 @@ class PrivateLibvirt:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def save_dir(self) -> Path:
+        """The instance's managed-save directory (``/var/lib/libvirt/qemu/save`` inside its
+        namespace)."""
+        return self.root / "lib" / "qemu" / "save"
 
     def close(self) -> None:
         """Stop both daemons (their namespace, and its mounts, go with them)."""

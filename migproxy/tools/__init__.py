@@ -15,5 +15,7 @@ Public API:
 - :mod:`migproxy.tools.qmp`: ``QMPClient``, ``QMPError``, ``QMPConnectionError`` (the one
   QMP client: ``manifest capture`` and the QEMU lab);
 - :mod:`migproxy.tools.fleet`: the fleet view (``migproxy plan --fleet``);
-- :mod:`migproxy.tools.saveimage`, :mod:`migproxy.tools.compression`: libvirt save images.
+- :mod:`migproxy.tools.saveimage`, :mod:`migproxy.tools.compression`: libvirt save images;
+- :mod:`migproxy.tools.saves`: ``rewrite_saves``, ``clean_saves`` (``migproxy saves``:
+  libvirt's managed-save directory rewritten in place).
 """

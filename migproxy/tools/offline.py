@@ -139,11 +139,12 @@ def run_file(source: str | os.PathLike[str] | StreamFile, *, profile: Profile | 
 
 def rewrite_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                  profile: Profile | None, *, destination: Destination | None = None,
-                 dry_run: bool = False) -> FileRun:
+                 dry_run: bool = False, check: Callable[[], object] | None = None) -> FileRun:
     """Rewrite ``src`` into ``dst``; ``dst`` is only created if the whole stream was framed.
 
     A libvirt save image gives a save image: the same header and XML area byte for byte,
-    then the rewritten stream in the image's compression format."""
+    then the rewritten stream in the image's compression format. ``check`` is called
+    before each piece is written; an exception from it stops the rewrite (no ``dst``)."""
     dst_path = Path(dst)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst_path.name}.", dir=dst_path.parent or ".")
     try:
@@ -153,8 +154,9 @@ def rewrite_file(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                 out.write(sf.save_image.head())
                 fmt = sf.save_image.header.format
             with compressed(out, fmt, str(dst_path)) as write:
+                sink = write if check is None else lambda d: (check(), write(d))
                 run = run_file(sf, profile=profile, destination=destination,
-                               dry_run=dry_run, sink=write)
+                               dry_run=dry_run, sink=sink)
         if run.complete:
             os.replace(tmp, dst_path)
             tmp = ""

@@ -576,14 +576,20 @@ def test_capture_unit_runs_a_capture_the_cli_accepts(tmp_path):
     assert p["Path.PathChanged"] == [argv[argv.index("--qemu") + 1]]
 
 
-def test_capture_units_pass_systemd_analyze_verify(tmp_path):
-    tool = _tool("systemd-analyze", "systemd")
+def _with_stub_exec(unit: Path, tmp_path: Path) -> Path:
+    """A copy of ``unit`` in ``tmp_path`` whose ExecStart= runs a stub that exists here."""
     exe = tmp_path / "migproxy"
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    unit = tmp_path / CAPTURE_UNIT.name
-    unit.write_text(CAPTURE_UNIT.read_text(encoding="utf-8").replace(
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text(encoding="utf-8").replace(
         "ExecStart=" + UNIT_EXEC.split()[0], f"ExecStart={exe}"), encoding="utf-8")
+    return copy
+
+
+def test_capture_units_pass_systemd_analyze_verify(tmp_path):
+    tool = _tool("systemd-analyze", "systemd")
+    unit = _with_stub_exec(CAPTURE_UNIT, tmp_path)
     path = tmp_path / CAPTURE_PATH.name
     path.write_text(CAPTURE_PATH.read_text(encoding="utf-8"), encoding="utf-8")
     r = subprocess.run([tool, "verify", str(unit), str(path)], capture_output=True,
@@ -601,3 +607,60 @@ def test_unit_memory_max_is_the_daemons_bound_at_the_default_settings():
     s = _unit_settings(UNIT.read_text(encoding="utf-8"))
     (value,) = s["Service.MemoryMax"]
     assert value.endswith("M") and int(value[:-1]) << 20 == default_memory_bound()
+
+
+# ---------------------------------------------------------------- the managed-save units
+
+SAVES_UNIT = ROOT / "deploy" / "systemd" / "migproxy-saves.service"
+SAVES_CLEAN_UNIT = ROOT / "deploy" / "systemd" / "migproxy-saves-clean.service"
+
+
+def test_saves_units_run_commands_the_cli_accepts_in_libvirts_order():
+    """The rewrite runs after this boot's manifest capture and before libvirt restores
+    anything (libvirtd's autostart, libvirt-guests); the clean runs after them. Neither
+    requires libvirt (a failure does not keep libvirt from starting)."""
+    from migproxy.cli import build_parser
+    from migproxy.tools.saves import DEFAULT_SAVE_DIR
+
+    s = _unit_settings(SAVES_UNIT.read_text(encoding="utf-8"))
+    c = _unit_settings(SAVES_CLEAN_UNIT.read_text(encoding="utf-8"))
+    parsed = []
+    for unit in (s, c):
+        (exec_start,) = unit["Service.ExecStart"]
+        argv = exec_start.split()
+        assert argv[0] == UNIT_EXEC.split()[0]
+        parsed.append(build_parser().parse_args(argv[1:]))
+        assert unit["Service.Type"] == ["oneshot"]
+        assert unit["Service.ReadWritePaths"] == [DEFAULT_SAVE_DIR]
+        assert unit["Unit.ConditionDirectoryNotEmpty"] == [DEFAULT_SAVE_DIR]
+        assert not any(k.startswith(("Unit.Requires", "Unit.BindsTo", "Unit.Requisite"))
+                       for k in unit)
+    rewrite, clean = parsed
+    assert (rewrite.command, rewrite.saves_command, rewrite.dir) == (
+        "saves", "rewrite", DEFAULT_SAVE_DIR)
+    assert rewrite.destination == "/var/lib/migproxy/destination"
+    assert rewrite.time_limit < _seconds(s["Service.TimeoutStartSec"][0])
+    assert (clean.command, clean.saves_command, clean.dir) == ("saves", "clean",
+                                                                DEFAULT_SAVE_DIR)
+    libvirt = {"libvirtd.service", "virtqemud.service", "libvirt-guests.service"}
+    assert set(s["Unit.Before"][0].split()) == libvirt
+    assert "migproxy-manifest.service" in s["Unit.After"][0].split()
+    assert set(s["Install.WantedBy"][0].split()) == {"multi-user.target",
+                                                    "libvirt-guests.service"}
+    assert libvirt | {"migproxy-saves.service"} <= set(c["Unit.After"][0].split())
+
+
+@pytest.mark.parametrize("unit", [SAVES_UNIT, SAVES_CLEAN_UNIT], ids=lambda u: u.stem)
+def test_saves_units_pass_systemd_analyze(tmp_path, unit):
+    tool = _tool("systemd-analyze", "systemd")
+    copy = _with_stub_exec(unit, tmp_path)
+    r = subprocess.run([tool, "verify", str(copy)], capture_output=True, text=True,
+                       timeout=60)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 0, out
+    assert not [ln for ln in out.splitlines() if "migproxy-saves" in ln], out
+    r = subprocess.run([tool, "security", "--offline=true", "--threshold=20", "--no-pager",
+                        str(copy)], capture_output=True, text=True, timeout=60)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    assert float(m.group(1)) <= 2.0, r.stdout
