@@ -83,32 +83,35 @@ def bitmap_bytes(used_length: int, page_size: int) -> int:
     return (used_length // page_size + 7) // 8
 
 
-def parse_header(buf: wire.Buffer, pos: int, *, header_offset: int, name: str,
+def parse_header(buf: wire.Buffer, pos: int, *, at: int, file_offset: int, name: str,
                  used_length: int, page_size: int, ignore_shared: bool) -> MappedRamBlock:
-    """The header at ``buf[pos:pos+28]`` of block ``name``, whose header is at file offset
-    ``header_offset``; raises `FormatError` or `Unsupported` for a header QEMU would not
-    write. What it checks keeps the regions in the file's order, after their headers,
-    apart from each other and page-aligned: the next block's entry is at this region's
-    end, so regions cannot overlap or go backwards."""
+    """The header at ``buf[pos:pos+28]`` of block ``name``, at stream offset ``at`` in a
+    file whose stream starts at ``file_offset``; raises `FormatError` or `Unsupported`
+    (at stream offsets, as the framer reports) for a header QEMU would not write.
+
+    What it checks keeps each region after its header, page-aligned and apart from the
+    others: the next block's entry is at this region's end, so regions cannot overlap or
+    go backwards."""
     version, psize, bitmap, pages = HEADER.unpack_from(buf, pos)
-    at_pages = header_offset + 20
+    header_offset = file_offset + at
+    at_pages = at + 20
     if version != VERSION:
         raise Unsupported(Reason.MAPPED_RAM, f"mapped-ram header version {version} of RAM "
-                          f"block {name!r} (only {VERSION})", header_offset)
+                          f"block {name!r} (only {VERSION})", at)
     if psize != page_size:
-        raise FormatError(header_offset + 4, f"the target page size {page_size} in the "
+        raise FormatError(at + 4, f"the target page size {page_size} in the "
                           f"mapped-ram header of RAM block {name!r}", str(psize))
     if bitmap == 0 and pages == 0:
         if ignore_shared:
             return MappedRamBlock(name, used_length, header_offset, psize, 0, 0)
-        raise FormatError(header_offset + 12, f"file offsets for RAM block {name!r} (only "
+        raise FormatError(at + 12, f"file offsets for RAM block {name!r} (only "
                           "a block x-ignore-shared leaves out has none)", "0 and 0")
     if used_length % page_size:
-        raise FormatError(header_offset, f"a block length that is a multiple of the page "
+        raise FormatError(at, f"a block length that is a multiple of the page "
                           f"size {page_size} (RAM block {name!r})", f"0x{used_length:x}")
     region = header_offset + HEADER_SIZE
     if bitmap != region:
-        raise FormatError(header_offset + 12, f"the bitmap of RAM block {name!r} right after "
+        raise FormatError(at + 12, f"the bitmap of RAM block {name!r} right after "
                           f"its mapped-ram header, at file offset {region}", str(bitmap))
     least = bitmap + bitmap_bytes(used_length, page_size)
     if pages < least:

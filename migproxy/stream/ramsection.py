@@ -110,7 +110,7 @@ class RamSectionFramer(FramerState):
         """The mapped-ram header of the block just listed, at ``buf[pos]``."""
         assert self.file_offset is not None and self.page_size is not None
         block = mappedram.parse_header(
-            buf, pos, header_offset=self.file_offset + self._abs(pos),
+            buf, pos, at=self._abs(pos), file_offset=self.file_offset,
             name=name.decode("ascii", "replace"), used_length=used, page_size=self.page_size,
             ignore_shared=self.ignore_shared)
         self.mapped_ram_blocks.append(block)

@@ -31,6 +31,7 @@ from migproxy.tools.saveimage import (
 # (a machine name of at most 256 bytes, at most 64 capability names of at most 255).
 PROBE_SIZE = 64 << 10
 COPY_SIZE = 1 << 20
+ZERO_PIECE = 64 << 10  # without SEEK_DATA: zero pieces of this size stay holes
 _NOT_SPARSE_AWARE = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP)
 _NO_COPY_RANGE = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP,
                   errno.EBADF, errno.EPERM)
@@ -150,14 +151,21 @@ def _copy_range(src: int, dst: int, offset: int, n: int) -> None:
 
 def _copy_skipping_zeros(src: int, dst: int, offset: int, n: int, *,
                          skip_zeros: bool = True) -> None:
+    """Copy with pread/pwrite; ``skip_zeros``: pieces of ``ZERO_PIECE`` zero bytes are left
+    as holes."""
     end = offset + n
-    zeros = bytes(COPY_SIZE)
+    zeros = bytes(ZERO_PIECE)
     while offset < end:
         b = os.pread(src, min(COPY_SIZE, end - offset), offset)
         if not b:
             raise OSError(errno.EIO, f"the input ended at offset {offset}, before {end}")
-        if not (skip_zeros and b == zeros[:len(b)]):
+        if not skip_zeros:
             _pwrite_all(dst, b, offset)
+        else:
+            for i in range(0, len(b), ZERO_PIECE):
+                piece = b[i:i + ZERO_PIECE]
+                if piece != zeros[:len(piece)]:
+                    _pwrite_all(dst, piece, offset + i)
         offset += len(b)
 
 

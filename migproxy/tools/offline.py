@@ -174,7 +174,9 @@ def run_file(source: str | os.PathLike[str] | StreamFile, *, profile: Profile | 
             if engine.mode == Mode.ABORTED:
                 break
             left = engine.framer.region_left()
-            if left and sf.pass_over is not None:
+            if sf.size is not None:
+                left = min(left, sf.size - fed)  # a region past the end: truncated
+            if left > 0 and sf.pass_over is not None:
                 sf.pass_over(left)
                 fed += left
                 _feed_zeros(engine, left, take)
