@@ -91,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("rewrite", help="rewrite a saved stream for a destination (or with a "
                                        "profile)")
     s.add_argument("input")
-    s.add_argument("output", help="written only if the whole stream was framed and rewritten")
+    s.add_argument("output", nargs="?",
+                   help="written only if the whole stream was framed and rewritten")
+    s.add_argument("--in-place", action="store_true",
+                   help="rewrite INPUT itself instead (only a file in the mapped-ram layout: "
+                        "migrate file: with mapped-ram, a libvirt sparse save image)")
     s.add_argument("--profile",
                    help="a profile file, or a built-in profile name (default: default)")
     _add_destination_options(s)

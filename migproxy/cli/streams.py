@@ -69,15 +69,19 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     profile = None if destination is not None else load_profile(
         args.profile or "builtin:default")
-    if Path(args.output).resolve() == Path(args.input).resolve():
-        err("the output must be another file than the input")
+    if (args.output is None) == (not args.in_place):
+        err("give OUTPUT, or --in-place without it")
+        return EXIT_USAGE
+    if args.output is not None and Path(args.output).resolve() == Path(args.input).resolve():
+        err("the output must be another file than the input (or --in-place)")
         return EXIT_USAGE
     run = rewrite_file(args.input, args.output, profile, destination=destination)
     _print_plans(run.events)
     if not run.complete:
         stop = run.stop
         why = f"{stop.message} [{stop.reason}]" if stop else "the stream is incomplete"
-        err(f"{args.input}: not rewritten, {args.output} not written: {why}")
+        written = "left as it was" if args.in_place else f"{args.output} not written"
+        err(f"{args.input}: not rewritten, {written}: {why}")
         return EXIT_STREAM
     changed = any(isinstance(e, CpuRewritten | CpuReconciled) for e in run.events)
     by = f"profile {profile.name}" if profile is not None else \
@@ -85,6 +89,13 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
     image = run.save_image
     what = "" if image is None else \
         f"libvirt save image, {image.header.format.label}, stream of "
+    if run.mapped_ram:
+        what += "mapped-ram, "
+    if run.in_place:
+        done = "rewrote" if run.changed else "left"
+        print(f"{done} {args.input} in place ({what}{run.out_size} bytes, {by}"
+              + ("" if changed else ", nothing changed") + ")")
+        return EXIT_OK
     print(f"wrote {args.output} ({what}{run.out_size} bytes, {by}"
           + ("" if changed else ", nothing changed") + ")")
     return EXIT_OK

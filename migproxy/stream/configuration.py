@@ -136,8 +136,11 @@ class ConfigurationFramer(FramerState):
                 return pos
             cap = bytes(buf[pos + 1 : pos + 1 + n])
             if cap == b"mapped-ram":
-                raise Unsupported(Reason.MAPPED_RAM, "the mapped-ram capability (file "
-                                  "migration) is not supported", self._abs(pos))
+                if self.file_offset is None:
+                    raise Unsupported(Reason.MAPPED_RAM, "the mapped-ram capability (file "
+                                      "migration) is not supported on a channel (only in "
+                                      "a file, offline)", self._abs(pos))
+                self.mapped_ram = True
             if cap == b"x-ignore-shared":
                 self.ignore_shared = True
             self.capabilities.append(cap.decode("ascii", "replace"))

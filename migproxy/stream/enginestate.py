@@ -56,6 +56,9 @@ class EngineConfig:
     max_description: int = DEFAULT_MAX_DESCRIPTION  # bytes of description JSON parsed
     hold_budget: HoldBudget | None = None  # shared with other engines (None: no sum bound)
     legacy_page_bits: int | None = None
+    # Where the stream starts in a file read at its own offsets (the offline tools): the
+    # mapped-ram layout is then framed. None (a channel): mapped-ram is refused.
+    file_offset: int | None = None
 
 
 @dataclass
@@ -75,7 +78,8 @@ class EngineState:
 
     def __init__(self, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
-        self.framer = StreamFramer(legacy_page_bits=self.config.legacy_page_bits)
+        self.framer = StreamFramer(legacy_page_bits=self.config.legacy_page_bits,
+                                   file_offset=self.config.file_offset)
         self.mode = Mode.STREAMING
         self.received = 0  # bytes fed so far (absolute offset of the next input byte)
         self.forwarded_in = 0  # input bytes already represented in the output

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from migproxy.stream.errors import FormatError
 from migproxy.stream.events import Event
+from migproxy.stream.mappedram import MappedRamBlock
 
 
 class Grammar(enum.IntEnum):
@@ -87,7 +88,8 @@ class FramerState:
     ``skip``, after which the state becomes ``after_skip``.
     """
 
-    def __init__(self, *, legacy_page_bits: int | None = None) -> None:
+    def __init__(self, *, legacy_page_bits: int | None = None,
+                 file_offset: int | None = None) -> None:
         self.state = ST_HEADER
         self.need = 0
         self.skip = 0
@@ -102,6 +104,11 @@ class FramerState:
         self.uuid: bytes | None = None
         self.config_subsections: list[str] = []  # the configuration's subsections, in order
         self.ignore_shared = False
+        # Where the stream starts in the file it is read from (a file read at its own
+        # offsets: mapped-ram is framed), or None for a channel (mapped-ram is refused).
+        self.file_offset = file_offset
+        self.mapped_ram = False  # the mapped-ram capability: RAM at fixed file offsets
+        self.mapped_ram_blocks: list[MappedRamBlock] = []
         self.sections: dict[int, Section] = {}
         self.open_iterables: set[int] = set()
         self.iterable_phase_done = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from migproxy.stream import wire
+from migproxy.stream import mappedram, wire
 from migproxy.stream.errors import Unsupported
 from migproxy.stream.framerstate import (
     ST_FOOTER,
@@ -58,14 +58,15 @@ class RamSectionFramer(FramerState):
 
     def _memsize(self, buf: wire.Buffer, pos: int, end: int) -> int:
         extra = 8 if self.ignore_shared else 0  # the block's mr->addr (x-ignore-shared)
+        header = mappedram.HEADER_SIZE if self.mapped_ram else 0
         while self._memsize_left > 0:
             if end - pos < 1:
                 self.need = 1
                 return pos
             n = buf[pos]
             size = 1 + n + 8 + extra
-            if end - pos < size:
-                self.need = size
+            if end - pos < size + header:
+                self.need = size + header
                 return pos
             if n == 0:
                 raise self._fail(pos, "a RAM block name")
@@ -84,8 +85,36 @@ class RamSectionFramer(FramerState):
             self.stats.blocks[name.decode("ascii", "replace")] = used
             self._memsize_left -= used
             pos += size
+            if header:
+                block = self._mapped_ram_header(buf, pos, name, used)
+                pos += header
+                if block.region_end > block.region_start:
+                    # The stream goes on after the block's region in the file.
+                    self.skip = block.region_end - block.region_start
+                    self.after_skip = ST_MEMSIZE
+                    self.state = ST_SKIP
+                    return pos
         self.state = ST_RAM
         return pos
+
+    def region_left(self) -> int:
+        """The bytes of a mapped-ram region the framer is passing over (0 if it is not):
+        a reader of the file may seek past them instead of reading them, and give the
+        framer as many bytes of any content (they are not looked at)."""
+        if self.state == ST_SKIP and self.after_skip == ST_MEMSIZE:
+            return self.skip
+        return 0
+
+    def _mapped_ram_header(self, buf: wire.Buffer, pos: int, name: bytes,
+                           used: int) -> mappedram.MappedRamBlock:
+        """The mapped-ram header of the block just listed, at ``buf[pos]``."""
+        assert self.file_offset is not None and self.page_size is not None
+        block = mappedram.parse_header(
+            buf, pos, at=self._abs(pos), file_offset=self.file_offset,
+            name=name.decode("ascii", "replace"), used_length=used, page_size=self.page_size,
+            ignore_shared=self.ignore_shared)
+        self.mapped_ram_blocks.append(block)
+        return block
 
     def _ram(self, buf: wire.Buffer, pos: int, end: int) -> int:
         """The RAM records from ``pos``: the hot loop (kept in one function, its state in

@@ -194,7 +194,7 @@ def decompressed(f: BinaryIO, fmt: SaveFormat, what: str) -> Iterator[Read]:
     Leaving the block before the end of the stream (the engine stopped) ends the
     decompressor without error; a corrupt or truncated stream raises
     `CompressedStreamError` (``what`` names the file in messages)."""
-    if fmt == SaveFormat.RAW:
+    if not fmt.compressed:
         yield f.read
         return
     if fmt not in PROGRAM_FORMATS:
@@ -244,7 +244,7 @@ def compressed(out: BinaryIO, fmt: SaveFormat, what: str) -> Iterator[Write]:
 
     Leaving the block normally completes the compressed stream (a program that fails
     raises `CompressedStreamError`); leaving it by an exception abandons it."""
-    if fmt == SaveFormat.RAW:
+    if not fmt.compressed:
         yield out.write
         return
     if fmt not in PROGRAM_FORMATS:

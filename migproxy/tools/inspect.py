@@ -18,7 +18,9 @@ def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     ``accounted`` is true when the items cover the stream from its first to its last byte
     with no gap and no overlap. For a libvirt save image, ``save_image`` describes the
-    header and the offsets and sizes are the QEMU stream's inside it.
+    header and the offsets and sizes are the QEMU stream's inside it. For a file in the
+    mapped-ram layout, ``mapped_ram`` lists each RAM block's header and region at the
+    file's own offsets (the regions are inside the ``ram`` START section's item).
     """
     run = run_file(path)
     items = [e for e in run.events if isinstance(e, ItemFramed)]
@@ -58,6 +60,11 @@ def inspect_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         "page_size": fr.page_size,
         "capabilities": fr.capabilities,
         "commands": fr.commands_seen,
+        "mapped_ram": None if not fr.mapped_ram else [
+            {"block": b.name, "used_length": b.used_length, "header_offset": b.header_offset,
+             "bitmap_offset": b.bitmap_offset, "pages_offset": b.pages_offset,
+             "region_end": b.region_end, "ignored": b.ignored}
+            for b in fr.mapped_ram_blocks],
         "ram": stats,
         "items": [_item_dict(it) for it in items],
         "cpus": cpus,
@@ -119,11 +126,17 @@ def format_report(rep: dict[str, Any], *, registers: bool = True) -> str:
                      f"{img['format']}, was running: {'yes' if img['was_running'] else 'no'}, "
                      f"XML area {img['data_len']} bytes, the QEMU stream from offset "
                      f"{img['stream_offset']}; the offsets below are the stream's"
-                     + ("" if img["format"] == "raw" else ", decompressed"))
+                     + ("" if img["format"] in ("raw", "sparse") else ", decompressed"))
     lines.append(f"{rep['file']}: {rep['size']} bytes, machine {rep['machine']}, "
                  f"page size {rep['page_size']}")
     lines.append(f"{'offset':>10}  {'size':>9}  item")
     lines.extend(_item_line(it) for it in rep["items"])
+    for b in rep["mapped_ram"] or ():
+        lines.append(f"mapped-ram {b['block']} 0x{b['used_length']:x}: "
+                     + ("left out (x-ignore-shared)" if b["ignored"] else
+                        f"header at {b['header_offset']}, bitmap at {b['bitmap_offset']}, "
+                        f"pages at {b['pages_offset']} to {b['region_end']}")
+                     + " (file offsets)")
     ram = rep["ram"]
     lines.append(f"RAM: {ram['pages']} pages ({ram['page_bytes']} bytes), {ram['zero_pages']} "
                  f"zero pages, {ram['xbzrle_pages']} XBZRLE, {ram['compressed_pages']} "

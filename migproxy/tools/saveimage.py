@@ -23,8 +23,8 @@ The QEMU stream starts at ``92 + data_len`` and runs to the end of the file, raw
 output of the format's compressor. libvirt reads a header whose version is above 2 once
 more byte-swapped (that is how it recognises an image from a host of the other byte
 order); so does `parse_header`. The sparse format is QEMU's mapped-ram layout (QEMU writes
-the file itself, RAM pages at fixed offsets, device state after them): not a sequential
-stream, refused here.
+the file itself from ``92 + data_len``: RAM pages at fixed offsets, counted from the start
+of the image, the device state after them; :mod:`migproxy.stream.mappedram`), uncompressed.
 """
 
 from __future__ import annotations
@@ -59,6 +59,11 @@ class SaveFormat(enum.IntEnum):
     LZOP = 4
     ZSTD = 5
     SPARSE = 6
+
+    @property
+    def compressed(self) -> bool:
+        """The stream is the output of a compressor (not raw, not sparse)."""
+        return self not in (SaveFormat.RAW, SaveFormat.SPARSE)
 
     @property
     def label(self) -> str:
@@ -102,7 +107,7 @@ def looks_like_save_image(head: bytes) -> bool:
 
 def parse_header(raw: bytes) -> SaveImageHeader:
     """The header at the start of ``raw``; `SaveImageError` for any image libvirt would
-    not restore, or that is not a sequential stream (sparse)."""
+    not restore."""
     if len(raw) < HEADER_SIZE:
         raise SaveImageError(f"libvirt save image truncated: {len(raw)} bytes, the header "
                              f"has {HEADER_SIZE}")
@@ -126,10 +131,6 @@ def parse_header(raw: bytes) -> SaveImageHeader:
     if fmt not in {f.value for f in SaveFormat}:
         raise SaveImageError(f"libvirt save image format {fmt} is unknown (known: "
                              + ", ".join(f"{f.value} {f.label}" for f in SaveFormat) + ")")
-    if fmt == SaveFormat.SPARSE:
-        raise SaveImageError("libvirt save image in the sparse format (QEMU mapped-ram: RAM "
-                             "pages at fixed file offsets, not a sequential stream) is not "
-                             "supported; save it with another save_image_format")
     if data_len == 0:
         raise SaveImageError("libvirt save image with data length 0 (no domain XML)")
     if data_len > MAX_DATA_LEN:

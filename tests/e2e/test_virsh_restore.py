@@ -7,6 +7,8 @@ libvirt restores the rewritten image with the lab's 10.0.13 as the domain's emul
 image's own XML, only ``<emulator>`` changed, through ``virsh restore --xml``). The guest
 must go on from the tick after the last one it printed on 10.0.2, on 10.0.13 (its
 ``query-version``). Negative control: the image as saved does not restore on 10.0.13.
+Both image formats libvirt writes itself: ``raw`` (a stream) and ``sparse`` (QEMU's
+mapped-ram file, ``--image-format sparse``).
 """
 
 from __future__ import annotations
@@ -80,8 +82,9 @@ def libvirt(lab: Lab) -> Iterator[tuple[PrivateLibvirt, Path]]:
             daemon.virsh("destroy", DOMAIN, check=False)
 
 
+@pytest.mark.parametrize("image_format", ["raw", "sparse"])
 def test_virsh_save_on_10_0_2_restores_on_10_0_13_after_rewrite(
-        lab: Lab, libvirt: tuple[PrivateLibvirt, Path]) -> None:
+        lab: Lab, libvirt: tuple[PrivateLibvirt, Path], image_format: str) -> None:
     virsh, d = libvirt
     kernel = d / "tick.bin"
     shutil.copyfile(lab.kernel, kernel)  # where the chrooted QEMU sees it too
@@ -93,7 +96,7 @@ def test_virsh_save_on_10_0_2_restores_on_10_0_13_after_rewrite(
     virsh.virsh("create", str(xml))
     wait_ticks(serial, 3)
     saved = d / "saved.img"
-    virsh.virsh("save", DOMAIN, str(saved))
+    virsh.virsh("save", DOMAIN, str(saved), "--image-format", image_format)
     last = parse_ticks(serial.read_text())[-1]
 
     rewritten = d / "rewritten.img"
@@ -101,7 +104,8 @@ def test_virsh_save_on_10_0_2_restores_on_10_0_13_after_rewrite(
                           str(rewritten), "--destination", "qemu-10.0.13"],
                          capture_output=True, text=True, timeout=120)
     assert cli.returncode == 0, cli.stderr
-    assert "libvirt save image" in cli.stdout, cli.stdout
+    assert f"libvirt save image, {image_format}" in cli.stdout, cli.stdout
+    assert ("mapped-ram" in cli.stdout) == (image_format == "sparse"), cli.stdout
     # The header and the domain XML are libvirt's, byte for byte.
     n = parse_header(saved.read_bytes()[:HEADER_SIZE]).stream_offset
     assert rewritten.read_bytes()[:n] == saved.read_bytes()[:n]

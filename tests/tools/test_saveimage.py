@@ -147,7 +147,7 @@ def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], image: bytes) -
     ("version 3", "version 3 is not supported (only 2)"),
     ("version 1", "version 1 is not supported (only 2)"),
     ("format 7", "format 7 is unknown"),
-    ("sparse", "sparse format (QEMU mapped-ram"),
+    ("sparse", "sparse format whose stream is not in the mapped-ram layout"),
     ("magic", "not a libvirt save image: magic b'LibvirtQemudXxxx'"),
     ("short header", "truncated: 60 bytes, the header has 92"),
     ("short XML area", "truncated: the XML area has 1000 of its"),
