@@ -15,6 +15,7 @@ written. tests/data/postcopy/ holds captures made this way (compressed with ``xz
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from migproxy.lab import free_port, get_lab  # noqa: E402
+from migproxy.lab import free_port, get_lab
 
 CAPS = {"postcopy-ram": True, "return-path": True}
 
@@ -35,10 +36,8 @@ def _pump(a: socket.socket, b: socket.socket, record: bytearray | None) -> None:
         except OSError:
             data = b""
         if not data:
-            try:
+            with contextlib.suppress(OSError):
                 b.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
             return
         if record is not None:
             record += data
