@@ -78,6 +78,9 @@ def real_stream(name: str) -> bytes:
 REAL_STREAMS = sorted(p.name[: -len(".mig.xz")] for p in DATA.glob("*.mig.xz"))
 # Streams saved under KVM (tests/data/kvm/README.md), named for real_stream: "kvm/linux-...".
 KVM_STREAMS = sorted(f"kvm/{p.name[: -len('.mig.xz')]}" for p in (DATA / "kvm").glob("*.mig.xz"))
+# Postcopy streams (tests/data/README.md): the device state inside MIG_CMD_PACKAGED.
+POSTCOPY_STREAMS = sorted(f"postcopy/{p.name[: -len('.mig.xz')]}"
+                          for p in (DATA / "postcopy").glob("*.mig.xz"))
 
 
 def cpus(engine: StreamEngine) -> list[CpuState]:

@@ -20,6 +20,7 @@ from migproxy.arm.cpu_layouts import unknown_cpu_layout
 from migproxy.arm.cpu_section import F_IDX, F_VAL, CpuLayoutError, CpuSection, parse_cpu_section
 from migproxy.arm.destination import Destination, ReconcileRefused, where
 from migproxy.arm.events import CpuReconciled, CpuRewritten, CpuSeen, CpuState
+from migproxy.arm.package_layouts import ARM_PACKAGE_LAYOUTS
 from migproxy.arm.plan import CpuPlan
 from migproxy.arm.profile import Profile
 from migproxy.stream.engine import EngineConfig
@@ -124,5 +125,7 @@ def arm_engine_config(profile: Profile | None, destination: Destination | None =
                       **settings: Any) -> EngineConfig:
     """An engine configuration for ARM guests: the cpu rewriter with ``profile`` (or a
     ``destination`` to reconcile with) plus the engine's own settings (``policy``,
-    ``dry_run``, ``hold_cap``, ``legacy_page_bits``)."""
+    ``dry_run``, ``hold_cap``, ``legacy_page_bits``). Postcopy's package is framed with
+    the ARM section layouts (:mod:`migproxy.arm.package_layouts`)."""
+    settings.setdefault("package_layouts", ARM_PACKAGE_LAYOUTS)
     return EngineConfig(rewriters=arm_rewriters(profile, destination), **settings)

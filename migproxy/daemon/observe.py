@@ -38,8 +38,8 @@ from migproxy.stream.events import (
 )
 from migproxy.stream.reasons import Reason
 
-_POSTCOPY_NOTE = ("postcopy: the device state travels inside a PACKAGED command and cannot "
-                  "be rewritten; relaying untouched")
+_POSTCOPY_NOTE = ("postcopy: the PACKAGED device state cannot be framed by the section "
+                  "layouts known; relaying untouched")
 
 
 def _reg(r: int, v: int) -> str:
@@ -142,7 +142,9 @@ class PairObserver:
             elif isinstance(e, PassthroughEntered):
                 self._hold_done(None)
                 m.passthrough.labels(e.reason).inc()
-                extra = {"note": _POSTCOPY_NOTE} if e.reason == Reason.POSTCOPY_PACKAGED else {}
+                extra = ({"note": _POSTCOPY_NOTE}
+                         if e.reason in (Reason.POSTCOPY_PACKAGED, Reason.POSTCOPY_LAYOUT)
+                         else {})
                 self.log.warning("passthrough", reason=str(e.reason), detail=e.message,
                                  offset=e.offset, **extra)
             elif isinstance(e, Aborted):

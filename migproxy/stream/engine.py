@@ -35,8 +35,9 @@ from migproxy.stream.devstate import HeldDeviceState, HoldBudgetExhausted, HoldC
 from migproxy.stream.enddetect import EndDetection
 from migproxy.stream.enginestate import TRANSITIONS, Chunk, EngineConfig, FeedResult, Mode
 from migproxy.stream.errors import FormatError, TruncatedError, Unsupported
-from migproxy.stream.events import Aborted, DeviceStateHeld
-from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD
+from migproxy.stream.events import Aborted, DeviceStateHeld, StreamComplete
+from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, ST_PACKAGE
+from migproxy.stream.packagewriter import PackageWriter
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, MAX_DESCRIPTION_CONTAINERS, MAX_ITEM, Policy
 from migproxy.stream.reasons import Reason
 
@@ -44,13 +45,14 @@ __all__ = ["DEFAULT_HOLD_CAP", "MAX_ITEM", "TRANSITIONS", "EngineConfig", "FeedR
            "Policy", "StreamEngine"]
 
 
-class StreamEngine(EndDetection):
+class StreamEngine(EndDetection, PackageWriter):
     """Frames, rewrites and forwards one main migration channel (source -> destination).
 
     This class feeds the streamed part to the framer and holds the device state; its
     parts: :class:`~migproxy.stream.enginestate.EngineState` (state, output, stopping),
-    :class:`~migproxy.stream.writer.DeviceStateWriter` (release and rewrite) and
-    :class:`~migproxy.stream.enddetect.EndDetection` (the end of the device state).
+    :class:`~migproxy.stream.writer.DeviceStateWriter` (release and rewrite),
+    :class:`~migproxy.stream.enddetect.EndDetection` (the end of the device state) and
+    :class:`~migproxy.stream.packagewriter.PackageWriter` (postcopy's package).
     """
 
     def feed(self, data: Chunk) -> FeedResult:
@@ -72,6 +74,8 @@ class StreamEngine(EndDetection):
                 self._stream(mv, chunk_start, res)
             elif mode == Mode.HOLDING:
                 self._hold(mv, res)
+            elif mode == Mode.PACKAGE:
+                self._package(mv, chunk_start, res)
             elif mode == Mode.DONE:
                 self._after_done(mv, chunk_start, res)
         except Exception as e:  # a bug must stop rewriting, never crash the caller
@@ -104,6 +108,14 @@ class StreamEngine(EndDetection):
                                      "the end of the stream")
             self._not_understood(res, Reason.TRUNCATED, str(err), err.offset, memoryview(b""),
                                  at)
+        elif self.mode == Mode.PACKAGE:
+            assert self._held is not None
+            self._not_understood(res, Reason.TRUNCATED,
+                                 "the stream ended inside the postcopy package "
+                                 f"({len(self._held)} of "
+                                 f"{9 + self.framer.package_length} bytes)",
+                                 self._held.start_offset, memoryview(b""), self.received)
+            return
         elif self.mode == Mode.HOLDING and self.end_at_source_eof:
             self._try_end(res)
         elif self.end_pending:
@@ -151,6 +163,13 @@ class StreamEngine(EndDetection):
                     self._carry = bytearray()
                     self._start_hold(res, [rest, mv[pos:]])
                     return
+                if fr.state == ST_PACKAGE:
+                    # The package starts at forwarded_in: rest of carry + rest of chunk.
+                    data = memoryview(bytes(c) + bytes(mv[pos:]))
+                    self._carry = bytearray()
+                    self._start_package(res, data, self.forwarded_in)
+                    return
+                self._postcopy_end(res)
                 if fr.need:
                     if fr.need > MAX_ITEM:
                         raise FormatError(self.forwarded_in,
@@ -168,6 +187,10 @@ class StreamEngine(EndDetection):
             self.forwarded_in = chunk_start + p
             if fr.state == ST_HOLD:
                 self._start_hold(res, [mv[p:]])
+            elif fr.state == ST_PACKAGE:
+                self._start_package(res, mv[p:], chunk_start + p)
+            elif self._postcopy_end(res):
+                return
             elif fr.need:
                 if fr.need > MAX_ITEM:
                     raise FormatError(self.forwarded_in, f"an item of at most {MAX_ITEM} bytes",
@@ -179,6 +202,15 @@ class StreamEngine(EndDetection):
             reason = e.reason if isinstance(e, Unsupported) else Reason.FORMAT_ERROR
             offset = e.offset if e.offset is not None else self.forwarded_in
             self._not_understood(res, reason, str(e), offset, mv, chunk_start)
+
+    def _postcopy_end(self, res: FeedResult) -> bool:
+        """After postcopy's package, EOF ends the stream (there is no VM description)."""
+        fr = self.framer
+        if fr.state != ST_DONE or not fr.package_seen or self.mode != Mode.STREAMING:
+            return False
+        self._enter(Mode.DONE)
+        res.events.append(StreamComplete(self.forwarded_in))
+        return True
 
     # -- holding the device state ---------------------------------------------------------------
 

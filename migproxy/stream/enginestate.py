@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from migproxy.stream.devstate import HeldDeviceState
 from migproxy.stream.events import Aborted, Event, PassthroughEntered
 from migproxy.stream.framer import RamStats, StreamFramer
+from migproxy.stream.package import PackageLayouts
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, HoldBudget, Policy
 from migproxy.stream.reasons import Reason
 from migproxy.stream.rewriter import SectionRewriter
@@ -32,6 +33,7 @@ class Mode(enum.StrEnum):
 
     STREAMING = "streaming"  # the streamed part: framed and forwarded as it arrives
     HOLDING = "holding"  # the non-iterable device state: held until it is framed
+    PACKAGE = "package"  # postcopy's PACKAGED device state: held until all of it is in
     DONE = "done"  # the whole stream was framed and released
     PASSTHROUGH = "passthrough"  # not understood: the rest is relayed untouched
     ABORTED = "aborted"  # not understood (abort policy): nothing more is forwarded
@@ -39,7 +41,9 @@ class Mode(enum.StrEnum):
 
 # Every transition the engine makes; anything else is a bug (asserted).
 TRANSITIONS: dict[Mode, frozenset[Mode]] = {
-    Mode.STREAMING: frozenset({Mode.HOLDING, Mode.PASSTHROUGH, Mode.ABORTED}),
+    Mode.STREAMING: frozenset({Mode.HOLDING, Mode.PACKAGE, Mode.DONE, Mode.PASSTHROUGH,
+                               Mode.ABORTED}),
+    Mode.PACKAGE: frozenset({Mode.STREAMING, Mode.PASSTHROUGH, Mode.ABORTED}),
     Mode.HOLDING: frozenset({Mode.DONE, Mode.PASSTHROUGH, Mode.ABORTED}),
     Mode.DONE: frozenset({Mode.PASSTHROUGH, Mode.ABORTED}),
     Mode.PASSTHROUGH: frozenset(),
@@ -59,6 +63,9 @@ class EngineConfig:
     # Where the stream starts in a file read at its own offsets (the offline tools): the
     # mapped-ram layout is then framed. None (a channel): mapped-ram is refused.
     file_offset: int | None = None
+    # postcopy: the layouts of the sections in a PACKAGED command (from the plug-in). With
+    # rewriters but none, postcopy is refused at POSTCOPY_ADVISE, before the guest stops.
+    package_layouts: PackageLayouts | None = None
 
 
 @dataclass
@@ -80,6 +87,9 @@ class EngineState:
         self.config = config or EngineConfig()
         self.framer = StreamFramer(legacy_page_bits=self.config.legacy_page_bits,
                                    file_offset=self.config.file_offset)
+        self.framer.frame_packages = self.config.package_layouts is not None
+        self.framer.refuse_postcopy = bool(self.config.rewriters) and \
+            self.config.package_layouts is None
         self.mode = Mode.STREAMING
         self.received = 0  # bytes fed so far (absolute offset of the next input byte)
         self.forwarded_in = 0  # input bytes already represented in the output

@@ -53,7 +53,7 @@ class CommandFramed(ItemFramed):
     kind: ClassVar[str] = "command"
     command: str
     length: int
-    value: int | None = None  # PING
+    value: int | None = None  # PING; PACKAGED: the package's length
     pagesize_summary: int | None = None  # POSTCOPY_ADVISE
     target_page_size: int | None = None  # POSTCOPY_ADVISE
 
@@ -74,6 +74,14 @@ class SectionFramed(ItemFramed):
     xbzrle_pages: int | None = None
     compressed_pages: int | None = None
     multifd_flushes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PackageRestKept(ItemFramed):
+    """Postcopy: the part of the PACKAGED device state after the last section framed by a
+    known layout (the other devices, then the closing commands), kept byte for byte."""
+
+    kind: ClassVar[str] = "package_rest"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from migproxy.stream.framerstate import (
     ST_HEADER,
     ST_HOLD,
     ST_MEMSIZE,
+    ST_PACKAGE,
     ST_RAM,
     ST_SKIP,
     ST_TOP,
@@ -62,8 +63,8 @@ from migproxy.stream.reasons import Reason
 # Names other modules, the tests and the benchmarks take from here.
 __all__ = ["IMPLEMENTATION", "MAX_RAM_BLOCKS", "MAX_SECTIONS", "ST_AFTER_EOF",
            "ST_AFTER_HEADER", "ST_CAPS", "ST_CONFIG", "ST_CONFIG_SUB", "ST_DONE", "ST_FOOTER",
-           "ST_HEADER", "ST_HOLD", "ST_MEMSIZE", "ST_RAM", "ST_SKIP", "ST_TOP", "Grammar",
-           "RamStats", "StreamFramer", "_block_bound", "_in_block"]
+           "ST_HEADER", "ST_HOLD", "ST_MEMSIZE", "ST_PACKAGE", "ST_RAM", "ST_SKIP", "ST_TOP",
+           "Grammar", "RamStats", "StreamFramer", "_block_bound", "_in_block"]
 
 MAX_SECTIONS = 16  # iterable sections started (QEMU starts one "ram" section)
 
@@ -94,11 +95,11 @@ class StreamFramer(ConfigurationFramer, RamSectionFramer):
                 return end
             elif st == ST_TOP:
                 pos = self._top(buf, pos, end)
-            elif st == ST_HOLD:
+            elif st in (ST_HOLD, ST_PACKAGE):
                 return pos
             else:
                 pos = self._STEPS[st](self, buf, pos, end)
-            if self.need or self.state == ST_HOLD:
+            if self.need or self.state in (ST_HOLD, ST_PACKAGE):
                 return pos
             if pos >= end and self.state != ST_SKIP:
                 if self.state == ST_AFTER_HEADER:
@@ -125,7 +126,8 @@ class StreamFramer(ConfigurationFramer, RamSectionFramer):
             return self._section_started(buf, pos, end, t)
         if t == wire.VM_EOF:
             self.events.append(EofFramed(self._abs(pos), 1))
-            self.state = ST_AFTER_EOF
+            # Postcopy sends no VM description: EOF ends the stream.
+            self.state = ST_DONE if self.package_seen else ST_AFTER_EOF
             return pos + 1
         raise self._fail(pos, "a record type (START, PART, END, FULL, COMMAND or EOF)",
                          f"0x{t:02x}")
@@ -210,9 +212,7 @@ class StreamFramer(ConfigurationFramer, RamSectionFramer):
         if fixed is not None and length != fixed:
             raise self._fail(pos + 3, f"payload length {fixed} for command {name}", str(length))
         if cmd == wire.CMD_PACKAGED:
-            raise Unsupported(Reason.POSTCOPY_PACKAGED,
-                              "postcopy sends device state inside a PACKAGED command without a "
-                              "VM description; it cannot be rewritten", self._abs(pos))
+            return self._packaged(buf, pos, end)
         if cmd == wire.CMD_ENABLE_COLO:
             raise Unsupported(Reason.COLO, "COLO streams are not supported", self._abs(pos))
         if end - pos < 5 + length:
@@ -224,6 +224,11 @@ class StreamFramer(ConfigurationFramer, RamSectionFramer):
         if cmd == wire.CMD_PING:
             value = wire.BE32.unpack_from(buf, pos + 5)[0]
         elif cmd == wire.CMD_POSTCOPY_ADVISE:
+            if self.refuse_postcopy:
+                raise Unsupported(Reason.POSTCOPY_PACKAGED,
+                                  "postcopy was advised, and the section rewriters cannot frame "
+                                  "the PACKAGED device state: refused before the source stops "
+                                  "the guest", self._abs(pos))
             if length not in (0, 16):
                 raise self._fail(pos + 3, "a POSTCOPY_ADVISE length of 0 or 16", str(length))
             if length == 16:
@@ -240,6 +245,27 @@ class StreamFramer(ConfigurationFramer, RamSectionFramer):
         self.events.append(CommandFramed(self._abs(pos), 5 + length, name, length, value,
                                          summary, target))
         return pos + 5 + length
+
+    def _packaged(self, buf: wire.Buffer, pos: int, end: int) -> int:
+        """POSTCOPY's PACKAGED command: its be32 length, then a package of that many bytes
+        (:mod:`migproxy.stream.package`). The framer stops before it (``ST_PACKAGE``); the
+        engine holds and frames the package, then hands the framer the bytes after it."""
+        if not self.frame_packages:
+            raise Unsupported(Reason.POSTCOPY_PACKAGED,
+                              "postcopy sends device state inside a PACKAGED command without a "
+                              "VM description, and no section layouts are configured to frame "
+                              "it", self._abs(pos))
+        if end - pos < 9:
+            self.need = 9
+            return pos
+        if self.package_seen:
+            raise self._fail(pos, "one PACKAGED command", "a second one")
+        self.package_length = wire.BE32.unpack_from(buf, pos + 5)[0]
+        self.commands_seen["PACKAGED"] = self.commands_seen.get("PACKAGED", 0) + 1
+        self.events.append(CommandFramed(self._abs(pos), 9, "PACKAGED", 4,
+                                         self.package_length))
+        self.state = ST_PACKAGE
+        return pos
 
     def _footer(self, buf: wire.Buffer, pos: int, end: int) -> int:
         if end - pos < 5:

@@ -32,7 +32,8 @@ class Grammar(enum.IntEnum):
     SKIP = 9  # payload bytes whose content does not matter (``skip`` of them)
     AFTER_EOF = 10  # the VM description record after EOF
     DEVICE_STATE = 11  # the non-iterable device state starts at the returned position
-    END = 12  # after the VM description: nothing may follow
+    END = 12  # after the VM description (postcopy: after EOF): nothing may follow
+    PACKAGE = 13  # postcopy's PACKAGED command starts at the returned position
 
 
 # The framer keeps its state as a plain int (exact-int comparisons are the fastest in the
@@ -50,6 +51,7 @@ ST_SKIP = int(Grammar.SKIP)
 ST_AFTER_EOF = int(Grammar.AFTER_EOF)
 ST_HOLD = int(Grammar.DEVICE_STATE)
 ST_DONE = int(Grammar.END)
+ST_PACKAGE = int(Grammar.PACKAGE)
 
 
 @dataclass
@@ -113,6 +115,13 @@ class FramerState:
         self.open_iterables: set[int] = set()
         self.iterable_phase_done = False
         self.commands_seen: dict[str, int] = {}
+        # postcopy: frame the PACKAGED command (the engine holds and frames the package);
+        # without it, postcopy is refused at the PACKAGED command, or already at
+        # POSTCOPY_ADVISE when ``refuse_postcopy`` is set (rewriters that cannot do it)
+        self.frame_packages = False
+        self.refuse_postcopy = False
+        self.package_length = 0  # the be32 length of the PACKAGED command met
+        self.package_seen = False  # a package was released: EOF ends the stream
         # ram state
         self._blocks: dict[bytes, int] = {}
         self._cur_block: bytes | None = None

@@ -28,7 +28,10 @@ class Reason(enum.StrEnum):
     LIMIT_EXCEEDED = "limit_exceeded"  # more RAM blocks or sections than migproxy keeps
     RAM_VERSION = "ram_version"  # a ram section version or instance other than 4 / 0
     UNKNOWN_COMMAND = "unknown_command"  # a MIG_CMD number not known
-    POSTCOPY_PACKAGED = "postcopy_packaged"  # postcopy: device state inside PACKAGED
+    POSTCOPY_PACKAGED = "postcopy_packaged"  # postcopy: the PACKAGED device state cannot
+    # be framed (no section layouts configured, or the package is not as QEMU writes it)
+    POSTCOPY_LAYOUT = "postcopy_layout"  # postcopy: a section before the last cpu section
+    # of the package has no layout migproxy knows exactly, or does not end where it says
     POSTCOPY_PAGE_SIZES = "postcopy_page_sizes"  # postcopy with huge-page RAM blocks
     COLO = "colo"  # COLO streams
     NO_FOOTER = "no_footer"  # sections without footers (machine types before 2.3)

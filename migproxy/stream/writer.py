@@ -11,6 +11,8 @@ a bug, which the engine turns into ``internal_error``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from migproxy.stream import vmdesc, wire
 from migproxy.stream.enginestate import EngineState, FeedResult, Mode
 from migproxy.stream.errors import SectionRefused
@@ -18,12 +20,14 @@ from migproxy.stream.events import (
     CommandFramed,
     DeviceStateReleased,
     EofFramed,
+    Event,
     SectionFramed,
     StreamComplete,
     VmDescriptionFramed,
 )
 from migproxy.stream.rewriter import Decoded, SectionEdit, SectionRewriter
 from migproxy.stream.vmdesc import (
+    DeviceStateCommand,
     DeviceStateLayout,
     FullSection,
     encode_description,
@@ -53,14 +57,7 @@ class DeviceStateWriter(EngineState):
         buf = held.buf
         base = held.start_offset
         self.layout = layout
-        for item in layout.items:
-            if isinstance(item, FullSection):
-                res.events.append(SectionFramed(
-                    base + item.offset, item.end - item.offset, "FULL", item.section_id,
-                    item.idstr, item.instance_id, item.version_id))
-            else:
-                res.events.append(CommandFramed(base + item.offset, item.end - item.offset,
-                                                item.command, item.end - item.offset - 5))
+        res.events.extend(item_events(layout.items, base))
         res.events.append(EofFramed(base + layout.eof_offset, 1))
         res.events.append(VmDescriptionFramed(
             base + layout.description_offset, layout.end - layout.description_offset,
@@ -82,37 +79,62 @@ class DeviceStateWriter(EngineState):
         """Hand every section to the rewriters that claim it: decode all, then plan all.
         Returns the device state to release (``buf`` itself when unchanged), or None when a
         rewriter refused (the engine has then stopped rewriting)."""
-        rewriters = self.config.rewriters
-        if not rewriters:
+        if not self.config.rewriters:
             return buf
         base = self._held.start_offset if self._held is not None else 0
-        claimed: list[tuple[SectionRewriter, Decoded]] = []
-        edits: list[SectionEdit] = []
-        facts = self._facts()
-        try:
-            for rw in rewriters:
-                rw.begin(facts)
-            for item, rw in self._claimed(layout):
-                decoded = rw.decode(buf, item, base)
-                claimed.append((rw, decoded))
-                self.reports.extend(decoded.events)
-                res.events.extend(decoded.events)
-            apply = not self.config.dry_run
-            for rw, decoded in claimed:
-                edit = rw.plan(decoded, apply=apply)
-                if edit is not None:
-                    edits.append(edit)
-        except SectionRefused as e:
-            self._not_understood(res, e.reason, f"{e.context}{e}", base,
-                                 memoryview(b""), self.received)
+        edits = self._plan_edits(res, buf, base, self._claimed(layout), memoryview(b""),
+                                 self.received)
+        if edits is None:
             return None
-        for edit in edits:
-            res.events.extend(edit.events)
         if self.config.dry_run or not edits:
             return buf
         out, eof = splice(buf, layout, edits)
         check_rewrite(out, eof, layout)
         return out
+
+    def _plan_edits(self, res: FeedResult, buf: bytearray, base: int,
+                    claimed: list[tuple[FullSection, SectionRewriter]], mv: memoryview,
+                    chunk_start: int) -> list[SectionEdit] | None:
+        """Decode every claimed section, then plan each (``base``: the stream offset of
+        ``buf[0]``). None when a rewriter refused: the engine has then stopped rewriting
+        (``mv`` from ``chunk_start``: the input not held, passed on with what is held)."""
+        decoded_all: list[tuple[SectionRewriter, Decoded]] = []
+        edits: list[SectionEdit] = []
+        facts = self._facts()
+        try:
+            for rw in self.config.rewriters:
+                rw.begin(facts)
+            for item, rw in claimed:
+                decoded = rw.decode(buf, item, base)
+                decoded_all.append((rw, decoded))
+                self.reports.extend(decoded.events)
+                res.events.extend(decoded.events)
+            apply = not self.config.dry_run
+            for rw, decoded in decoded_all:
+                edit = rw.plan(decoded, apply=apply)
+                if edit is not None:
+                    edits.append(edit)
+        except SectionRefused as e:
+            self._not_understood(res, e.reason, f"{e.context}{e}", base, mv, chunk_start)
+            return None
+        for edit in edits:
+            res.events.extend(edit.events)
+        return edits
+
+
+def item_events(items: Sequence[FullSection | DeviceStateCommand], base: int) -> list[Event]:
+    """The events of framed device-state items (``base``: the stream offset of their
+    buffer's first byte)."""
+    out: list[Event] = []
+    for item in items:
+        if isinstance(item, FullSection):
+            out.append(SectionFramed(base + item.offset, item.end - item.offset, "FULL",
+                                     item.section_id, item.idstr, item.instance_id,
+                                     item.version_id))
+        else:
+            out.append(CommandFramed(base + item.offset, item.end - item.offset, item.command,
+                                     item.end - item.offset - 5))
+    return out
 
 
 def check_rewrite(out: bytes, eof: int, layout: DeviceStateLayout) -> None:

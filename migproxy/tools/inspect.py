@@ -113,6 +113,8 @@ def _item_line(it: dict[str, Any]) -> str:
         return f"{head}COMMAND {it['command']}{extra}"
     if kind == "configuration":
         return head + f"CONFIGURATION machine {it.get('machine')} page size {it.get('page_size')}"
+    if kind == "package_rest":
+        return head + "PACKAGE REST (the devices after the last cpu, kept byte for byte)"
     if kind == "vmdescription":
         return head + f"VMDESCRIPTION ({it['length']} bytes of JSON)"
     return f"{head}{kind.upper()}"

@@ -714,8 +714,8 @@ def test_dry_run_with_return_path_reports_the_destinations_failure(
 def test_postcopy_preempt_plaintext(lab: Lab, proxy: Proxy, blob: Path) -> None:
     """The postcopy preempt channel sends nothing until a page is urgent, and the
     destination waits for it before it serves page faults: migproxy connects it because a
-    main channel from the same source is open. Same version (postcopy's device state is
-    relayed untouched, as the log says); the guest's RAM holds random data and the
+    main channel from the same source is open. Same version (postcopy's package is framed
+    and released, as the log says); the guest's RAM holds random data and the
     bandwidth is capped, so the migration is still in precopy when postcopy starts."""
     caps = {"postcopy-ram": True, "postcopy-preempt": True, "return-path": True}
     delta = Delta.start(proxy)
@@ -729,7 +729,8 @@ def test_postcopy_preempt_plaintext(lab: Lab, proxy: Proxy, blob: Path) -> None:
         src.migrate(proxy.uri, caps, {"max-bandwidth": 64 << 20})
         start_postcopy(src)
         complete(src, dst, proxy.context)
-    delta.wait("migproxy_passthrough_total", 1, reason="postcopy_packaged")
+    released = delta.events("tail_released")  # the package, framed by known layouts
+    assert len(released) == 1 and not delta.events("passthrough"), proxy.context()
     assert delta("migproxy_connections_classified_total", channel="main") == 1
     silent = delta.events("connect_silent")  # the preempt channel, connected unasked
     assert len(silent) == 1, proxy.context()
