@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from typing import cast
 
 from migproxy.daemon.tls import handshake_error
 
@@ -167,7 +168,7 @@ class TlsLayer:
         read = self._ssl.read
         try:
             while n < size:
-                got = read(size - n, buf[n:])
+                got = cast(int, read(size - n, buf[n:]))  # (with a buffer: a count)
                 if not got:  # ssl reads nothing at a close_notify (SSL_ERROR_ZERO_RETURN)
                     self.ended = True
                     step.events.append(CloseNotify())
