@@ -17,8 +17,9 @@ happens to the session is said by events:
 The end of a direction comes out of :meth:`TlsLayer.read_into` once the plaintext before it
 was read, so a caller that stops reading (a paused side) keeps the order: data, then end.
 Sending: :meth:`TlsLayer.send` (ciphertext of some plaintext), :meth:`TlsLayer.close`
-(close_notify; nothing is sent after it). With TLS 1.3 a close_notify ends one direction
-only (:attr:`TlsLayer.half_close`): the other goes on until its own close_notify.
+(close_notify; nothing is sent after it). A close_notify ends one direction only: the
+layer reads on until the peer's end (half-close; TLS 1.3 allows it, and a TLS 1.2 peer
+answers it and closes).
 """
 
 from __future__ import annotations
@@ -126,12 +127,6 @@ class TlsLayer:
         """The negotiated protocol version (``TLSv1.3``), once the handshake is done."""
         return self._ssl.version()
 
-    @property
-    def half_close(self) -> bool:
-        """Whether a close_notify ends one direction only (TLS 1.3; with TLS 1.2 the
-        receiver of a close_notify answers with its own and closes)."""
-        return self._ssl.version() == "TLSv1.3"
-
     def peer_certificate(self) -> dict[str, object] | None:
         cert = self._ssl.getpeercert()
         return dict(cert) if cert else None
@@ -188,7 +183,8 @@ class TlsLayer:
             self.failed = True
             step.events.append(TlsFailed(handshake_error(e)))
         step.plaintext = n
-        step.to_send = self._out.read()  # (a key update's answer, an alert)
+        out = self._out.read()  # (a key update's answer, an alert)
+        step.to_send = b"" if self.closed else out  # nothing after the end of this direction
         return step
 
     @property
