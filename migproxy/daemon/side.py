@@ -36,7 +36,6 @@ from migproxy.daemon.tls_layer import (
 )
 from migproxy.daemon.tls_legs import answers_close_notify
 
-CIPHER_READ_SIZE = 256 << 10  # bytes per TCP read of a TLS leg (decrypted into the buffer)
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 
 
@@ -83,7 +82,8 @@ class SideProtocol(asyncio.BufferedProtocol):
         self.handed_over = False  # the socket belongs to a kernel relay now
         self.eof = False  # the peer ended its direction (FIN, close_notify, bare close)
         self.tls: TlsLayer | None = None  # a TLS leg: the TLS session over this TCP
-        self._cipher = memoryview(b"")  # a TLS leg: what TCP reads, before decryption
+        # a TLS leg: what TCP reads, before decryption (grows as the receive buffer does)
+        self._cipher = memoryview(b"")
         self.bare = False  # a TLS peer that ended with a bare TCP close, no close_notify
         self.write_ended = False  # this leg's direction towards the peer ended
         self._delivering = False
@@ -93,7 +93,7 @@ class SideProtocol(asyncio.BufferedProtocol):
     def start_tls(self, layer: TlsLayer) -> None:
         """Run a TLS session over this connection (a client sends its ClientHello now)."""
         self.tls = layer
-        self._cipher = memoryview(bytearray(CIPHER_READ_SIZE))
+        self._cipher = memoryview(bytearray(INITIAL_READ_SIZE))
         self._take(layer.start())
 
     def _tls_paused(self) -> bool:
@@ -264,6 +264,9 @@ class SideProtocol(asyncio.BufferedProtocol):
             self._got(nbytes)
             return
         self._take(layer.receive(self._cipher[:nbytes]))
+        if nbytes == len(self._cipher) and nbytes < READ_SIZE:
+            # Reads fill it: a bulk transfer (the layer copied what it took).
+            self._cipher = memoryview(bytearray(min(nbytes * 4, READ_SIZE)))
         if self._pause_reasons and layer.established and self.transport is not None:
             self.transport.pause_reading()  # (asked again: see pause())
         self._deliver()

@@ -161,8 +161,11 @@ class TlsLayer:
         n = 0
         size = len(buf)
         read = self._ssl.read
+        bio = self._in
         try:
             while n < size:
+                if not bio.pending and not bio.eof and not self._ssl.pending():
+                    break  # nothing to decrypt (spares the SSLWantReadError)
                 got = cast(int, read(size - n, buf[n:]))  # (with a buffer: a count)
                 if not got:  # ssl reads nothing at a close_notify (SSL_ERROR_ZERO_RETURN)
                     self.ended = True
