@@ -231,6 +231,9 @@ class Pair:
                 self._dst_handshake.set_exception(TlsHandshakeError(reason))
             return
         self._cancel_handshake_timer()
+        if self.refused or self.session.closed:  # closed by migproxy (shutdown, refused)
+            self.src.close(abort=True)
+            return
         self.src.reset()
         self.registry.handshakes.failed(self.session.peer_host, time.monotonic())
         self.tls_failed(reason)
@@ -238,7 +241,8 @@ class Pair:
     def _handshake_timed_out(self, timeout: float) -> None:
         self._handshake_timer = None
         layer = self.src.tls
-        if layer is None or layer.established or layer.failed:
+        if layer is None or layer.established or layer.failed or self.refused or \
+                self.session.closed:
             return
         layer.failed = True
         self.src.close(abort=True)
@@ -461,6 +465,7 @@ class Pair:
         self._timers[c.timer] = asyncio.get_event_loop().call_later(c.delay, fire)
 
     def _finished(self, c: Finished) -> None:
+        self._cancel_handshake_timer()
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
