@@ -71,6 +71,7 @@ class TlsConn:
     """One connection the TLS destination accepted."""
 
     reply: bytes = b""
+    reply_at_end: bytes = b""  # sent after a bare close from migproxy, then close_notify
     data: bytearray = field(default_factory=bytearray)
     close_notify: bool = False  # the stream ended with TLS close_notify
     done: threading.Event = field(default_factory=threading.Event)
@@ -82,9 +83,10 @@ class TlsTarget:
     sockets, so that it tells a close_notify from a bare TCP close on any event loop
     (asyncio's TLS transport reports both as EOF)."""
 
-    def __init__(self, creds: Path, reply: bytes = b"") -> None:
+    def __init__(self, creds: Path, reply: bytes = b"", reply_at_end: bytes = b"") -> None:
         self.creds = creds
         self.reply = reply
+        self.reply_at_end = reply_at_end
         self.conns: list[TlsConn] = []
         self.server: socket.socket | None = None
 
@@ -100,7 +102,7 @@ class TlsTarget:
                 raw, _ = server.accept()
             except OSError:
                 return  # closed
-            c = TlsConn(self.reply)
+            c = TlsConn(self.reply, self.reply_at_end)
             self.conns.append(c)
             threading.Thread(target=self._serve, args=(ctx, raw, c), daemon=True).start()
 
@@ -147,8 +149,16 @@ class TlsTarget:
                     c.data += chunk
                 flush()
                 got = raw.recv(1 << 16)
-                if not got:
-                    return  # TCP closed without close_notify
+                if not got:  # TCP closed without close_notify
+                    if c.reply_at_end:  # the other direction is still open
+                        tls.write(c.reply_at_end)
+                        with contextlib.suppress(ssl.SSLWantReadError):
+                            tls.unwrap()
+                        flush()
+                        raw.shutdown(socket.SHUT_WR)
+                        while raw.recv(1 << 16):
+                            pass
+                    return
                 incoming.write(got)
         except (OSError, ssl.SSLError):
             pass
@@ -341,6 +351,29 @@ async def test_plaintext_source_tls_destination(pki: Pki, tls_target: TlsTarget)
         assert bytes(conn.data) == REWRITTEN and not conn.close_notify
         w.close()
     finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_a_tls_leg_half_closes(pki: Pki) -> None:
+    """The end of a plaintext main channel reaches the TLS destination as a bare FIN; the
+    destination's direction goes on: what it sends after that reaches the source, then its
+    close_notify ends the pair."""
+    reply = b"\x00\x01\x00\x04\x00\x00\x00\x00"
+    target = TlsTarget(pki.creds, reply_at_end=reply)
+    d = await tls_daemon(await target.start(), None, pki.creds)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        w.write(STREAM)
+        w.write_eof()
+        assert await asyncio.wait_for(r.read(), 10) == reply  # then the daemon's FIN
+        conn = await target.conn()
+        assert bytes(conn.data) == REWRITTEN and not conn.close_notify
+        w.close()
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_migrations_total", outcome="completed") == 1
+    finally:
+        target.close()
         await stop_daemon(d)
 
 
