@@ -36,6 +36,9 @@ from migproxy.daemon.tls_layer import (
 )
 from migproxy.daemon.tls_legs import answers_close_notify
 
+# The largest TCP read of a TLS leg (what uvloop's TLS transport read at once): the
+# plaintext buffer grows to READ_SIZE as on a plaintext leg.
+CIPHER_READ_SIZE = 256 << 10
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
 
 
@@ -139,13 +142,15 @@ class SideProtocol(asyncio.BufferedProtocol):
             while (layer.established and not layer.failed and not layer.ended
                    and not self._pause_reasons and not self.closed
                    and self.transport is not None and not self.transport.is_closing()):
-                step = layer.read_into(self._mv)
+                mv = self._mv
+                step = layer.read_into(mv)
                 n = step.plaintext
                 if n:
                     self._got(n)
-                self._take(step)
-                if not n and not step.events:
-                    break
+                if step.events or step.to_send:
+                    self._take(step)
+                elif n < len(mv):
+                    break  # the layer holds no more (it stops early only when full)
         finally:
             self._delivering = False
 
@@ -264,9 +269,9 @@ class SideProtocol(asyncio.BufferedProtocol):
             self._got(nbytes)
             return
         self._take(layer.receive(self._cipher[:nbytes]))
-        if nbytes == len(self._cipher) and nbytes < READ_SIZE:
+        if nbytes == len(self._cipher) and nbytes < CIPHER_READ_SIZE:
             # Reads fill it: a bulk transfer (the layer copied what it took).
-            self._cipher = memoryview(bytearray(min(nbytes * 4, READ_SIZE)))
+            self._cipher = memoryview(bytearray(min(nbytes * 4, CIPHER_READ_SIZE)))
         if self._pause_reasons and layer.established and self.transport is not None:
             self.transport.pause_reading()  # (asked again: see pause())
         self._deliver()
