@@ -16,7 +16,7 @@ from typing import Any
 
 import uvloop
 
-from migproxy.daemon.relay import next_buffer
+from migproxy.daemon.buffers import next_buffer
 
 READ, HIGH = 1 << 20, 4 << 20
 

@@ -18,6 +18,8 @@ Public API:
 - :mod:`migproxy.daemon.logs`: ``configure_logging``;
 - :mod:`migproxy.daemon.metrics`: ``Metrics``.
 
-The rest (``relay``, ``splice``, ``tls_legs``, ``admission``, ``observe``, ...) is the
-daemon's internals.
+The rest is the daemon's internals: the executor (``relay``: a pair; ``side``: its
+protocol; ``registry``: the live pairs and the command queue; ``buffers``), the sans-IO
+TLS layer and legs (``tls_layer``, ``tls_legs``, ``handshake_budget``), ``splice``,
+``admission``, ``observe``, ...
 """

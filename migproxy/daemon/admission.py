@@ -33,6 +33,9 @@ class Refusal(enum.StrEnum):
     # an admitted connection that had sent no migration's bytes, closed to make room for
     # one that had, when its route or address was full (migproxy.daemon.port)
     EVICTED = "evicted"
+    # the source address failed too many TLS handshakes lately, refused before another
+    # one (migproxy.daemon.handshake_budget)
+    TLS_HANDSHAKE_BUDGET = "tls_handshake_budget"
 
 
 @dataclass(frozen=True)

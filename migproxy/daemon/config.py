@@ -111,7 +111,7 @@ class Route:
 
 @dataclass
 class Config:
-    """The daemon's configuration; ``metrics`` … ``splice_threads`` are the settings
+    """The daemon's configuration; ``metrics`` … ``tls_failed_handshakes`` are the settings
     table's ``[daemon]`` keys (:data:`~migproxy.daemon.settings.DAEMON_SETTINGS`)."""
 
     routes: list[Route]
@@ -121,6 +121,7 @@ class Config:
     drain_timeout: float = S.DRAIN_TIMEOUT.default
     hold_budget: int = S.HOLD_BUDGET.default
     splice_threads: int = S.SPLICE_THREADS.default
+    tls_failed_handshakes: int = S.TLS_FAILED_HANDSHAKES.default
     source: str = "<command line>"
     defaults: RouteSettings = field(default_factory=RouteSettings)
 

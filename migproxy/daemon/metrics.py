@@ -160,8 +160,9 @@ class Metrics:
         self.connections_refused = Counter(
             "migproxy_connections_refused",
             "Connections closed without being relayed, by reason: refused by admission, "
-            "evicted to make room for a migration's channel, a failed TLS handshake, or "
-            "silent past classify_timeout",
+            "evicted to make room for a migration's channel, a failed TLS handshake, a "
+            "source address past its budget of failed TLS handshakes, or silent past "
+            "classify_timeout",
             ["reason"], registry=r)
         self.untouched = Counter(
             "migproxy_untouched",

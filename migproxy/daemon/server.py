@@ -13,16 +13,18 @@ import structlog
 
 from migproxy.daemon.addresses import format_host_port, join_host_port
 from migproxy.daemon.config import Config, Route
+from migproxy.daemon.handshake_budget import HandshakeBudget
 from migproxy.daemon.memory import IdleTrim
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.observe import watch_loop_lag
-from migproxy.daemon.relay import Pair, PairRegistry
+from migproxy.daemon.registry import PairRegistry
+from migproxy.daemon.relay import Pair
 from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
+from migproxy.daemon.side import SideProtocol
 from migproxy.daemon.splice import AVAILABLE as SPLICE_AVAILABLE
 from migproxy.daemon.splice import KernelRelays
-from migproxy.daemon.tls_legs import TlsAccept
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.policy import HoldBudget
@@ -40,7 +42,8 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self.registry = PairRegistry(HoldBudget(config.hold_budget),
-                                     KernelRelays(config.splice_threads))
+                                     KernelRelays(config.splice_threads),
+                                     HandshakeBudget(config.tls_failed_handshakes))
         self.idle_trim = IdleTrim(lambda: not self.registry.pairs)
         self.registry.on_idle = self.idle_trim.maybe_idle
         self.servers: list[asyncio.Server] = []
@@ -92,11 +95,8 @@ class Daemon:
         """Listen on port ``offset`` of ``route``; on failure close every listener."""
         loop = asyncio.get_running_loop()
 
-        def factory() -> Any:
-            pair = Pair(route, self.metrics, self.registry, offset)
-            if route.tls is not None and route.tls.source is not None:
-                return TlsAccept(pair, route.tls)  # then pair.src
-            return pair.src
+        def factory() -> SideProtocol:
+            return Pair(route, self.metrics, self.registry, offset).src
 
         address = route.listen.at(offset)
         host = address.host or None  # None: every interface, IPv4 and IPv6

@@ -36,6 +36,7 @@ from migproxy.daemon.admission import (
     Network,
     parse_networks,
 )
+from migproxy.daemon.handshake_budget import DEFAULT_FAILURES
 from migproxy.daemon.session import DEFAULT_END_QUIET
 from migproxy.daemon.splice import DEFAULT_THREADS
 from migproxy.daemon.tls import DEFAULT_HANDSHAKE_TIMEOUT
@@ -377,6 +378,15 @@ SPLICE_THREADS: Setting[int] = Setting(
          "with splice(2) at once, one thread each (0: none)",
     doc="connections relayed in the kernel at once, one thread each ({range}; 0: none; see "
         "[The kernel relay](design.md#the-kernel-relay)); more wait on the event loop path")
+TLS_FAILED_HANDSHAKES: Setting[int] = Setting(
+    "tls_failed_handshakes", "daemon", "int", DEFAULT_FAILURES, metavar="N",
+    minimum=0, maximum=65536,
+    help="failed TLS handshakes one source address may have at once, then one a second; "
+         "over it refused (0: no limit)",
+    doc="failed TLS handshakes a source address may have in a burst, over every route; it "
+        "regains one a second, and a connection from it with none left is refused before "
+        "its handshake (`tls_handshake_budget`); a handshake costs the event loop ~2.5 ms "
+        "of CPU ({range}; 0: no limit)")
 
 ADDRESS_SETTINGS: tuple[Setting[Any], ...] = (LISTEN, TARGET)
 ROUTE_SETTINGS: tuple[Setting[Any], ...] = (
@@ -385,7 +395,8 @@ ROUTE_SETTINGS: tuple[Setting[Any], ...] = (
     MAX_CONNECTIONS, MAX_PER_PEER, ALLOW, TLS_SOURCE_CREDS, TLS_DESTINATION_CREDS,
     TLS_HOSTNAME, TLS_HANDSHAKE_TIMEOUT, ALLOW_PLAINTEXT_SOURCE)
 DAEMON_SETTINGS: tuple[Setting[Any], ...] = (
-    METRICS, LOG_FORMAT, LOG_LEVEL, HOLD_BUDGET, DRAIN_TIMEOUT, SPLICE_THREADS)
+    METRICS, LOG_FORMAT, LOG_LEVEL, HOLD_BUDGET, DRAIN_TIMEOUT, SPLICE_THREADS,
+    TLS_FAILED_HANDSHAKES)
 SETTINGS: dict[str, Setting[Any]] = {
     s.key: s for s in (*ADDRESS_SETTINGS, *ROUTE_SETTINGS, *DAEMON_SETTINGS)}
 ROUTE_KEYS = frozenset(s.key for s in ROUTE_SETTINGS)

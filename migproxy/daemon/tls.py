@@ -1,5 +1,6 @@
 """TLS termination of a route: the credentials directories and the ssl contexts built from
-them (no sockets here; :mod:`migproxy.daemon.tls_legs` and the relay use the contexts).
+them (no sockets here; the sans-IO :mod:`migproxy.daemon.tls_layer` runs a TLS session
+with them, :mod:`migproxy.daemon.tls_legs` says what each leg runs).
 
 A route that terminates TLS is a TLS server towards the source QEMU and a TLS client
 towards the destination QEMU, each leg its own TLS session per connection (QEMU runs one
@@ -34,9 +35,6 @@ SOURCE_FILES = ("ca-cert.pem", "server-cert.pem", "server-key.pem")
 DESTINATION_FILES = ("ca-cert.pem", "client-cert.pem", "client-key.pem")
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0  # seconds for one TLS handshake, on either leg
-# Seconds a leg waits for the peer's close_notify (or its TCP close) after sending its own;
-# then the connection is dropped. QEMU closes its socket right after the end of a channel.
-SHUTDOWN_TIMEOUT = 30.0
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2  # QEMU's GnuTLS default priority allows 1.2, 1.3
 
 

@@ -339,7 +339,7 @@ async def test_idle_connections_hold_small_buffers_and_bulk_ones_grow() -> None:
     connections cost a few MiB, not 2 MiB each; a bulk transfer still reads 1 MiB at once."""
     import tracemalloc
 
-    from migproxy.daemon.relay import INITIAL_READ_SIZE, READ_SIZE
+    from migproxy.daemon.buffers import INITIAL_READ_SIZE, READ_SIZE
 
     target = Target()
     d = await start_daemon(await target.start())
@@ -517,7 +517,7 @@ async def test_a_silent_connection_beside_a_migration_outlives_classify_timeout(
 
 
 async def test_a_buffer_is_reusable_only_when_no_view_of_it_is_left() -> None:
-    from migproxy.daemon.relay import unreferenced
+    from migproxy.daemon.buffers import unreferenced
 
     buf = bytearray(b"abc")
     view = memoryview(buf)[1:]
@@ -529,12 +529,12 @@ async def test_a_buffer_is_reusable_only_when_no_view_of_it_is_left() -> None:
 async def test_receive_buffers_are_reused_under_backpressure_and_bytes_stay_exact() -> None:
     """A destination that reads slowly keeps writes queued: the source side reads into
     other buffers, and reuses the ones no queued write refers to any more."""
-    from migproxy.daemon import relay as relay_mod
+    from migproxy.daemon import side as side_mod
 
     made: list[int] = []
-    real = relay_mod._Side.fresh_buffer
+    real = side_mod.SideProtocol.fresh_buffer
 
-    def counting(self: relay_mod._Side) -> None:
+    def counting(self: side_mod.SideProtocol) -> None:
         before = {id(b) for b in self._retired} | {id(self._buf)}
         real(self)
         made.append(0 if id(self._buf) in before else 1)
@@ -543,13 +543,13 @@ async def test_receive_buffers_are_reused_under_backpressure_and_bytes_stay_exac
     expected = run_engine([big], arm_engine_config(default_profile()))[0]
     slow = Target(read_delay=0.005, read_size=64 << 10)  # ~13 MB/s: writes must queue
     d = await start_daemon(await slow.start())
-    relay_mod._Side.fresh_buffer = counting  # type: ignore[method-assign]
+    side_mod.SideProtocol.fresh_buffer = counting  # type: ignore[method-assign]
     try:
         await send_all(listen_port(d), big)
         assert await received(slow, 0, timeout=60) == expected
         assert made and made.count(0) > 0, made  # some buffers were reused
     finally:
-        relay_mod._Side.fresh_buffer = real  # type: ignore[method-assign]
+        side_mod.SideProtocol.fresh_buffer = real  # type: ignore[method-assign]
         await stop_daemon(d, slow)
 
 

@@ -6,12 +6,14 @@ close_notify. Certificates are made by the test (``openssl``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -32,16 +34,19 @@ from tests.daemon.loopback import (
     wait_pairs_closed,
 )
 
-# The daemon runs on uvloop, whose TLS transports end legs as migproxy relies on (see
-# migproxy/daemon/tls_legs.py); pytest-asyncio's newer per-item loop factory hook would
-# apply to every test of the suite, so this module keeps the (deprecated) policy fixture.
+# The daemon runs on uvloop, and on asyncio's loop where uvloop is missing: every test runs
+# on both (a uvloop-only difference once slipped through). pytest-asyncio's newer per-item
+# loop factory hook would apply to every test of the suite, so this module keeps the
+# (deprecated) policy fixture.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Overriding the \"event_loop_policy\" fixture is deprecated")
 
 
-@pytest.fixture
-def event_loop_policy() -> uvloop.EventLoopPolicy:
-    return uvloop.EventLoopPolicy()
+@pytest.fixture(params=["uvloop", "asyncio"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    if request.param == "uvloop":
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
 
 
 @dataclass(frozen=True)
@@ -62,56 +67,109 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @dataclass
-class TlsConn(asyncio.Protocol):
+class TlsConn:
     """One connection the TLS destination accepted."""
 
     reply: bytes = b""
+    reply_at_end: bytes = b""  # sent after a bare close from migproxy, then close_notify
     data: bytearray = field(default_factory=bytearray)
     close_notify: bool = False  # the stream ended with TLS close_notify
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    done: threading.Event = field(default_factory=threading.Event)
     peer_cn: str | None = None
-
-    def connection_made(self, transport: Any) -> None:
-        cert = transport.get_extra_info("peercert") or {}
-        self.peer_cn = dict(x[0] for x in cert.get("subject", ())).get("commonName")
-        if self.reply:
-            transport.write(self.reply)
-
-    def data_received(self, data: bytes) -> None:
-        self.data += data
-
-    def eof_received(self) -> bool:
-        self.close_notify = True
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.done.set()
 
 
 class TlsTarget:
-    """A TLS destination stand-in (verify-peer on)."""
+    """A TLS destination stand-in (verify-peer on), served by threads with blocking ssl
+    sockets, so that it tells a close_notify from a bare TCP close on any event loop
+    (asyncio's TLS transport reports both as EOF)."""
 
-    def __init__(self, creds: Path, reply: bytes = b"") -> None:
+    def __init__(self, creds: Path, reply: bytes = b"", reply_at_end: bytes = b"") -> None:
         self.creds = creds
         self.reply = reply
+        self.reply_at_end = reply_at_end
         self.conns: list[TlsConn] = []
-        self.server: asyncio.AbstractServer | None = None
+        self.server: socket.socket | None = None
 
-    async def start(self, *, tls: bool = True) -> int:
-        def factory() -> TlsConn:
-            c = TlsConn(self.reply)
+    async def start(self) -> int:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+        return int(self.server.getsockname()[1])
+
+    def _accept(self, server: socket.socket) -> None:
+        ctx = server_context(self.creds)
+        while True:
+            try:
+                raw, _ = server.accept()
+            except OSError:
+                return  # closed
+            c = TlsConn(self.reply, self.reply_at_end)
             self.conns.append(c)
-            return c
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(
-            factory, "127.0.0.1", 0, ssl=server_context(self.creds) if tls else None)
-        return int(self.server.sockets[0].getsockname()[1])
+            threading.Thread(target=self._serve, args=(ctx, raw, c), daemon=True).start()
+
+    @staticmethod
+    def _serve(ctx: ssl.SSLContext, raw: socket.socket, c: TlsConn) -> None:
+        """TLS over memory BIOs: the TCP end is seen as it comes (a blocking ssl socket's
+        OpenSSL answers a bare close with an alert)."""
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(incoming, outgoing, server_side=True)
+
+        def flush() -> None:
+            if outgoing.pending:
+                raw.sendall(outgoing.read())
+
+        try:
+            while True:  # the handshake
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    flush()
+                    got = raw.recv(1 << 16)
+                    if not got:
+                        return
+                    incoming.write(got)
+            flush()
+            subject = cast(Any, (tls.getpeercert() or {}).get("subject", ()))
+            c.peer_cn = dict(x[0] for x in subject).get("commonName")
+            if c.reply:
+                tls.write(c.reply)
+                flush()
+            while True:
+                while True:  # what the BIO holds (it may have come with the handshake)
+                    try:
+                        chunk = tls.read(1 << 16)
+                    except ssl.SSLWantReadError:
+                        break
+                    if not chunk:
+                        c.close_notify = True
+                        with contextlib.suppress(ssl.SSLWantReadError):
+                            tls.unwrap()  # close_notify back
+                        flush()
+                        return
+                    c.data += chunk
+                flush()
+                got = raw.recv(1 << 16)
+                if not got:  # TCP closed without close_notify
+                    if c.reply_at_end:  # the other direction is still open
+                        tls.write(c.reply_at_end)
+                        with contextlib.suppress(ssl.SSLWantReadError):
+                            tls.unwrap()
+                        flush()
+                        raw.shutdown(socket.SHUT_WR)
+                        while raw.recv(1 << 16):
+                            pass
+                    return
+                incoming.write(got)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            raw.close()
+            c.done.set()
 
     async def conn(self, i: int = 0, timeout: float = 10) -> TlsConn:
         async def wait() -> TlsConn:
-            while len(self.conns) <= i:
+            while len(self.conns) <= i or not self.conns[i].done.is_set():
                 await asyncio.sleep(0.01)
-            await self.conns[i].done.wait()
             return self.conns[i]
         return await asyncio.wait_for(wait(), timeout)
 
@@ -261,8 +319,8 @@ async def test_a_wrong_client_certificate_is_refused(pki: Pki, tls_target: TlsTa
         await stop_daemon(d)
 
 
-async def _counted(d: Daemon, reason: str) -> None:
-    while sample(d, "migproxy_connections_refused_total", reason=reason) != 1:
+async def _counted(d: Daemon, reason: str, n: int = 1) -> None:
+    while sample(d, "migproxy_connections_refused_total", reason=reason) != n:
         await asyncio.sleep(0.01)
 
 
@@ -293,6 +351,29 @@ async def test_plaintext_source_tls_destination(pki: Pki, tls_target: TlsTarget)
         assert bytes(conn.data) == REWRITTEN and not conn.close_notify
         w.close()
     finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_a_tls_leg_half_closes(pki: Pki) -> None:
+    """The end of a plaintext main channel reaches the TLS destination as a bare FIN; the
+    destination's direction goes on: what it sends after that reaches the source, then its
+    close_notify ends the pair."""
+    reply = b"\x00\x01\x00\x04\x00\x00\x00\x00"
+    target = TlsTarget(pki.creds, reply_at_end=reply)
+    d = await tls_daemon(await target.start(), None, pki.creds)
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", listen_port(d))
+        w.write(STREAM)
+        w.write_eof()
+        assert await asyncio.wait_for(r.read(), 10) == reply  # then the daemon's FIN
+        conn = await target.conn()
+        assert bytes(conn.data) == REWRITTEN and not conn.close_notify
+        w.close()
+        await wait_pairs_closed(d)
+        assert sample(d, "migproxy_migrations_total", outcome="completed") == 1
+    finally:
+        target.close()
         await stop_daemon(d)
 
 
@@ -360,5 +441,40 @@ async def test_accept_order_holds_when_the_main_handshake_ends_last(
         assert bytes(first.data) == REWRITTEN
         assert bytes(second.data) == multifd
         await wait_pairs_closed(d)
+    finally:
+        await stop_daemon(d)
+
+
+@pytest.mark.asyncio
+async def test_an_address_past_its_failed_handshakes_is_refused_before_another(
+        pki: Pki, tls_target: TlsTarget) -> None:
+    """A ClientHello flood costs a handshake each: past its budget of failed handshakes an
+    address is refused at once, counted apart; a good source from another address goes on."""
+    d = await tls_daemon(await tls_target.start(), pki.creds, pki.creds,
+                         tls_failed_handshakes=2)
+    port = listen_port(d)
+    try:
+        for _ in range(2):  # not TLS: each a failed handshake
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.0\r\n\r\n")
+            with contextlib.suppress(ConnectionError):
+                assert await asyncio.wait_for(r.read(), 10) == b""
+            w.close()
+        await asyncio.wait_for(_counted(d, "tls_handshake", 2), 10)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(r.read(), 10) == b""  # closed before a byte
+        w.close()
+        await asyncio.wait_for(_counted(d, "tls_handshake_budget"), 10)
+        assert sample(d, "migproxy_connections_refused_total", reason="tls_handshake") == 2
+        # Another address (127.0.0.2 is loopback too) has its own budget.
+        def source() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=20,
+                                          source_address=("127.0.0.2", 0)) as raw, \
+                    client_context(pki.creds).wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(STREAM)
+                s.unwrap()
+        await asyncio.to_thread(source)
+        assert bytes((await tls_target.conn()).data) == REWRITTEN
     finally:
         await stop_daemon(d)

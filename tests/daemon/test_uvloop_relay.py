@@ -12,7 +12,8 @@ import os
 import pytest
 import uvloop
 
-from migproxy.daemon.relay import READ_SIZE, Pair
+from migproxy.daemon.buffers import READ_SIZE
+from migproxy.daemon.relay import Pair
 from tests.daemon.loopback import (
     STREAM,
     Target,
