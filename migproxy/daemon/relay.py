@@ -30,7 +30,8 @@ import asyncio
 import itertools
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -273,39 +274,45 @@ class Pair:
     def execute(self, commands: list[Command]) -> None:
         if self.refused:
             return  # closed at accept: the session never started
-        obs = self.observer
         for c in commands:
-            if isinstance(c, Forward):
+            if isinstance(c, Forward):  # the hot path first
                 self._forward(c)
-            elif isinstance(c, Report):
-                obs.report(c)
-            elif isinstance(c, PauseReading):
-                self.sides[c.side].pause(c.reason)
-            elif isinstance(c, ResumeReading):
-                self.sides[c.side].resume(c.reason)
-            elif isinstance(c, HalfClose):
-                self._half_close(self.sides[c.to])
-            elif isinstance(c, OpenTarget):
-                # The port decides when (Connect): accept order, one at a time.
-                self.registry.execute_port(self.port, self.port.requested(
-                    self.conn, self.session.head, time.monotonic()))
-            elif isinstance(c, RequestTimer):
-                self._request_timer(c)
-            elif isinstance(c, Splice):
-                self._hand_over(c.idle_timeout)
-            elif isinstance(c, Close):
-                if self.kernel is not None:
-                    self.kernel.stop()  # resets both (a clean end needs no command)
-                for side in self.sides.values():
-                    side.close(abort=c.abort)
-            elif isinstance(c, Classified):
-                obs.classified(c)
-                self.registry.execute_port(self.port, self.port.classified(
-                    self.conn, c.channel, time.monotonic()))
-            elif isinstance(c, Log):
-                obs.logged(c)
-            elif isinstance(c, Finished):
-                self._finished(c)
+            else:
+                _COMMANDS[type(c)](self, c)
+
+    def _report(self, c: Report) -> None:
+        self.observer.report(c)
+
+    def _pause(self, c: PauseReading) -> None:
+        self.sides[c.side].pause(c.reason)
+
+    def _resume(self, c: ResumeReading) -> None:
+        self.sides[c.side].resume(c.reason)
+
+    def _half_close_to(self, c: HalfClose) -> None:
+        self._half_close(self.sides[c.to])
+
+    def _target_requested(self, c: OpenTarget) -> None:
+        # The port decides when (Connect): accept order, one at a time.
+        self.registry.execute_port(self.port, self.port.requested(
+            self.conn, self.session.head, time.monotonic()))
+
+    def _splice(self, c: Splice) -> None:
+        self._hand_over(c.idle_timeout)
+
+    def _close(self, c: Close) -> None:
+        if self.kernel is not None:
+            self.kernel.stop()  # resets both (a clean end needs no command)
+        for side in self.sides.values():
+            side.close(abort=c.abort)
+
+    def _classified(self, c: Classified) -> None:
+        self.observer.classified(c)
+        self.registry.execute_port(self.port, self.port.classified(
+            self.conn, c.channel, time.monotonic()))
+
+    def _log(self, c: Log) -> None:
+        self.observer.logged(c)
 
     def port_command(self, c: PortCommand, now: float) -> None:
         """Carry out what the port state asked of this pair."""
@@ -474,3 +481,17 @@ class Pair:
             self.done.set_result(str(c.outcome))
 
 
+# What the executor does for each of the session's commands but Forward.
+_COMMANDS: dict[type[Any], Callable[[Pair, Any], None]] = {
+    Report: Pair._report,
+    PauseReading: Pair._pause,
+    ResumeReading: Pair._resume,
+    HalfClose: Pair._half_close_to,
+    OpenTarget: Pair._target_requested,
+    RequestTimer: Pair._request_timer,
+    Splice: Pair._splice,
+    Close: Pair._close,
+    Classified: Pair._classified,
+    Log: Pair._log,
+    Finished: Pair._finished,
+}

@@ -573,3 +573,14 @@ async def test_a_silent_connection_after_an_open_main_channel_reaches_the_target
         assert sample(d, "migproxy_connections_classified_total", channel="main") == 1
     finally:
         await stop_daemon(d, target)
+
+
+def test_the_executor_carries_out_every_command_of_the_session() -> None:
+    """Each command type of the session but Forward (the hot path) has its handler."""
+    import typing
+
+    from migproxy.daemon import relay, session
+
+    kinds = set(typing.get_args(session.Command))
+    assert session.Forward in kinds
+    assert set(relay._COMMANDS) == kinds - {session.Forward}
