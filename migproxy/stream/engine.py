@@ -139,46 +139,10 @@ class StreamEngine(EndDetection, PackageWriter):
     def _stream(self, mv: memoryview, chunk_start: int, res: FeedResult) -> None:
         fr = self.framer
         n = len(mv)
-        pos = 0
         try:
-            while self._carry:
-                c = self._carry
-                take = min(n - pos, self._need - len(c))
-                if take > 0:
-                    c += mv[pos : pos + take]
-                    pos += take
-                if len(c) < self._need:
-                    self._events(res)
-                    return
-                fr.base = self.forwarded_in
-                p = fr.advance(c, 0, len(c))
-                self._events(res)
-                if p:
-                    self._out(res, bytes(c[:p]))
-                    self.forwarded_in += p
-                    del c[:p]
-                if fr.state == ST_HOLD:
-                    # The device state starts at forwarded_in: rest of carry + rest of chunk.
-                    rest = bytes(c)
-                    self._carry = bytearray()
-                    self._start_hold(res, [rest, mv[pos:]])
-                    return
-                if fr.state == ST_PACKAGE:
-                    # The package starts at forwarded_in: rest of carry + rest of chunk.
-                    data = memoryview(bytes(c) + bytes(mv[pos:]))
-                    self._carry = bytearray()
-                    self._start_package(res, data, self.forwarded_in)
-                    return
-                self._postcopy_end(res)
-                if fr.need:
-                    if fr.need > MAX_ITEM:
-                        raise FormatError(self.forwarded_in,
-                                          f"an item of at most {MAX_ITEM} bytes",
-                                          f"{fr.need} bytes")
-                    self._need = fr.need
-                    continue
-                if c:  # cannot happen: advance consumes all of a carry it does not need more of
-                    raise AssertionError("framer left bytes without asking for more")
+            pos = self._stream_carry(mv, res) if self._carry else 0
+            if pos is None:
+                return
             fr.base = chunk_start
             p = fr.advance(mv, pos, n)
             self._events(res)
@@ -192,16 +156,64 @@ class StreamEngine(EndDetection, PackageWriter):
             elif self._postcopy_end(res):
                 return
             elif fr.need:
-                if fr.need > MAX_ITEM:
-                    raise FormatError(self.forwarded_in, f"an item of at most {MAX_ITEM} bytes",
-                                      f"{fr.need} bytes")
+                self._need = self._item_size()
                 self._carry = bytearray(mv[p:])
-                self._need = fr.need
         except (FormatError, Unsupported) as e:
             self._events(res)
             reason = e.reason if isinstance(e, Unsupported) else Reason.FORMAT_ERROR
             offset = e.offset if e.offset is not None else self.forwarded_in
             self._not_understood(res, reason, str(e), offset, mv, chunk_start)
+
+    def _stream_carry(self, mv: memoryview, res: FeedResult) -> int | None:
+        """Complete the item the carry holds the start of, with the chunk's first bytes,
+        and frame it (and the items after it in the carry). The chunk's position to go on
+        from, or None when the chunk is used up or the engine left streaming."""
+        fr = self.framer
+        n = len(mv)
+        pos = 0
+        while self._carry:
+            c = self._carry
+            take = min(n - pos, self._need - len(c))
+            if take > 0:
+                c += mv[pos : pos + take]
+                pos += take
+            if len(c) < self._need:
+                self._events(res)
+                return None
+            fr.base = self.forwarded_in
+            p = fr.advance(c, 0, len(c))
+            self._events(res)
+            if p:
+                self._out(res, bytes(c[:p]))
+                self.forwarded_in += p
+                del c[:p]
+            if fr.state == ST_HOLD:
+                # The device state starts at forwarded_in: rest of carry + rest of chunk.
+                rest = bytes(c)
+                self._carry = bytearray()
+                self._start_hold(res, [rest, mv[pos:]])
+                return None
+            if fr.state == ST_PACKAGE:
+                # The package starts at forwarded_in: rest of carry + rest of chunk.
+                data = memoryview(bytes(c) + bytes(mv[pos:]))
+                self._carry = bytearray()
+                self._start_package(res, data, self.forwarded_in)
+                return None
+            self._postcopy_end(res)
+            if fr.need:
+                self._need = self._item_size()
+                continue
+            if c:  # cannot happen: advance consumes all of a carry it does not need more of
+                raise AssertionError("framer left bytes without asking for more")
+        return pos
+
+    def _item_size(self) -> int:
+        """The size of the item the framer waits for, within MAX_ITEM."""
+        need = self.framer.need
+        if need > MAX_ITEM:
+            raise FormatError(self.forwarded_in, f"an item of at most {MAX_ITEM} bytes",
+                              f"{need} bytes")
+        return need
 
     def _postcopy_end(self, res: FeedResult) -> bool:
         """After postcopy's package, EOF ends the stream (there is no VM description)."""

@@ -575,7 +575,7 @@ async def test_a_silent_connection_after_an_open_main_channel_reaches_the_target
         await stop_daemon(d, target)
 
 
-def test_the_executor_carries_out_every_command_of_the_session() -> None:
+async def test_the_executor_carries_out_every_command_of_the_session() -> None:
     """Each command type of the session but Forward (the hot path) has its handler."""
     import typing
 
