@@ -120,6 +120,20 @@ def send_raw(port: int, size: int, head: bytes, start_at: float | None = None) -
 
 # -- sink -----------------------------------------------------------------------------------
 
+def _verdict(total: int, want: int, end: bytearray, end_sha256: str | None,
+             error: str | None) -> tuple[bool, str | None]:
+    """Whether a connection brought what was expected: ``want`` bytes (-1: any), ending
+    with bytes of this digest (``end`` empty: not checked)."""
+    ok = error is None and (want < 0 or total == want)
+    if ok and end:
+        ok = hashlib.sha256(end).hexdigest() == end_sha256
+        if not ok:
+            error = "the end of the stream differs from the expected output"
+    elif not ok and error is None:
+        error = f"received {total} bytes, expected {want}"
+    return ok, error
+
+
 class Sink:
     def __init__(self) -> None:
         self.expect: dict[str, Any] = {}
@@ -189,13 +203,7 @@ class Sink:
             error = f"{type(e).__name__}: {e}"
         finally:
             conn.close()
-        ok = error is None and (want < 0 or total == want)
-        if ok and end_len:
-            ok = hashlib.sha256(end).hexdigest() == exp.get("end_sha256")
-            if not ok:
-                error = "the end of the stream differs from the expected output"
-        elif ok is False and error is None:
-            error = f"received {total} bytes, expected {want}"
+        ok, error = _verdict(total, want, end, exp.get("end_sha256"), error)
         res: dict[str, Any] = {"conn": n, "bytes": total, "t_first": t_first,
                                "t_last": t_last, "ok": ok, "error": error}
         if eng is not None:

@@ -20,7 +20,8 @@ SEEDS = list(fuzz.seeds())
 
 def test_the_seeds_are_every_real_stream_as_a_stream_and_as_a_save_image() -> None:
     streams = fuzz.seed_streams()
-    assert len(streams) >= 18 and any(n.startswith("linux-") for n, _ in streams)
+    assert len(streams) >= 18
+    assert any(n.startswith("linux-") for n, _ in streams)
     assert len(SEEDS) == 2 * len(streams)
 
 

@@ -116,7 +116,8 @@ def parse_cpu_section(buf: wire.Buffer, section: FullSection) -> CpuSection:
         for s, name in ((s_idx, F_IDX), (s_val, F_VAL)):
             if s is None or s.size != 8 or s.count != n:
                 raise CpuLayoutError(f"the description of {name} does not match count {n}")
-        assert s_idx is not None and s_val is not None
+        assert s_idx is not None
+        assert s_val is not None
         if s_idx.offset != s_len.offset + 4 or s_val.offset != s_idx.end:
             raise CpuLayoutError("the cpreg arrays are not where the layout puts them")
     if s_len.offset + 4 + 16 * n > section.payload_end:

@@ -145,7 +145,8 @@ class Setting(Generic[T]):
             raise ConfigError(f"{name} must be a finite number, not {v!r}")
         if self.kind == "int" and not isinstance(v, int):
             raise ConfigError(f"{name} must be a whole number, not {v!r}")
-        assert self.minimum is not None and self.maximum is not None
+        assert self.minimum is not None
+        assert self.maximum is not None
         if not self.low <= v <= self.maximum:
             raise ConfigError(f"{name} must be between {_num(self.low)} and "
                               f"{_num(self.maximum)}, not {v!r}")

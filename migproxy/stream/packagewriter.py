@@ -75,7 +75,8 @@ class PackageWriter(DeviceStateWriter):
         goes on after it; False when the engine stopped rewriting."""
         held = self._held
         layouts = self.config.package_layouts
-        assert held is not None and layouts is not None
+        assert held is not None
+        assert layouts is not None
         buf = held.buf
         base = held.start_offset
         try:

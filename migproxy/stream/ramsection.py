@@ -108,7 +108,8 @@ class RamSectionFramer(FramerState):
     def _mapped_ram_header(self, buf: wire.Buffer, pos: int, name: bytes,
                            used: int) -> mappedram.MappedRamBlock:
         """The mapped-ram header of the block just listed, at ``buf[pos]``."""
-        assert self.file_offset is not None and self.page_size is not None
+        assert self.file_offset is not None
+        assert self.page_size is not None
         block = mappedram.parse_header(
             buf, pos, at=self._abs(pos), file_offset=self.file_offset,
             name=name.decode("ascii", "replace"), used_length=used, page_size=self.page_size,

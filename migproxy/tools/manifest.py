@@ -132,7 +132,8 @@ def capture(qemu: Sequence[str], *, machine: str, cpu: str, smp: int = 1,
     engine = StreamEngine(arm_engine_config(None, policy=Policy.ABORT))
     try:
         try:
-            assert proc.stdin is not None and proc.stdout is not None
+            assert proc.stdin is not None
+            assert proc.stdout is not None
             with _qmp_errors():
                 qmp = QMPClient.over_pipes(proc.stdin, proc.stdout, _left(deadline))
                 qmp.execute("migrate", {"uri": f"tcp:127.0.0.1:{port}"},

@@ -94,7 +94,8 @@ def test_any_other_layout_is_not_known(entries: dict[str, list[dict[str, Any]]],
     entry = copy.deepcopy(entries["v11.1.3-virt-10.0-max-smp2"][0])
     change(entry)
     why = unknown_cpu_layout(entry)
-    assert why is not None and message in why
+    assert why is not None
+    assert message in why
 
 
 def test_without_cpreg_arrays_the_layout_is_still_known(

@@ -131,7 +131,8 @@ def test_parse_empty_arrays() -> None:
     assert _span(sec, F_LEN).size == 4
     assert [f.name for f in sec.fields if f.name in (F_IDX, F_VAL)] == []
     cpu = parse_cpu_section(buf, sec)
-    assert cpu.indexes == [] and cpu.values == []
+    assert cpu.indexes == []
+    assert cpu.values == []
     assert cpu.arrays_end == cpu.count_offset + 4
 
 
@@ -190,7 +191,8 @@ def test_parse_rejects_a_description_that_moves_the_count(extra: int) -> None:
     # one element more or less in env.regs: the stream frames, but the layout is not ours
     dev, payload = _cpu()
     regs = dev["fields"][0]
-    assert regs["name"] == "env.regs" and regs["array_len"] == 16
+    assert regs["name"] == "env.regs"
+    assert regs["array_len"] == 16
     regs["array_len"] = 16 + extra
     payload = payload[4:] if extra < 0 else bytes(4) + payload
     buf, (sec,), _ = _frame([(dev, payload)])

@@ -67,7 +67,8 @@ def rejected(data: dict[str, Any], message: str) -> None:
 def test_the_shipped_knowledge_base_loads() -> None:
     kb = knowledge()
     assert isinstance(kb, Knowledge)
-    assert kb.revision == _raw()["revision"] and kb.revision
+    assert kb.revision == _raw()["revision"]
+    assert kb.revision
     assert len(kb.registers) == len(_raw()["register"])
     assert [s.name for s in kb.subsections] == ["cpu/wfxt-timer"]
     assert "cortex-a57" in kb.stable_models
@@ -81,9 +82,12 @@ def test_every_shipped_entry_has_a_reason_and_a_source() -> None:
     texts += [(s.reason, s.source) for s in kb.subsections]
     texts.append((kb.id_registers_reason, kb.id_registers_source))
     for reason, source in texts:
-        assert reason.strip() and source.strip()
+        assert reason.strip()
+        assert source.strip()
         # whitespace of the TOML's multi-line strings is folded into single spaces
-        assert "\n" not in reason and "\n" not in source and "  " not in reason
+        assert "\n" not in reason
+        assert "\n" not in source
+        assert "  " not in reason
 
 
 def test_every_shipped_register_name_resolves() -> None:
@@ -95,7 +99,8 @@ def test_every_shipped_register_name_resolves() -> None:
         for name, reg in zip(names, rule.registers, strict=True):
             assert name_of(reg) == name
     wfxt = kb.subsection("cpu/wfxt-timer")
-    assert wfxt is not None and wfxt.lacks_register == ISAR2
+    assert wfxt is not None
+    assert wfxt.lacks_register == ISAR2
 
 
 def test_shipped_rules_say_what_the_toml_says() -> None:
@@ -105,14 +110,17 @@ def test_shipped_rules_say_what_the_toml_says() -> None:
     assert par.drop_if == Condition(equals_low32_of=PAR_64)
     assert par.insert == Insert(low32_of=PAR_64)
     dfr0 = kb.rule_for(parse_register("ID_DFR0_EL1"), "tcg")
-    assert dfr0 is not None and dfr0.set_if == Condition(differs_only_in=0x000F0000)
+    assert dfr0 is not None
+    assert dfr0.set_if == Condition(differs_only_in=0x000F0000)
     assert dfr0 is kb.rule_for(parse_register("ID_DFR0"), "tcg")
     rmr = kb.rule_for(RMR_EL1, "tcg")
     assert rmr is not None
-    assert rmr.drop_if == Condition(value_is=1) and rmr.insert == Insert(destination=True)
+    assert rmr.drop_if == Condition(value_is=1)
+    assert rmr.insert == Insert(destination=True)
     bogus = kb.rule_for(parse_register("BOGUS_DBGDTRTX"), "tcg")
     assert bogus is not None
-    assert bogus.drop_if == Condition(value_is=0) and bogus.insert == Insert(value=0)
+    assert bogus.drop_if == Condition(value_is=0)
+    assert bogus.insert == Insert(value=0)
 
 
 @pytest.mark.parametrize("name", ["TCR2_EL1", "PIRE0_EL1", "PIR_EL1",
@@ -121,13 +129,16 @@ def test_kvm_only_rules_apply_only_under_kvm(name: str) -> None:
     kb = knowledge()
     reg = parse_register(name)
     rule = kb.rule_for(reg, "kvm")
-    assert rule is not None and rule.accel == "kvm"
+    assert rule is not None
+    assert rule.accel == "kvm"
     assert kb.rule_for(reg, "tcg") is None
 
 
 def test_tcr2_under_kvm_may_be_dropped_or_kept_only_without_the_feature() -> None:
     rule = knowledge().rule_for(TCR2_EL1, "kvm")
-    assert rule is not None and rule.drop_if is not None and rule.keep_if is not None
+    assert rule is not None
+    assert rule.drop_if is not None
+    assert rule.keep_if is not None
     mmfr3 = parse_register("ID_AA64MMFR3_EL1")
     for cond in (rule.drop_if, rule.keep_if):
         assert cond.holds(0x1DE7EC7EDBADC0DE, {mmfr3: 0x1000000000000000})
@@ -139,7 +150,8 @@ def test_rules_without_accel_apply_under_both() -> None:
     kb = knowledge()
     reg = parse_register("DBGDTR_EL0")
     rule = kb.rule_for(reg, "tcg")
-    assert rule is not None and rule.accel is None
+    assert rule is not None
+    assert rule.accel is None
     assert kb.rule_for(reg, "kvm") is rule
 
 
@@ -153,7 +165,8 @@ def test_subsection_finds_the_wfxt_timer() -> None:
     s = knowledge().subsection("cpu/wfxt-timer")
     assert isinstance(s, SubsectionRule)
     assert s.field_if == Condition(value_is=0xFFFF_FFFF_FFFF_FFFF)
-    assert s.lacks_register == ISAR2 and s.lacks_mask == 0xF
+    assert s.lacks_register == ISAR2
+    assert s.lacks_mask == 0xF
     assert "FEAT_WFxT" in s.reason
     assert knowledge().subsection("cpu/vfp") is None
     assert knowledge().subsection("cpu/made-up") is None
@@ -185,7 +198,8 @@ def test_a_minimal_knowledge_base_parses() -> None:
     assert kb.stable_models == frozenset({"cortex-a57"})
     assert kb.registers == (RegisterRule(registers=(RMR_EL1,), reason="r", source="s",
                                          drop_if=Condition(value_is=1)),)
-    assert kb.id_registers_reason == "r" and kb.id_registers_source == "s"
+    assert kb.id_registers_reason == "r"
+    assert kb.id_registers_source == "s"
     assert kb.subsections == ()
 
 
@@ -199,11 +213,13 @@ def test_conditions_and_inserts_of_every_kind_parse() -> None:
         entry(registers=[RMR_EL1], insert={"value": 1}),
     ]))
     tcr2, par, dfr0, rmr = kb.registers
-    assert tcr2.drop_if == Condition(any=True) and tcr2.insert == Insert(destination=True)
+    assert tcr2.drop_if == Condition(any=True)
+    assert tcr2.insert == Insert(destination=True)
     assert tcr2.accel == "kvm"
     assert par.drop_if == Condition(equals_low32_of=PAR_64)
     assert par.insert == Insert(low32_of=PAR_64)
-    assert dfr0.drop_if is None and dfr0.set_if == Condition(differs_only_in=0xF0000)
+    assert dfr0.drop_if is None
+    assert dfr0.set_if == Condition(differs_only_in=0xF0000)
     assert rmr.registers == (RMR_EL1,)  # a register given as an id
     assert rmr.insert == Insert(value=1)
 
@@ -448,7 +464,8 @@ def test_condition_descriptions() -> None:
 def test_masks_and_ranges(cond: dict[str, Any], value: int, holds: bool) -> None:
     kb = parse_knowledge(minimal(register=[entry(drop_if=cond)]))
     c = kb.registers[0].drop_if
-    assert c is not None and c.holds(value) is holds
+    assert c is not None
+    assert c.holds(value) is holds
 
 
 @pytest.mark.parametrize(("cond", "message"), [
@@ -481,11 +498,14 @@ def test_keep_if_refuse_and_groups_parse() -> None:
         kvm_entry(drop_if={"when": [{"register": "HCR_EL2", "absent": True}]}),
     ]))
     demux, pmu, rmr = kb.registers
-    assert demux.keep_if == Condition(outside_clidr=True) and demux.groups == ("ccsidr_demux",)
-    assert pmu.refuse and kb.rule_for(parse_register("PMCR_EL0"), "kvm") is pmu
+    assert demux.keep_if == Condition(outside_clidr=True)
+    assert demux.groups == ("ccsidr_demux",)
+    assert pmu.refuse
+    assert kb.rule_for(parse_register("PMCR_EL0"), "kvm") is pmu
     assert kb.rule_for(parse_register("PMCR_EL0"), "tcg") is None
-    assert rmr.drop_if is not None and rmr.drop_if.holds(5, {}) and \
-        not rmr.drop_if.holds(5, {parse_register("HCR_EL2"): 0})
+    assert rmr.drop_if is not None
+    assert rmr.drop_if.holds(5, {})
+    assert not rmr.drop_if.holds(5, {parse_register("HCR_EL2"): 0})
 
 
 @pytest.mark.parametrize(("over", "message"), [
@@ -519,13 +539,18 @@ def test_accepts_per_kernel_version() -> None:
          "accepts": {"equal_before": "6.7", "fields_at_most": True,
                      "fixed": {"mask": 0xF0, "before": "7.3"}}}]))
     w = kb.write_rule(parse_register("ID_AA64MMFR1_EL1"))
-    assert w is not None and kb.write_rule(parse_register("ID_AA64MMFR0_EL1")) is None
+    assert w is not None
+    assert kb.write_rule(parse_register("ID_AA64MMFR0_EL1")) is None
     a = w.accepts
-    assert a.accepts(0x11, 0x11, (6, 1)) and not a.accepts(0x10, 0x11, (6, 1))
-    assert a.accepts(0x10, 0x11, (6, 12)) and not a.accepts(0x12, 0x11, (6, 12))
-    assert not a.accepts(0x01, 0x11, (6, 12)) and a.accepts(0x01, 0x11, (7, 3))
+    assert a.accepts(0x11, 0x11, (6, 1))
+    assert not a.accepts(0x10, 0x11, (6, 1))
+    assert a.accepts(0x10, 0x11, (6, 12))
+    assert not a.accepts(0x12, 0x11, (6, 12))
+    assert not a.accepts(0x01, 0x11, (6, 12))
+    assert a.accepts(0x01, 0x11, (7, 3))
     assert not a.accepts(0x10, 0x11, None)  # an unknown kernel: only its own value
-    assert "before Linux 6.7" in a.describe() and "0xf0" in a.describe()
+    assert "before Linux 6.7" in a.describe()
+    assert "0xf0" in a.describe()
     assert a.describe_for((6, 1)) == "only its own value"
     assert a.describe_for((6, 12)) == ("a value whose every 4-bit field is at most its own, "
                                        "with bits 0xf0 equal to its own")

@@ -111,7 +111,8 @@ def test_every_kernel_upgrade_is_planned_with_knowledge_base_rules_only(
     for qemu in ("7.2.22", "10.0.13"):
         p = plan(stream_cpu(a, host, qemu), manifest(b, host))
         assert p.refusals == []
-        assert p.changes and not any(c.guest_visible for c in p.changes)
+        assert p.changes
+        assert not any(c.guest_visible for c in p.changes)
         assert all(c.why and c.why != "opted in" for c in p.changes)
 
 
@@ -131,7 +132,8 @@ def test_a_rollback_is_refused_only_for_what_the_guest_would_see(
     named = {int(r.split("(0x")[1].split(")")[0], 16) for r in p.refusals}
     assert named
     for r in p.refusals:
-        assert "in the stream" in r and dest.host in r
+        assert "in the stream" in r
+        assert dest.host in r
     opted = plan(src, dest, opt_in=frozenset(named))
     assert not opted.refused
     assert {c.what for c in opted.changes if c.guest_visible} == \
@@ -147,10 +149,12 @@ def test_tcr2_and_pir_follow_the_guests_mmfr3() -> None:
     host = HOSTS[0]
     src, dest = stream_cpu(new, host), manifest(old, host)
     regs = [parse_register(n) for n in ("TCR2_EL1", "PIRE0_EL1", "PIR_EL1")]
-    assert set(regs) <= set(src.indexes) and not set(regs) & dest.ids
+    assert set(regs) <= set(src.indexes)
+    assert not set(regs) & dest.ids
     assert src.values[src.indexes.index(MMFR3)] == 0
     p = plan(src, dest)
-    assert not p.refused and not set(regs) & set(p.indexes)
+    assert not p.refused
+    assert not set(regs) & set(p.indexes)
     for field, names in ((0x1, ["TCR2_EL1"]), (0x100, ["PIRE0_EL1", "PIR_EL1"])):
         vals = list(src.values)
         vals[src.indexes.index(MMFR3)] = field
@@ -189,13 +193,15 @@ def test_ccsidr_demux_registers_follow_the_streams_clidr() -> None:
     clidr = dict(zip(new.indexes, new.values, strict=True))[CLIDR_EL1]
     for r in demux:
         rule = KB.rule_for(r, "kvm")
-        assert rule is not None and rule.drop_if is not None
+        assert rule is not None
+        assert rule.drop_if is not None
         idx = ccsidr_index(r)
         assert rule.drop_if.holds(0, {CLIDR_EL1: clidr}, idx) == \
             (not clidr_describes(clidr, idx or 0))
     # A CLIDR that describes level 2 data and instruction caches of its own (Ctype2 = 3)
     # makes CSSELR 2 and 3 state the guest can read: they are not dropped.
-    assert clidr_describes(0x1B, 3) and not KB.rule_for(demux[0], "kvm").drop_if.holds(  # type: ignore[union-attr]
+    assert clidr_describes(0x1B, 3)
+    assert not KB.rule_for(demux[0], "kvm").drop_if.holds(  # type: ignore[union-attr]
         0, {CLIDR_EL1: 0x1B}, 3)
 
 
@@ -204,11 +210,16 @@ def test_pmmir_and_bmap2_move_only_at_zero() -> None:
     newest, older = stream_cpu(KERNELS[2], host), manifest(KERNELS[1], host)
     for name in ("PMMIR_EL1", "KVM_REG_ARM_VENDOR_HYP_BMAP_2"):
         reg = parse_register(name)
-        assert reg in newest.indexes and reg not in older.ids
+        assert reg in newest.indexes
+        assert reg not in older.ids
         rule = KB.rule_for(reg, "kvm")
-        assert rule is not None and rule.drop_if is not None and rule.keep_if is not None
-        assert rule.drop_if.holds(0) and not rule.drop_if.holds(1)
-        assert rule.keep_if.holds(0) and not rule.keep_if.holds(2)
+        assert rule is not None
+        assert rule.drop_if is not None
+        assert rule.keep_if is not None
+        assert rule.drop_if.holds(0)
+        assert not rule.drop_if.holds(1)
+        assert rule.keep_if.holds(0)
+        assert not rule.keep_if.holds(2)
 
 
 def test_write_predicates_match_what_the_lab_kernels_did() -> None:
@@ -230,7 +241,8 @@ def test_write_predicates_match_what_the_lab_kernels_did() -> None:
     assert mmfr2 is not None  # NV: 7.3 says 0, 6.12 2 and refuses 0
     assert not mmfr2.accepts.accepts(0x1221011110011011, 0x1221011112011011, k612)
     geometry = KB.write_rule(CLIDR_EL1)
-    assert geometry is not None and geometry is KB.write_rule(0x6020000000110000)
+    assert geometry is not None
+    assert geometry is KB.write_rule(0x6020000000110000)
     assert not geometry.accepts.accepts(0x2000021, 0x82000023, k61)
     assert geometry.accepts.accepts(0x82000023, 0x2000021, k612)
     psci = KB.write_rule(PSCI)
@@ -243,10 +255,13 @@ def test_write_predicates_match_what_the_lab_kernels_did() -> None:
 def test_hcx_and_nv_are_set_only_for_a_vcpu_without_el2() -> None:
     for name, field in (("ID_AA64MMFR1_EL1", 0xF << 40), ("ID_AA64MMFR2_EL1", 0xF << 24)):
         rule = KB.rule_for(parse_register(name), "kvm")
-        assert rule is not None and rule.set_if is not None
+        assert rule is not None
+        assert rule.set_if is not None
         assert rule.set_if.differs_only_in == field
         (test,) = rule.set_if.when
-        assert test.register == HCR_EL2 and test.holds({}) and not test.holds({HCR_EL2: 0})
+        assert test.register == HCR_EL2
+        assert test.holds({})
+        assert not test.holds({HCR_EL2: 0})
 
 
 def test_a_spectre_workaround_or_a_pmu_that_changes_is_refused_by_name() -> None:
@@ -254,7 +269,9 @@ def test_a_spectre_workaround_or_a_pmu_that_changes_is_refused_by_name() -> None
     src, dest = stream_cpu(KERNELS[1], host), manifest(KERNELS[2], host)
     wa3 = parse_register("KVM_REG_ARM_SMCCC_ARCH_WORKAROUND_3")
     pmcr = parse_register("PMCR_EL0")
-    assert is_kvm_list(src.indexes) and wa3 in src.indexes and pmcr in src.indexes
+    assert is_kvm_list(src.indexes)
+    assert wa3 in src.indexes
+    assert pmcr in src.indexes
     for reg, why in ((wa3, "Spectre mitigation"), (pmcr, "performance monitors")):
         without = CpuState(0, 0, tuple(r for r in src.indexes if r != reg),
                            tuple(v for r, v in zip(src.indexes, src.values, strict=True)
@@ -280,7 +297,8 @@ def test_the_destination_chooses_the_kvm_rules_from_the_stream() -> None:
     src = stream_cpu(KERNELS[0], host)
     dest = Destination.load(f"linux-{short(KERNELS[1])}-{host}-qemu-10.0.13")
     m, p = dest.plan("virt-7.2", src.indexes, src.values, {}, 22)
-    assert m.accel == "kvm" and not p.refused
+    assert m.accel == "kvm"
+    assert not p.refused
     assert p.changes == plan(src, m).changes
 
 
@@ -299,17 +317,22 @@ def test_a_directory_destination_is_read_again_when_its_host_recaptures(
     dest = Destination.load(str(tmp_path))
     src = stream_cpu(KERNELS[1], host)
     m, p = dest.plan("virt-7.2", src.indexes, src.values, {}, 22)
-    assert m.kernel == old.kernel and p.refused  # a rollback to the old kernel
+    assert m.kernel == old.kernel
+    assert p.refused
     f.write_text("{")  # a capture in progress
     os.utime(f, ns=(2, 2))
-    assert not dest.refresh() and dest.manifests.manifests[0].kernel == old.kernel
+    assert not dest.refresh()
+    assert dest.manifests.manifests[0].kernel == old.kernel
     f.write_text(new.dumps())
     os.utime(f, ns=(3, 3))
     m, p = dest.plan("virt-7.2", src.indexes, src.values, {}, 22)
-    assert m.kernel == new.kernel and not p.refused and not p.changes
+    assert m.kernel == new.kernel
+    assert not p.refused
+    assert not p.changes
     assert not dest.refresh()  # nothing changed since
     shipped = Destination.load(f"linux-{short(KERNELS[1])}-{host}-qemu-10.0.13")
-    assert shipped.spec == "" and not shipped.refresh()
+    assert shipped.spec == ""
+    assert not shipped.refresh()
 
 
 def test_entries_for_older_kernels_guard_their_values() -> None:
@@ -317,13 +340,19 @@ def test_entries_for_older_kernels_guard_their_values() -> None:
     OS lock moves only while unlocked; a source without the bitmaps (every service) keeps
     the destination's, which offer every service it supports; nothing drops them."""
     oslsr = KB.rule_for(parse_register("OSLSR_EL1"), "kvm")
-    assert oslsr is not None and oslsr.drop_if is not None and oslsr.keep_if is not None
+    assert oslsr is not None
+    assert oslsr.drop_if is not None
+    assert oslsr.keep_if is not None
     for cond in (oslsr.drop_if, oslsr.keep_if):
-        assert cond.holds(0x8) and not cond.holds(0xA)  # OSLK is bit 1
+        assert cond.holds(0x8)
+        assert not cond.holds(0xA)
     for name in ("KVM_REG_ARM_STD_BMAP", "KVM_REG_ARM_STD_HYP_BMAP",
                  "KVM_REG_ARM_VENDOR_HYP_BMAP"):
         rule = KB.rule_for(parse_register(name), "kvm")
-        assert rule is not None and rule.keep_if is not None and rule.drop_if is None
+        assert rule is not None
+        assert rule.keep_if is not None
+        assert rule.drop_if is None
         w = KB.write_rule(parse_register(name))
-        assert w is not None and w.accepts.accepts(0x1, 0x3, (6, 1))
+        assert w is not None
+        assert w.accepts.accepts(0x1, 0x3, (6, 1))
         assert not w.accepts.accepts(0x4, 0x3, (7, 3))

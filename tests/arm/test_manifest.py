@@ -78,7 +78,8 @@ def test_the_shipped_manifest_agrees_with_a_running_guests_stream(name: str) -> 
     ids are the same, and so is every constant ID register's value."""
     version, machine, cpu = _parts(name)
     m = load_set(f"qemu-{version}").get(machine, cpu)
-    assert m is not None and m.qemu == version
+    assert m is not None
+    assert m.qemu == version
     eng = _engine(name)
     seen = [e.cpu for e in eng.reports if isinstance(e, CpuSeen)]
     for state in seen:
@@ -96,12 +97,15 @@ def test_the_shipped_manifest_agrees_with_a_running_guests_stream(name: str) -> 
 def test_from_engine_and_json_round_trip(tmp_path: Path) -> None:
     m = manifest_from_engine(_engine("v10.0.2-virt-10.0-cortex-a57-smp1"), cpu="cortex-a57",
                              qemu="10.0.2", made={"by": "test"})
-    assert m.machine == "virt-10.0" and m.smp == 1 and m.subsections == (
+    assert m.machine == "virt-10.0"
+    assert m.smp == 1
+    assert m.subsections == (
         "cpu/vfp", "cpu/irq-line-state")
     path = tmp_path / "m.json"
     path.write_text(m.dumps())
     back = load_manifest(path)
-    assert back == m and back.made == {"by": "test"}
+    assert back == m
+    assert back.made == {"by": "test"}
     assert json.loads(path.read_text())["cpregs"][0]["name"]  # names for a reader
 
 

@@ -164,13 +164,15 @@ def cuts(s: Stream, fake_end: int, seed: int) -> list[list[int]]:
 def test_planted_descriptions_change_nothing(stream: Stream) -> None:
     for where, what, data, fake_end in fakes(stream):
         expected, events, eng = run_engine([data], _cfg(), eof=False, quiet=True)
-        assert eng.mode == Mode.DONE and eng.stop_reason is None, where
+        assert eng.mode == Mode.DONE, where
+        assert eng.stop_reason is None, where
         rewritten = [e for e in events if isinstance(e, CpuRewritten)]
         assert bool(rewritten) == (stream.name in REWRITTEN), where
         for i, points in enumerate(cuts(stream, fake_end, fake_end)):
             out, _events, eng = run_engine(split_at(data, points), _cfg(), eof=False,
                                            quiet=True)
-            assert eng.mode == Mode.DONE and eng.stop_reason is None, (where, what, i)
+            assert eng.mode == Mode.DONE, (where, what, i)
+            assert eng.stop_reason is None, (where, what, i)
             assert out == expected, (where, what, i)
 
 
@@ -197,10 +199,12 @@ def test_what_stops_each_fake(stream: Stream) -> None:
         eng.feed(data[:fake_end])
         assert not eng.end_pending, (where, what)
         if what == "canonical":
-            assert eng.unframed is not None and eng.unframed[0] == "description_not_recognised"
+            assert eng.unframed is not None
+            assert eng.unframed[0] == "description_not_recognised"
             assert "cpu entry's fields are not vmstate_arm_cpu's" in eng.unframed[1]
         elif what == "compact":
-            assert eng.unframed is not None and eng.unframed[0] == "description_not_recognised"
+            assert eng.unframed is not None
+            assert eng.unframed[0] == "description_not_recognised"
             assert "not byte for byte as QEMU writes it" in eng.unframed[1]
 
 
@@ -214,4 +218,5 @@ def test_without_the_layout_check_the_canonical_fake_steers_the_migration(
     monkeypatch.setattr(arm_rewriter, "unknown_cpu_layout", lambda entry: None)
     out, _events, eng = run_engine([data[:fake_end], data[fake_end:]], _cfg(), eof=False,
                                    quiet=True)
-    assert out != expected and eng.stop_reason == "cpu_layout"
+    assert out != expected
+    assert eng.stop_reason == "cpu_layout"

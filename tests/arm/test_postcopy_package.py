@@ -47,9 +47,11 @@ def _sections(events: list) -> list[tuple[int, int, str, int]]:
 def test_every_capture_is_framed_to_its_end(name: str) -> None:
     data, _, _ = _package(name)
     out, events, eng = run_engine([data], arm_engine_config(None))
-    assert eng.mode == Mode.DONE and out == data
+    assert eng.mode == Mode.DONE
+    assert out == data
     names = [s[2] for s in _sections(events)]
-    assert names[:3] == ["timer", "pflash_cfi01", "pflash_cfi01"] and names[-1] == "cpu"
+    assert names[:3] == ["timer", "pflash_cfi01", "pflash_cfi01"]
+    assert names[-1] == "cpu"
 
 
 @pytest.mark.parametrize("name", [A57, A57_SMP2])
@@ -58,9 +60,12 @@ def test_rewritten_package_length_is_its_size_for_any_split(name: str) -> None:
     ref, events, eng = run_engine([data], _cfg())
     assert eng.mode == Mode.DONE
     rel = [e for e in events if isinstance(e, DeviceStateReleased)]
-    assert len(rel) == 1 and rel[0].rewritten and rel[0].offset == at
+    assert len(rel) == 1
+    assert rel[0].rewritten
+    assert rel[0].offset == at
     new_len = struct.unpack_from(">I", ref, at + 5)[0]
-    assert new_len == rel[0].out_bytes - 9 and new_len != length
+    assert new_len == rel[0].out_bytes - 9
+    assert new_len != length
     assert ref[at + 9 + new_len :] == data[at + 9 + length :]  # the rest untouched
     pieces = [data[:at]] + [data[i : i + 1] for i in range(at, at + 9 + length + 20)]
     pieces.append(data[at + 9 + length + 20 :])
@@ -69,7 +74,8 @@ def test_rewritten_package_length_is_its_size_for_any_split(name: str) -> None:
     out, _, _ = run_engine(split_at(data, range(0, len(data), 1024)), _cfg())
     assert out == ref
     again, _, eng2 = run_engine([ref], arm_engine_config(None))  # the output frames again
-    assert eng2.mode == Mode.DONE and again == ref
+    assert eng2.mode == Mode.DONE
+    assert again == ref
 
 
 def _plant(data: bytes, at: int, fake: bytes) -> bytes:
@@ -108,20 +114,24 @@ def test_an_unknown_cpu_subsection_is_refused() -> None:
     bad = data.replace(b"\x07cpu/vfp", b"\x07cpu/vfx", 1)
     out, events, _ = run_engine([bad], _cfg())
     stop = next(e for e in events if isinstance(e, PassthroughEntered))
-    assert stop.reason == "postcopy_layout" and out == bad
+    assert stop.reason == "postcopy_layout"
+    assert out == bad
 
 
 def test_a_package_over_the_hold_cap_is_refused_by_its_length() -> None:
     data, at, length = _package(A57)
     out, events, _ = run_engine([data], _cfg(hold_cap=length))
     stop = next(e for e in events if isinstance(e, PassthroughEntered))
-    assert stop.reason == "hold_cap_exceeded" and stop.offset == at and out == data
+    assert stop.reason == "hold_cap_exceeded"
+    assert stop.offset == at
+    assert out == data
 
 
 def test_a_stream_cut_inside_the_package_is_truncated() -> None:
     data, at, _ = _package(A57)
     out, _events, eng = run_engine([data[: at + 100]], _cfg())
-    assert eng.stop_reason == "truncated" and out == data[: at + 100]
+    assert eng.stop_reason == "truncated"
+    assert out == data[: at + 100]
 
 
 def test_without_package_layouts_postcopy_is_refused_at_advise() -> None:
@@ -130,7 +140,9 @@ def test_without_package_layouts_postcopy_is_refused_at_advise() -> None:
     advise = data.index(bytes.fromhex("0800030010"))
     out, events, _ = run_engine(split_at(data, [advise]), cfg)
     stop = next(e for e in events if isinstance(e, Aborted))
-    assert stop.reason == "postcopy_packaged" and stop.offset == advise and len(out) == advise
+    assert stop.reason == "postcopy_packaged"
+    assert stop.offset == advise
+    assert len(out) == advise
 
 
 @pytest.mark.parametrize("name", REAL_STREAMS)

@@ -34,7 +34,8 @@ def _changes(plan: CpuPlan) -> list[tuple[str, str, int | None, int | None]]:
 def test_drop_is_conditional_and_refuses_otherwise() -> None:
     p = default_profile()
     r = p.plan([1, BOGUS, 0x6030000000139828], [5, 0, 7])
-    assert r.indexes == [1, 0x6030000000139828] and r.values == [5, 7]
+    assert r.indexes == [1, 0x6030000000139828]
+    assert r.values == [5, 7]
     assert _changes(r) == [("drop", register_name(BOGUS), 0, None)]
     with pytest.raises(RewriteRefused, match="BOGUS_DBGDTRTX"):
         p.plan([BOGUS], [1])
@@ -45,16 +46,21 @@ def test_skip_leaves_the_register() -> None:
     p = parse_profile(f'[[rule]]\naction="drop"\nregister="{A:#x}"\nvalue_is=0\n'
                       'otherwise="skip"\n')
     r = p.plan([A], [9])
-    assert r.indexes == [A] and r.values == [9] and not r.changes and not r.refused
+    assert r.indexes == [A]
+    assert r.values == [9]
+    assert not r.changes
+    assert not r.refused
 
 
 def test_insert_keeps_order_and_never_overrides() -> None:
     p = parse_profile(f'[[rule]]\naction="insert"\nregister="{B:#x}"\n'
                       'value="0xffffffffffffffff"\n')
     r = p.plan([A, C], [1, 3])
-    assert r.indexes == [A, B, C] and r.values == [1, 2**64 - 1, 3]
+    assert r.indexes == [A, B, C]
+    assert r.values == [1, 2**64 - 1, 3]
     r = p.plan([B], [5])
-    assert r.values == [5] and not r.changes
+    assert r.values == [5]
+    assert not r.changes
 
 
 def test_set_changes_only_present_registers() -> None:
@@ -102,14 +108,17 @@ register = "cp14 crn0 crm5 opc1 0 opc2 0"
 value = 0
 """)
     q = parse_profile(p.to_toml())
-    assert q.rules == p.rules and q.name == "x" and q.description == "round trip"
+    assert q.rules == p.rules
+    assert q.name == "x"
+    assert q.description == "round trip"
 
 
 def test_load_profile_from_file_and_errors(tmp_path) -> None:
     f = tmp_path / "mine.toml"
     f.write_text('[[rule]]\naction="drop"\nregister="PAR"\n')
     p = load_profile(str(f))
-    assert p.name == "mine" and p.rules[0].register == 0x40200000200F3A00
+    assert p.name == "mine"
+    assert p.rules[0].register == 0x40200000200F3A00
     with pytest.raises(ProfileError, match="cannot read"):
         load_profile(str(tmp_path / "missing.toml"))
     with pytest.raises(ProfileError, match="no built-in profile"):
@@ -125,7 +134,8 @@ def test_shipped_profiles_load() -> None:
     assert len(shipped) >= 2
     for f in shipped:
         p = load_profile(str(f))
-        assert p.name == f.stem and p.rules
+        assert p.name == f.stem
+        assert p.rules
 
 
 # -- subsection rules ---------------------------------------------------------------------------
@@ -153,8 +163,10 @@ def test_a_profile_can_remove_a_subsection_as_the_manifests_do() -> None:
     data = real_stream("v11.1.3-virt-10.0-cortex-a57-smp1")
     by_profile = run_engine([data], arm_engine_config(prof))
     by_destination = run_engine([data], arm_engine_config(None, Destination.load("qemu-10.0.13")))
-    assert by_profile[2].mode == "done" and by_profile[0] == by_destination[0]
-    assert b"cpu/wfxt-timer" in data and b"cpu/wfxt-timer" not in by_profile[0]
+    assert by_profile[2].mode == "done"
+    assert by_profile[0] == by_destination[0]
+    assert b"cpu/wfxt-timer" in data
+    assert b"cpu/wfxt-timer" not in by_profile[0]
     assert parse_profile(prof.to_toml()).subsections == prof.subsections
 
 
@@ -207,8 +219,10 @@ def test_a_profile_plan_is_carried_out_and_reported_as_before() -> None:
     mine = [e for e in events if isinstance(e, CpuRewritten | CpuReconciled)]
     assert [type(e) for e in mine] == [CpuRewritten, CpuReconciled]
     rewritten, reconciled = mine
-    assert isinstance(rewritten, CpuRewritten) and isinstance(reconciled, CpuReconciled)
+    assert isinstance(rewritten, CpuRewritten)
+    assert isinstance(reconciled, CpuReconciled)
     assert rewritten.count_after == rewritten.count_before + len(rewritten.inserted)
     assert reconciled.destination == "profile 11.1-to-10.0.13"
     assert reconciled.changes == ("remove subsection cpu/wfxt-timer",)
-    assert reconciled.guest_visible == () and reconciled.applied
+    assert reconciled.guest_visible == ()
+    assert reconciled.applied

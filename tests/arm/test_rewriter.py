@@ -38,7 +38,8 @@ def test_claims_needs_the_idstr_and_the_vmsd_name(idstr: str, vmsd_name: str | N
 def test_without_a_profile_it_reports_every_cpu_and_plans_nothing() -> None:
     stream = build(SynthSpec(cpus=2))
     out, events, eng = run_engine([stream], arm_engine_config(None))
-    assert out == stream and eng.mode == Mode.DONE
+    assert out == stream
+    assert eng.mode == Mode.DONE
     seen = [e.cpu for e in events if isinstance(e, CpuSeen)]
     assert [c.instance_id for c in seen] == [0, 1]
     assert all(c.indexes == tuple(r for r, _ in DEFAULT_CPREGS) for c in seen)
@@ -59,13 +60,17 @@ def test_a_plan_is_one_splice_over_the_arrays_and_the_new_counts() -> None:
     rw = ArmCpuRewriter(default_profile())
     decoded = rw.decode(held, sec, 1000)
     (seen,) = decoded.events
-    assert isinstance(seen, CpuSeen) and seen.cpu.section_offset == 1000 + sec.offset
+    assert isinstance(seen, CpuSeen)
+    assert seen.cpu.section_offset == 1000 + sec.offset
     edit = rw.plan(decoded, apply=True)
-    assert edit is not None and len(edit.splices) == 1
+    assert edit is not None
+    assert len(edit.splices) == 1
     n = len(DEFAULT_CPREGS) - 1
     assert edit.field_counts == {F_IDX: n, F_VAL: n}
     (ev,) = edit.events
-    assert isinstance(ev, CpuRewritten) and ev.dropped == ((BOGUS, 0),) and ev.applied
+    assert isinstance(ev, CpuRewritten)
+    assert ev.dropped == ((BOGUS, 0),)
+    assert ev.applied
     splice = edit.splices[0]
     assert splice.end - splice.start - len(splice.data) == 16  # one id and one value fewer
     # A profile that changes nothing plans nothing.
@@ -85,4 +90,6 @@ def test_emptying_the_list_is_refused_when_applied_and_reported_in_a_dry_run() -
     edit = ArmCpuRewriter(prof).plan(decoded, apply=False)
     assert edit is not None
     (ev,) = edit.events
-    assert isinstance(ev, CpuRewritten) and not ev.applied and ev.count_after == 0
+    assert isinstance(ev, CpuRewritten)
+    assert not ev.applied
+    assert ev.count_after == 0

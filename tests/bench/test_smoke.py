@@ -15,7 +15,8 @@ def test_engine_micro_benchmark_runs_and_reports(tmp_path: Path, capsys) -> None
     names = ["zero-page runs", "full-page runs", "interleaved 1:1", "fragmented 30% zero"]
     walks = ["c", "python"] if engine_micro.COMPILED is not None else ["python"]
     assert [(r["name"], r["walk"]) for r in res] == [(n, w) for n in names for w in walks]
-    assert res[0]["records"] == 4000 and res[len(walks)]["records"] == 100
+    assert res[0]["records"] == 4000
+    assert res[len(walks)]["records"] == 100
     # both walks framed the same records of each stream
     for n in names:
         assert len({r["records"] for r in res if r["name"] == n}) == 1

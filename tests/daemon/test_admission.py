@@ -9,7 +9,8 @@ from migproxy.daemon.admission import Admission, AdmissionLimits, Refusal, parse
 
 def test_every_address_is_allowed_by_default_within_the_caps() -> None:
     a = Admission(AdmissionLimits(max_connections=3, max_per_peer=2))
-    assert a.admit("192.0.2.1") is None and a.admit("192.0.2.1") is None
+    assert a.admit("192.0.2.1") is None
+    assert a.admit("192.0.2.1") is None
     assert a.admit("192.0.2.1") == Refusal.PEER_FULL
     assert a.admit("192.0.2.2") is None
     assert a.admit("192.0.2.3") == Refusal.ROUTE_FULL
@@ -25,7 +26,8 @@ def test_a_refused_connection_takes_nothing() -> None:
     for _ in range(5):
         assert a.admit("h") is not None
     a.release("h")
-    assert a.open == 0 and a.admit("h") is None
+    assert a.open == 0
+    assert a.admit("h") is None
 
 
 @pytest.mark.parametrize(("peer", "ok"), [
@@ -37,7 +39,8 @@ def test_the_allow_list(peer: str | None, ok: bool) -> None:
     a = Admission(AdmissionLimits(allow=parse_networks(["10.0.0.0/8", "2001:db8::/32"], "x")))
     assert (a.admit(peer) is None) is ok
     if not ok:
-        assert a.admit(peer) == Refusal.NOT_ALLOWED and a.open == 0
+        assert a.admit(peer) == Refusal.NOT_ALLOWED
+        assert a.open == 0
 
 
 def test_networks_parse_strictly() -> None:

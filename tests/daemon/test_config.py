@@ -133,7 +133,8 @@ def test_minimal_file(tmp_path: Path) -> None:
     assert r.listen == Address("", 4444)
     assert r.target == Address("dst.example", 4444)
     assert r.settings == RouteSettings()
-    assert r.profile is not None and r.profile.name == "default"
+    assert r.profile is not None
+    assert r.profile.name == "default"
     assert str(cfg.metrics) == DEFAULT_METRICS
     assert (cfg.log_format, cfg.log_level, cfg.drain_timeout) == ("auto", "info", 300.0)
 
@@ -178,8 +179,10 @@ profile = "default"
     first, second = cfg.routes
     assert first.settings == cfg.defaults
     assert first.profile is None
-    assert cfg.defaults.hold_cap == 4096 and cfg.defaults.high_water == 65536
-    assert cfg.defaults.dry_run is True and cfg.defaults.policy == "abort"
+    assert cfg.defaults.hold_cap == 4096
+    assert cfg.defaults.high_water == 65536
+    assert cfg.defaults.dry_run is True
+    assert cfg.defaults.policy == "abort"
     assert (cfg.defaults.connect_timeout, cfg.defaults.idle_timeout) == (0.1, 0.0)
     assert second.settings.connect_timeout == 3600.0
     assert second.settings.hold_cap == 1048576
@@ -540,22 +543,27 @@ def test_max_description_reaches_the_route(tmp_path: Path) -> None:
 def test_a_destination_replaces_the_default_profile(tmp_path: Path) -> None:
     cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-10.0.13"\n' + ROUTE)
     (route,) = cfg.routes
-    assert route.profile is None and route.destination is not None
-    assert route.destination.name == "qemu-10.0.13" and route.destination.accel == "auto"
+    assert route.profile is None
+    assert route.destination is not None
+    assert route.destination.name == "qemu-10.0.13"
+    assert route.destination.accel == "auto"
 
 
 def test_an_explicit_profile_overrides_the_destination(tmp_path: Path) -> None:
     cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-10.0.13"\nprofile = "default"\n'
                 + ROUTE)
     (route,) = cfg.routes
-    assert route.destination is None and route.profile is not None
+    assert route.destination is None
+    assert route.profile is not None
 
 
 def test_opt_ins_are_register_names(tmp_path: Path) -> None:
     cfg = _load(tmp_path, '[defaults]\ndestination = "qemu-11.1.3"\n'
                 'allow_guest_visible = ["ID_AA64PFR1_EL1"]\naccel = "kvm"\n' + ROUTE)
     dest = cfg.routes[0].destination
-    assert dest is not None and dest.accel == "kvm" and len(dest.opt_in) == 1
+    assert dest is not None
+    assert dest.accel == "kvm"
+    assert len(dest.opt_in) == 1
 
 
 @pytest.mark.parametrize(("text", "match"), [

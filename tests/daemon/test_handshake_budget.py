@@ -25,13 +25,15 @@ def test_failures_take_tokens_and_time_gives_them_back() -> None:
 
 def test_a_success_costs_nothing_and_zero_is_no_limit() -> None:
     b = HandshakeBudget(1)
-    assert b.allows(None, 0.0) and len(b) == 0  # nothing kept for an address that never failed
+    assert b.allows(None, 0.0)
+    assert len(b) == 0
     b.failed(None, 0.0)
     assert not b.allows(None, 0.5)
     unlimited = HandshakeBudget(0)
     for _ in range(100):
         unlimited.failed("10.0.0.1", 0.0)
-    assert unlimited.allows("10.0.0.1", 0.0) and len(unlimited) == 0
+    assert unlimited.allows("10.0.0.1", 0.0)
+    assert len(unlimited) == 0
 
 
 def test_addresses_with_a_full_bucket_are_forgotten(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,4 +45,5 @@ def test_addresses_with_a_full_bucket_are_forgotten(monkeypatch: pytest.MonkeyPa
     b.failed("10.0.1.1", 0.0)  # over KEEP_PEERS: the full ones go (none yet)
     assert len(b) == 11
     b.failed("10.0.1.2", 5.0)  # now every earlier one is full again
-    assert len(b) == 1 and b.tokens("10.0.1.2", 5.0) == 1.0
+    assert len(b) == 1
+    assert b.tokens("10.0.1.2", 5.0) == 1.0

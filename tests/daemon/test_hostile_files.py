@@ -41,7 +41,8 @@ def test_hostile_config_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
                                      text: str | bytes, match: str) -> None:
     code, err = _exit(capsys, "--config", _config(tmp_path, text))
     assert code == EXIT_USAGE
-    assert "invalid configuration" in err and match in err
+    assert "invalid configuration" in err
+    assert match in err
 
 
 def test_config_dev_zero_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,9 +67,12 @@ def test_hostile_profiles_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     conf = _config(tmp_path, ROUTE + f'profile = "{profile}"\n')
     code, err = _exit(capsys, "--config", conf)
     assert code == EXIT_USAGE
-    assert "invalid configuration" in err and match in err
+    assert "invalid configuration" in err
+    assert match in err
     code, err = _exit(capsys, "--listen", "127.0.0.1:1", "--target", "h:1", "--profile",
                       profile)
-    assert code == EXIT_USAGE and match in err
+    assert code == EXIT_USAGE
+    assert match in err
     code, err = _exit(capsys, "profiles", "--check", profile)
-    assert code == EXIT_USAGE and match in err
+    assert code == EXIT_USAGE
+    assert match in err

@@ -29,12 +29,14 @@ async def test_trims_only_when_still_idle_after_the_delay() -> None:
     t.trim = lambda: calls.append(1)
     t.maybe_idle()  # a pair is open: nothing scheduled
     await asyncio.sleep(0.01)
-    assert calls == [] and t.trims == 0
+    assert calls == []
+    assert t.trims == 0
     busy[0] = False
     t.maybe_idle()
     t.maybe_idle()  # coalesced: one trim per idle period
     await asyncio.sleep(0.01)
-    assert calls == [1] and t.trims == 1
+    assert calls == [1]
+    assert t.trims == 1
     t.maybe_idle()
     busy[0] = True  # a new pair before the timer fired
     await asyncio.sleep(0.01)

@@ -82,7 +82,8 @@ def test_process_collectors() -> None:
     assert r.get_sample_value("process_open_fds") >= 3  # type: ignore[operator]
     assert r.get_sample_value("process_cpu_seconds_total") >= 0  # type: ignore[operator]
     [info] = [f for f in r.collect() if f.name == "python_info"]
-    assert info.samples[0].labels["implementation"] and info.samples[0].value == 1
+    assert info.samples[0].labels["implementation"]
+    assert info.samples[0].value == 1
 
 
 def test_build_info() -> None:
@@ -102,7 +103,8 @@ def test_deprecated_names_say_so_and_name_their_replacement() -> None:
     for old, new in DEPRECATED.items():
         exposed = old + "_total" if old.endswith("releases") else old
         help_line = next(ln for ln in text.splitlines() if ln.startswith(f"# HELP {exposed} "))
-        assert "Deprecated" in help_line and new in help_line
+        assert "Deprecated" in help_line
+        assert new in help_line
         assert f"# TYPE {new}" in text
 
 

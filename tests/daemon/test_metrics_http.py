@@ -37,12 +37,14 @@ async def _get(s: MetricsServer, request: bytes) -> bytes:
 async def test_get_metrics_answers_the_registry(server: MetricsServer) -> None:
     data = await _get(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     head, body = data.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.0 200 OK") and CONTENT_TYPE_LATEST.encode() in head
+    assert head.startswith(b"HTTP/1.0 200 OK")
+    assert CONTENT_TYPE_LATEST.encode() in head
     assert b'migproxy_connections_total 1.0' in body
     assert f"Content-Length: {len(body)}".encode() in head
     assert (await _get(server, b"GET /?x=1 HTTP/1.0\r\n\r\n")).startswith(b"HTTP/1.0 200")
     head_only = await _get(server, b"HEAD /metrics HTTP/1.0\r\n\r\n")
-    assert head_only.startswith(b"HTTP/1.0 200") and head_only.endswith(b"\r\n\r\n")
+    assert head_only.startswith(b"HTTP/1.0 200")
+    assert head_only.endswith(b"\r\n\r\n")
 
 
 @pytest.mark.parametrize(("request_bytes", "status"), [
@@ -148,15 +150,19 @@ async def test_waiting_clients_make_room_before_answering_ones() -> None:
     assert answering.transport.written.startswith(b"HTTP/1.0 200")  # type: ignore[union-attr]
     newest = _Client(s)
     newest.connection_made(_Transport())
-    assert s.active == 3 and s.displaced == 0  # nobody polled yet: nobody displaced
+    assert s.active == 3
+    assert s.displaced == 0
     await _until(lambda: s.displaceable >= 2)  # polled: now the waiting one makes room
-    assert waiting.transport.aborted and not answering.transport.aborted  # type: ignore
-    assert s.active == 2 and s.displaced == 1
+    assert waiting.transport.aborted
+    assert not answering.transport.aborted
+    assert s.active == 2
+    assert s.displaced == 1
     third = _Client(s)
     third.connection_made(_Transport())
     await _until(lambda: s.active == 2)
     # The oldest waiting connection goes first, the answering one only when none waits.
-    assert newest.transport.aborted and not answering.transport.aborted  # type: ignore
+    assert newest.transport.aborted
+    assert not answering.transport.aborted
     for c in (answering, third):
         c.abort()
     assert s.active == 0

@@ -116,9 +116,11 @@ def test_classified_main_counts_the_connection_and_the_migration(logs: Entries) 
     assert obs.channel is Channel.MAIN
     [line] = _lines(logs, "channel")
     assert line["log_level"] == "info"
-    assert line["kind"] == "main" and line["profile"] == PROFILE.name
+    assert line["kind"] == "main"
+    assert line["profile"] == PROFILE.name
     assert line["dry_run"] is False
-    assert line["conn"] == "0001" and line["channel"] == "main"
+    assert line["conn"] == "0001"
+    assert line["channel"] == "main"
 
 
 @pytest.mark.parametrize("channel", [Channel.MULTIFD, Channel.OTHER])
@@ -131,7 +133,8 @@ def test_classified_other_channels_are_not_migrations(logs: Entries, channel: Ch
     assert _v(obs, "migproxy_migrations_active") == 0
     [line] = _lines(logs, "channel")
     assert line["kind"] == str(channel)
-    assert line["profile"] is None and line["dry_run"] is None
+    assert line["profile"] is None
+    assert line["dry_run"] is None
 
 
 def test_later_lines_carry_the_channel(logs: Entries) -> None:
@@ -139,7 +142,8 @@ def test_later_lines_carry_the_channel(logs: Entries) -> None:
     obs.classified(Classified(Channel.MULTIFD))
     obs.logged(Log("debug", "eof", {"side": "source"}))
     [line] = _lines(logs, "eof")
-    assert line["channel"] == "multifd" and line["side"] == "source"
+    assert line["channel"] == "multifd"
+    assert line["side"] == "source"
     assert line["log_level"] == "debug"
 
 
@@ -168,7 +172,8 @@ def test_report_of_a_real_stream_updates_the_counters(logs: Entries) -> None:
     [released] = [e for e in events if isinstance(e, DeviceStateReleased)]
     assert _v(obs, "migproxy_holdback_size_bytes_sum") == released.held_bytes
     [line] = _lines(logs, "tail_released")
-    assert line["held_bytes"] == released.held_bytes and line["rewritten"] is True
+    assert line["held_bytes"] == released.held_bytes
+    assert line["rewritten"] is True
     rewrites = _lines(logs, "cpu_rewrite")
     assert [r["cpu"] for r in rewrites] == [0, 1]
     assert all(any("BOGUS_DBGDTRTX" in d for d in r["dropped"]) for r in rewrites)
@@ -226,7 +231,8 @@ def test_passthrough_is_counted_and_logged_with_its_reason(logs: Entries,
     assert _v(obs, "migproxy_aborts_total", reason=str(reason)) == 0
     [line] = _lines(logs, "passthrough")
     assert line["log_level"] == "warning"
-    assert line["reason"] == str(reason) and line["detail"] == "what went wrong"
+    assert line["reason"] == str(reason)
+    assert line["detail"] == "what went wrong"
     assert line["offset"] == 1234
     assert "note" not in line
 
@@ -247,7 +253,8 @@ def test_abort_is_counted_and_logged_with_its_reason(logs: Entries, reason: Reas
     assert _v(obs, "migproxy_passthrough_total", reason=str(reason)) == 0
     [line] = _lines(logs, "abort")
     assert line["log_level"] == "error"
-    assert line["reason"] == str(reason) and line["detail"] == "stopped here"
+    assert line["reason"] == str(reason)
+    assert line["detail"] == "stopped here"
     assert line["offset"] == 77
 
 
@@ -313,9 +320,11 @@ def test_finished_main_decrements_the_gauges_and_counts_the_outcome(logs: Entrie
     assert _v(obs, "migproxy_connect_errors_total") == 0
     [line] = _lines(logs, "closed")
     assert line["log_level"] == "info"
-    assert line["outcome"] == "completed" and line["reason"] is None
+    assert line["outcome"] == "completed"
+    assert line["reason"] is None
     assert line["seconds"] == 2.5
-    assert line["bytes_in"] == 1000 and line["bytes_out"] == 984
+    assert line["bytes_in"] == 1000
+    assert line["bytes_out"] == 984
     assert line["channel"] == "main"
 
 
@@ -331,7 +340,8 @@ def test_finished_with_abort_logs_a_warning(logs: Entries, outcome: Outcome,
     assert _v(obs, "migproxy_migrations_active") == 0
     [line] = _lines(logs, "closed")
     assert line["log_level"] == "warning"
-    assert line["outcome"] == str(outcome) and line["reason"] == str(reason)
+    assert line["outcome"] == str(outcome)
+    assert line["reason"] == str(reason)
 
 
 def test_finished_while_holding_gives_back_the_held_bytes() -> None:
@@ -355,8 +365,10 @@ def test_finished_connect_failed_counts_a_connect_error(logs: Entries) -> None:
     assert _v(obs, "migproxy_migrations_total", outcome="empty") == 0
     [line] = _lines(logs, "closed")
     assert line["log_level"] == "warning"
-    assert line["outcome"] == "empty" and line["reason"] == "connect_failed"
-    assert line["bytes_in"] is None and line["bytes_out"] is None
+    assert line["outcome"] == "empty"
+    assert line["reason"] == "connect_failed"
+    assert line["bytes_in"] is None
+    assert line["bytes_out"] is None
 
 
 def test_finished_probe_counts_nothing(logs: Entries) -> None:
@@ -365,7 +377,8 @@ def test_finished_probe_counts_nothing(logs: Entries) -> None:
     assert _v(obs, "migproxy_connect_errors_total") == 0
     assert _v(obs, "migproxy_migrations_total", outcome="empty") == 0
     [line] = _lines(logs, "closed")
-    assert line["log_level"] == "info" and line["reason"] == "no_data"
+    assert line["log_level"] == "info"
+    assert line["reason"] == "no_data"
 
 
 def test_finished_multifd_is_not_a_migration(logs: Entries) -> None:
@@ -376,7 +389,8 @@ def test_finished_multifd_is_not_a_migration(logs: Entries) -> None:
     assert _v(obs, "migproxy_migrations_total", outcome="relayed") == 0
     assert _v(obs, "migproxy_migrations_active") == 0
     [line] = _lines(logs, "closed")
-    assert line["outcome"] == "relayed" and line["channel"] == "multifd"
+    assert line["outcome"] == "relayed"
+    assert line["channel"] == "multifd"
 
 
 # -- forwarded and logged -------------------------------------------------------------------------
@@ -400,7 +414,9 @@ def test_logged_uses_the_level_and_fields(logs: Entries, level: str) -> None:
     obs = _observer()
     obs.logged(Log(level, "destination_shut", {"status": 1}))
     [line] = _lines(logs, "destination_shut")
-    assert line["log_level"] == level and line["status"] == 1 and line["conn"] == "0001"
+    assert line["log_level"] == level
+    assert line["status"] == 1
+    assert line["conn"] == "0001"
 
 
 # -- a session's commands through the observer ----------------------------------------------------
@@ -452,11 +468,14 @@ def test_a_whole_main_channel_through_session_and_observer(logs: Entries) -> Non
     assert _v(obs, "migproxy_holdback_seconds_count") == 1
     assert _v(obs, "migproxy_holdback_bytes") == 0
     [line] = _lines(logs, "closed")
-    assert line["outcome"] == "completed" and line["reason"] is None
-    assert line["bytes_in"] == len(STREAM) and line["bytes_out"] == len(REWRITTEN)
+    assert line["outcome"] == "completed"
+    assert line["reason"] is None
+    assert line["bytes_in"] == len(STREAM)
+    assert line["bytes_out"] == len(REWRITTEN)
     assert line["seconds"] == 0.6
     [shut_line] = _lines(logs, "destination_shut")
-    assert shut_line["status"] == 0 and shut_line["log_level"] == "info"
+    assert shut_line["status"] == 0
+    assert shut_line["log_level"] == "info"
 
 
 # -- device state: new names and the deprecated ones ----------------------------------------

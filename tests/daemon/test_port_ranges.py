@@ -158,7 +158,7 @@ async def test_libvirts_port_check_finds_a_listened_port_taken(targets: list[Tar
     try:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            with pytest.raises(OSError) as ei:
+            with pytest.raises(OSError, match="in use") as ei:
                 probe.bind(("0.0.0.0", first))
         assert ei.value.errno == errno.EADDRINUSE
     finally:

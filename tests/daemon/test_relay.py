@@ -212,7 +212,8 @@ async def test_abort_policy_closes_both_sides(target: Target) -> None:
         r, _w = await send_all(listen_port(d), bad, close=False)
         c = await target.conn()
         await asyncio.wait_for(c.eof.wait(), 10)
-        assert bad.startswith(bytes(c.data)) and len(c.data) < len(bad)
+        assert bad.startswith(bytes(c.data))
+        assert len(c.data) < len(bad)
         assert await reader_closed(r)
         await wait_pairs_closed(d)
         assert sample(d, "migproxy_aborts_total", reason="unknown_command") == 1
@@ -289,7 +290,8 @@ async def test_a_bare_probe_never_reaches_the_target(target: Target) -> None:
         await send_all(listen_port(d), STREAM)
         c = await target.conn()
         await asyncio.wait_for(c.eof.wait(), 10)
-        assert len(target.conns) == 1 and bytes(c.data) == REWRITTEN
+        assert len(target.conns) == 1
+        assert bytes(c.data) == REWRITTEN
     finally:
         await stop_daemon(d, target)
 
@@ -362,7 +364,8 @@ async def test_idle_connections_hold_small_buffers_and_bulk_ones_grow() -> None:
         while len(conn.data) < len(STREAM) // 2:
             await asyncio.sleep(0.01)
         sizes = {p.src.read_size for p in d.registry.pairs}
-        assert max(sizes) > INITIAL_READ_SIZE and max(sizes) <= READ_SIZE
+        assert max(sizes) > INITIAL_READ_SIZE
+        assert max(sizes) <= READ_SIZE
         w.close()
     finally:
         for w in writers:
@@ -451,7 +454,8 @@ async def test_connections_over_the_per_peer_limit_are_closed_at_once(target: Ta
         r3, w3 = await asyncio.open_connection("127.0.0.1", listen_port(d))
         assert await asyncio.wait_for(reader_closed(r3), 10)
         assert sample(d, "migproxy_connections_refused_total", reason="peer_full") == 1
-        assert len(d.registry.pairs) == 2 and not target.conns  # nothing reached the target
+        assert len(d.registry.pairs) == 2
+        assert not target.conns
         for _r, w in held:
             w.close()
         await wait_pairs_closed(d)
@@ -523,7 +527,8 @@ async def test_a_buffer_is_reusable_only_when_no_view_of_it_is_left() -> None:
     view = memoryview(buf)[1:]
     assert not unreferenced(buf)
     del view
-    assert unreferenced(buf) and buf == b"abc"
+    assert unreferenced(buf)
+    assert buf == b"abc"
 
 
 async def test_receive_buffers_are_reused_under_backpressure_and_bytes_stay_exact() -> None:
@@ -547,7 +552,8 @@ async def test_receive_buffers_are_reused_under_backpressure_and_bytes_stay_exac
     try:
         await send_all(listen_port(d), big)
         assert await received(slow, 0, timeout=60) == expected
-        assert made and made.count(0) > 0, made  # some buffers were reused
+        assert made, made
+        assert made.count(0) > 0, made  # some buffers were reused
     finally:
         side_mod.SideProtocol.fresh_buffer = real  # type: ignore[method-assign]
         await stop_daemon(d, slow)

@@ -116,7 +116,8 @@ async def test_both_directions_exact_with_half_close(relays: KernelRelays) -> No
         assert at_destination == up
         assert at_source == down
         end = await r.end()
-        assert end.how == "closed" and end.error is None
+        assert end.how == "closed"
+        assert end.error is None
         assert r.progress[0] + end.to_destination == len(up)
         assert r.progress[1] + end.to_source == len(down)
         assert not relays.running
@@ -132,7 +133,8 @@ async def test_a_reset_is_passed_on_as_a_reset(relays: KernelRelays) -> None:
         r.destination.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         r.destination.close()  # a reset from the destination
         end = await r.end()
-        assert end.how == "error" and end.side == "destination"
+        assert end.how == "error"
+        assert end.side == "destination"
         r.source.settimeout(10)
         with pytest.raises(ConnectionResetError):
             await in_thread(read_all, r.source)
@@ -350,7 +352,8 @@ async def test_no_pipe_or_thread_keeps_the_connection_on_the_event_loop(
         payload = MULTIFD + os.urandom(4 << 20)
         _, w = await send_all(listen_port(d), payload)
         assert await received(target, 0) == payload
-        assert spliced(d) == 0 and not d.registry.kernel_relays.running
+        assert spliced(d) == 0
+        assert not d.registry.kernel_relays.running
         w.close()
     finally:
         await stop_daemon(d, target)

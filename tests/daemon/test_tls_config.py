@@ -66,7 +66,8 @@ def test_the_libvirt_layout_serves_both_legs(creds: Path) -> None:
     server = source_context(str(creds))
     assert server.verify_mode == ssl.CERT_REQUIRED  # QEMU's verify-peer=on
     client = destination_context(str(creds))
-    assert client.check_hostname and client.verify_mode == ssl.CERT_REQUIRED
+    assert client.check_hostname
+    assert client.verify_mode == ssl.CERT_REQUIRED
 
 
 @pytest.mark.parametrize(("missing", "leg"), [
@@ -128,10 +129,14 @@ listen = "127.0.0.1:4446"
 target = "dst.example:4446"
 """)
     a, b, c = cfg.routes
-    assert a.tls is not None and a.tls.source is not None and a.tls.destination is not None
+    assert a.tls is not None
+    assert a.tls.source is not None
+    assert a.tls.destination is not None
     assert a.tls.hostname == "dst.example"  # default: the target's host
     assert a.tls.handshake_timeout == 2.5
-    assert b.tls is not None and b.tls.source is None and b.tls.hostname == "qemu-dst.example"
+    assert b.tls is not None
+    assert b.tls.source is None
+    assert b.tls.hostname == "qemu-dst.example"
     assert c.tls is None
 
 
@@ -142,8 +147,11 @@ def test_command_line_flags(creds: Path) -> None:
                                   "--tls-hostname", "dst.example",
                                   "--tls-handshake-timeout", "3", "--metrics", ""))
     tls = cfg.routes[0].tls
-    assert tls is not None and tls.source is not None and tls.destination is not None
-    assert tls.hostname == "dst.example" and tls.handshake_timeout == 3
+    assert tls is not None
+    assert tls.source is not None
+    assert tls.destination is not None
+    assert tls.hostname == "dst.example"
+    assert tls.handshake_timeout == 3
 
 
 def test_tls_hostname_needs_destination_creds() -> None:
@@ -202,7 +210,8 @@ def test_plaintext_on_loopback_is_fine(creds: Path, tmp_path: Path, listen: str)
 def test_tls_on_the_source_leg_may_listen_anywhere(creds: Path, tmp_path: Path) -> None:
     cfg = _load(tmp_path, f'[[route]]\nlisten = ":4444"\ntarget = "127.0.0.1:1"\n'
                           f'tls_source_creds = "{creds}"\n')
-    assert cfg.routes[0].tls is not None and cfg.routes[0].tls.destination is None
+    assert cfg.routes[0].tls is not None
+    assert cfg.routes[0].tls.destination is None
 
 
 def test_allow_plaintext_source_flag(creds: Path) -> None:
@@ -213,8 +222,12 @@ def test_allow_plaintext_source_flag(creds: Path) -> None:
 
 
 def test_is_loopback() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("LOCALHOST")
-    assert not is_loopback("") and not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
+    assert is_loopback("127.0.0.1")
+    assert is_loopback("::1")
+    assert is_loopback("LOCALHOST")
+    assert not is_loopback("")
+    assert not is_loopback("0.0.0.0")
+    assert not is_loopback("10.0.0.1")
 
 
 def test_the_daemon_exits_2_with_the_reason(tmp_path: Path) -> None:

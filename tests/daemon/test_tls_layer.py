@@ -94,7 +94,8 @@ def connected(pki: Pki) -> tuple[End, End]:
 
 def test_the_handshake_ends_once_on_both_sides(pki: Pki) -> None:
     source, daemon = connected(pki)
-    assert source.events == [HandshakeDone()] and daemon.events == [HandshakeDone()]
+    assert source.events == [HandshakeDone()]
+    assert daemon.events == [HandshakeDone()]
     assert daemon.layer.version == "TLSv1.3"
     cert = daemon.layer.peer_certificate()
     assert cert is not None
@@ -107,7 +108,8 @@ def test_the_client_leg_checks_the_destinations_name(pki: Pki) -> None:
     dest = End(TlsLayer(server_context(pki.creds), server_side=True))
     daemon.take(daemon.layer.start())
     exchange(daemon, dest)
-    assert daemon.events == [HandshakeDone()] and dest.events == [HandshakeDone()]
+    assert daemon.events == [HandshakeDone()]
+    assert dest.events == [HandshakeDone()]
 
     other = End(TlsLayer(destination_context(str(pki.creds)), server_side=False,
                          server_hostname="other.example"))
@@ -126,8 +128,10 @@ def test_data_both_ways_in_any_pieces(pki: Pki) -> None:
     daemon.outbox += daemon.layer.send(down)
     deliver(source, daemon, piece=4093)
     deliver(daemon, source, piece=1)
-    assert bytes(daemon.plaintext) == up and bytes(source.plaintext) == down
-    assert daemon.events == [HandshakeDone()] and source.events == [HandshakeDone()]
+    assert bytes(daemon.plaintext) == up
+    assert bytes(source.plaintext) == down
+    assert daemon.events == [HandshakeDone()]
+    assert source.events == [HandshakeDone()]
 
 
 def test_a_small_buffer_reads_everything_in_order(pki: Pki) -> None:
@@ -144,19 +148,22 @@ def test_a_small_buffer_reads_everything_in_order(pki: Pki) -> None:
         got += buf[:step.plaintext]
         events += step.events
         assert step.plaintext <= 1000
-    assert bytes(got) == data and events == [CloseNotify()]
+    assert bytes(got) == data
+    assert events == [CloseNotify()]
 
 
 def test_close_notify_ends_one_direction_only(pki: Pki) -> None:
     source, daemon = connected(pki)
     source.outbox += source.layer.send(b"stream") + source.layer.close()
     deliver(source, daemon)
-    assert daemon.plaintext == b"stream" and daemon.events[-1] == CloseNotify()
+    assert daemon.plaintext == b"stream"
+    assert daemon.events[-1] == CloseNotify()
     assert source.layer.send(b"more") == b""  # nothing after close_notify
     # TLS 1.3: the other direction goes on, then ends with its own close_notify.
     daemon.outbox += daemon.layer.send(b"return path") + daemon.layer.close()
     deliver(daemon, source)
-    assert source.plaintext == b"return path" and source.events[-1] == CloseNotify()
+    assert source.plaintext == b"return path"
+    assert source.events[-1] == CloseNotify()
     assert daemon.events.count(CloseNotify()) == 1
 
 
@@ -178,7 +185,8 @@ def test_a_close_inside_a_record_is_a_bare_close(pki: Pki) -> None:
     daemon.take(daemon.layer.receive(record[:-10]))
     daemon.take(daemon.layer.receive_eof())
     daemon.read()
-    assert daemon.plaintext == b"" and daemon.events == [HandshakeDone(), BareClose()]
+    assert daemon.plaintext == b""
+    assert daemon.events == [HandshakeDone(), BareClose()]
 
 
 def test_the_end_waits_while_the_reader_does_not_read(pki: Pki) -> None:
@@ -186,9 +194,11 @@ def test_the_end_waits_while_the_reader_does_not_read(pki: Pki) -> None:
     source.outbox += source.layer.send(b"a" * 10) + source.layer.close()
     daemon.take(daemon.layer.receive(bytes(source.outbox)))
     daemon.take(daemon.layer.receive_eof())
-    assert daemon.layer.buffered and daemon.events == [HandshakeDone()]
+    assert daemon.layer.buffered
+    assert daemon.events == [HandshakeDone()]
     daemon.read()
-    assert daemon.plaintext == b"a" * 10 and daemon.events[-1] == CloseNotify()
+    assert daemon.plaintext == b"a" * 10
+    assert daemon.events[-1] == CloseNotify()
     assert not daemon.layer.buffered
 
 
@@ -203,11 +213,13 @@ def test_a_wrong_client_certificate_fails_the_handshake(pki: Pki, client: str) -
     daemon = End(TlsLayer(source_context(str(pki.creds)), server_side=True))
     source.take(source.layer.start())
     exchange(source, daemon)
-    assert len(daemon.events) == 1 and isinstance(daemon.events[0], HandshakeFailed)
+    assert len(daemon.events) == 1
+    assert isinstance(daemon.events[0], HandshakeFailed)
     reason = daemon.events[0].reason
     assert ("certificate verify failed" in reason if client == "rogue"
             else "certificate" in reason), reason
-    assert not daemon.layer.established and daemon.layer.failed
+    assert not daemon.layer.established
+    assert daemon.layer.failed
     assert daemon.layer.send(b"x") == b""
     assert daemon.layer.receive(b"more") == Step()  # a failed layer takes nothing more
 
@@ -215,7 +227,8 @@ def test_a_wrong_client_certificate_fails_the_handshake(pki: Pki, client: str) -
 def test_a_peer_that_does_not_speak_tls_fails_the_handshake(pki: Pki) -> None:
     daemon = TlsLayer(source_context(str(pki.creds)), server_side=True)
     step = daemon.receive(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert len(step.events) == 1 and isinstance(step.events[0], HandshakeFailed)
+    assert len(step.events) == 1
+    assert isinstance(step.events[0], HandshakeFailed)
     assert "http request" in step.events[0].reason or "wrong version" in step.events[0].reason
 
 

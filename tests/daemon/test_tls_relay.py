@@ -226,7 +226,8 @@ async def test_both_legs_rewritten_and_close_notify_passed_on(
         await asyncio.to_thread(send_tls, listen_port(d), STREAM, client_context(pki.creds),
                                 clean=clean)
         conn = await tls_target.conn()
-        assert bytes(conn.data) == REWRITTEN and REWRITTEN != STREAM
+        assert bytes(conn.data) == REWRITTEN
+        assert REWRITTEN != STREAM
         # The end is passed on as it came: close_notify, or a bare TCP close (QEMU 10.0
         # ends its main channel so; a destination that does not read the close_notify
         # would reset the connection when it closes).
@@ -348,7 +349,8 @@ async def test_plaintext_source_tls_destination(pki: Pki, tls_target: TlsTarget)
         w.write_eof()
         conn = await tls_target.conn()
         # A plaintext FIN on a main channel becomes a bare TCP close, as QEMU ends one.
-        assert bytes(conn.data) == REWRITTEN and not conn.close_notify
+        assert bytes(conn.data) == REWRITTEN
+        assert not conn.close_notify
         w.close()
     finally:
         await stop_daemon(d)
@@ -368,7 +370,8 @@ async def test_a_tls_leg_half_closes(pki: Pki) -> None:
         w.write_eof()
         assert await asyncio.wait_for(r.read(), 10) == reply  # then the daemon's FIN
         conn = await target.conn()
-        assert bytes(conn.data) == REWRITTEN and not conn.close_notify
+        assert bytes(conn.data) == REWRITTEN
+        assert not conn.close_notify
         w.close()
         await wait_pairs_closed(d)
         assert sample(d, "migproxy_migrations_total", outcome="completed") == 1

@@ -72,8 +72,10 @@ def test_example_config_loads_as_shipped():
     assert [str(r.listen) for r in cfg.routes] == [":4444", "[::]:4445",
                                                    "192.0.2.10:49152-49215"]
     assert str(cfg.routes[2].target) == "127.0.0.1:49152-49215"
-    assert cfg.routes[0].profile is not None and cfg.routes[0].profile.name == "default"
-    assert cfg.routes[1].profile is None and cfg.routes[1].destination is not None
+    assert cfg.routes[0].profile is not None
+    assert cfg.routes[0].profile.name == "default"
+    assert cfg.routes[1].profile is None
+    assert cfg.routes[1].destination is not None
     assert cfg.routes[1].destination.name == "qemu-11.1.3"
     # [daemon] and [defaults] show the default values, as the file says
     assert cfg.defaults == RouteSettings()
@@ -130,8 +132,10 @@ def test_example_config_profile_path_form(tmp_path):
                     encoding="utf-8")
     cfg = load_config(str(conf), argparse.Namespace())
     first, second, _range = cfg.routes
-    assert first.profile is not None and first.profile.name == "default"
-    assert second.profile is not None and second.profile.name == "10.0-to-11.1"
+    assert first.profile is not None
+    assert first.profile.name == "default"
+    assert second.profile is not None
+    assert second.profile.name == "10.0-to-11.1"
     assert [r.action for r in second.profile.rules] == ["drop", "drop", "insert"]
 
 
@@ -284,7 +288,8 @@ def test_dockerfile_static():
     users = [a for i, a in final if i == "USER"]
     assert users, "the final stage needs a USER"
     user = users[-1].split(":")[0]
-    assert user not in ("root", "0") and int(user) == 10001
+    assert user not in ("root", "0")
+    assert int(user) == 10001
     assert any(i == "RUN" and "useradd" in a and "--uid 10001" in a for i, a in final)
 
     last = {i: a for i, a in final}
@@ -292,8 +297,11 @@ def test_dockerfile_static():
     assert json.loads(last["CMD"]) == ["--config", "/etc/migproxy/migproxy.toml"]
     assert {"4444", "9464"} <= set(last["EXPOSE"].split())
     hc = last["HEALTHCHECK"]
-    assert " CMD " in f" {hc} " and not hc.upper().startswith("NONE")
-    assert "urllib" in hc and "curl" not in hc and "wget" not in hc
+    assert " CMD " in f" {hc} "
+    assert not hc.upper().startswith("NONE")
+    assert "urllib" in hc
+    assert "curl" not in hc
+    assert "wget" not in hc
     assert "--metrics 0.0.0.0:9464" in text  # documented
     for i, a in final:
         if i == "COPY" and "--from" not in a:
@@ -474,7 +482,8 @@ def test_dashboard_structure():
     for p in dash["panels"]:
         ids.append(p["id"])
         g = p["gridPos"]
-        assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
+        assert g["x"] >= 0, p["title"]
+        assert g["x"] + g["w"] <= 24, p["title"]
         for other in boxes:
             overlap = (g["x"] < other["x"] + other["w"] and other["x"] < g["x"] + g["w"]
                        and g["y"] < other["y"] + other["h"] and other["y"] < g["y"] + g["h"])
@@ -567,7 +576,8 @@ def test_capture_unit_runs_a_capture_the_cli_accepts(tmp_path):
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.manifest_command, args.accel, args.cpu) == (
         "manifest", "capture", "kvm", "host")
-    assert len(args.machine) >= 2 and args.output == "/var/lib/migproxy/destination"
+    assert len(args.machine) >= 2
+    assert args.output == "/var/lib/migproxy/destination"
     assert s["Service.StateDirectory"] == ["migproxy"]
     assert s["Service.DeviceAllow"] == ["/dev/kvm rw"]
     assert s["Unit.Before"] == ["migproxy.service"]
@@ -606,7 +616,8 @@ def test_unit_memory_max_is_the_daemons_bound_at_the_default_settings():
 
     s = _unit_settings(UNIT.read_text(encoding="utf-8"))
     (value,) = s["Service.MemoryMax"]
-    assert value.endswith("M") and int(value[:-1]) << 20 == default_memory_bound()
+    assert value.endswith("M")
+    assert int(value[:-1]) << 20 == default_memory_bound()
 
 
 # ---------------------------------------------------------------- the managed-save units

@@ -43,7 +43,8 @@ def test_every_number_has_a_minimum_and_a_maximum() -> None:
     numbers = [s for s in S.SETTINGS.values() if s.kind in ("int", "float")]
     assert numbers
     for s in numbers:
-        assert s.minimum is not None and s.maximum is not None, s.key
+        assert s.minimum is not None, s.key
+        assert s.maximum is not None, s.key
         assert s.minimum <= s.default <= s.maximum or (s.zero and s.default == 0), s.key
         if s.kind == "float":
             assert s.minimum > 0, f"{s.key}: a float needs a positive minimum (0 via zero=)"
@@ -81,7 +82,8 @@ def test_every_setting_has_its_flag_with_the_tables_default_and_bounds() -> None
         action = flags[s.key]
         assert action.option_strings[0] == s.flag
         assert action.default is None  # a flag not given overrides nothing
-        assert action.help is not None and s.help.replace("%", "%%") in action.help
+        assert action.help is not None
+        assert s.help.replace("%", "%%") in action.help
         if s.kind != "bool" and s.scope != "route-address":
             assert f"default: {s.default_text()}" in action.help, s.key
         if s.bounds():

@@ -577,7 +577,8 @@ def test_cancelled_migration(lab: Lab, own_proxy: Callable[..., Proxy], blob: Pa
         assert n is not None
         assert_counting(held.src, n)
     closed = wait_main_closed(p, delta.log_mark)  # logged after every metric update
-    assert len(closed) == 1 and closed[0]["outcome"] != "completed", closed
+    assert len(closed) == 1, closed
+    assert closed[0]["outcome"] != "completed", closed
     assert p.value("migproxy_migrations_active") == 0
     assert p.value("migproxy_connections_active", channel="main") == 0
     assert p.value("migproxy_holdback_bytes") == 0
@@ -611,7 +612,8 @@ def test_kill_9_mid_migration_leaves_the_guest_running_on_the_source(
                 assert held.dst.wait_incoming(30).get("status") != "completed"
         if killed == "destination":
             closed = wait_main_closed(p, 0)
-            assert len(closed) == 1 and closed[0]["outcome"] != "completed", closed
+            assert len(closed) == 1, closed
+            assert closed[0]["outcome"] != "completed", closed
     finally:
         if p.proc.poll() is None:
             p.stop()
@@ -658,7 +660,8 @@ def test_dry_run_forwards_unchanged_and_reports(lab: Lab,
     assert delta("migproxy_cpregs_dropped_total", register=DBGDTRTX) == 0
     # Forwarded unchanged: as many bytes out as in.
     closed = wait_main_closed(p, delta.log_mark)
-    assert len(closed) == 1 and closed[0]["bytes_in"] == closed[0]["bytes_out"], closed
+    assert len(closed) == 1, closed
+    assert closed[0]["bytes_in"] == closed[0]["bytes_out"], closed
 
 
 def test_metrics_after_the_migrations(lab: Lab, proxy: Proxy) -> None:
@@ -703,12 +706,14 @@ def test_dry_run_with_return_path_reports_the_destinations_failure(
         dinfo = dst.wait_incoming(30)
         assert dinfo.get("status") != "completed"
         n = src.last_counter()
-        assert n is not None and src.status() == "running"
+        assert n is not None
+        assert src.status() == "running"
         assert_counting(src, n)
     delta.wait("migproxy_migrations_total", 1, outcome="destination_failed")
     assert delta("migproxy_migrations_total", outcome="completed") == 0
     shut = delta.events("destination_shut")
-    assert len(shut) == 1 and shut[0]["status"] != 0, shut
+    assert len(shut) == 1, shut
+    assert shut[0]["status"] != 0, shut
 
 
 def test_postcopy_preempt_plaintext(lab: Lab, proxy: Proxy, blob: Path) -> None:
@@ -730,7 +735,8 @@ def test_postcopy_preempt_plaintext(lab: Lab, proxy: Proxy, blob: Path) -> None:
         start_postcopy(src)
         complete(src, dst, proxy.context)
     released = delta.events("tail_released")  # the package, framed by known layouts
-    assert len(released) == 1 and not delta.events("passthrough"), proxy.context()
+    assert len(released) == 1, proxy.context()
+    assert not delta.events("passthrough"), proxy.context()
     assert delta("migproxy_connections_classified_total", channel="main") == 1
     silent = delta.events("connect_silent")  # the preempt channel, connected unasked
     assert len(silent) == 1, proxy.context()

@@ -37,7 +37,8 @@ def test_live_cell(lab: Lab, tmp_path: Path, src: str, dst: str, return_path: bo
                      capabilities=caps, context=p.context)
         plans = p.events("cpu_plan")
         assert len(plans) == 1, p.context()
-        assert plans[0]["changes"] and plans[0]["guest_visible"] == [], plans
+        assert plans[0]["changes"], plans
+        assert plans[0]["guest_visible"] == [], plans
         assert f"QEMU {dst}" in plans[0]["destination"]
     finally:
         assert p.stop() == 0, p.context()
@@ -62,7 +63,8 @@ def test_live_max_across_features_is_refused_and_the_source_runs_on(
             assert s.wait_migration(60).get("status") == "failed"
             assert d.wait_incoming(30).get("status") != "completed"
             n = s.last_counter()
-            assert n is not None and s.status() == "running"
+            assert n is not None
+            assert s.status() == "running"
             assert s.wait_ticks(len(s.ticks()) + 2, 10)[-1] > n
         aborts = p.events("abort")
         assert [a["reason"] for a in aborts] == ["unsafe_rewrite"], p.context()

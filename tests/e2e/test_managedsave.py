@@ -91,7 +91,8 @@ def test_managed_save_on_10_0_2_restores_on_10_0_13_after_saves_rewrite(
     image = virsh.save_dir / f"{DOMAIN}.save"
     saved = image.read_bytes()
     header = parse_header(saved[:HEADER_SIZE])
-    assert header.format == SaveFormat[fmt.upper()] and header.was_running == 1
+    assert header.format == SaveFormat[fmt.upper()]
+    assert header.was_running == 1
     assert virsh.virsh("domstate", DOMAIN, "--reason").stdout.strip() == "shut off (saved)"
 
     # The upgrade: the same emulator path now runs 10.0.13.
@@ -138,7 +139,8 @@ def test_managed_save_on_10_0_2_restores_on_10_0_13_after_saves_rewrite(
     ticks = wait_ticks(serial, 2)
     assert ticks[0] == last + 1, (last, ticks)  # the guest went on where it stopped
     version = virsh.virsh("qemu-monitor-command", DOMAIN, '{"execute":"query-version"}')
-    assert '"major":10' in version.stdout and '"micro":13' in version.stdout, version.stdout
+    assert '"major":10' in version.stdout, version.stdout
+    assert '"micro":13' in version.stdout, version.stdout
     assert virsh.virsh("domstate", DOMAIN, "--reason").stdout.strip() == "running (restored)"
     assert not image.exists()  # libvirt deleted the managed save after the restore
 

@@ -59,7 +59,8 @@ def test_two_migrations_at_once_on_two_ports_of_a_range(lab: Lab, tmp_path: Path
             for s, d in ((s0, d0), (s1, d1)):
                 complete(s, d, p.context)
         plans = p.events("cpu_plan")
-        assert len(plans) == 2 and all(e["changes"] and e["guest_visible"] == []
+        assert len(plans) == 2, p.context()
+        assert all(e["changes"] and e["guest_visible"] == []
                                        for e in plans), p.context()
         mains = [e for e in p.events("closed") if e.get("channel") == "main"]
         assert sorted((e["route"], e["target"], e["outcome"]) for e in mains) == [

@@ -74,8 +74,10 @@ def _assert_rewritten(p: Proxy, dst: str, smp: int) -> None:
     assert all(pl["changes"] and pl["guest_visible"] == [] for pl in plans), plans
     assert all(f"QEMU {dst}" in pl["destination"] for pl in plans)
     released = p.events("tail_released")
-    assert len(released) == 1 and released[0]["rewritten"], p.context()
-    assert not p.events("passthrough") and not p.events("abort"), p.context()
+    assert len(released) == 1, p.context()
+    assert released[0]["rewritten"], p.context()
+    assert not p.events("passthrough"), p.context()
+    assert not p.events("abort"), p.context()
 
 
 @pytest.mark.parametrize(("src", "dst", "smp"), CELLS, ids=IDS)
@@ -113,7 +115,8 @@ def test_postcopy_dry_run_fails(lab: Lab, tmp_path: Path) -> None:
             assert d.wait_incoming(30).get("status") == "failed"
         assert p.events("cpu_plan_dry_run"), p.context()
         released = p.events("tail_released")
-        assert len(released) == 1 and not released[0]["rewritten"], p.context()
+        assert len(released) == 1, p.context()
+        assert not released[0]["rewritten"], p.context()
     finally:
         assert p.stop() == 0, p.context()
 
@@ -149,7 +152,8 @@ def test_refused_postcopy_leaves_the_guest_running_on_the_source(lab: Lab, tmp_p
             info = wait_source(s, frozenset({"failed", "postcopy-paused", "completed"}))
             assert info["status"] == "failed", info
             n = s.last_counter()
-            assert n is not None and s.status() == "running"
+            assert n is not None
+            assert s.status() == "running"
             assert s.wait_ticks(len(s.ticks()) + 2, 10)[-1] > n
         stops = p.events(policy)
         assert [e["reason"] for e in stops] == ["unsafe_rewrite"], p.context()

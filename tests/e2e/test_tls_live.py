@@ -157,7 +157,8 @@ def test_a_client_certificate_from_another_ca_is_refused(lab: Lab, pki: Pki,
     assert delta("migproxy_connections_classified_total", channel="main") == 0
     assert delta("migproxy_connect_errors_total") == 0
     failed = delta.events("tls_handshake_failed")
-    assert len(failed) == 1 and failed[0]["error"], failed
+    assert len(failed) == 1, failed
+    assert failed[0]["error"], failed
 
 
 def test_tls_through_a_route_without_tls_is_relayed_untouched(
@@ -172,7 +173,8 @@ def test_tls_through_a_route_without_tls_is_relayed_untouched(
         assert delta("migproxy_connections_classified_total", channel="tls") == 1
         assert delta("migproxy_cpu_sections_rewritten_total", mode="applied") == 0
         warned = delta.events("tls")
-        assert len(warned) == 1 and warned[0]["reason"] == "tls_not_terminated", warned
+        assert len(warned) == 1, warned
+        assert warned[0]["reason"] == "tls_not_terminated", warned
     finally:
         assert p.stop() == 0, p.context()
 
@@ -197,7 +199,8 @@ def test_postcopy_preempt_over_tls(lab: Lab, pki: Pki, tls_proxy: Proxy, blob: P
         start_postcopy(src)
         complete(src, dst, tls_proxy.context)
     released = delta.events("tail_released")  # the package, framed by known layouts
-    assert len(released) == 1 and not delta.events("passthrough"), tls_proxy.context()
+    assert len(released) == 1, tls_proxy.context()
+    assert not delta.events("passthrough"), tls_proxy.context()
     assert delta("migproxy_connections_classified_total", channel="main") == 1
     assert delta("migproxy_connections_classified_total", channel="tls") == 0
     # The preempt channel reached the destination although it may never send a byte (no

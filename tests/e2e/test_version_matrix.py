@@ -53,7 +53,8 @@ def test_cortex_a57_cell(lab: Lab, tmp_path: Path, src: str, dst: str, smp: int)
     eng, events = rewrite(s.path, dst, out)
     assert eng.mode == Mode.DONE, [e for e in events if isinstance(e, Aborted)]
     plans = [e for e in events if isinstance(e, CpuReconciled)]
-    assert len(plans) == smp and all(not p.guest_visible for p in plans)
+    assert len(plans) == smp
+    assert all(not p.guest_visible for p in plans)
     r = lab.load_stream(dst, out, machine, "cortex-a57", smp, expect_after=s.last_tick)
     assert r.ok, (r.error, [p.changes for p in plans])
     control = lab.load_stream(dst, s.path, machine, "cortex-a57", smp,
@@ -73,5 +74,6 @@ def test_max_cell(lab: Lab, tmp_path: Path, src: str, dst: str) -> None:
         assert r.ok, r.error
         return
     stop = [e for e in events if isinstance(e, Aborted)]
-    assert eng.mode == Mode.ABORTED and stop[0].reason == "unsafe_rewrite", stop
+    assert eng.mode == Mode.ABORTED, stop
+    assert stop[0].reason == "unsafe_rewrite", stop
     assert not out.exists()

@@ -127,4 +127,5 @@ def test_virsh_save_on_10_0_2_restores_on_10_0_13_after_rewrite(
     ticks = wait_ticks(serial, 2)
     assert ticks[0] == last + 1, (last, ticks)  # the guest went on where it stopped
     version = virsh.virsh("qemu-monitor-command", DOMAIN, '{"execute":"query-version"}')
-    assert '"major":10' in version.stdout and '"micro":13' in version.stdout, version.stdout
+    assert '"major":10' in version.stdout, version.stdout
+    assert '"micro":13' in version.stdout, version.stdout

@@ -32,7 +32,8 @@ QEMUS = ("7.2", "10.0")
 
 def cpreg_ids(stream: Path) -> tuple[int, ...]:
     run = run_file(stream)
-    assert run.complete and run.stop is None, f"{stream}: {run.stop}"
+    assert run.complete, f"{stream}: {run.stop}"
+    assert run.stop is None, f"{stream}: {run.stop}"
     (cpu,) = seen_cpus(run.engine.reports)
     return cpu.indexes
 
@@ -122,7 +123,8 @@ def test_save_metadata_is_the_lab_description(kvm_lab: KvmLab, kvm_saves: SaveSt
                                               kernel: str) -> None:
     saved = kvm_saves(kernel)
     assert saved.release == kvm_lab.kernel(kernel).release
-    assert saved.midr.startswith("0x") and int(saved.midr, 16) != 0
+    assert saved.midr.startswith("0x")
+    assert int(saved.midr, 16) != 0
     for q in QEMUS:
         s = saved.streams[q]
         assert s.qemu_version_line == kvm_lab.qemu(q).version_line == saved.version_lines[q]
@@ -135,7 +137,7 @@ def loads_on_6_1(kvm_lab: KvmLab, kvm_saves: SaveStreams) -> Iterator[dict[str, 
     """One 6.1 boot that loads the 6.1 and the 6.12 stream of each QEMU (by the same QEMU)."""
     streams: list[KvmStream] = [kvm_saves(k).streams[q] for k in ("6.1", "6.12") for q in QEMUS]
     items = [LoadItem.of(s, name=f"{s.kernel}/{s.qemu}") for s in streams]
-    yield {o.item.name: o for o in kvm_lab.load_streams("6.1", "max", items)}
+    return {o.item.name: o for o in kvm_lab.load_streams("6.1", "max", items)}
 
 
 @pytest.mark.kvm
@@ -152,7 +154,8 @@ def test_a_fresh_stream_loads_on_its_own_kernel_and_goes_on(loads_on_6_1: dict[s
 def test_a_6_12_stream_does_not_load_on_6_1(loads_on_6_1: dict[str, LoadOutcome],
                                             kvm_saves: SaveStreams, qemu: str) -> None:
     o = loads_on_6_1[f"6.12/{qemu}"]
-    assert not o.loaded and not o.ticks, o
+    assert not o.loaded, o
+    assert not o.ticks, o
     assert "cpreg" in o.error, o.error
     # Why: 6.12 lists more registers than 6.1 knows.
     longer = cpreg_ids(kvm_saves("6.12").streams[qemu].path)
@@ -172,7 +175,8 @@ def test_live_migration_through_migproxy_between_two_nested_hosts(
     finally:
         proxy.stop()
     assert r.source_migration == "completed", (r, proxy.context())
-    assert r.source_vm_status == "paused (postmigrate)" and not r.source_ticks_after
+    assert r.source_vm_status == "paused (postmigrate)"
+    assert not r.source_ticks_after
     assert r.destination.running, r.destination
     assert r.destination.first_tick == (r.source_last_tick or 0) + 1
     # The stream went through the daemon.
@@ -183,6 +187,7 @@ def test_live_migration_through_migproxy_between_two_nested_hosts(
 def test_a_refused_live_migration_with_return_path_leaves_the_source_running(
         kvm_lab: KvmLab) -> None:
     r = kvm_lab.live_migrate("6.12", "6.1", "max", "10.0", return_path=True)
-    assert not r.destination.loaded and "cpreg" in r.destination.error, r.destination
+    assert not r.destination.loaded, r.destination
+    assert "cpreg" in r.destination.error, r.destination
     assert r.source_migration.startswith("failed"), r
     assert r.source_running, r

@@ -94,7 +94,8 @@ def test_dbgdtrtx_stream_refused_by_10_0_13() -> None:
     lab = require_lab("10.0.2", "10.0.13")
     s = lab.stream("10.0.2", "virt-10.0", "cortex-a57", 1)
     r = lab.load_stream("10.0.13", s.path, "virt-10.0", "cortex-a57", 1, expect_after=s.last_tick)
-    assert not r.ok and not r.loaded
+    assert not r.ok
+    assert not r.loaded
     assert r.returncode == 1
     assert "device 'cpu'" in r.error
 

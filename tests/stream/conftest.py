@@ -25,4 +25,4 @@ def ram_walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.setattr(ramsection, "RAM_WALK", COMPILED)
     else:
         monkeypatch.setattr(ramsection, "RAM_WALK", None)
-    yield request.param
+    return request.param

@@ -65,7 +65,8 @@ def test_anything_else_is_named(edit: str) -> None:
     d = copy.deepcopy(desc)
     change(d)
     why = unlike_qemus(encode_description(d), d, facts)
-    assert why is not None and message in why, why
+    assert why is not None, why
+    assert message in why, why
 
 
 @pytest.mark.parametrize("text", [
@@ -84,4 +85,5 @@ def test_the_json_must_be_qemus_serialisation(text: Callable[[dict[str, Any]], s
 def test_a_description_without_configuration_is_fine_for_old_qemu() -> None:
     """QEMU 7.2 writes no configuration entry."""
     facts, desc, raw = _facts_and_description("v7.2.22-virt-7.2-cortex-a57-smp1")
-    assert "configuration" not in desc and unlike_qemus(raw, desc, facts) is None
+    assert "configuration" not in desc
+    assert unlike_qemus(raw, desc, facts) is None

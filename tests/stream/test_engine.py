@@ -53,9 +53,11 @@ def test_no_profile_forwards_identical_and_accounts_every_byte(synth_small: byte
         pos += it.size
     assert pos == len(synth_small)
     kinds = [it.kind for it in items]
-    assert kinds[0] == "header" and kinds[1] == "configuration"
+    assert kinds[0] == "header"
+    assert kinds[1] == "configuration"
     assert kinds[-2:] == ["eof", "vmdescription"]
-    assert eng.stats.pages == 16 and eng.stats.zero_pages == 64
+    assert eng.stats.pages == 16
+    assert eng.stats.zero_pages == 64
     assert eng.stats.multifd_flushes == 3
     assert [c.instance_id for c in cpus(eng)] == [0, 1]
     assert cpus(eng)[0].indexes == tuple(r for r, _ in DEFAULT_CPREGS)
@@ -70,7 +72,8 @@ def test_default_profile_drops_bogus_register_and_updates_description(
     assert len(out) == len(synth_small) - 2 * 16  # 8-byte id + 8-byte value per CPU
     # The output is itself a complete stream; its cpus lack the register.
     out2, _, eng2 = run_engine([out])
-    assert out2 == out and eng2.mode == Mode.DONE
+    assert out2 == out
+    assert eng2.mode == Mode.DONE
     for cpu in cpus(eng2):
         assert BOGUS not in cpu.indexes
         assert len(cpu.indexes) == len(DEFAULT_CPREGS) - 1
@@ -123,7 +126,8 @@ register = "BOGUS_DBGDTRTX"
     for cpu in cpus(eng):
         assert list(cpu.indexes) == sorted(cpu.indexes)
         regs = dict(zip(cpu.indexes, cpu.values, strict=True))
-        assert regs[0x40200000200E0280] == 0 and regs[0x6030000000139820] == 5
+        assert regs[0x40200000200E0280] == 0
+        assert regs[0x6030000000139820] == 5
         assert regs[0x40200000200F0082] == 0x03000006
         assert BOGUS not in regs
         assert len(cpu.indexes) == len(DEFAULT_CPREGS) + 1
@@ -135,8 +139,10 @@ def test_refused_condition_passes_stream_through_untouched() -> None:
     out, events, eng = run_engine(split_at(data, range(0, len(data), 1000)), _cfg())
     assert out == data
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "profile_refused"
-    assert "BOGUS_DBGDTRTX" in stop.message and "0x7" in stop.message
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "profile_refused"
+    assert "BOGUS_DBGDTRTX" in stop.message
+    assert "0x7" in stop.message
     out, events, eng = run_engine([data], _cfg(policy=Policy.ABORT))
     assert isinstance(_stop(events), Aborted)
     assert out == data[: eng.forwarded_in]  # nothing of the tail was sent
@@ -146,9 +152,11 @@ def test_dry_run_reports_but_forwards_original(synth_small: bytes) -> None:
     out, events, _ = run_engine([synth_small], _cfg(dry_run=True))
     assert out == synth_small
     rw = [e for e in events if isinstance(e, CpuRewritten)]
-    assert rw and not any(e.applied for e in rw)
+    assert rw
+    assert not any(e.applied for e in rw)
     rel = [e for e in events if isinstance(e, DeviceStateReleased)]
-    assert len(rel) == 1 and not rel[0].rewritten
+    assert len(rel) == 1
+    assert not rel[0].rewritten
 
 
 def test_tail_is_released_without_waiting_for_eof() -> None:
@@ -156,11 +164,13 @@ def test_tail_is_released_without_waiting_for_eof() -> None:
     for EOF, only for the driver's quiet window (conclude) after the description."""
     eng = StreamEngine(_cfg())
     res = eng.feed(RP_STREAM)
-    assert eng.mode == Mode.HOLDING and eng.end_pending
+    assert eng.mode == Mode.HOLDING
+    assert eng.end_pending
     assert not any(isinstance(e, StreamComplete) for e in res.events)
     end = eng.conclude()
     assert any(isinstance(e, StreamComplete) for e in end.events)
-    assert eng.mode == Mode.DONE and not eng.end_pending
+    assert eng.mode == Mode.DONE
+    assert not eng.end_pending
     assert len(res.joined()) + len(end.joined()) == len(RP_STREAM) - 32
     assert eng.conclude().data == []  # once only
 
@@ -171,7 +181,9 @@ def test_a_pending_end_followed_by_more_bytes_is_not_the_end() -> None:
     eng.feed(RP_STREAM)
     assert eng.end_pending
     res = eng.feed(b"\x00")
-    assert not eng.end_pending and eng.mode == Mode.HOLDING and res.data == []
+    assert not eng.end_pending
+    assert eng.mode == Mode.HOLDING
+    assert res.data == []
     eng2 = StreamEngine(_cfg())
     first = eng2.feed(RP_STREAM)
     end = eng2.feed_eof()
@@ -188,7 +200,9 @@ def test_held_bytes_are_not_forwarded_before_release() -> None:
     assert len(first.joined()) == hold[0].offset
     assert eng.held_bytes == cut - hold[0].offset
     second = eng.feed(RP_STREAM[cut:])
-    assert eng.mode == Mode.HOLDING and eng.end_pending and second.data == []
+    assert eng.mode == Mode.HOLDING
+    assert eng.end_pending
+    assert second.data == []
     third = eng.conclude()
     assert eng.mode == Mode.DONE
     assert len(first.joined()) + len(third.joined()) == len(RP_STREAM) - 32
@@ -238,8 +252,10 @@ def test_abort_policy_forwards_nothing_after_the_problem(synth_small: bytes) -> 
     data = _replace(synth_small, struct.pack(">BHH", 8, 11, 0), struct.pack(">BHH", 8, 99, 0))
     out, events, eng = run_engine([data[:1000], data[1000:]], _cfg(policy=Policy.ABORT))
     stop = _stop(events)
-    assert isinstance(stop, Aborted) and stop.reason == "unknown_command"
-    assert data.startswith(out) and len(out) <= stop.offset
+    assert isinstance(stop, Aborted)
+    assert stop.reason == "unknown_command"
+    assert data.startswith(out)
+    assert len(out) <= stop.offset
     assert eng.feed(b"more").data == []
 
 
@@ -251,7 +267,8 @@ def test_full_section_before_iterables_end_is_not_understood() -> None:
     bad = data[:start] + full + data[start:]
     out, events, _ = run_engine([bad], _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "full_section_early"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "full_section_early"
     assert out == bad
 
 
@@ -259,7 +276,8 @@ def test_hold_cap_exceeded_releases_untouched() -> None:
     data = build(SynthSpec(tail_blob=50_000))
     out, events, _ = run_engine([data], _cfg(hold_cap=20_000))
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "hold_cap_exceeded"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "hold_cap_exceeded"
     assert out == data
 
 
@@ -279,7 +297,8 @@ def test_description_that_does_not_frame_the_tail(synth_small: bytes) -> None:
     bad = _redescribe(synth_small, wrong_timer_size)
     out, events, _ = run_engine([bad], _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "tail_not_framed"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "tail_not_framed"
     assert out == bad
 
 
@@ -295,7 +314,8 @@ def test_cpu_layout_is_checked_against_the_built_in_layout(synth_small: bytes) -
     bad = _redescribe(synth_small, move_arrays)
     out, events, _ = run_engine([bad], _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "cpu_layout"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "cpu_layout"
     assert "560" in stop.message
     assert out == bad
 
@@ -305,7 +325,8 @@ def test_missing_description_at_eof(synth_small: bytes) -> None:
     data = synth_small[:eof_at + 1]
     out, events, _ = run_engine([data], _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "no_description"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "no_description"
     assert out == data
 
 
@@ -313,23 +334,28 @@ def test_truncated_stream_reports_offset_and_expectation(synth_small: bytes) -> 
     data = synth_small[:5003]
     out, events, _ = run_engine([data], _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "truncated"
-    assert "offset" in stop.message and "expected" in stop.message
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "truncated"
+    assert "offset" in stop.message
+    assert "expected" in stop.message
     assert out == data
 
 
 def test_garbage_is_a_format_error_at_offset_zero() -> None:
     out, events, _ = run_engine([b"GET / HTTP/1.1\r\n\r\n"], _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
-    assert stop.offset == 0 and "QEVM" in stop.message
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "format_error"
+    assert stop.offset == 0
+    assert "QEVM" in stop.message
     assert out == b"GET / HTTP/1.1\r\n\r\n"
 
 
 def test_data_after_a_rewritten_end_aborts() -> None:
     _out, events, eng = run_engine([RP_STREAM, b"\x00"], _cfg(), eof=False, quiet=True)
     stop = _stop(events)
-    assert isinstance(stop, Aborted) and stop.reason == "data_after_end"
+    assert isinstance(stop, Aborted)
+    assert stop.reason == "data_after_end"
     assert eng.mode == Mode.ABORTED
 
 
@@ -337,7 +363,8 @@ def test_data_after_an_untouched_end_passes_through() -> None:
     out, events, _ = run_engine([RP_STREAM, b"\x00"], arm_engine_config(None), eof=False,
                                 quiet=True)
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "data_after_end"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "data_after_end"
     assert out == RP_STREAM + b"\x00"
 
 
@@ -347,7 +374,8 @@ def test_without_the_return_path_the_end_is_the_source_closing(synth_small: byte
     something that looks like a description."""
     eng = StreamEngine(_cfg())
     res = eng.feed(synth_small)
-    assert eng.mode == Mode.HOLDING and not any(isinstance(e, DeviceStateReleased)
+    assert eng.mode == Mode.HOLDING
+    assert not any(isinstance(e, DeviceStateReleased)
                                                 for e in res.events)
     hold = next(e.offset for e in res.events if isinstance(e, DeviceStateHeld))
     assert res.joined() == synth_small[:hold]  # nothing of the device state yet
@@ -390,7 +418,8 @@ def test_bad_record_inside_a_zero_run_is_found_at_its_offset(index: int,
                             bad_word_low & 0xFF)
     out, events, _ = run_engine(split_at(bytes(bad), [first + 9 * 3000 + 4]), _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "format_error"
     assert stop.offset == at
     assert out == bad
 
@@ -438,7 +467,8 @@ def test_bad_record_inside_a_full_page_run_is_found_at_its_offset(index: int,
                             bad_word_low & 0xFF)
     out, events, _ = run_engine(split_at(bytes(bad), [first + 4104 * 50 + 3000]), _cfg())
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "format_error"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "format_error"
     assert stop.offset == at
     assert out == bad
 
@@ -448,7 +478,8 @@ def test_eof_without_device_state_or_description_is_complete() -> None:
     end_at = data.index(b"\x03\x00\x00\x00\x01") + 5 + 8 + 5  # after the RAM END section
     stream = data[:end_at] + b"\x00"
     out, events, _ = run_engine([stream], _cfg())
-    assert out == stream and _stop(events) is None
+    assert out == stream
+    assert _stop(events) is None
     assert any(isinstance(e, EofFramed) for e in events)
 
 
@@ -462,11 +493,13 @@ def test_a_deeply_nested_description_entry_is_rewritten(synth_small: bytes) -> N
 
     data = _redescribe(synth_small, nest)
     out, events, eng = run_engine([data], _cfg())
-    assert eng.mode == Mode.DONE and _stop(events) is None
+    assert eng.mode == Mode.DONE
+    assert _stop(events) is None
     assert out[: out.index(b"cpu")] == data[: data.index(b"cpu")]
     assert [e.instance_id for e in events if isinstance(e, CpuRewritten)] == [0, 1]
     again, _, eng2 = run_engine([out])
-    assert eng2.mode == Mode.DONE and again == out
+    assert eng2.mode == Mode.DONE
+    assert again == out
 
 
 @pytest.mark.parametrize("policy", [Policy.PASSTHROUGH, Policy.ABORT])
@@ -513,9 +546,11 @@ def test_an_exception_inside_the_engine_is_a_stop_never_a_crash(
     assert stop.reason == Reason.INTERNAL_ERROR
     assert ("ZeroDivisionError" if where == "eof" else "boom") in stop.message
     if policy == Policy.PASSTHROUGH:
-        assert eng.mode == Mode.PASSTHROUGH and bytes(out) == data
+        assert eng.mode == Mode.PASSTHROUGH
+        assert bytes(out) == data
     else:
-        assert eng.mode == Mode.ABORTED and data.startswith(bytes(out))
+        assert eng.mode == Mode.ABORTED
+        assert data.startswith(bytes(out))
         if where != "eof":  # at EOF everything streamed was out already; nothing was held
             assert len(out) < len(data)
 
@@ -531,14 +566,18 @@ def test_a_description_over_max_description_is_never_parsed(
     tail_at = synth_small.index(b"\x00\x06", synth_small.index(b"globalstate"))
     size = len(synth_small) - tail_at - 6
     out, events, eng = run_engine([synth_small], _cfg(max_description=size - 1))
-    assert parses == [] and out == synth_small
+    assert parses == []
+    assert out == synth_small
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "no_description"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "no_description"
     assert f"a {size}-byte description was not parsed" in stop.message
     # At the cap itself it is parsed and the stream is rewritten.
     out, events, eng = run_engine([synth_small], _cfg(max_description=size))
     # (the second parse is the self-check of the rewritten description)
-    assert eng.mode == Mode.DONE and parses[0] == size and len(parses) == 2
+    assert eng.mode == Mode.DONE
+    assert parses[0] == size
+    assert len(parses) == 2
 
 
 def test_a_description_with_too_many_objects_is_never_parsed(
@@ -553,9 +592,11 @@ def test_a_description_with_too_many_objects_is_never_parsed(
     parses: list[int] = []
     monkeypatch.setattr(vmdesc_mod, "parse_description", lambda raw: parses.append(1))
     out, events, _ = run_engine([data], _cfg())
-    assert parses == [] and out == data
+    assert parses == []
+    assert out == data
     stop = _stop(events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == "no_description"
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == "no_description"
     assert "objects and arrays" in stop.message
 
 
@@ -580,7 +621,8 @@ def test_a_fake_description_in_device_state_cannot_end_a_stream_without_return_p
     cut = blob_at + 100 + len(fake)  # a read ends right after the fake
     whole, _, eng1 = run_engine([data], _cfg())
     split, events, eng2 = run_engine([data[:cut], data[cut:]], _cfg())
-    assert eng1.mode == eng2.mode == Mode.DONE and split == whole
+    assert eng1.mode == eng2.mode == Mode.DONE
+    assert split == whole
     assert [e.instance_id for e in events if isinstance(e, CpuRewritten)] == [0, 1]
 
 
@@ -594,13 +636,17 @@ def test_engines_sharing_a_hold_budget_never_hold_more_than_it(synth_small: byte
     a = StreamEngine(_cfg(hold_budget=budget))
     b = StreamEngine(_cfg(hold_budget=budget))
     a.feed(synth_small)
-    assert a.mode == Mode.HOLDING and budget.used == held
+    assert a.mode == Mode.HOLDING
+    assert budget.used == held
     res = b.feed(synth_small)  # would need another `held` bytes: not there
     stop = _stop(res.events)
-    assert isinstance(stop, PassthroughEntered) and stop.reason == Reason.HOLD_BUDGET_EXHAUSTED
-    assert res.joined() == synth_small and budget.used == held  # b gave back what it took
+    assert isinstance(stop, PassthroughEntered)
+    assert stop.reason == Reason.HOLD_BUDGET_EXHAUSTED
+    assert res.joined() == synth_small
+    assert budget.used == held
     a.feed_eof()
-    assert a.mode == Mode.DONE and budget.used == 0  # released: the budget is free again
+    assert a.mode == Mode.DONE
+    assert budget.used == 0
     c = StreamEngine(_cfg(hold_budget=budget))
     c.feed(synth_small)
     assert budget.used == held
@@ -624,9 +670,12 @@ def test_with_the_return_path_a_planted_fake_is_not_a_verdict() -> None:
     data, cut = _planted(build(SynthSpec(cpus=2, tail_blob=4096, return_path=True)))
     eng = StreamEngine(_cfg())
     first = eng.feed(data[:cut])  # a read ends right after the fake: it parses, no frame
-    assert eng.mode == Mode.HOLDING and eng.end_unconfirmed and _stop(first.events) is None
+    assert eng.mode == Mode.HOLDING
+    assert eng.end_unconfirmed
+    assert _stop(first.events) is None
     rest = eng.feed(data[cut:])  # the rest of the real device state: the real end frames
-    assert eng.end_pending and not eng.end_unconfirmed
+    assert eng.end_pending
+    assert not eng.end_unconfirmed
     end = eng.conclude()
     assert eng.mode == Mode.DONE
     assert first.joined() + rest.joined() + end.joined() == run_engine([data], _cfg())[0]
@@ -642,9 +691,12 @@ def test_with_the_return_path_an_unframed_end_is_concluded_by_the_driver() -> No
         eng = StreamEngine(_cfg())
         res = eng.feed(bad)
         hold = next(e.offset for e in res.events if isinstance(e, DeviceStateHeld))
-        assert eng.end_unconfirmed and res.joined() == bad[:hold]  # nothing decided yet
+        assert eng.end_unconfirmed
+        assert res.joined() == bad[:hold]
         end = eng.conclude() if finish == "conclude" else eng.feed_eof()
         stop = _stop(end.events)
-        assert isinstance(stop, PassthroughEntered) and stop.reason == "tail_not_framed"
-        assert res.joined() + end.joined() == bad and eng.mode == Mode.PASSTHROUGH
+        assert isinstance(stop, PassthroughEntered)
+        assert stop.reason == "tail_not_framed"
+        assert res.joined() + end.joined() == bad
+        assert eng.mode == Mode.PASSTHROUGH
         assert eng.conclude().data == []  # once only

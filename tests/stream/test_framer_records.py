@@ -72,11 +72,13 @@ def test_xbzrle_and_compressed_pages_are_framed_and_counted() -> None:
         _q(wire.RAM_MULTIFD_FLUSH),
     )
     _out, events, eng = _run(data)
-    assert eng.mode == Mode.DONE and _stop(events) is None
+    assert eng.mode == Mode.DONE
+    assert _stop(events) is None
     st = eng.stats
     assert (st.xbzrle_pages, st.compressed_pages, st.multifd_flushes) == (1, 1, 1)
     first = _ram_items(events)[1]
-    assert first.xbzrle_pages == 1 and first.compressed_pages == 1
+    assert first.xbzrle_pages == 1
+    assert first.compressed_pages == 1
     assert first.size == len(_part(b"")) + 8 + 14 + 3 + len(enc) + 8 + 4 + len(comp) \
         + 8 + 4096 + 9 + 8
 
@@ -97,7 +99,8 @@ def test_bad_records_are_reported_at_their_offset(record: bytes, reason: str, at
     data = _with_part(record)
     out, events, _ = _run(data)
     stop = _stop(events)
-    assert stop is not None and stop.reason == reason, events[-2:]
+    assert stop is not None, events[-2:]
+    assert stop.reason == reason, events[-2:]
     assert stop.offset == PART_AT + at, stop.message
     assert out == data
 
@@ -130,8 +133,10 @@ def test_configuration_subsections_and_ignore_shared_block_list() -> None:
     uuid = bytes(range(16))
     data = _head([b"x-ignore-shared"], uuid, mr_addr=True) + _rest()
     _out, events, eng = _run(data, [20, 70, 90])
-    assert eng.mode == Mode.DONE and _stop(events) is None
-    assert eng.framer.ignore_shared and eng.framer.uuid == uuid
+    assert eng.mode == Mode.DONE
+    assert _stop(events) is None
+    assert eng.framer.ignore_shared
+    assert eng.framer.uuid == uuid
     assert eng.framer.capabilities == ["x-ignore-shared"]
     conf = next(e for e in events if isinstance(e, ItemFramed) and e.kind == "configuration")
     assert conf.capabilities == ("x-ignore-shared",)
@@ -141,14 +146,16 @@ def test_ignore_shared_without_the_address_field_fails_exactly() -> None:
     data = _head([b"x-ignore-shared"], mr_addr=False) + _rest()
     _, events, _ = _run(data, [50])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "format_error"
+    assert stop is not None
+    assert stop.reason == "format_error"
 
 
 def test_mapped_ram_is_not_supported() -> None:
     data = _head([b"mapped-ram"]) + _rest()
     _, events, _ = _run(data, [50])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "mapped_ram"
+    assert stop is not None
+    assert stop.reason == "mapped_ram"
 
 
 def _advise(summary: int, target: int) -> bytes:
@@ -171,7 +178,8 @@ def test_postcopy_advise_with_huge_pages_is_not_understood() -> None:
     data = head[:start] + _advise(4096 | (2 << 20), 4096) + head[start:] + _rest()
     out, events, _ = _run(data, [start + 3])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "postcopy_page_sizes"
+    assert stop is not None
+    assert stop.reason == "postcopy_page_sizes"
     assert out == data
 
 
@@ -182,7 +190,8 @@ def test_commands_with_wrong_lengths_are_format_errors(cmd: int, length: int) ->
     bad = head + b"\x08" + struct.pack(">HH", cmd, length) + bytes(length) + _rest()
     _, events, _ = _run(bad, [len(head) + 2])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "format_error"
+    assert stop is not None
+    assert stop.reason == "format_error"
     assert stop.offset == len(head) + 3
 
 
@@ -262,7 +271,9 @@ def test_zero_length_ram_blocks_are_refused_at_once() -> None:
     data = _head_with_blocks(flood, 1 << 20) + _rest()
     _, events, eng = _run(data, [100, 4000])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "format_error" and "block length" in stop.message
+    assert stop is not None
+    assert stop.reason == "format_error"
+    assert "block length" in stop.message
     assert len(eng.framer._blocks) == 0
 
 
@@ -270,7 +281,9 @@ def test_a_ram_block_listed_twice_is_refused() -> None:
     data = _head_with_blocks([(BLOCK, 4096), (BLOCK, 4096)], 8192) + _rest()
     _, events, _ = _run(data, [60])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "format_error" and "not listed before" in \
+    assert stop is not None
+    assert stop.reason == "format_error"
+    assert "not listed before" in \
         stop.message
 
 
@@ -282,7 +295,8 @@ def test_the_number_of_ram_blocks_is_bounded() -> None:
     data = _head_with_blocks(blocks, 4096 * n) + _rest()
     _, events, eng = _run(data, [100])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "limit_exceeded"
+    assert stop is not None
+    assert stop.reason == "limit_exceeded"
     assert len(eng.framer._blocks) == MAX_RAM_BLOCKS
 
 
@@ -296,5 +310,6 @@ def test_the_number_of_iterable_sections_is_bounded() -> None:
     data = head + starts + _rest()
     _, events, eng = _run(data, [len(head) + 7])
     stop = _stop(events)
-    assert stop is not None and stop.reason == "limit_exceeded"
+    assert stop is not None
+    assert stop.reason == "limit_exceeded"
     assert len(eng.framer.sections) == MAX_SECTIONS

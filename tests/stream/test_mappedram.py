@@ -34,9 +34,11 @@ def test_the_regions_are_passed_over_and_the_tail_is_framed(file_offset: int) ->
     f = mapped_ram_file(file_offset=file_offset, pages={(0, 3): b"\xaa" * PAGE})
     cuts = [f.headers[0] + 5, f.regions[0][0] + 1, f.regions[1][1] - 3, f.tail + 2]
     out, events, eng = _run(f, cuts)
-    assert eng.mode == Mode.DONE and out == bytes(f.data)
+    assert eng.mode == Mode.DONE
+    assert out == bytes(f.data)
     fr = eng.framer
-    assert fr.mapped_ram and [b.name for b in fr.mapped_ram_blocks] == ["mach-virt.ram",
+    assert fr.mapped_ram
+    assert [b.name for b in fr.mapped_ram_blocks] == ["mach-virt.ram",
                                                                         "virt.flash0"]
     for block, at, (start, end) in zip(fr.mapped_ram_blocks, f.headers, f.regions,
                                        strict=True):
@@ -58,7 +60,8 @@ def test_every_split_frames_the_same() -> None:
     whole, _, _ = _run(f)
     for cut in range(1, f.tail + 20):
         out, _, eng = _run(f, [cut, cut + 7])
-        assert eng.mode == Mode.DONE and out == whole, cut
+        assert eng.mode == Mode.DONE, cut
+        assert out == whole, cut
 
 
 def test_on_a_channel_mapped_ram_is_refused() -> None:
@@ -73,7 +76,8 @@ def test_a_block_x_ignore_shared_leaves_out_has_no_region() -> None:
     _, _, eng = _run(f)
     assert eng.mode == Mode.DONE
     flash = eng.framer.mapped_ram_blocks[1]
-    assert flash.ignored and flash.region_end == flash.region_start == f.tail
+    assert flash.ignored
+    assert flash.region_end == flash.region_start == f.tail
 
 
 def test_a_file_that_ends_in_a_region_is_truncated() -> None:
@@ -114,7 +118,8 @@ def test_headers_qemu_would_not_write_are_refused_where_they_are(
         f.set_field(block, field, value)
     _, events, _ = _run(f)
     stop = _stop(events)
-    assert stop.reason == reason and message in stop.message, stop.message
+    assert stop.reason == reason, stop.message
+    assert message in stop.message, stop.message
     if reason != "truncated":  # reported in the header, at its stream offset
         assert header <= stop.offset < header + mappedram.HEADER_SIZE, (stop.offset, header)
 
@@ -124,7 +129,8 @@ def test_the_block_count_is_bounded() -> None:
     f = mapped_ram_file(blocks=[(b"b%d" % i, PAGE) for i in range(n)], alignment=PAGE)
     _, events, _ = _run(f)
     stop = _stop(events)
-    assert stop.reason == "limit_exceeded" and f"more than {MAX_RAM_BLOCKS}" in stop.message
+    assert stop.reason == "limit_exceeded"
+    assert f"more than {MAX_RAM_BLOCKS}" in stop.message
 
 
 def test_the_header_layout() -> None:

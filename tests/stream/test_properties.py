@@ -97,7 +97,8 @@ def _check_untouched_but_a_package(data: bytes, out: bytes, events: list) -> Non
         return
     r = package[0]
     pre, post = data[: r.offset], data[r.offset + r.held_bytes :]
-    assert out.startswith(pre) and out.endswith(post)
+    assert out.startswith(pre)
+    assert out.endswith(post)
     assert len(out) == len(pre) + r.out_bytes + len(post)
 
 
@@ -109,7 +110,8 @@ def _check_never_mixed(data: bytes, out: bytes, events: list) -> None:
     elif rewritten:
         # A complete rewritten stream: it frames again, completely.
         out2, _, eng2 = run_engine([out])
-        assert eng2.mode == Mode.DONE and out2 == out
+        assert eng2.mode == Mode.DONE
+        assert out2 == out
     else:
         assert out == data
 
@@ -204,7 +206,8 @@ def test_mutated_streams_give_the_same_result_for_any_split(name: str,
     out, events, eng = run_engine(split_at(mutated, cuts), arm_engine_config(default_profile()))
     assert out == whole_out
     assert _summary(events) == _summary(whole_events)
-    assert eng.mode == whole.mode and eng.stop_reason == whole.stop_reason
+    assert eng.mode == whole.mode
+    assert eng.stop_reason == whole.stop_reason
     _check_never_mixed(mutated, out, events)
 
 

@@ -76,14 +76,16 @@ def test_the_compiled_walk_agrees_with_the_reference(seed: int, ps_bits: int, bl
 
 def test_a_block_shorter_than_a_page_holds_no_page() -> None:
     buf = struct.pack(">Q", PAGE_CONT) + bytes(4096)
-    assert WALK is not None and WALK(buf, 0, len(buf), 4096, 4095, True) == (0, 0, 0)
+    assert WALK is not None
+    assert WALK(buf, 0, len(buf), 4096, 4095, True) == (0, 0, 0)
     assert WALK(buf, 0, len(buf), 4096, 4096, True) == (len(buf), 1, 0)
 
 
 def test_offsets_near_2_to_the_64_do_not_wrap() -> None:
     word = ((1 << 64) - 4096) | ZERO_CONT
     buf = struct.pack(">Q", word) + b"\0"
-    assert WALK is not None and WALK(buf, 0, len(buf), 4096, 1 << 30, True) == (0, 0, 0)
+    assert WALK is not None
+    assert WALK(buf, 0, len(buf), 4096, 1 << 30, True) == (0, 0, 0)
 
 
 @pytest.mark.parametrize(("pos", "end", "ps"), [(-1, 8, 4096), (0, 100, 4096), (5, 4, 4096),

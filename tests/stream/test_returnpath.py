@@ -18,16 +18,21 @@ def test_shut_status_is_read_across_splits() -> None:
         rp = ReturnPathReader()
         rp.feed(data[:cut])
         rp.feed(data[cut:])
-        assert rp.shut_status == 5 and rp.stopped is None and rp.messages == 5
+        assert rp.shut_status == 5
+        assert rp.stopped is None
+        assert rp.messages == 5
 
 
 def test_unknown_or_malformed_messages_stop_reading() -> None:
     rp = ReturnPathReader()
     rp.feed(_msg(99, b"x") + _msg(1, struct.pack(">I", 0)))
-    assert rp.stopped and rp.shut_status is None
+    assert rp.stopped
+    assert rp.shut_status is None
     rp = ReturnPathReader()
     rp.feed(_msg(1, b"\x00\x00"))  # SHUT must carry 4 bytes
-    assert rp.stopped and rp.shut_status is None
+    assert rp.stopped
+    assert rp.shut_status is None
     rp = ReturnPathReader()
     rp.feed(_msg(5, b"\x03ram\x00") + bytes(100) + _msg(1, struct.pack(">I", 0)))
-    assert rp.stopped == "recv_bitmap" and rp.shut_status is None
+    assert rp.stopped == "recv_bitmap"
+    assert rp.shut_status is None

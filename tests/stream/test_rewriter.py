@@ -94,23 +94,28 @@ class Recorder:
 def test_a_plan_is_spliced_in_and_everything_else_is_kept() -> None:
     rw = RunstateRewriter()
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,)))
-    assert eng.mode == Mode.DONE and rw.plans == [True]
+    assert eng.mode == Mode.DONE
+    assert rw.plans == [True]
     assert len(out) == len(STREAM)
     # Only the runstate changed (the description is re-encoded the way QEMU writes it).
     at = STREAM.rindex(RUNNING, 0, STREAM.rindex(b"\x00\x06"))
-    assert out[:at] == STREAM[:at] and out[at : at + 7] == b"paused!"
+    assert out[:at] == STREAM[:at]
+    assert out[at : at + 7] == b"paused!"
     assert [e.idstr for e in events if isinstance(e, Seen)] == ["globalstate"]
     released = [e for e in events if isinstance(e, DeviceStateReleased)]
-    assert len(released) == 1 and released[0].rewritten
+    assert len(released) == 1
+    assert released[0].rewritten
     # The output is itself a stream the engine frames completely.
     again, _, eng2 = run_engine([out], EngineConfig())
-    assert eng2.mode == Mode.DONE and again == out
+    assert eng2.mode == Mode.DONE
+    assert again == out
 
 
 def test_the_engine_hands_each_section_its_own_device_entry() -> None:
     rec = Recorder()
     out, _, eng = run_engine([STREAM], EngineConfig(rewriters=(rec,)))
-    assert eng.mode == Mode.DONE and out == STREAM
+    assert eng.mode == Mode.DONE
+    assert out == STREAM
     assert eng.layout is not None
     devices = eng.layout.description["devices"]
     assert [d for _, d in rec.devices] == devices
@@ -119,14 +124,18 @@ def test_the_engine_hands_each_section_its_own_device_entry() -> None:
 
 def test_without_rewriters_the_engine_frames_and_forwards_untouched() -> None:
     out, events, eng = run_engine([STREAM], EngineConfig())
-    assert out == STREAM and eng.mode == Mode.DONE and eng.reports == []
+    assert out == STREAM
+    assert eng.mode == Mode.DONE
+    assert eng.reports == []
     assert not any(isinstance(e, Seen) for e in events)
 
 
 def test_dry_run_plans_without_applying() -> None:
     rw = RunstateRewriter()
     out, _, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,), dry_run=True))
-    assert out == STREAM and eng.mode == Mode.DONE and rw.plans == [False]
+    assert out == STREAM
+    assert eng.mode == Mode.DONE
+    assert rw.plans == [False]
 
 
 @pytest.mark.parametrize(("phase", "reason"), [("decode", Reason.CPU_LAYOUT),
@@ -134,9 +143,12 @@ def test_dry_run_plans_without_applying() -> None:
 def test_a_refusal_leaves_the_whole_stream_untouched(phase: str, reason: Reason) -> None:
     rw = RunstateRewriter(refuse_in=phase)
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,)))
-    assert out == STREAM and eng.mode == Mode.PASSTHROUGH and eng.stop_reason == reason
+    assert out == STREAM
+    assert eng.mode == Mode.PASSTHROUGH
+    assert eng.stop_reason == reason
     stop = [e for e in events if isinstance(e, PassthroughEntered)]
-    assert len(stop) == 1 and stop[0].reason == reason
+    assert len(stop) == 1
+    assert stop[0].reason == reason
     assert rw.plans == ([] if phase == "decode" else [True])
 
 
@@ -158,9 +170,11 @@ def test_overlapping_splices_are_a_bug_that_stops_rewriting() -> None:
                                                  Splice(at + 3, at + 7, b"xxxx")])
     # A bug in a rewriter (or the engine) stops rewriting; it never crashes the caller.
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(Twice(),)))
-    assert out == STREAM and eng.mode == Mode.PASSTHROUGH
+    assert out == STREAM
+    assert eng.mode == Mode.PASSTHROUGH
     (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
-    assert stop.reason == Reason.INTERNAL_ERROR and "overlapping" in stop.message
+    assert stop.reason == Reason.INTERNAL_ERROR
+    assert "overlapping" in stop.message
     assert "AssertionError" in stop.message
 
 
@@ -175,9 +189,11 @@ def test_a_plan_that_does_not_frame_is_caught_before_release(new: bytes) -> None
             return SectionEdit(decoded.section, [Splice(at, at + len(RUNNING), new)])
 
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(Resize(),)))
-    assert out == STREAM and eng.mode == Mode.PASSTHROUGH
+    assert out == STREAM
+    assert eng.mode == Mode.PASSTHROUGH
     (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
-    assert stop.reason == Reason.INTERNAL_ERROR and "DescriptionMismatch" in stop.message
+    assert stop.reason == Reason.INTERNAL_ERROR
+    assert "DescriptionMismatch" in stop.message
     assert not any(isinstance(e, DeviceStateReleased) for e in events)
 
 
@@ -189,12 +205,14 @@ def test_the_engine_asks_claiming_rewriters_to_recognise_the_layout_with_the_ret
 
     rp = build(SynthSpec(cpus=1, full_pages=4, zero_pages=8, return_path=True))
     out, events, eng = run_engine([rp], EngineConfig(rewriters=(Picky(),)), quiet=True)
-    assert out == rp and eng.mode == Mode.PASSTHROUGH
+    assert out == rp
+    assert eng.mode == Mode.PASSTHROUGH
     (stop,) = [e for e in events if isinstance(e, PassthroughEntered)]
     assert stop.reason == Reason.DESCRIPTION_NOT_RECOGNISED
     assert "section 'globalstate' instance 0: not a globalstate layout I know" in stop.message
     # Without the return path the end is the source's EOF: the layout is not asked.
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(Picky(),)))
-    assert eng.mode == Mode.DONE and out != STREAM
+    assert eng.mode == Mode.DONE
+    assert out != STREAM
 
 

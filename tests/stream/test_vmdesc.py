@@ -227,9 +227,11 @@ def test_frame_sections_commands_fields_structs_and_subsections() -> None:
     assert [type(i) for i in layout.items] == [FullSection, DeviceStateCommand, FullSection,
                                                DeviceStateCommand, FullSection]
     s1, c1, s2, c2, s3 = layout.items
-    assert isinstance(s1, FullSection) and isinstance(s2, FullSection)
+    assert isinstance(s1, FullSection)
+    assert isinstance(s2, FullSection)
     assert isinstance(s3, FullSection)
-    assert isinstance(c1, DeviceStateCommand) and isinstance(c2, DeviceStateCommand)
+    assert isinstance(c1, DeviceStateCommand)
+    assert isinstance(c2, DeviceStateCommand)
 
     hdr_one = len(_header(5, "one", 0, 1))
     assert (s1.offset, s1.payload_offset, s1.payload_end, s1.end) == (
@@ -265,7 +267,8 @@ def test_frame_accepts_zero_length_arrays_and_empty_commands() -> None:
     body = _command(wire.CMD_OPEN_RETURN_PATH, b"") + _section(1, "z", 0, 1, b"\x07")
     layout = _frame(body, desc)
     cmd, sec = layout.items
-    assert isinstance(cmd, DeviceStateCommand) and cmd.command == "OPEN_RETURN_PATH"
+    assert isinstance(cmd, DeviceStateCommand)
+    assert cmd.command == "OPEN_RETURN_PATH"
     assert isinstance(sec, FullSection)
     assert [(f.name, f.size, f.count) for f in sec.fields] == [("none", 8, 0), ("b", 1, 1)]
     assert sec.fields[0].offset == sec.fields[1].offset == sec.payload_offset

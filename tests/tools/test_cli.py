@@ -27,14 +27,17 @@ def test_inspect_json_accounts_for_every_byte(tmp_path: Path, name: str, capsys)
     f = _save(tmp_path, name)
     assert main(["inspect", str(f), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["accounted"] and rep["complete"] and not rep["gaps"]
+    assert rep["accounted"]
+    assert rep["complete"]
+    assert not rep["gaps"]
     pos = 0
     for it in rep["items"]:
         assert it["offset"] == pos
         pos += it["size"]
     assert pos == f.stat().st_size == rep["size"]
     assert rep["page_size"] == 4096
-    assert rep["cpus"] and all(c["count"] == len(c["registers"]) for c in rep["cpus"])
+    assert rep["cpus"]
+    assert all(c["count"] == len(c["registers"]) for c in rep["cpus"])
     assert all(not r["name"].startswith("0x") for c in rep["cpus"] for r in c["registers"])
 
 
@@ -53,7 +56,8 @@ def test_rewrite_drops_the_bogus_register(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.mig"
     assert main(["rewrite", str(src), str(out)]) == 0
     text = capsys.readouterr().out
-    assert "drop BOGUS_DBGDTRTX=0x0" in text and "274 -> 273" in text
+    assert "drop BOGUS_DBGDTRTX=0x0" in text
+    assert "274 -> 273" in text
     assert out.stat().st_size == src.stat().st_size - 16
     assert main(["inspect", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -87,7 +91,8 @@ def test_cpregs_diff_emits_a_profile_that_rewrites(tmp_path: Path, capsys) -> No
     prof = tmp_path / "p.toml"
     assert main(["cpregs", "diff", str(src), str(dst), "--emit-profile", str(prof)]) == 0
     text = capsys.readouterr().out
-    assert "BOGUS_DBGDTRTX" in text and "ID_AA64ISAR0_EL1" in text
+    assert "BOGUS_DBGDTRTX" in text
+    assert "ID_AA64ISAR0_EL1" in text
     p = load_profile(str(prof))
     actions = {(r.action, r.register) for r in p.rules}
     assert ("drop", 0x40200000200E0298) in actions
@@ -100,7 +105,8 @@ def test_cpregs_diff_emits_a_profile_that_rewrites(tmp_path: Path, capsys) -> No
     capsys.readouterr()
     assert main(["cpregs", "diff", str(out), str(dst)]) == 0
     again = capsys.readouterr().out
-    assert "only in" not in again and "same register list" in again
+    assert "only in" not in again
+    assert "same register list" in again
 
 
 def test_cpregs_diff_warns_about_cpu_features(tmp_path: Path, capsys) -> None:
@@ -108,7 +114,8 @@ def test_cpregs_diff_warns_about_cpu_features(tmp_path: Path, capsys) -> None:
     dst = _save(tmp_path, "v10.0.13-virt-10.0-cortex-a57-smp1")
     assert main(["cpregs", "diff", str(src), str(dst)]) == 0
     out = capsys.readouterr().out
-    assert "CPU features differ" in out and "ID_DFR0" in out
+    assert "CPU features differ" in out
+    assert "ID_DFR0" in out
     assert "machine types differ" in out
 
 
@@ -122,4 +129,5 @@ def test_cpregs_diff_rejects_different_cpu_counts(tmp_path: Path, capsys) -> Non
 def test_module_entry_point_runs() -> None:
     r = subprocess.run([sys.executable, "-m", "migproxy", "profiles"], capture_output=True,
                        text=True, check=False)
-    assert r.returncode == 0 and r.stdout.startswith("default:")
+    assert r.returncode == 0
+    assert r.stdout.startswith("default:")

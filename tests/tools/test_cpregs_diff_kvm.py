@@ -89,9 +89,11 @@ def test_a_kvm_profile_sets_what_kvm_checks_and_says_why(
     prof = _emit_profile(stream_files["kvm/linux-7.3-neoverse-n1-qemu-10.0.13"],
                          stream_files["kvm/linux-6.1-neoverse-n1-qemu-10.0.13"], tmp_path)
     out = capsys.readouterr().out
-    assert "KVM_REG_ARM_DEMUX_CCSIDR(3)" in out and "KVM checks it on write" in out
+    assert "KVM_REG_ARM_DEMUX_CCSIDR(3)" in out
+    assert "KVM checks it on write" in out
     assert "the destination keeps its own value" not in out  # 6.1 has no register 7.3 lacks
-    assert "KVM_REG_ARM_PSCI_VERSION" in out and "changes what the guest sees" in out
+    assert "KVM_REG_ARM_PSCI_VERSION" in out
+    assert "changes what the guest sees" in out
     rules = {(r.action, r.register): r for r in load_profile(str(prof)).rules}
     psci = rules["set", 0x6030000000140000]
     assert (psci.value, psci.value_is) == (0x10001, 0x10003)
@@ -111,7 +113,8 @@ def test_a_kvm_destination_keeps_the_registers_the_source_lacks(
     assert re.search(r"\+ 0x603000000013DF01  CNTPCT_EL0 .*the destination keeps its own value",
                      out)
     actions = {r.action for r in load_profile(str(prof)).rules}
-    assert "insert" not in actions and "set" in actions
+    assert "insert" not in actions
+    assert "set" in actions
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,8 @@ def test_the_manifests_reproduce_the_pairwise_profiles(stream: str, profile: str
         load_profile(str(REPO / "config" / "profiles" / profile))))
     by_destination = run_engine([data], arm_engine_config(None, Destination.load(destination)))
     assert by_profile[2].mode == by_destination[2].mode == "done"
-    assert by_profile[0] == by_destination[0] and by_profile[0] != data
+    assert by_profile[0] == by_destination[0]
+    assert by_profile[0] != data
 
 
 def _file(tmp_path: Path, name: str) -> Path:
@@ -47,7 +48,8 @@ def test_plan_says_what_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "cpu 0 for QEMU 10.0.2 (virt-10.0, cortex-a57):" in out
     assert "insert ID_AA64ISAR0_EL1 (0x603000000013C030) = 0x11120: A constant ID" in out
     assert "remove subsection cpu/wfxt-timer: Here it carries no state" in out
-    assert "drop DBGDTRTXint" in out and "insert BOGUS_DBGDTRTX" in out
+    assert "drop DBGDTRTXint" in out
+    assert "insert BOGUS_DBGDTRTX" in out
     assert list(tmp_path.iterdir()) == [src]  # nothing written
 
 
@@ -56,7 +58,8 @@ def test_plan_lists_every_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["plan", str(src), "--destination", "qemu-10.0.13"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "refused [unsafe_rewrite]: refused for the destination:"
-    assert len(out) > 30 and any("SCTLR2_EL1" in ln and "state would be lost" in ln
+    assert len(out) > 30
+    assert any("SCTLR2_EL1" in ln and "state would be lost" in ln
                                   for ln in out)
     assert any("a CPU feature would change" in ln for ln in out)
 
@@ -73,7 +76,8 @@ def test_rewrite_for_a_destination(tmp_path: Path, capsys: pytest.CaptureFixture
     out = tmp_path / "out.mig"
     assert main(["rewrite", str(src), str(out), "--destination", "qemu-10.0.13"]) == 0
     text = capsys.readouterr().out
-    assert "wrote" in text and "destination qemu-10.0.13" in text
+    assert "wrote" in text
+    assert "destination qemu-10.0.13" in text
     assert out.read_bytes() == run_engine(
         [src.read_bytes()], arm_engine_config(None, Destination.load("qemu-10.0.13")))[0]
 
@@ -83,7 +87,8 @@ def test_rewrite_refused_writes_nothing(tmp_path: Path,
     src = _file(tmp_path, "v11.1.3-virt-10.0-max-smp2")
     out = tmp_path / "out.mig"
     assert main(["rewrite", str(src), str(out), "--destination", "qemu-10.0.2"]) == 1
-    assert "unsafe_rewrite" in capsys.readouterr().err and not out.exists()
+    assert "unsafe_rewrite" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_profile_and_destination_together_is_a_usage_error(

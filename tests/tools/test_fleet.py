@@ -91,9 +91,12 @@ def test_cortex_a57_migrates_everywhere_with_kb_rules(tcg: Fleet) -> None:
     for g in _groups(tcg, "cortex-a57"):
         for src, dst, c in _pairs(g):
             if src is dst:
-                assert c.verdict == SAME and c.code == "="
+                assert c.verdict == SAME
+                assert c.code == "="
                 continue
-            assert c.verdict == MIGRATES and not c.refusals and c.changes, (src.qemu, dst.qemu)
+            assert c.verdict == MIGRATES, (src.qemu, dst.qemu)
+            assert not c.refusals, (src.qemu, dst.qemu)
+            assert c.changes, (src.qemu, dst.qemu)
             assert not any(x.guest_visible for x in c.changes)
             depends = WFXT in src.subsections and WFXT not in dst.subsections
             assert bool(c.conditions) == depends, (src.qemu, dst.qemu)
@@ -114,7 +117,9 @@ def test_max_is_refused_across_versions(tcg: Fleet) -> None:
             elif {src.qemu, dst.qemu} == {"10.0.2", "10.0.13"}:
                 assert c.verdict == MIGRATES
             else:
-                assert c.verdict == REFUSED and c.refusals and not c.conditions
+                assert c.verdict == REFUSED
+                assert c.refusals
+                assert not c.conditions
                 assert c.code == f"R{len(c.refusals)}"
 
 
@@ -124,7 +129,9 @@ def test_different_host_cpus_are_not_compared(kvm: Fleet) -> None:
     for src, dst, c in _pairs(g):
         assert (c.verdict == NOT_COMPARED) == (src.host_cpu != dst.host_cpu)
         if c.verdict == NOT_COMPARED:
-            assert c.code == "x" and not c.changes and not c.refusals
+            assert c.code == "x"
+            assert not c.changes
+            assert not c.refusals
         if src is dst:
             assert c.verdict == SAME
 
@@ -180,7 +187,8 @@ def test_opting_in_makes_a_refused_cell_guest_visible(tcg: Fleet) -> None:
                     opt_in=frozenset(int(r, 16) for r in regs), opt_in_names=regs)
     g2 = next(g for g in _groups(opted, "max") if g.machine == "virt-10.0")
     c2 = g2.cells[0][1]
-    assert c2.verdict == GUEST_VISIBLE and c2.code.startswith("G")
+    assert c2.verdict == GUEST_VISIBLE
+    assert c2.code.startswith("G")
     assert sum(x.guest_visible for x in c2.changes) == len(regs)
     assert "opted in for guest-visible changes" in fleet.render_text(opted)
 
@@ -188,7 +196,8 @@ def test_opting_in_makes_a_refused_cell_guest_visible(tcg: Fleet) -> None:
 def test_text_has_the_matrix_legend_and_every_cell_once(kvm: Fleet) -> None:
     text = fleet.render_text(kvm)
     assert f"knowledge base revision {kvm.kb_revision}" in text
-    assert "legend: = same" in text and "taken from the source manifest's values" in text
+    assert "legend: = same" in text
+    assert "taken from the source manifest's values" in text
     (g,) = kvm.groups
     lines = text.splitlines()
     head = next(i for i, ln in enumerate(lines) if "source \\ destination" in ln)
@@ -217,7 +226,8 @@ def test_html_and_svg_are_well_formed_and_name_every_host(tcg: Fleet, kvm: Fleet
         assert len(svg.findall(".//{http://www.w3.org/2000/svg}rect")) >= len(cells)
         page = ET.fromstring(fleet.render_html(f))
         body = "".join(page.itertext())
-        assert all(label in body for label in labels) and f.kb_revision in body
+        assert all(label in body for label in labels)
+        assert f.kb_revision in body
         tds = [e for e in page.iter("td") if "cell" in e.get("class", "")]
         assert [("".join(e.itertext())) for e in tds] == [c.code for c in cells]
         assert all(e.get("title") for e in tds)
@@ -227,7 +237,8 @@ def test_json_has_every_cell(kvm: Fleet) -> None:
     data = json.loads(json.dumps(fleet.to_json(kvm)))
     (g,) = data["groups"]
     n = len(g["hosts"])
-    assert len(g["cells"]) == n * n and data["kb_revision"] == kvm.kb_revision
+    assert len(g["cells"]) == n * n
+    assert data["kb_revision"] == kvm.kb_revision
     assert {c["verdict"] for c in g["cells"]} <= {SAME, AS_IS, MIGRATES, GUEST_VISIBLE,
                                                  REFUSED, NOT_COMPARED}
 
@@ -259,7 +270,8 @@ def test_plan_fleet_writes_text_json_html_svg(tmp_path: Path,
                  "--svg", str(svg_file)]) == 0
     out = capsys.readouterr().out
     assert "== machine virt-7.2, cpu cortex-a57, tcg: 2 hosts ==" in out
-    assert "M23?" in out and f"wrote {html_file}" in out
+    assert "M23?" in out
+    assert f"wrote {html_file}" in out
     ET.parse(svg_file)
     ET.parse(html_file)
     assert main(["plan", "--fleet", "qemu-7.2.22", "qemu-11.1.3", "--json"]) == 0
@@ -268,7 +280,8 @@ def test_plan_fleet_writes_text_json_html_svg(tmp_path: Path,
     assert [len(g["hosts"]) for g in data["groups"]] == [2, 2, 1, 1]
     assert main(["plan", "--fleet", "qemu-7.2.22", "qemu-11.1.3", "-v"]) == 0
     verbose = capsys.readouterr().out
-    assert "1 -> 1 (same)" in verbose and "2 -> 1 (refused" in verbose
+    assert "1 -> 1 (same)" in verbose
+    assert "2 -> 1 (refused" in verbose
 
 
 def test_kvm_upgrades_migrate_and_a_cell_that_changes_nothing_is_as_is(kvm: Fleet) -> None:

@@ -23,7 +23,8 @@ def test_show_lists_the_shipped_sets(capsys: pytest.CaptureFixture[str]) -> None
     assert "qemu-11.1.3: virt-10.0 cortex-a57, virt-10.0 max" in out
     assert main(["manifest", "show", "qemu-7.2.22", "--registers"]) == 0
     out = capsys.readouterr().out
-    assert "QEMU 7.2.22, machine virt-7.2, cpu cortex-a57" in out and "ID_AA64ZFR0_EL1" in out
+    assert "QEMU 7.2.22, machine virt-7.2, cpu cortex-a57" in out
+    assert "ID_AA64ZFR0_EL1" in out
 
 
 def test_show_an_unknown_set_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
@@ -39,7 +40,8 @@ def test_from_stream_writes_the_builds_manifest(tmp_path: Path) -> None:
                  "--qemu-version", "10.0.13", "-o", str(out)]) == 0
     m = load_manifest(out)
     shipped = load_set("qemu-10.0.13").get("virt-10.0", "cortex-a57")
-    assert shipped is not None and m.ids == shipped.ids
+    assert shipped is not None
+    assert m.ids == shipped.ids
     assert m.made["by"] == "migproxy manifest from-stream"
 
 

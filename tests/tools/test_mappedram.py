@@ -58,17 +58,20 @@ def test_inspect_accounts_for_every_byte_and_lists_the_regions(name: str,
                                                                tmp_path: Path) -> None:
     path = _file(name, tmp_path)
     rep = inspect_file(path)
-    assert rep["complete"] and rep["accounted"], rep["stopped"]
+    assert rep["complete"], rep["stopped"]
+    assert rep["accounted"], rep["stopped"]
     assert rep["capabilities"] == ["mapped-ram"]
     blocks = rep["mapped_ram"]
     assert [b["block"] for b in blocks][:3] == ["mach-virt.ram", "virt.flash0", "virt.flash1"]
     base = 0 if rep["save_image"] is None else rep["save_image"]["stream_offset"]
     at = base + 109 + 8  # after the header, the configuration, START and MEM_SIZE
     for b in blocks:
-        assert b["header_offset"] > at and b["bitmap_offset"] == b["header_offset"] + 28
+        assert b["header_offset"] > at
+        assert b["bitmap_offset"] == b["header_offset"] + 28
         assert b["pages_offset"] % FILE_OFFSET_ALIGNMENT == 0
         at = b["region_end"]
-    assert len(rep["cpus"]) == 1 and rep["cpus"][0]["count"] > 200
+    assert len(rep["cpus"]) == 1
+    assert rep["cpus"][0]["count"] > 200
     if name == SPARSE_IMAGE:
         assert rep["save_image"]["format"] == "sparse"
 
@@ -80,7 +83,8 @@ def test_rewrite_keeps_every_byte_before_the_tail_and_the_holes(
     out = tmp_path / "new.mr"
     assert main(["rewrite", str(src), str(out), "--destination", dest]) == 0
     said = capsys.readouterr().out
-    assert "mapped-ram" in said and "insert" in said, said
+    assert "mapped-ram" in said, said
+    assert "insert" in said, said
     tail = _tail_start(src)
     assert _tail_start(out) == tail
     assert _runs(out, tail) == _runs(src, tail)  # the header, block list, bitmaps, pages
@@ -128,9 +132,11 @@ def test_a_refused_rewrite_writes_nothing_and_leaves_the_file(
     assert main(["rewrite", str(src), str(out), "--destination", "qemu-10.0.13"]) == 1
     assert main(["rewrite", str(src), "--in-place", "--destination", "qemu-10.0.13"]) == 1
     err = capsys.readouterr().err
-    assert "the target page size 4096 in the mapped-ram header of RAM block 'virt.flash0'" \
-        in err and "left as it was" in err, err
-    assert sorted(tmp_path.iterdir()) == [src] and src.read_bytes() == before
+    assert ("the target page size 4096 in the mapped-ram header of RAM block 'virt.flash0'"
+            in err), err
+    assert "left as it was" in err, err
+    assert sorted(tmp_path.iterdir()) == [src]
+    assert src.read_bytes() == before
 
 
 def test_a_file_cut_in_a_region_is_refused(tmp_path: Path,
@@ -198,6 +204,7 @@ def test_copy_sparse_keeps_the_holes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with src.open("rb") as a, dst.open("w+b") as b:
         mappedram.write_rewritten(a.fileno(), b.fileno(), 4 << 20, b"tail")
     data = dst.read_bytes()
-    assert len(data) == (4 << 20) + 4 and data[-4:] == b"tail"
+    assert len(data) == (4 << 20) + 4
+    assert data[-4:] == b"tail"
     assert data[:4 << 20] == src.read_bytes()[:4 << 20]
     assert dst.stat().st_blocks * 512 <= 256 << 10

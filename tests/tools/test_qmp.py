@@ -33,10 +33,12 @@ for line in sys.stdin:
 def test_a_client_over_pipes_negotiates_runs_commands_and_keeps_events() -> None:
     proc = subprocess.Popen([sys.executable, "-c", _FAKE_QEMU], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE)
-    assert proc.stdin is not None and proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout is not None
     try:
         qmp = QMPClient.over_pipes(proc.stdin, proc.stdout, timeout=30)
-        assert "QMP" in qmp.greeting and qmp.connected
+        assert "QMP" in qmp.greeting
+        assert qmp.connected
         assert qmp.execute("query-status", timeout=30) == "query-status"
         with pytest.raises(QMPError, match="QMP fail: GenericError: no") as err:
             qmp.execute("fail", timeout=30)

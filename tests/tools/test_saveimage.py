@@ -96,15 +96,20 @@ def test_inspect_reports_the_image_and_accounts_for_the_stream(
     assert main(["inspect", str(src), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     img = rep["save_image"]
-    assert img["format"] == "xz" and img["domain"] == "tick" and img["was_running"]
+    assert img["format"] == "xz"
+    assert img["domain"] == "tick"
+    assert img["was_running"]
     assert img["stream_offset"] == stream_offset(image)
     assert img["data_len"] == stream_offset(image) - HEADER_SIZE
-    assert rep["accounted"] and rep["size"] == len(stream) and rep["gaps"] == []
+    assert rep["accounted"]
+    assert rep["size"] == len(stream)
+    assert rep["gaps"] == []
     plain = tmp_path / "plain.mig"
     plain.write_bytes(stream)
     assert main(["inspect", str(plain), "--json"]) == 0
     bare = json.loads(capsys.readouterr().out)
-    assert bare["save_image"] is None and bare["items"] == rep["items"]
+    assert bare["save_image"] is None
+    assert bare["items"] == rep["items"]
     assert main(["inspect", str(src), "--no-registers"]) == 0
     assert "libvirt save image, domain tick, format xz" in capsys.readouterr().out
 
@@ -118,7 +123,8 @@ def test_plan_on_an_image_says_what_it_says_for_the_stream(
     expected = capsys.readouterr().out
     src = _write(tmp_path, save_image(stream, "bzip2"))
     assert main(["plan", str(src), "--destination", DEST]) == 0
-    assert capsys.readouterr().out == expected and "insert DBGDTRTXint" in expected
+    assert capsys.readouterr().out == expected
+    assert "insert DBGDTRTXint" in expected
 
 
 def test_a_refused_rewrite_writes_nothing(tmp_path: Path,
@@ -138,7 +144,8 @@ def _refused(tmp_path: Path, capsys: pytest.CaptureFixture[str], image: bytes) -
     assert main(["inspect", str(src)]) == 1
     assert main(["plan", str(src), "--destination", DEST]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and err[0] == err[1] == err[2], err
+    assert len(err) == 3, err
+    assert err[0] == err[1] == err[2], err
     return err[0]
 
 
@@ -182,7 +189,8 @@ def test_a_truncated_compressed_stream_is_refused(
         d.mkdir()
         at = stream_offset(image)
         err = _refused(d, capsys, image[:at + (len(image) - at) // 2])
-        assert err.startswith(f"migproxy: {d / 'saved.img'}:") and fmt in err
+        assert err.startswith(f"migproxy: {d / 'saved.img'}:")
+        assert fmt in err
 
 
 def test_a_missing_program_is_a_usage_error(tmp_path: Path,
@@ -200,7 +208,8 @@ def test_header_round_trip() -> None:
     for order in "<>":
         image = save_image(b"QEVM", "raw", order=order)
         h = parse_header(image)
-        assert h.pack() == image[:HEADER_SIZE] and image.startswith(MAGIC)
+        assert h.pack() == image[:HEADER_SIZE]
+        assert image.startswith(MAGIC)
         assert h.stream_offset == stream_offset(image, order)
 
 
@@ -214,7 +223,8 @@ def test_concatenated_gzip_members_are_one_stream(tmp_path: Path,
                  + compress("gzip", stream[half:]))
     assert main(["inspect", str(src), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["accounted"] and rep["size"] == len(stream)
+    assert rep["accounted"]
+    assert rep["size"] == len(stream)
 
 
 COMPRESSED = [f for f in FORMATS if f != "raw"]
@@ -253,7 +263,8 @@ def test_concatenated_streams_are_one_stream(tmp_path: Path,
                  + compress(fmt, stream[half:]))
     assert main(["inspect", str(src), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
-    assert rep["accounted"] and rep["size"] == len(stream)
+    assert rep["accounted"]
+    assert rep["size"] == len(stream)
 
 
 @pytest.mark.parametrize(("pad", "ok"), [(4, True), (8, True), (3, False)])
@@ -280,7 +291,8 @@ def test_cpregs_diff_reads_images_as_their_streams(tmp_path: Path,
               _write(tmp_path, save_image(dst, "raw"), "b.img")]
     assert main(["cpregs", "diff", *map(str, images)]) == 0
     out = capsys.readouterr().out.replace(".img", ".mig")
-    assert out == expected and "ID_AA64ISAR0_EL1" in expected
+    assert out == expected
+    assert "ID_AA64ISAR0_EL1" in expected
 
 
 def test_an_xml_with_entities_is_not_parsed() -> None:

@@ -82,7 +82,8 @@ def test_nothing_to_change_leaves_the_image_alone(tmp_path: Path,
     st = img.stat()
     assert _rewrite(tmp_path) == 0
     assert f"{img}: nothing to change for {DEST}" in capsys.readouterr().out
-    assert img.stat().st_ino == st.st_ino and sorted(_files(tmp_path)) == ["vm1.save"]
+    assert img.stat().st_ino == st.st_ino
+    assert sorted(_files(tmp_path)) == ["vm1.save"]
 
 
 def test_a_refused_image_is_named_and_untouched_the_others_go_on(
