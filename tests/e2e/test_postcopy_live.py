@@ -96,13 +96,19 @@ def test_postcopy_across_versions(lab: Lab, tmp_path: Path, src: str, dst: str,
 @pytest.mark.parametrize(("src", "dst", "smp"), CELLS, ids=IDS)
 def test_postcopy_directly_fails(lab: Lab, src: str, dst: str, smp: int) -> None:
     """Negative control: without migproxy the destination refuses the package's cpu
-    section and exits. (The source then ends ``postcopy-paused``, guest stopped, or
-    ``failed``, guest resumed, depending on which error it sees first: both were seen.)"""
+    section. (The source then ends ``postcopy-paused``, guest stopped, or ``failed``,
+    guest resumed, depending on which error it sees first: both were seen.) The
+    destination reports ``failed``, or, as QEMU sometimes does after its postcopy listen
+    thread failed to load, stops answering QMP until it is killed: either way the
+    migration did not go through."""
     port = free_port()
     s, d = _postcopy(lab, src, dst, f"tcp:127.0.0.1:{port}", f"tcp:127.0.0.1:{port}", smp=smp)
     with d, s:
-        dinfo = d.wait_incoming(30)
-        assert dinfo.get("status") == "failed", dinfo
+        try:
+            status = d.wait_incoming(30).get("status")
+        except TimeoutError:  # QMP no longer answers (the hang the issue describes)
+            status = "no answer"
+        assert status in ("failed", "no answer"), status
 
 
 def test_postcopy_dry_run_fails(lab: Lab, tmp_path: Path) -> None:
