@@ -51,6 +51,7 @@ SLOW_TESTS = frozenset({
     "tests/daemon/test_relay.py::test_slow_destination_keeps_memory_bounded",
     "tests/daemon/test_splice.py::test_back_pressure_holds_no_more_than_the_pipe",
 })
+LAB_GROUP = "lab"
 FAST_TIMEOUT = 60
 SLOW_TIMEOUT = 180
 
@@ -63,6 +64,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.loopback)
         if module in SLOW_MODULES or test in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("qemu") or item.get_closest_marker("kvm"):
+            # One lab, one test at a time (pytest-xdist: --dist loadgroup).
+            item.add_marker(pytest.mark.xdist_group(LAB_GROUP))
         if item.get_closest_marker("timeout") is None and \
                 item.get_closest_marker("qemu") is None and \
                 item.get_closest_marker("kvm") is None:
