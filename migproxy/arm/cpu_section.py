@@ -19,9 +19,9 @@ import struct
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from migproxy.arm.reasons import ArmReason
 from migproxy.stream import wire
 from migproxy.stream.errors import SectionRefused
-from migproxy.stream.reasons import Reason
 from migproxy.stream.vmdesc import FieldSpan, FullSection
 
 # The fixed prefix of vmstate_arm_cpu before the cpreg arrays (target/arm/machine.c):
@@ -50,7 +50,7 @@ F_VAL = "cpreg_vmstate_values"
 class CpuLayoutError(SectionRefused):
     """The cpu section does not have the layout migproxy knows how to rewrite."""
 
-    reason = Reason.CPU_LAYOUT
+    reason = ArmReason.CPU_LAYOUT
     context = "cpu section not understood: "
 
 

@@ -18,19 +18,19 @@ from migproxy.arm.knowledge import Knowledge, knowledge
 from migproxy.arm.kvm_registers import is_kvm_list
 from migproxy.arm.manifest import Manifest, ManifestError, ManifestSet, load_set, shipped_sets
 from migproxy.arm.plan import CpuPlan
+from migproxy.arm.reasons import ArmReason
 from migproxy.arm.reconcile import id_differences, model_constants, reconcile
 from migproxy.arm.reconcile_kvm import reconcile_kvm
 from migproxy.stream.errors import SectionRefused
-from migproxy.stream.reasons import Reason
 
 
 class NoManifest(SectionRefused):
-    reason = Reason.NO_MANIFEST
+    reason = ArmReason.NO_MANIFEST
     context = "no destination manifest: "
 
 
 class ReconcileRefused(SectionRefused):
-    reason = Reason.UNSAFE_REWRITE
+    reason = ArmReason.UNSAFE_REWRITE
     context = "refused for the destination: "
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from migproxy.arm.reasons import ArmReason
 from migproxy.arm.registers import describe, format_id
 from migproxy.stream.errors import SectionRefused
-from migproxy.stream.reasons import Reason
 
 Action = Literal["drop", "insert", "set", "remove", "keep"]
 
@@ -21,7 +21,7 @@ Action = Literal["drop", "insert", "set", "remove", "keep"]
 class RewriteRefused(SectionRefused):
     """A profile rule's condition does not hold, so the cpu section must not be rewritten."""
 
-    reason = Reason.PROFILE_REFUSED
+    reason = ArmReason.PROFILE_REFUSED
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,10 @@ from migproxy.arm.events import CpuReconciled, CpuRewritten, CpuSeen, CpuState
 from migproxy.arm.package_layouts import ARM_PACKAGE_LAYOUTS
 from migproxy.arm.plan import CpuPlan
 from migproxy.arm.profile import Profile
+from migproxy.arm.reasons import ArmReason
 from migproxy.stream.engine import EngineConfig
 from migproxy.stream.events import Event
+from migproxy.stream.reasons import StopReason
 from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, SectionRewriter, Splice
 from migproxy.stream.vmdesc import FullSection, StreamFacts
 
@@ -33,6 +35,7 @@ class ArmCpuRewriter:
     """Decodes (and, with a profile or a destination, rewrites) ARM cpu sections."""
 
     name = "arm-cpu"
+    reasons: tuple[StopReason, ...] = tuple(ArmReason)  # what it may stop rewriting for
 
     def __init__(self, profile: Profile | None = None,
                  destination: Destination | None = None) -> None:

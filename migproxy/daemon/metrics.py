@@ -9,6 +9,7 @@ outcome. No VM ids, no addresses.
 from __future__ import annotations
 
 import platform
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,7 +25,7 @@ from migproxy import __version__
 from migproxy.daemon.admission import Refusal
 from migproxy.daemon.session import TLS_NOT_TERMINATED, CloseReason
 from migproxy.stream.framer import IMPLEMENTATION
-from migproxy.stream.reasons import Reason
+from migproxy.stream.reasons import Reason, StopReason
 
 CLASSIFY_TIMEOUT = str(CloseReason.CLASSIFY_TIMEOUT)  # a refused label beside the Refusals
 TLS_HANDSHAKE = "tls_handshake"  # refused: the source's TLS handshake failed
@@ -54,10 +55,13 @@ class Metrics:
     """All metrics, in their own registry (one per daemon; tests make their own).
 
     ``process``: also the standard process (``process_*``: CPU, RSS, file descriptors) and
-    platform (``python_info``) collectors of prometheus-client on this registry."""
+    platform (``python_info``) collectors of prometheus-client on this registry.
+    ``stop_reasons``: the reasons whose passthrough and abort series exist from the start
+    (the core's, and those the routes' plug-ins declare: ``EngineConfig.stop_reasons``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *,
-                 process: bool = True) -> None:
+                 process: bool = True,
+                 stop_reasons: Iterable[StopReason] = tuple(Reason)) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they only add noise here
         r = self.registry = registry or CollectorRegistry()
         if process:
@@ -181,7 +185,7 @@ class Metrics:
         for flag in ("true", "false"):
             self.device_state_releases.labels(flag)
             self.tail_releases.labels(flag)
-        for reason in Reason:
+        for reason in stop_reasons:
             self.passthrough.labels(reason)
             self.aborts.labels(reason)
         for refusal in (*Refusal, CLASSIFY_TIMEOUT, TLS_HANDSHAKE):

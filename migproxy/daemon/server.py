@@ -40,7 +40,8 @@ class StartError(MigproxyError):
 class Daemon:
     def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
         self.config = config
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(stop_reasons=dict.fromkeys(
+            r for route in config.routes for r in route.engine_config().stop_reasons))
         self.registry = PairRegistry(HoldBudget(config.hold_budget),
                                      KernelRelays(config.splice_threads),
                                      HandshakeBudget(config.tls_failed_handshakes))

@@ -20,7 +20,7 @@ from migproxy.stream.events import Aborted, Event, PassthroughEntered
 from migproxy.stream.framer import RamStats, StreamFramer
 from migproxy.stream.package import PackageLayouts
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, HoldBudget, Policy
-from migproxy.stream.reasons import Reason
+from migproxy.stream.reasons import Reason, StopReason, stop_reasons
 from migproxy.stream.rewriter import SectionRewriter
 from migproxy.stream.vmdesc import DeviceStateLayout, StreamFacts
 
@@ -67,6 +67,11 @@ class EngineConfig:
     # rewriters but none, postcopy is refused at POSTCOPY_ADVISE, before the guest stops.
     package_layouts: PackageLayouts | None = None
 
+    @property
+    def stop_reasons(self) -> tuple[StopReason, ...]:
+        """Every reason this engine may stop rewriting for: the core's and its plug-ins'."""
+        return stop_reasons(*self.rewriters)
+
 
 @dataclass
 class FeedResult:
@@ -100,11 +105,11 @@ class EngineState:
         self._rewritten_release = False
         self._oversized = 0  # size of a description candidate not parsed (over the caps)
         # the last candidate not taken for the end: (why, message, offset)
-        self.unframed: tuple[Reason, str, int] | None = None
+        self.unframed: tuple[StopReason, str, int] | None = None
         self.pending: DeviceStateLayout | None = None  # a framed end awaiting confirmation
         self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
-        self.stop_reason: Reason | None = None
+        self.stop_reason: StopReason | None = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -168,7 +173,7 @@ class EngineState:
         assert mode in TRANSITIONS[self.mode], f"engine: {self.mode} -> {mode}"
         self.mode = mode
 
-    def _not_understood(self, res: FeedResult, reason: Reason, message: str, offset: int,
+    def _not_understood(self, res: FeedResult, reason: StopReason, message: str, offset: int,
                         mv: memoryview, chunk_start: int) -> None:
         """Stop rewriting: forward everything not yet forwarded untouched, or abort."""
         self.stop_reason = reason

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from migproxy.stream.reasons import Reason
+from migproxy.stream.reasons import Reason, StopReason
 
 EXIT_OK = 0
 EXIT_STREAM = 1
@@ -69,7 +69,7 @@ class Unsupported(MigproxyError):
     ``reason`` says what (it is the metrics label); the message explains it to a person.
     """
 
-    def __init__(self, reason: Reason, message: str, offset: int | None = None) -> None:
+    def __init__(self, reason: StopReason, message: str, offset: int | None = None) -> None:
         self.reason = reason
         self.offset = offset
         where = f" at offset {offset} (0x{offset:x})" if offset is not None else ""
@@ -83,10 +83,10 @@ class SectionRefused(MigproxyError):
     ``plan`` (a rule refuses); the engine then stops rewriting with ``reason``.
     """
 
-    reason: Reason = Reason.FORMAT_ERROR
+    reason: StopReason = Reason.FORMAT_ERROR
     context: str = ""  # put before the message in the engine's event
 
-    def __init__(self, message: str, *, reason: Reason | None = None) -> None:
+    def __init__(self, message: str, *, reason: StopReason | None = None) -> None:
         if reason is not None:
             self.reason = reason
         super().__init__(message)

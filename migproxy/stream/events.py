@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from migproxy.stream.reasons import Reason
+from migproxy.stream.reasons import StopReason
 
 
 class Event:
@@ -120,7 +120,7 @@ class DeviceStateReleased(Event):
 class PassthroughEntered(Event):
     """The engine stopped understanding the stream; the rest is relayed untouched."""
 
-    reason: Reason
+    reason: StopReason
     message: str
     offset: int
 
@@ -129,7 +129,7 @@ class PassthroughEntered(Event):
 class Aborted(Event):
     """The engine stopped (abort policy); nothing more is forwarded."""
 
-    reason: Reason
+    reason: StopReason
     message: str
     offset: int
 

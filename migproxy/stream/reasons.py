@@ -1,11 +1,14 @@
-"""Why the engine stopped rewriting a main channel: one enum, every reason that exists.
+"""Why the engine stopped rewriting a main channel.
 
-A reason is a stable, low-cardinality token: it is the ``reason`` label of the
-``migproxy_passthrough_total`` and ``migproxy_aborts_total`` metrics (every label is created
-at start), the ``reason`` of the ``passthrough`` / ``abort`` log lines and of the
-:class:`~migproxy.stream.events.PassthroughEntered` and :class:`~migproxy.stream.events.Aborted`
-events. The reason table of docs/design.md ("Stop reasons") lists the same members with the
-same words.
+A reason is a stable, low-cardinality token (a :class:`StopReason`): it is the ``reason``
+label of the ``migproxy_passthrough_total`` and ``migproxy_aborts_total`` metrics (every
+label is created at start), the ``reason`` of the ``passthrough`` / ``abort`` log lines and
+of the :class:`~migproxy.stream.events.PassthroughEntered` and
+:class:`~migproxy.stream.events.Aborted` events. The core's own reasons are :class:`Reason`;
+a section rewriter (a plug-in) declares its own in a :class:`StopReason` subclass and lists
+them in its ``reasons`` (the ARM plug-in: :class:`migproxy.arm.reasons.ArmReason`), so the
+core names no architecture. The reason table of docs/design.md ("Stop reasons") lists every
+member with the same words.
 """
 
 from __future__ import annotations
@@ -13,8 +16,17 @@ from __future__ import annotations
 import enum
 
 
-class Reason(enum.StrEnum):
-    """The stream is not (or no longer) rewritten, and why."""
+class StopReason(enum.StrEnum):
+    """The base of every reason: the core's (:class:`Reason`) and each plug-in's."""
+
+    @property
+    def source_ended(self) -> bool:
+        """The source closed the channel before the stream was complete."""
+        return False
+
+
+class Reason(StopReason):
+    """The stream is not (or no longer) rewritten, and why (the core's reasons)."""
 
     # -- the grammar ------------------------------------------------------------------
     FORMAT_ERROR = "format_error"  # the bytes do not follow the migration stream grammar
@@ -45,12 +57,6 @@ class Reason(enum.StrEnum):
     # description frames the bytes but is not taken for QEMU's (a rewriter does not know a
     # section's layout, or it is not as QEMU writes it) and nothing followed it
     DATA_AFTER_END = "data_after_end"  # bytes after the VM description
-    # -- section rewriters ------------------------------------------------------------
-    CPU_LAYOUT = "cpu_layout"  # an ARM cpu section not in the layout migproxy rewrites
-    PROFILE_REFUSED = "profile_refused"  # a profile rule's condition does not hold
-    NO_MANIFEST = "no_manifest"  # the destination has no manifest for the machine type
-    UNSAFE_REWRITE = "unsafe_rewrite"  # the destination needs a change the guest could see
-    # (or that loses state) and neither the knowledge base nor an opt-in allows it
     # -- migproxy itself --------------------------------------------------------------
     INTERNAL_ERROR = "internal_error"  # a bug: the engine raised; it stops, it never crashes
 
@@ -59,6 +65,14 @@ class Reason(enum.StrEnum):
         """The source closed the channel before the stream was complete: a migration that
         was cancelled or failed at the source, not a stream migproxy misread."""
         return self in _SOURCE_ENDED
+
+
+def stop_reasons(*plug_ins: object) -> tuple[StopReason, ...]:
+    """The core's reasons, then those the plug-ins declare (their ``reasons``), once each."""
+    out: dict[StopReason, None] = dict.fromkeys(Reason)
+    for p in plug_ins:
+        out.update(dict.fromkeys(getattr(p, "reasons", ())))
+    return tuple(out)
 
 
 _SOURCE_ENDED = frozenset({Reason.TRUNCATED, Reason.NO_DESCRIPTION})

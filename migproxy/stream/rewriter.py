@@ -65,7 +65,10 @@ class Decoded:
 
 
 class SectionRewriter(Protocol):
-    """A plug-in that understands (and may rewrite) some device sections."""
+    """A plug-in that understands (and may rewrite) some device sections. It may also
+    declare ``reasons``: the :class:`~migproxy.stream.reasons.StopReason` members its
+    :class:`~migproxy.stream.errors.SectionRefused` carry (listed so that their metrics
+    series exist from the start: :func:`~migproxy.stream.reasons.stop_reasons`)."""
 
     name: str
 

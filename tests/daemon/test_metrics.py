@@ -275,3 +275,27 @@ def test_not_in_the_default_registry() -> None:
     m.connections.inc()
     assert not any(fam.name.startswith("migproxy_") for fam in REGISTRY.collect())
     assert REGISTRY.get_sample_value("migproxy_connections_total") is None
+
+
+def test_a_plug_ins_reasons_are_pre_created_too() -> None:
+    """The ARM plug-in declares its own reasons; a metrics registry given them has their
+    series from the start, after the core's."""
+    from migproxy.arm.reasons import ArmReason
+    from migproxy.arm.rewriter import arm_engine_config
+
+    reasons = arm_engine_config(None).stop_reasons
+    assert reasons == (*Reason, *ArmReason)
+    lines = _lines(Metrics(stop_reasons=reasons))
+    for reason in reasons:
+        assert f'migproxy_passthrough_total{{reason="{reason.value}"}} 0.0' in lines
+        assert f'migproxy_aborts_total{{reason="{reason.value}"}} 0.0' in lines
+
+
+def test_the_daemon_pre_creates_its_routes_reasons() -> None:
+    from migproxy.daemon.load import load_config
+    from migproxy.daemon.server import Daemon
+
+    cfg = load_config(None, {"listen": "127.0.0.1:0", "target": "127.0.0.1:9"})
+    lines = _lines(Daemon(cfg).metrics)
+    assert 'migproxy_aborts_total{reason="unsafe_rewrite"} 0.0' in lines
+    assert 'migproxy_passthrough_total{reason="cpu_layout"} 0.0' in lines

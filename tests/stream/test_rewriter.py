@@ -17,7 +17,7 @@ from migproxy.stream.events import (
     Event,
     PassthroughEntered,
 )
-from migproxy.stream.reasons import Reason
+from migproxy.stream.reasons import Reason, StopReason, stop_reasons
 from migproxy.stream.rewriter import Buffer, Decoded, SectionEdit, Splice
 from migproxy.stream.vmdesc import FullSection, StreamFacts
 from testkit.streams import run_engine
@@ -26,6 +26,13 @@ from testkit.synthetic import SynthSpec, build
 STREAM = build(SynthSpec(cpus=1, full_pages=4, zero_pages=8))
 RUNNING = b"running"
 
+
+
+class PluginReason(StopReason):
+    """The reasons of the test plug-in (a plug-in declares its own)."""
+
+    NOT_UNDERSTOOD = "plugin_not_understood"
+    REFUSED = "plugin_refused"
 
 class Seen(Event):
     """A test event: what the recording rewriter decoded."""
@@ -60,14 +67,14 @@ class RunstateRewriter:
 
     def decode(self, held: Buffer, section: FullSection, offset: int) -> Decoded:
         if self.refuse_in == "decode":
-            raise SectionRefused("globalstate not understood", reason=Reason.CPU_LAYOUT)
+            raise SectionRefused("globalstate not understood", reason=PluginReason.NOT_UNDERSTOOD)
         at = bytes(held).index(RUNNING, section.payload_offset, section.payload_end)
         return Decoded(section, [Seen(section.idstr, offset + section.offset, {})], at)
 
     def plan(self, decoded: Decoded, *, apply: bool) -> SectionEdit | None:
         self.plans.append(apply)
         if self.refuse_in == "plan":
-            raise SectionRefused("a rule refuses", reason=Reason.PROFILE_REFUSED)
+            raise SectionRefused("a rule refuses", reason=PluginReason.REFUSED)
         at: int = decoded.data
         return SectionEdit(decoded.section, [Splice(at, at + len(RUNNING), self.new)])
 
@@ -138,9 +145,9 @@ def test_dry_run_plans_without_applying() -> None:
     assert rw.plans == [False]
 
 
-@pytest.mark.parametrize(("phase", "reason"), [("decode", Reason.CPU_LAYOUT),
-                                                ("plan", Reason.PROFILE_REFUSED)])
-def test_a_refusal_leaves_the_whole_stream_untouched(phase: str, reason: Reason) -> None:
+@pytest.mark.parametrize(("phase", "reason"), [("decode", PluginReason.NOT_UNDERSTOOD),
+                                                ("plan", PluginReason.REFUSED)])
+def test_a_refusal_leaves_the_whole_stream_untouched(phase: str, reason: StopReason) -> None:
     rw = RunstateRewriter(refuse_in=phase)
     out, events, eng = run_engine([STREAM], EngineConfig(rewriters=(rw,)))
     assert out == STREAM
@@ -159,7 +166,7 @@ def test_a_refusal_under_the_abort_policy_forwards_no_device_state() -> None:
     assert eng.mode == Mode.ABORTED
     hold = next(e.offset for e in events if isinstance(e, DeviceStateHeld))
     assert out == STREAM[:hold]  # the streamed part went on; no device state byte did
-    assert [e.reason for e in events if isinstance(e, Aborted)] == [Reason.PROFILE_REFUSED]
+    assert [e.reason for e in events if isinstance(e, Aborted)] == [PluginReason.REFUSED]
 
 
 def test_overlapping_splices_are_a_bug_that_stops_rewriting() -> None:
@@ -216,3 +223,15 @@ def test_the_engine_asks_claiming_rewriters_to_recognise_the_layout_with_the_ret
     assert out != STREAM
 
 
+
+
+def test_a_plug_in_declares_its_own_reasons() -> None:
+    class WithReasons:
+        reasons = tuple(PluginReason)
+
+    got = stop_reasons(WithReasons(), object(), WithReasons())
+    assert got == (*Reason, *PluginReason)
+    assert not {r.value for r in PluginReason} & {r.value for r in Reason}
+    assert EngineConfig(rewriters=(WithReasons(),)).stop_reasons == got  # type: ignore[arg-type]
+    assert not PluginReason.REFUSED.source_ended
+    assert Reason.TRUNCATED.source_ended
