@@ -2,8 +2,9 @@
 with ``arm_gicv3`` (per-vCPU arrays with no count on the wire) and ``arm_gicv3_its``;
 migproxy frames them by their layouts (migproxy/arm/package_layouts.py), rewrites the cpu
 section for the destination's kernel and adjusts the package's length. A kernel upgrade
-goes through; a refused rollback is refused at the package, before ``POSTCOPY_RUN``, and
-the source's guest goes on running. Negative control: the same rollback directly."""
+goes through; a refused rollback is refused at the package, before ``POSTCOPY_RUN``, so
+the destination never runs the guest (the source, measured, ends postcopy-paused as on the
+direct path). Negative control: the same rollback directly."""
 
 from __future__ import annotations
 
@@ -41,19 +42,26 @@ def test_a_kernel_upgrade_with_postcopy_live(saves: Saves, tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("policy", ["abort", "passthrough"])
-def test_a_refused_rollback_with_postcopy_leaves_the_source_running(
+def test_a_refused_rollback_with_postcopy_never_runs_the_destination(
         saves: Saves, tmp_path: Path, policy: str) -> None:
     """Newest -> oldest with postcopy, no opt-in: refused at the package (``abort``: never
     forwarded; ``passthrough``: forwarded untouched, the destination rejects the cpu
-    section), before ``POSTCOPY_RUN``; the source's migration fails and its guest goes on."""
+    section), before ``POSTCOPY_RUN``, so the destination never runs the guest. The source
+    had already sent the whole package and switched to postcopy: measured, it ends
+    ``postcopy-paused`` with its guest stopped, as on the direct path (the refusal comes
+    from the package, and the source switches as soon as its write of the package
+    succeeds)."""
     ks = kernels(saves.lab)
     res, p = _postcopy(saves, tmp_path, ks[-1], ks[0], ("--policy", policy))
     assert res.postcopy_from.startswith("active"), _context(res, p)
     assert not res.source_migration.startswith("completed"), _context(res, p)
-    assert res.source_running, _context(res, p)
+    assert res.source_migration.startswith(("postcopy-paused", "failed")), _context(res, p)
     assert not res.destination.running, _context(res, p)
+    assert not res.destination.ticks, _context(res, p)
     stops = p.events(policy)
     assert [e["reason"] for e in stops] == ["unsafe_rewrite"], p.context()
+    print(f"{policy}: source {res.source_migration} / {res.source_vm_status}, ticks after "
+          f"{res.source_ticks_after}")
 
 
 def test_a_refused_rollback_with_postcopy_directly(saves: Saves) -> None:
