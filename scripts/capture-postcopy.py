@@ -2,7 +2,7 @@
 """Capture a real postcopy stream: what a QEMU source sends on the main channel when it
 migrates with postcopy-ram (and the return path) to a destination of the same version.
 
-    python3 scripts/capture-postcopy.py VERSION OUT.mig [--cpu CPU] [--smp N]
+    python3 scripts/capture-postcopy.py VERSION OUT.mig [--cpu CPU] [--smp N] [--machine M]
 
 The source and the destination run from the lab ($LAB_DIR/lab.json, scripts/lab-setup.sh)
 with 32 MiB of RAM; a recording relay on loopback sits between them and keeps the bytes
@@ -68,6 +68,8 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--cpu", default="cortex-a57")
     ap.add_argument("--smp", type=int, default=1)
+    ap.add_argument("--machine", default="virt-10.0",
+                    help="the -M value, e.g. virt-10.0,gic-version=3")
     args = ap.parse_args()
     lab = get_lab()
     target, listen = free_port(), free_port()
@@ -76,7 +78,7 @@ def main() -> int:
     listener.bind(("127.0.0.1", listen))
     listener.listen(4)
     threading.Thread(target=_relay, args=(listener, target, record), daemon=True).start()
-    common = {"machine": "virt-10.0", "cpu": args.cpu, "smp": args.smp, "memory": "32M"}
+    common = {"machine": args.machine, "cpu": args.cpu, "smp": args.smp, "memory": "32M"}
     with (
         lab.destination(args.version, f"tcp:127.0.0.1:{target}", capabilities=CAPS,
                         **common) as dst,

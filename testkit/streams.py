@@ -81,6 +81,9 @@ KVM_STREAMS = sorted(f"kvm/{p.name[: -len('.mig.xz')]}" for p in (DATA / "kvm").
 # Postcopy streams (tests/data/README.md): the device state inside MIG_CMD_PACKAGED.
 POSTCOPY_STREAMS = sorted(f"postcopy/{p.name[: -len('.mig.xz')]}"
                           for p in (DATA / "postcopy").glob("*.mig.xz"))
+# TCG virt with gic-version=3: the package starts with arm_gicv3 and arm_gicv3_its
+POSTCOPY_GICV3_STREAMS = sorted(f"postcopy/gicv3/{p.name[: -len('.mig.xz')]}"
+                                for p in (DATA / "postcopy" / "gicv3").glob("*.mig.xz"))
 
 
 def cpus(engine: StreamEngine) -> list[CpuState]:

@@ -389,6 +389,8 @@ class LiveResult:
     uri: str
     source_host: NestedHost
     destination_host: NestedHost
+    postcopy_from: str = ""
+    """With ``postcopy``: the source's status when postcopy was started ("active")."""
 
     @property
     def source_running(self) -> bool:
@@ -558,7 +560,8 @@ class KvmLab:
 
     def live_migrate(self, src_kernel: str, dst_kernel: str, host_cpu: str, qemu: str, *,
                      via: tuple[str, int] | None = None, dst_port: int | None = None,
-                     return_path: bool = False, dst_host_cpu: str | None = None,
+                     return_path: bool = False, postcopy: bool = False,
+                     dst_host_cpu: str | None = None,
                      boot_timeout: float = 300.0, timeout: float = 900.0) -> LiveResult:
         """Live-migrate the tick guest between two nested hosts running at once.
 
@@ -567,7 +570,9 @@ class KvmLab:
         ``tcp:10.0.2.2:dst_port`` (this host as the source's user network sees it), or,
         with ``via=(host, port)``, to ``10.0.2.2:port``: there the caller runs a migproxy
         daemon that listens on ``host:port`` (loopback) and targets ``127.0.0.1:dst_port``
-        (so pass ``dst_port`` too).  ``return_path`` sets that capability on both L2s.
+        (so pass ``dst_port`` too).  ``return_path`` sets that capability on both L2s;
+        ``postcopy`` sets ``postcopy-ram`` on both, caps the source's bandwidth at 64 KiB/s
+        and sends ``migrate_start_postcopy`` as soon as the migration is active.
         The source is left as the attempt left it and reported so."""
         if via is not None:
             if dst_port is None:
@@ -577,7 +582,8 @@ class KvmLab:
         dport = dst_port if dst_port is not None else free_port()
         uri = f"tcp:{SLIRP_HOST}:{via[1] if via is not None else dport}"
         common: dict[str, str | int] = {
-            "QEMU": self._job(qemu), "RETURN_PATH": int(return_path), "TICKS": TICKS,
+            "QEMU": self._job(qemu), "RETURN_PATH": int(return_path),
+            "POSTCOPY": int(postcopy), "TICKS": TICKS,
             "TICK_SECS": TICK_SECS, "TICKS_AFTER": TICKS_AFTER, "AFTER_SECS": AFTER_SECS,
         }
         dst = self.host(dst_kernel, dst_host_cpu or host_cpu, "migrate-dst.sh",
@@ -624,6 +630,7 @@ class KvmLab:
             uri=uri,
             source_host=src,
             destination_host=dst,
+            postcopy_from=res.get("postcopy_from", ""),
         )
 
 

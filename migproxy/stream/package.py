@@ -19,6 +19,15 @@ subsections that may follow, recognised by their marker, name and version at the
 the fields end). Each boundary is computed from the layouts and checked against the footer
 (``0x7e`` + the section's id); no boundary is taken from the bytes a guest controls.
 
+One shape has no count on the wire: an array of structs whose length is a property of the
+device (QEMU's ``VMSTATE_STRUCT_VARRAY_POINTER_UINT32``, e.g. the GICv3's per-vCPU state).
+Its layout names the subsection of the enclosing level that always follows it
+(:attr:`FieldLayout.ends_before`): the array ends where that marker and name stand at an
+element boundary. This is exact only where the plug-in knows that no element can start
+with that marker (the first byte of an element is a value the guest cannot set to it);
+the plug-in then checks the element count against facts of its own
+(:attr:`PackageLayouts.check`, with :meth:`PackageLayout.elements`).
+
 Framing stops at the first section with no known layout: the rest of the package, up to
 ``POSTCOPY_RUN``, is kept byte for byte. The plug-in says whether what was framed is enough
 (:attr:`PackageLayouts.check`: for ARM, every vCPU's sections, so that the first unknown
@@ -28,7 +37,7 @@ framed part, and the command's ``be32 length`` with them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +48,7 @@ from migproxy.stream.vmdesc import DeviceStateCommand, FieldSpan, FullSection, S
 
 PACKAGE_HEADER = 9  # 08 | be16 cmd | be16 4 | be32 length
 MAX_LAYOUT_NESTING = 8
+MAX_ELEMENTS = 4096  # of an array with no count on the wire (QEMU's virt: at most 512 vCPUs)
 # The commands QEMU puts in a package (and nothing else).
 PACKAGE_COMMANDS = frozenset({wire.CMD_POSTCOPY_LISTEN, wire.CMD_PING, wire.CMD_POSTCOPY_RUN})
 RUN_COMMAND = bytes((wire.VM_COMMAND, 0, wire.CMD_POSTCOPY_RUN, 0, 0))
@@ -63,6 +73,15 @@ class FieldLayout:
     size: int
     count: int = 1
     count_field: str | None = None
+    # An array of structs with no count on the wire: each element is ``element`` (its fields
+    # and subsections), and the array ends where the enclosing level's subsection
+    # ``ends_before`` starts (``size`` and ``count`` are not used).
+    element: SectionLayout | None = None
+    ends_before: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.element is None) != (self.ends_before is None):
+            raise ValueError(f"field {self.name!r}: element and ends_before go together")
 
 
 @dataclass(frozen=True)
@@ -78,9 +97,13 @@ class SectionLayout:
     def entry(self) -> dict[str, Any]:
         """The layout as a VM description entry (fields with their fixed sizes)."""
         return {"vmsd_name": self.name, "version": self.version,
-                "fields": [{"name": f.name, "size": f.size,
-                            **({"array_len": f.count} if f.count != 1 else {})}
-                           for f in self.fields]}
+                "fields": [_field_entry(f) for f in self.fields]}
+
+
+def _field_entry(f: FieldLayout) -> dict[str, Any]:
+    if f.element is not None:
+        return {"name": f.name, "type": "struct", "struct": f.element.entry()}
+    return {"name": f.name, "size": f.size, **({"array_len": f.count} if f.count != 1 else {})}
 
 
 @dataclass(frozen=True)
@@ -89,7 +112,7 @@ class PackageLayouts:
     version)`` and the check of the framed part (None: enough; else why not)."""
 
     sections: Mapping[tuple[str, int], SectionLayout]
-    check: Callable[[Sequence[FullSection]], str | None] = lambda _framed: None
+    check: Callable[[PackageLayout], str | None] = lambda _framed: None
 
 
 @dataclass
@@ -101,10 +124,17 @@ class PackageLayout:
     framed_end: int
     length: int
     entries: dict[int, dict[str, Any]] = field(default_factory=dict)  # item index -> entry
+    # (item index, field name) -> elements of an array with no count on the wire
+    arrays: dict[tuple[int, str], int] = field(default_factory=dict)
 
     @property
     def sections(self) -> list[FullSection]:
         return [i for i in self.items if isinstance(i, FullSection)]
+
+    def elements(self, section: FullSection, name: str) -> int | None:
+        """How many elements the framing found in ``section``'s array ``name`` (an array
+        with no count on the wire), or None."""
+        return self.arrays.get((section.device_index, name))
 
 
 def frame_package(buf: wire.Buffer, start: int, length: int,
@@ -134,14 +164,16 @@ def frame_package(buf: wire.Buffer, start: int, length: int,
         layout = layouts.sections.get((section.idstr, section.version_id))
         if layout is None:
             break  # framing stops here: the rest is kept as it is
-        _frame_section(buf, section, layout, end)
+        counts: dict[str, int] = {}
+        _frame_section(buf, section, layout, end, counts)
+        out.arrays.update(((len(out.items), k), v) for k, v in counts.items())
         out.entries[len(out.items)] = {"name": section.idstr,
                                        "instance_id": section.instance_id,
                                        **layout.entry()}
         out.items.append(section)
         pos = section.end
     out.framed_end = pos
-    why = layouts.check(out.sections)
+    why = layouts.check(out)
     if why is not None:
         raise PackageNotFramed(Reason.POSTCOPY_LAYOUT, pos - start, why)
     return out
@@ -172,10 +204,11 @@ def _section_header(buf: wire.Buffer, pos: int, end: int, index: int) -> FullSec
 
 
 def _frame_section(buf: wire.Buffer, section: FullSection, layout: SectionLayout,
-                   end: int) -> None:
-    """Walk the section's payload with ``layout``; set its end, fields and subsections."""
+                   end: int, counts: dict[str, int]) -> None:
+    """Walk the section's payload with ``layout``; set its end, fields and subsections
+    (``counts``: the element counts of its arrays with no count on the wire)."""
     pos = _walk(buf, section.payload_offset, end, layout, 0, section.fields,
-                section.subsections)
+                section.subsections, counts)
     if pos + 5 > end or buf[pos] != wire.VM_SECTION_FOOTER or \
             wire.BE32.unpack_from(buf, pos + 1)[0] != section.section_id:
         raise PackageNotFramed(
@@ -187,12 +220,27 @@ def _frame_section(buf: wire.Buffer, section: FullSection, layout: SectionLayout
 
 
 def _walk(buf: wire.Buffer, pos: int, end: int, layout: SectionLayout, depth: int,
-          spans: list[FieldSpan] | None, subs: list[SubsectionSpan] | None) -> int:
+          spans: list[FieldSpan] | None, subs: list[SubsectionSpan] | None,
+          counts: dict[str, int] | None = None) -> int:
     """Consume one level of ``layout`` (fields, then subsections); return where it ends."""
     if depth > MAX_LAYOUT_NESTING:
         raise PackageNotFramed(Reason.POSTCOPY_LAYOUT, pos, "layouts nest too deeply")
+    pos = _walk_fields(buf, pos, end, layout, depth, spans, counts)
+    return _walk_subsections(buf, pos, end, layout, depth, subs)
+
+
+def _walk_fields(buf: wire.Buffer, pos: int, end: int, layout: SectionLayout, depth: int,
+                 spans: list[FieldSpan] | None, counts: dict[str, int] | None) -> int:
     values: dict[str, int] = {}
     for f in layout.fields:
+        if f.element is not None:
+            start = pos
+            pos, n = _walk_elements(buf, pos, end, f, depth)
+            if counts is not None:
+                counts[f.name] = n
+            if spans is not None and pos > start:
+                spans.append(FieldSpan(f.name, start, pos - start, 1))
+            continue
         count = f.count
         if f.count_field is not None:
             count = values.get(f.count_field, -1)
@@ -209,6 +257,11 @@ def _walk(buf: wire.Buffer, pos: int, end: int, layout: SectionLayout, depth: in
         if spans is not None and count:
             spans.append(FieldSpan(f.name, pos, f.size, count))
         pos += total
+    return pos
+
+
+def _walk_subsections(buf: wire.Buffer, pos: int, end: int, layout: SectionLayout,
+                      depth: int, subs: list[SubsectionSpan] | None) -> int:
     known = {s.name.encode("ascii"): s for s in layout.subsections}
     seen: set[bytes] = set()
     while pos < end and buf[pos] == wire.VM_SUBSECTION:
@@ -234,3 +287,22 @@ def _walk(buf: wire.Buffer, pos: int, end: int, layout: SectionLayout, depth: in
         if subs is not None:
             subs.append(SubsectionSpan(sub.name, start, start + 6 + nlen, pos))
     return pos
+
+
+def _walk_elements(buf: wire.Buffer, pos: int, end: int, f: FieldLayout,
+                   depth: int) -> tuple[int, int]:
+    """Consume the elements of an array with no count on the wire, up to the marker of
+    the enclosing level's subsection ``f.ends_before``; return the end and the count."""
+    assert f.element is not None
+    assert f.ends_before is not None
+    name = f.ends_before.encode("ascii")
+    marker = bytes((wire.VM_SUBSECTION, len(name))) + name
+    n = 0
+    while bytes(buf[pos : pos + len(marker)]) != marker:
+        if n == MAX_ELEMENTS or pos >= end:
+            raise PackageNotFramed(
+                Reason.POSTCOPY_LAYOUT, pos,
+                f"array {f.name!r}: no subsection {f.ends_before!r} after {n} elements")
+        pos = _walk(buf, pos, end, f.element, depth + 1, None, None)
+        n += 1
+    return pos, n

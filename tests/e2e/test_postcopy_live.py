@@ -19,7 +19,7 @@ import pytest
 
 from migproxy.lab import Lab, Qemu, free_port
 from testkit.labs import require_lab
-from tests.e2e.test_e2e_daemon import Proxy, complete, start_postcopy
+from tests.e2e.test_e2e_daemon import Delta, Proxy, complete, start_postcopy
 
 pytestmark = pytest.mark.qemu
 
@@ -164,5 +164,55 @@ def test_refused_postcopy_leaves_the_guest_running_on_the_source(lab: Lab, tmp_p
         stops = p.events(policy)
         assert [e["reason"] for e in stops] == ["unsafe_rewrite"], p.context()
         assert not p.events("tail_released"), p.context()
+    finally:
+        assert p.stop() == 0, p.context()
+
+
+MULTIFD = {**POSTCOPY, "multifd": True}
+
+
+def test_multifd_refused_with_postcopy_before_11(lab: Lab) -> None:
+    """QEMU 10.0 refuses the capability pair itself (the message the docs quote); 11.1
+    accepts it."""
+    with (lab.source("10.0.2", machine="virt-10.0", memory=MEMORY) as q,
+          pytest.raises(Exception, match="Postcopy is not yet compatible with multifd")):
+        q.set_capabilities(MULTIFD)
+    with lab.source("11.1.3", machine="virt-10.0", memory=MEMORY) as q:
+        q.set_capabilities(MULTIFD)
+
+
+def test_multifd_with_postcopy(lab: Lab, tmp_path: Path) -> None:
+    """QEMU 11.1 with multifd and postcopy-ram: the precopy pages go over the multifd
+    channels (relayed untouched), the package over the main channel is framed and
+    released; the guest goes on on the destination."""
+    p = Proxy(tmp_path, free_port(), "--destination", "qemu-11.1.3").start()
+    try:
+        delta = Delta.start(p)
+        s, d = _postcopy(lab, "11.1.3", "11.1.3", p.target_uri, p.uri, caps=MULTIFD,
+                         params={"multifd-channels": 2}, dst_params={"multifd-channels": 2})
+        with d, s:
+            complete(s, d, p.context)
+        released = p.events("tail_released")  # the package: postcopy did start
+        assert len(released) == 1, p.context()
+        assert not p.events("passthrough"), p.context()
+        assert not p.events("abort"), p.context()
+        assert delta("migproxy_connections_classified_total", channel="multifd") == 2
+        assert delta("migproxy_connections_classified_total", channel="main") == 1
+    finally:
+        assert p.stop() == 0, p.context()
+
+
+def test_postcopy_with_gicv3_across_versions(lab: Lab, tmp_path: Path) -> None:
+    """gic-version=3 (as under KVM): the package starts with arm_gicv3, whose per-vCPU
+    array has no count on the wire, and arm_gicv3_its; both are framed, the two cpu
+    sections rewritten, and the guest goes on on the destination."""
+    gic = ("-machine", "gic-version=3")
+    p = Proxy(tmp_path, free_port(), "--destination", "qemu-11.1.3").start()
+    try:
+        s, d = _postcopy(lab, "10.0.2", "11.1.3", p.target_uri, p.uri, smp=2,
+                         src_args=gic, dst_args=gic)
+        with d, s:
+            complete(s, d, p.context)
+        _assert_rewritten(p, "11.1.3", 2)
     finally:
         assert p.stop() == 0, p.context()

@@ -208,3 +208,31 @@ def test_postcopy_preempt_over_tls(lab: Lab, pki: Pki, tls_proxy: Proxy, blob: P
     connected = delta.events("connected")
     assert len(connected) == 2, tls_proxy.context()
     assert delta("migproxy_connections_refused_total", reason="tls_handshake") == 0
+
+
+def test_postcopy_10_0_2_to_10_0_13_over_tls_rewritten(lab: Lab, pki: Pki,
+                                                      tls_proxy: Proxy) -> None:
+    """Across versions with postcopy over TLS terminated on both legs: the package on the
+    decrypted main channel is framed, its cpu section rewritten (DBGDTRTX dropped) and its
+    length adjusted; the guest goes on on 10.0.13. The bandwidth is capped, so the
+    migration is still in precopy when postcopy is started."""
+    caps = {"postcopy-ram": True, "return-path": True}
+    params = {**TLS_PARAMS, "max-bandwidth": 64 << 10}
+    delta = Delta.start(tls_proxy)
+    with (
+        lab.destination("10.0.13", tls_proxy.target_uri, capabilities=caps,
+                        parameters={"tls-creds": "tls0"}, machine="virt-10.0", memory="32M",
+                        extra_args=tls_object(pki.creds, "server")) as dst,
+        lab.source("10.0.2", machine="virt-10.0", memory="32M",
+                   extra_args=tls_object(pki.creds, "client")) as src,
+    ):
+        src.migrate(tls_proxy.uri, caps, params)
+        start_postcopy(src)
+        complete(src, dst, tls_proxy.context)
+    released = delta.events("tail_released")
+    assert len(released) == 1, tls_proxy.context()
+    assert released[0]["rewritten"], tls_proxy.context()
+    assert not delta.events("passthrough"), tls_proxy.context()
+    assert delta("migproxy_cpregs_dropped_total", register=DBGDTRTX) == 1
+    assert delta("migproxy_connections_classified_total", channel="main") == 1
+    assert delta("migproxy_connections_classified_total", channel="tls") == 0

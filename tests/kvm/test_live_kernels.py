@@ -25,14 +25,16 @@ HOST_CPU = "neoverse-n1"  # the cloud server class; the offline matrix covers ma
 
 
 def _through(saves: Saves, tmp_path: Path, src: str, dst: str, *, return_path: bool,
-             options: tuple[str, ...] = ()) -> tuple[LiveResult, Proxy]:
+             options: tuple[str, ...] = (), postcopy: bool = False
+             ) -> tuple[LiveResult, Proxy]:
     dport = free_port()
     p = Proxy(tmp_path, dport, "--destination", str(saves.manifest(dst, HOST_CPU)),
               *options).start()
     try:
         res = saves.lab.live_migrate(src, dst, HOST_CPU, "10.0", via=("127.0.0.1",
                                                                      p.listen_port),
-                                     dst_port=dport, return_path=return_path)
+                                     dst_port=dport, return_path=return_path,
+                                     postcopy=postcopy)
     finally:
         code = p.stop()
     assert code == 0, p.context()

@@ -89,14 +89,37 @@ wait_more_ticks() {
     return 1
 }
 
-# wait_migration NAME SECONDS: poll `info migrate` until a final state; print it ("timeout
+# wait_migration NAME SECONDS: poll `info migrate` until a final state (or postcopy-paused:
+# a postcopy that lost its destination waits there for a recovery); print it ("timeout
 # (STATUS)" when the cap passed first).
 wait_migration() {
     start_clock
     s=""
     while before "$2"; do
         s=$(migration_status "$1")
-        case $s in completed* | failed* | cancelled*) echo "$s"; return ;; esac
+        case $s in completed* | failed* | cancelled* | postcopy-paused*) echo "$s"; return ;; esac
+        sleep "$POLL"
+    done
+    echo "timeout ($s)"
+}
+
+# postcopy_caps NAME: when $POSTCOPY is 1, the postcopy-ram capability on the L2 NAME.
+postcopy_caps() {
+    [ "${POSTCOPY:-0}" = 1 ] && hmp "$1" "migrate_set_capability postcopy-ram on" > /dev/null
+    true
+}
+
+# start_postcopy NAME SECONDS: when $POSTCOPY is 1, wait until the outgoing migration is
+# active (the bandwidth is capped, so it is still in precopy) and switch it to postcopy;
+# print the status it was switched in ("" when $POSTCOPY is not 1).
+start_postcopy() {
+    [ "${POSTCOPY:-0}" = 1 ] || return 0
+    start_clock
+    s=""
+    while before "$2"; do
+        s=$(migration_status "$1")
+        case $s in active*) hmp "$1" migrate_start_postcopy > /dev/null; echo "$s"; return ;;
+            completed* | failed* | cancelled*) echo "$s"; return ;; esac
         sleep "$POLL"
     done
     echo "timeout ($s)"
