@@ -3,9 +3,10 @@
 ``bench.run`` calls :func:`explain` with the targets it missed (``--no-profile`` skips it).
 A target names its kind in ``limit``; each kind is explained once:
 
-* ``throughput:<section>``: migproxy (rewriting) relays at most 1 GiB of that RAM shape with
-  py-spy attached (``bench.profile_daemon``): the hottest frames and the share of the
-  samples in the event loop (reads), writes, the engine and metrics; a few seconds.
+* ``throughput:<section>``: migproxy (rewriting) relays about 3 seconds' worth of that RAM
+  shape (at its speed in the run) with py-spy attached (``bench.profile_daemon``): the
+  hottest frames and the share of the samples in the event loop (reads), writes, the
+  engine and metrics.
 * ``channel``: the kernel relay against the least a splice relay does, in one process
   (``bench.splice_floor``): what the daemon's relay thread adds to the kernel's cost.
 * ``parallel``: from the run itself: how many CPUs each relay kept busy while the main and
@@ -13,7 +14,7 @@ A target names its kind in ``limit``; each kind is explained once:
 * ``qemu:<capabilities>`` (total time and STOP->RESUME): from the run itself: bytes sent,
   bandwidth and dirty syncs per path, and the engine's device-state hold time (the
   daemon's ``migproxy_device_state_hold_seconds``), beside STOP->RESUME.
-* ``tls``: migproxy alone relays over TLS with py-spy attached.
+* ``tls``: migproxy alone relays about 3 seconds' worth over TLS with py-spy attached.
 
 Nothing here asserts anything; it prints and returns what it found.
 """
@@ -27,6 +28,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.report import GiB, MiB, table
+
+PROFILE_SECONDS = 3.0  # about this long per sampled transfer
+SAMPLE_RATE = 500  # py-spy samples per second
 
 
 def explain(res: dict[str, Any], missed: list[dict[str, Any]], *, quick: bool,
@@ -49,11 +53,16 @@ def explain(res: dict[str, Any], missed: list[dict[str, Any]], *, quick: bool,
             elif kind == "qemu":
                 out[key] = _qemu(res["qemu"]["configs"][arg], say)
             elif kind == "tls":
-                out[key] = _tls(quick, say)
+                out[key] = _tls(res["tls"], quick, say)
         except (OSError, RuntimeError, TimeoutError, KeyError) as e:
             out[key] = {"error": f"{type(e).__name__}: {e}"}
             say(f"profile failed: {out[key]['error']}")
     return out
+
+
+def _bytes_for(seconds: float, mb_s: float | None, low: int, high: int) -> int:
+    """About ``seconds`` of transfer at ``mb_s``, within [low, high] bytes."""
+    return low if not mb_s else max(low, min(high, int(seconds * mb_s * 1e6)))
 
 
 def _throughput(tp: dict[str, Any], quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
@@ -61,9 +70,10 @@ def _throughput(tp: dict[str, Any], quick: bool, say: Callable[[str], None]) -> 
     from bench.streams import Shape
 
     shape = Shape.from_json(tp["shape"])
-    size = 8 * MiB if quick else min(GiB, tp["stream_bytes"])
+    ours = tp["paths"].get("migproxy", {}).get("mb_s", {}).get("median")
+    size = 8 * MiB if quick else _bytes_for(PROFILE_SECONDS, ours, 256 * MiB, 16 * GiB)
     with tempfile.TemporaryDirectory(prefix="migproxy-profile-") as d:
-        res = profile_daemon.profile("migproxy", shape, size, top=10,
+        res = profile_daemon.profile("migproxy", shape, size, rate=SAMPLE_RATE, top=10,
                                      out=os.path.join(d, "stacks.txt"))
     profile_daemon.print_profile(res, say)
     return res
@@ -76,7 +86,7 @@ def _channel(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
     if not splice.AVAILABLE:
         say("splice(2) is not available here")
         return {"skipped": "splice(2) is not available"}
-    res = splice_floor.compare(8 * MiB if quick else 512 * MiB, 1)
+    res = splice_floor.compare(8 * MiB if quick else 2 * GiB, 1 if quick else 3)
     say("the daemon's kernel relay against the least a splice relay does, one process:")
     splice_floor.print_compare(res, say)
     return res
@@ -124,13 +134,15 @@ def _qemu(cfg: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
     return out
 
 
-def _tls(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+def _tls(tls: dict[str, Any], quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
     from bench import profile_daemon, tls_relay
 
     if profile_daemon.py_spy() is None:
         say("no profile: py-spy is not installed: pip install py-spy")
         return {"skipped": "py-spy is not installed"}
-    res = tls_relay.run(8 if quick else 256, 1, only=("migproxy",), profile=True)
+    mib = 8 if quick else _bytes_for(PROFILE_SECONDS, tls["mb_s"].get("migproxy"), 256 * MiB,
+                                     4 * GiB) // MiB
+    res = tls_relay.run(mib, 1, only=("migproxy",), profile=True)
     prof = res.get("profile", {"skipped": "no profile"})
     profile_daemon.print_profile(prof, say)
     return res

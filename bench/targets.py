@@ -41,6 +41,12 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
+def _mb_detail(paths: dict[str, Any], keys: tuple[str, ...]) -> str:
+    short = {"socat_1m": "socat -b 1M"}
+    return ", ".join(f"{short.get(k, k)} {paths[k]['mb_s']['median']:.0f} MB/s"
+                     for k in keys if k in paths)
+
+
 def _median(paths: dict[str, Any], key: str) -> float | None:
     p = paths.get(key)
     return None if p is None else float(p["mb_s"]["median"])
@@ -113,7 +119,8 @@ def channel_targets(ch: dict[str, Any]) -> list[Target]:
     out: list[Target] = []
     v = _ratio(_median(single, "migproxy"), _median(single, "socat_1m"))
     out.append(Target("untouched channel, migproxy / socat -b 1M (MB/s)", v, ">= 1.0x",
-                      at_least(v, 1.0), ISSUE, "channel"))
+                      at_least(v, 1.0), ISSUE, "channel",
+                      _mb_detail(single, ("migproxy", "socat_1m"))))
     floor = single.get("splice")
     cpu = None if ours is None else ours["relay_cpu_s_per_gb"]
     c = _ratio(cpu, None if floor is None else floor["relay_cpu_s_per_gb"])
@@ -124,7 +131,8 @@ def channel_targets(ch: dict[str, Any]) -> list[Target]:
     n = ch["channels"]
     p = _ratio(_median(parallel, "migproxy"), _median(parallel, "direct"))
     out.append(Target(f"main + {n} multifd channels, migproxy / direct aggregate", p,
-                      ">= 0.95x", at_least(p, 0.95), ISSUE, "parallel"))
+                      ">= 0.95x", at_least(p, 0.95), ISSUE, "parallel",
+                      _mb_detail(parallel, ("migproxy", "direct"))))
     s = _ratio(cpu, None if "socat_1m" not in single
                else single["socat_1m"]["relay_cpu_s_per_gb"])
     out.append(Target("untouched channel, migproxy CPU/GB / socat -b 1M's", s, "(reported)",
