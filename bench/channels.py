@@ -7,8 +7,9 @@
 
 * ``single``: one multifd channel (its first packet's magic, then random data) from a
   sender to the sink through each path: direct, socat (defaults and ``-b 1048576``), the
-  bare uvloop relay, migproxy (the kernel relay, splice(2)) and migproxy with
-  ``--splice-threads 0`` (the event-loop path). MB/s and the relay's CPU seconds per GB.
+  splice relay (``bench.splice_floor``: the kernel floor), the bare uvloop relay,
+  migproxy (the kernel relay, splice(2)) and migproxy with ``--splice-threads 0`` (the
+  event-loop path). MB/s and the relay's CPU seconds per GB.
 * ``parallel``: a multifd-shaped migration: one synthetic main channel (rewritten by
   migproxy) and ``--channels`` multifd channels at once, as QEMU opens them (main first).
   Aggregate MB/s over all bytes, from the common start time of the senders (each has
@@ -55,7 +56,7 @@ MULTIFD_HEAD = (wire.MULTIFD_MAGIC_BYTES + struct.pack(">I", 1) + bytes(16) + by
 EVENT_LOOP = RelayPath("migproxy_event_loop", "migproxy --splice-threads 0 (event loop)",
                        "migproxy", ("--splice-threads", "0"), "rewrite")
 CHANNEL_PATHS = {p.key: p for p in (
-    PATHS["direct"], PATHS["socat"], PATHS["socat_1m"], PATHS["bare"],
+    PATHS["direct"], PATHS["socat"], PATHS["socat_1m"], PATHS["splice"], PATHS["bare"],
     RelayPath("migproxy", "migproxy (kernel relay, splice)", "migproxy", (), "rewrite"),
     EVENT_LOOP)}
 
@@ -111,8 +112,11 @@ def _parallel(sink: SinkProc, relay: Relay, size: int, channels: int, plan: Plan
 
 def _summarise(runs: list[dict[str, Any]], gb_per_run: float) -> dict[str, Any]:
     cpu = [r["relay_cpu_s"] / gb_per_run for r in runs if r["relay_cpu_s"] is not None]
+    # CPUs the relay kept busy while it ran (relay CPU seconds over the run's seconds).
+    cores = [r["relay_cpu_s"] / r["seconds"] for r in runs if r["relay_cpu_s"] is not None]
     return {"mb_s": summary([r["mb_s"] for r in runs]),
             "relay_cpu_s_per_gb": statistics.median(cpu) if cpu else None,
+            "relay_cpus_busy": statistics.median(cores) if cores else None,
             "all_ok": all(r["ok"] for r in runs), "runs": runs}
 
 
@@ -162,7 +166,7 @@ def run(size: int, repeat: int, channels: int, main_size: int,
         ratios[name] = {}
         for k in keys:
             r: dict[str, float | None] = {}
-            for b in ("socat_1m", "bare"):
+            for b in ("direct", "socat_1m", "splice", "bare"):
                 if b not in res:
                     r[f"vs_{b}"] = r[f"cpu_vs_{b}"] = None
                     continue
@@ -189,35 +193,21 @@ def print_result(res: dict[str, Any]) -> None:
                 return "-" if val is None else f"{val:.2f}x"
             cpu = v["relay_cpu_s_per_gb"]
             row = [v["label"], f"{v['mb_s']['median']:.0f}",
-                   f"{v['mb_s']['min']:.0f}-{v['mb_s']['max']:.0f}", x("vs_socat_1m"),
-                   x("vs_bare"), "-" if cpu is None else f"{cpu:.2f}", x("cpu_vs_socat_1m")]
+                   f"{v['mb_s']['min']:.0f}-{v['mb_s']['max']:.0f}", x("vs_direct"),
+                   x("vs_socat_1m"), x("vs_splice"), x("vs_bare"),
+                   "-" if cpu is None else f"{cpu:.2f}", x("cpu_vs_socat_1m"),
+                   x("cpu_vs_splice")]
             if name == "parallel":
                 row.append(f"{v['x_one_channel']:.2f}x")
             row.append("yes" if v["all_ok"] else "NO")
             rows.append(row)
-        head = ["path", "MB/s (median)", "range", "x socat-1M", "x bare", "relay CPU s/GB",
-                "CPU x socat-1M"]
+        head = ["path", "MB/s (median)", "range", "x direct", "x socat-1M", "x splice",
+                "x bare", "relay CPU s/GB", "CPU x socat-1M", "CPU x splice"]
         if name == "parallel":
             head.append("x one channel")
         say(table(rows, [*head, "bytes ok"]))
     for k, why in res["skipped"].items():
         say(f"{CHANNEL_PATHS[k].label}: skipped: {why}")
-
-
-def targets(res: dict[str, Any]) -> list[tuple[str, float | None, str, bool | None]]:
-    """(target, value, goal, met) for the untouched-channel targets of issue 10."""
-    out: list[tuple[str, float | None, str, bool | None]] = []
-    r = res["ratios"]["single"].get("migproxy", {})
-    v = r.get("vs_socat_1m")
-    out.append(("untouched channel, migproxy vs socat -b 1048576 (MB/s)", v, ">= 1.0x",
-                None if v is None else v >= 1.0))
-    c = r.get("cpu_vs_socat_1m")
-    out.append(("untouched channel, migproxy CPU/GB vs socat -b 1048576", c, "<= 0.7x",
-                None if c is None else c <= 0.7))
-    p = res["parallel"].get("migproxy", {}).get("x_one_channel")
-    out.append((f"main + {res['channels']} multifd channels, migproxy aggregate vs one "
-                "channel", p, ">= 1.5x", None if p is None else p >= 1.5))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     res = run(size, a.repeat or (1 if a.quick else 5), a.channels, main_size, notes)
     print_result(res)
-    for t in targets(res):
-        say(f"target: {t[0]}: {'-' if t[1] is None else f'{t[1]:.2f}'} (goal {t[2]}) "
-            f"{ {True: 'met', False: 'MISSED', None: '-'}[t[3]]}")
+    from bench.targets import as_dicts, channel_targets, print_targets
+
+    print_targets(as_dicts(channel_targets(res)), say)
     for n in notes:
         say(f"note: {n}")
     if a.json:

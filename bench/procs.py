@@ -76,7 +76,7 @@ class RelayPath:
 
     key: str
     label: str
-    kind: str  # direct | socat | bare | migproxy
+    kind: str  # direct | socat | splice | bare | migproxy
     args: tuple[str, ...] = ()
     mode: str | None = None  # what the engine does to the bytes (None: unchanged)
 
@@ -85,6 +85,7 @@ PATHS: dict[str, RelayPath] = {p.key: p for p in (
     RelayPath("direct", "direct (no relay)", "direct"),
     RelayPath("socat", "socat (defaults, 8 KiB buffer)", "socat"),
     RelayPath("socat_1m", "socat -b 1048576", "socat", ("-b", "1048576")),
+    RelayPath("splice", "splice relay (bench/splice_floor.py)", "splice"),
     RelayPath("bare", "bare relay (uvloop BufferedProtocol)", "bare"),
     RelayPath("migproxy_dry_run", "migproxy --dry-run", "migproxy", ("--dry-run",), "dry_run"),
     RelayPath("migproxy_none", "migproxy --profile none", "migproxy", ("--profile", "none"),
@@ -111,6 +112,9 @@ class Relay:
                     f"TCP:{target}"]
         elif path.kind == "bare":
             argv = [sys.executable, "-m", "testkit.bare_relay", "--listen",
+                    f"{HOST}:{self.port}", "--target", target]
+        elif path.kind == "splice":
+            argv = [sys.executable, "-m", "bench.splice_floor", "--listen",
                     f"{HOST}:{self.port}", "--target", target]
         else:
             argv = [sys.executable, "-m", "migproxy", "--listen", f"{HOST}:{self.port}",

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,13 +116,29 @@ class _Daemon:
 
     def __init__(self, target_port: int, log_path: Path) -> None:
         self.port = free_port()
+        self.metrics_port = free_port()
         self.log_path = log_path
         with open(log_path, "wb") as log:
             self.proc = popen(
                 [sys.executable, "-m", "migproxy", "--listen", f"127.0.0.1:{self.port}",
-                 "--target", f"127.0.0.1:{target_port}", "--metrics", "", "--log-format",
-                 "json"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                 "--target", f"127.0.0.1:{target_port}", "--metrics",
+                 f"127.0.0.1:{self.metrics_port}", "--log-format", "json"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
+
+    def hold_ms(self) -> float | None:
+        """How long the engine held the device state back (first held byte to release),
+        summed over the migrations so far, from the daemon's metrics; None if unreadable."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback
+        try:
+            with opener.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+                text = r.read().decode("utf-8", "replace")
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("migproxy_device_state_hold_seconds_sum "):
+                return round(float(line.split()[1]) * 1e3, 2)
+        return None
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -203,6 +220,7 @@ def _migrate(lab: Any, guest: Path, path: str, timeout: float, work: Path,
             closed = [e for e in ev if e.get("event") == "closed" and
                       e.get("channel") == "main"]
             res["migproxy"] = {
+                "hold_ms": daemon.hold_ms(),
                 "tail_released": rel[0] if rel else None,
                 "outcome": closed[0].get("outcome") if closed else None,
                 "dropped": [e.get("dropped") for e in ev if e.get("event") == "cpu_rewrite"]}
@@ -285,6 +303,10 @@ def _config(lab: Any, guest: Path, caps: dict[str, bool], name: str, repeat: int
                         for k in ("total_time_ms", "downtime_ms", "guest_downtime_ms", "mbps",
                                   "ram_transferred")}
     out["median"] = med
+    holds = [r["migproxy"]["hold_ms"] for r in runs.get("migproxy", [])
+             if r.get("migproxy", {}).get("hold_ms") is not None]
+    if holds:  # the engine's device-state hold, what migproxy adds to the stop phase
+        out["migproxy_hold_ms"] = {"median": statistics.median(holds), "all": holds}
     if "direct" in med and "migproxy" in med:
         out["ratio"] = {k: med["migproxy"][f"{k}_ms"] / med["direct"][f"{k}_ms"]
                         for k in ("total_time", "downtime", "guest_downtime")}
@@ -324,5 +346,9 @@ def print_result(res: dict[str, Any], say: Callable[[str], None]) -> None:
                     say(f"{name}: migproxy / {base} (medians): total-time "
                         f"{r['total_time']:.2f}x, downtime {r['downtime']:.2f}x, "
                         f"STOP->RESUME {r['guest_downtime']:.2f}x")
+        hold = cfg.get("migproxy_hold_ms")
+        if hold:
+            say(f"{name}: migproxy held the device state {hold['median']:.1f} ms (median of "
+                "its engine's hold, from the daemon's metrics)")
         for e in cfg["errors"]:
             say(f"  error ({name}): {e}")

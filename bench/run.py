@@ -7,12 +7,15 @@ separate processes on loopback, sharing the machine's CPUs):
 
 * ``throughput``: one big synthetic main channel (full pages, zero pages, multifd flushes,
   device tail, EOF, description; streamed from three buffers, never held whole) from a
-  sender to a sink through each path: direct, socat (defaults and ``-b 1048576``), a bare
-  uvloop relay, migproxy ``--dry-run``, ``--profile none`` and rewriting. The sink checks
+  sender to a sink through each path: direct, socat (defaults and ``-b 1048576``), a splice
+  relay (``bench.splice_floor``: the kernel floor), a bare uvloop relay, migproxy
+  ``--dry-run``, ``--profile none`` and rewriting. The sink checks
   the byte count and the end of the stream (the rewritten tail) against the engine's output.
 * ``channels``: what migproxy does not parse (``bench.channels``): one multifd channel, and
-  a main channel plus 4 multifd channels at once, through direct, socat, the bare relay,
-  migproxy's kernel relay (splice) and its event-loop path; MB/s and relay CPU s/GB.
+  a main channel plus 4 multifd channels at once, through direct, socat, the splice relay,
+  the bare relay, migproxy's kernel relay (splice) and its event-loop path; MB/s and relay
+  CPU s/GB.
+* ``tls``: TLS on both legs (``bench.tls_relay``): migproxy against socat with OpenSSL.
 * ``records``: the engine micro-benchmark (``bench.engine_micro``), zero- and full-page
   records per second, no sockets, plus a mixed stream (data pages with zero pages between
   them, as guest RAM is).
@@ -31,7 +34,9 @@ separate processes on loopback, sharing the machine's CPUs):
   dirtied RAM (``bench/guest/dirty.S``), direct and through migproxy: QEMU's own
   ``total-time`` and ``downtime``. Skipped (and said so) when the QEMU lab is missing.
 
-Benchmarks are not tests: nothing here asserts a timing. Targets are evaluated and printed.
+Benchmarks are not tests: nothing here asserts a timing. Targets are evaluated and printed
+(``bench.targets``), with the machine, its load and the commit; for each missed target of
+issue 18 a bounded profile of what limits it follows (``bench.limits``; ``--no-profile``).
 """
 
 from __future__ import annotations
@@ -65,11 +70,12 @@ from bench.procs import (
 )
 from bench.report import GiB, KiB, MiB, fmt_size, parse_size, summary, table
 from bench.streams import Plan, Shape, engine_config
+from bench.targets import missed, print_targets, targets
 from migproxy.stream.engine import Mode, StreamEngine
 from migproxy.stream.events import DeviceStateReleased
 from testkit.synthetic import SynthSpec
 
-SECTIONS = ("throughput", "channels", "records", "switchover", "memory", "qemu")
+SECTIONS = ("throughput", "channels", "tls", "records", "switchover", "memory", "qemu")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -179,7 +185,7 @@ def bench_throughput(st: Settings, notes: list[str], shape: Shape) -> dict[str, 
     ratios: dict[str, dict[str, float | None]] = {}
     for k in keys:
         ratios[k] = {f"vs_{b}": (med[k] / med[b] if b in med else None)
-                     for b in ("direct", "socat", "socat_1m", "bare")}
+                     for b in ("direct", "socat", "socat_1m", "splice", "bare")}
     return {"stream_bytes": total, "repeats_of_unit": repeats, "unit_bytes": len(plan.unit),
             "shape": shape.to_json(), "runs_per_path": st.repeat, "paths": paths,
             "ratios": ratios, "skipped": skipped}
@@ -196,12 +202,30 @@ def print_throughput(res: dict[str, Any]) -> None:
             return "-" if val is None else f"{val:.2f}x"
         rows.append([v["label"], f"{v['mb_s']['median']:.0f}",
                      f"{v['mb_s']['min']:.0f}-{v['mb_s']['max']:.0f}", x("vs_direct"),
-                     x("vs_socat"), x("vs_socat_1m"), x("vs_bare"),
+                     x("vs_socat"), x("vs_socat_1m"), x("vs_splice"), x("vs_bare"),
                      "-" if cpu is None else f"{cpu:.2f}", "yes" if v["all_ok"] else "NO"])
     say(table(rows, ["path", "MB/s (median)", "range", "x direct", "x socat", "x socat-1M",
-                     "x bare", "relay CPU s/GB", "bytes ok"]))
+                     "x splice", "x bare", "relay CPU s/GB", "bytes ok"]))
     for k, why in res["skipped"].items():
         say(f"{PATHS[k].label}: skipped: {why}")
+
+
+# -- TLS on both legs -----------------------------------------------------------------------
+
+def bench_tls(mib: int, runs: int, notes: list[str]) -> dict[str, Any]:
+    from bench import tls_relay
+
+    say(f"== tls: TLS on both legs, {mib} MiB per run, best of {runs}: migproxy "
+        "(--profile none) and socat with OpenSSL, same sender, sink and certificates")
+    if not socat_available():
+        notes.append("socat is not installed: the TLS section measured migproxy alone")
+    res = tls_relay.run(mib, runs)
+    mb = res["mb_s"]
+    say(table([[k, "-" if v is None else f"{v:.0f}"] for k, v in mb.items()],
+              ["relay", "MB/s (best)"]))
+    if res.get("ratio") is not None:
+        say(f"migproxy / socat: {res['ratio']:.2f}x")
+    return res
 
 
 # -- 2. records ------------------------------------------------------------------------------
@@ -449,126 +473,6 @@ def print_memory(res: dict[str, Any]) -> None:
                      "growth MiB", "max sampled RSS MiB", "s", "bytes ok"]))
 
 
-# -- targets ---------------------------------------------------------------------------------
-
-Target = tuple[str, float | None, str, bool | None]  # name, value, goal, met (None: reported)
-
-
-def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every target of the sections that ran, with its verdict."""
-    found: list[Target] = []
-    for section in (_throughput_targets, _channel_targets, _record_targets,
-                    _switchover_targets, _memory_targets, _qemu_targets):
-        found.extend(section(res))
-    return [{"target": n, "value": v, "goal": g, "met": m} for n, v, g, m in found]
-
-
-def _throughput_targets(res: dict[str, Any]) -> list[Target]:
-    out: list[Target] = []
-    for key_tp, ram in (("throughput", ""), ("throughput_fragmented", ", fragmented RAM")):
-        tp = res.get(key_tp)
-        if not tp:
-            continue
-        if not ram and tp["shape"].get("zero_ratio") is not None:
-            ram = f", fragmented RAM (p zero {tp['shape']['zero_ratio']})"
-        r = tp["ratios"].get("migproxy", {})
-        for key, goal, label in (("vs_socat_1m", 1.0, "socat -b 1048576"),
-                                 ("vs_socat", 2.5, "socat defaults"),
-                                 ("vs_bare", 1.0, "the bare relay")):
-            v = r.get(key)
-            out.append((f"migproxy rewriting vs {label}{ram}", v, f">= {goal}x",
-                        None if v is None else v >= goal))
-    return out
-
-
-def _channel_targets(res: dict[str, Any]) -> list[Target]:
-    ch = res.get("channels")
-    if not ch:
-        return []
-    from bench import channels
-
-    return list(channels.targets(ch))
-
-
-def _record_targets(res: dict[str, Any]) -> list[Target]:
-    rec = res.get("records")
-    if not rec:
-        return []
-    z = next(r for r in rec["results"] if r["name"].startswith("zero"))
-    out: list[Target] = [("engine zero-page records/s", z["records_per_s"], ">= 5,000,000",
-                          z["records_per_s"] >= 5e6)]
-    for walk, goal in (("c", 8000.0), ("python", 4000.0)):
-        fr = next((r for r in rec["results"] if r["name"].startswith("fragmented")
-                   and r.get("walk") == walk), None)
-        if fr:
-            out.append((f"engine alone, fragmented RAM, {walk} walk (MB/s of stream)",
-                        fr["mb_per_s"], f">= {goal:,.0f}", fr["mb_per_s"] >= goal))
-    mx = next((r for r in rec["results"] if r["name"].startswith("mixed")), None)
-    if mx:
-        out.append(("engine mixed records/s (1 full : 3 zero)", mx["records_per_s"],
-                    "(reported)", None))
-    return out
-
-
-def _switchover_targets(res: dict[str, Any]) -> list[Target]:
-    sw = res.get("switchover")
-    if not sw:
-        return []
-    out: list[Target] = []
-    one = sw["tcp"]["sizes"].get("1000000")
-    if one and "added_ms" in one["burst"]:
-        v = one["burst"]["added_ms"]["median"]
-        out.append(("hold-back added for a 1 MB tail (TCP, burst, median)", v, "<= 5 ms",
-                    v <= 5))
-    ip = sw["in_process"]["sizes"].get("1000000")
-    if ip:
-        v = ip["final_plus_join_ms"]["median"]
-        out.append(("engine final feed + join for a 1 MB tail (median)", v, "<= 5 ms", v <= 5))
-    return out
-
-
-def _memory_targets(res: dict[str, Any]) -> list[Target]:
-    mem = res.get("memory")
-    if not mem:
-        return []
-    out: list[Target] = []
-    c = mem["cases"]
-    for a, b in (("1 x small", "1 x big"), ("8 x small", "8 x big")):
-        if a in c and b in c:
-            d = (c[b]["peak_hwm_kb"] - c[a]["peak_hwm_kb"]) / 1024
-            tol = max(16.0, 0.1 * c[a]["peak_hwm_kb"] / 1024)
-            out.append((f"peak RSS {b} minus {a} (MiB)", d, f"<= {tol:.0f} MiB (flat)",
-                        d <= tol))
-    return out
-
-
-def _qemu_targets(res: dict[str, Any]) -> list[Target]:
-    out: list[Target] = []
-    q = res.get("qemu")
-    for name, cfg in (q or {}).get("configs", {}).items():
-        for rkey, base in (("ratio", "direct"), ("ratio_vs_bare", "bare relay")):
-            for k, label in (("total_time", "total-time"), ("downtime", "downtime"),
-                             ("guest_downtime", "STOP->RESUME")):
-                v = cfg.get(rkey, {}).get(k)
-                if v is None:
-                    continue
-                gated = rkey == "ratio_vs_bare" and k == "total_time"
-                out.append((f"QEMU {label}, migproxy / {base} ({name})", v,
-                            "<= 1.05x" if gated else "(reported)",
-                            v <= 1.05 if gated else None))
-    return out
-
-
-def print_targets(ts: list[dict[str, Any]]) -> None:
-    rows = []
-    for t in ts:
-        v = t["value"]
-        val = "-" if v is None else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2f}")
-        met = {True: "met", False: "MISSED", None: "-"}[t["met"]]
-        rows.append([t["target"], val, t["goal"], met])
-    say(table(rows, ["target", "value", "goal", ""]))
-
-
 # -- machine ---------------------------------------------------------------------------------
 
 def machine() -> dict[str, Any]:
@@ -590,6 +494,34 @@ def machine() -> dict[str, Any]:
         else None,
     }
     return info
+
+
+def commit() -> dict[str, Any]:
+    """The checkout's commit (``git rev-parse --short HEAD``) and whether it has changes
+    (``git status --porcelain``, untracked files included); None where git cannot tell."""
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent.parent,
+                               capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    head = git("rev-parse", "--short", "HEAD")
+    status = git("status", "--porcelain") if head else None
+    return {"commit": head, "dirty": None if status is None else bool(status)}
+
+
+def header(res: dict[str, Any]) -> str:
+    m, c = res["machine"], res["commit"]
+    model = next((ln.split(":", 1)[1].strip() for ln in m["lscpu"]
+                  if ln.startswith("Model name:")), platform.machine())
+    load = " ".join(f"{x:.2f}" for x in m["loadavg_start"])
+    rev = "unknown" if c["commit"] is None else \
+        c["commit"] + (" (dirty: uncommitted changes)" if c["dirty"] else "")
+    return (f"machine: {m['nproc']} CPUs ({model}), {m['mem_total_kb'] / 1024 / 1024:.1f} GiB, "
+            f"load {load} (1/5/15 min) at start, Python {m['python']}, uvloop {m['uvloop']}\n"
+            f"commit: {rev}\ncommand: {res['command']}")
 
 
 def _meminfo() -> int:
@@ -621,16 +553,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="throughput: only the long-run shape (default: that, then "
                          "fragmented RAM with p = 0.3)")
     ap.add_argument("--cpus", type=int, default=2, help="ARM cpu sections in the tail")
+    ap.add_argument("--tls-mib", type=int, help="MiB per TLS run (default 256; quick 8)")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="do not profile what limits the missed targets (a few seconds each)")
     a = ap.parse_args(argv)
     st = Settings(a)
     t_start = time.monotonic()
     res: dict[str, Any] = {"command": " ".join([os.path.basename(sys.executable),
                                                  "-m", "bench.run", *(argv or sys.argv[1:])]),
-                           "quick": st.quick, "machine": machine(), "notes": []}
+                           "quick": st.quick, "machine": machine(), "commit": commit(),
+                           "notes": []}
     notes: list[str] = res["notes"]
-    m = res["machine"]
-    say(f"machine: {m['nproc']} CPUs, {m['mem_total_kb'] / 1024 / 1024:.1f} GiB, "
-        f"Python {m['python']}, uvloop {m['uvloop']}, load {m['loadavg_start'][0]:.2f}")
+    say(header(res))
     timing: dict[str, float] = {}
     res["section_seconds"] = timing
     for section in st.sections:
@@ -647,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             res["channels"] = channels.run(st.size // 2 if st.quick else GiB, st.repeat, 4,
                                            4 * MiB if st.quick else 64 * MiB, notes)
             channels.print_result(res["channels"])
+        elif section == "tls":
+            res["tls"] = bench_tls(a.tls_mib or (8 if st.quick else 256), st.repeat, notes)
         elif section == "records":
             res["records"] = bench_records(st)
             print_records(res["records"])
@@ -663,10 +599,18 @@ def main(argv: list[str] | None = None) -> int:
             qemu_bench.print_result(res["qemu"], say)
         timing[section] = round(time.monotonic() - t0, 1)
     res["targets"] = targets(res)
-    res["seconds"] = time.monotonic() - t_start
     res["machine"]["loadavg_end"] = os.getloadavg()
-    say("== targets")
-    print_targets(res["targets"])
+    say("== targets (issue 18: its goals; -: older targets, or reported only)")
+    say(header(res) + "\nload at the end: "
+        + " ".join(f"{x:.2f}" for x in res["machine"]["loadavg_end"]))
+    print_targets(res["targets"], say)
+    miss = missed(res["targets"])
+    if miss and not a.no_profile:
+        from bench import limits
+
+        say(f"== what limits the {len(miss)} missed target(s) of issue 18")
+        res["limits"] = limits.explain(res, miss, quick=st.quick, say=say)
+    res["seconds"] = time.monotonic() - t_start
     for n in notes:
         say(f"note: {n}")
     if a.json:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import free_port, popen, socat_available, stop
+from bench.profile_daemon import Sampler
 from testkit.pki import Ca, client_context, creds_dir, server_context
 
 CHUNK = 1 << 20
@@ -90,7 +91,10 @@ def _relays(creds: Path, listen: int, sink: int) -> dict[str, list[str]]:
     }
 
 
-def run(mib: int, runs: int) -> dict[str, Any]:
+def run(mib: int, runs: int, *, only: tuple[str, ...] = ("migproxy", "socat"),
+        profile: bool = False) -> dict[str, Any]:
+    """MB/s (best of ``runs``) of each relay in ``only``, and migproxy / socat. With
+    ``profile``, py-spy samples migproxy through its runs (``out["profile"]``)."""
     total = mib << 20
     with tempfile.TemporaryDirectory(prefix="migproxy-tls-bench-") as tmp:
         creds = creds_dir(Ca.create(Path(tmp) / "ca"), Path(tmp) / "pki")
@@ -105,12 +109,17 @@ def run(mib: int, runs: int) -> dict[str, Any]:
         try:
             listen = free_port()
             for name, argv in _relays(creds, listen, sink_port).items():
+                if name not in only:
+                    continue
                 if name == "socat" and not socat_available():
                     out["mb_s"][name] = None
                     continue
                 proc = popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                spy = None
                 try:
                     _wait_port(listen, proc)
+                    if profile and name == "migproxy":
+                        spy = Sampler(proc.pid, str(Path(tmp) / "stacks.txt"))
                     rates = []
                     for _ in range(runs):
                         t0 = time.perf_counter()
@@ -119,6 +128,8 @@ def run(mib: int, runs: int) -> dict[str, Any]:
                         rates.append(n / (time.perf_counter() - t0) / 1e6)
                     out["mb_s"][name] = round(max(rates), 1)
                 finally:
+                    if spy is not None:
+                        out["profile"] = spy.stop(10)
                     stop(proc)
         finally:
             sink.kill()

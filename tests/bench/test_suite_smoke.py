@@ -24,16 +24,18 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
     out = tmp_path / "bench.json"
     assert run.main(["--quick", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
-    assert {"command", "machine", "throughput", "channels", "records", "switchover", "memory",
-            "qemu", "targets", "notes", "section_seconds"} <= res.keys()
-    assert {"nproc", "python", "uvloop", "lscpu"} <= res["machine"].keys()
+    assert {"command", "machine", "commit", "throughput", "channels", "tls", "records",
+            "switchover", "memory", "qemu", "targets", "notes", "section_seconds"} <= res.keys()
+    assert {"nproc", "python", "uvloop", "lscpu", "mem_total_kb", "loadavg_start",
+            "loadavg_end"} <= res["machine"].keys()
+    assert {"commit", "dirty"} == res["commit"].keys()
 
     # Both RAM shapes in one run: long runs, then fragmented (each page zero with p = 0.3).
     assert res["throughput"]["shape"]["zero_ratio"] is None
     assert res["throughput_fragmented"]["shape"]["zero_ratio"] == 0.3
     assert res["throughput_fragmented"]["paths"]["migproxy"]["all_ok"]
     tp = res["throughput"]
-    paths = {"direct", "bare", "migproxy_dry_run", "migproxy_none", "migproxy"}
+    paths = {"direct", "splice", "bare", "migproxy_dry_run", "migproxy_none", "migproxy"}
     socat = {"socat", "socat_1m"}
     if shutil.which("socat"):
         assert set(tp["paths"]) == paths | socat
@@ -53,6 +55,8 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
             assert p["all_ok"], p  # every connection's byte count was checked by the sink
             assert {"mb_s", "relay_cpu_s_per_gb"} <= p.keys()
     assert any(t["target"].startswith("untouched channel") for t in res["targets"])
+    assert res["tls"]["mb_s"]["migproxy"] > 0
+    assert any(t["target"].startswith("TLS on both legs") for t in res["targets"])
 
     names = [r["name"] for r in res["records"]["results"]]
     assert {"zero-page runs", "full-page runs", "interleaved 1:1", "fragmented 30% zero",
@@ -73,4 +77,9 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
     q = res["qemu"]
     assert "skipped" in q or "default" in q["configs"]
     assert all({"target", "value", "goal", "met"} <= t.keys() for t in res["targets"])
-    assert "targets" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "targets" in out
+    assert f"commit: {res['commit']['commit']}" in out
+    # A profile of what limits it for each kind of missed target of issue 18.
+    kinds = {t["limit"] for t in res["targets"] if t["issue"] == "18" and t["met"] is False}
+    assert kinds <= set(res.get("limits", {}))
