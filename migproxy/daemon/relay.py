@@ -130,6 +130,7 @@ class Pair:
             (f"destination:{route.destination.name}" if route.destination else None),
             dry_run=st.dry_run)
         self._timers: dict[Timer, asyncio.Handle] = {}
+        self._source_read_at = 0.0  # when the last read from the source arrived
         self.kernel: KernelRelay | None = None  # relays the rest, once handed over
         self.admitted = False
         self.refused = False
@@ -201,6 +202,7 @@ class Pair:
         s = self.session
         now = time.monotonic()
         if side is Side.SOURCE:
+            self._source_read_at = now
             self.run(s.on_source_data(data, now))
         else:
             self.run(s.on_destination_data(data, now))
@@ -475,7 +477,9 @@ class Pair:
 
         loop = asyncio.get_event_loop()
         if c.timer == Timer.DEVICE_STATE_END and c.delay <= QUIET_SPIN_MAX:
-            deadline = time.monotonic() + c.delay
+            # Quiet since the last byte came: counted from the read that asked for it,
+            # so the engine's work on that read is part of the window, not added to it.
+            deadline = min(time.monotonic(), self._source_read_at) + c.delay
             self._timers[c.timer] = loop.call_soon(self._wait_quiet, deadline, fire)
             return
         self._timers[c.timer] = loop.call_later(c.delay, fire)

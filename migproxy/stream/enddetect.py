@@ -13,12 +13,14 @@ held is remembered (``unframed``) and becomes the verdict when nothing follows i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from migproxy.stream import vmdesc
 from migproxy.stream.enginestate import FeedResult, Mode
 from migproxy.stream.policy import MAX_DESCRIPTION_CONTAINERS
 from migproxy.stream.reasons import Reason
 from migproxy.stream.vmdesc import DescriptionMismatch, DeviceStateLayout, unlike_qemus
-from migproxy.stream.writer import DeviceStateWriter
+from migproxy.stream.writer import DeviceStateWriter, PreparedRelease
 
 
 class EndDetection(DeviceStateWriter):
@@ -60,7 +62,38 @@ class EndDetection(DeviceStateWriter):
         layout = self.pending
         assert layout is not None
         self.pending = None
-        self._release(res, layout)
+        prep = self._take_prepared()
+        if prep is not None and prep.layout is layout:
+            self._emit(res, prep)
+        else:
+            self._release(res, layout)
+
+    def _take_prepared(self) -> PreparedRelease | None:
+        """The release computed ahead, if nothing was held since (forgotten either way)."""
+        prep = self.prepared
+        self.prepared = None
+        held = self._held
+        if prep is None or held is None or len(held.buf) != prep.length:
+            return None
+        return prep
+
+    def _prepare_end(self) -> None:
+        """Without the return path, before the source's EOF: when the newest description
+        at the end of what is held frames it and is QEMU's serialisation, compute its release
+        now, so that the EOF (which follows at once) only emits it. Decides nothing: at
+        the EOF the end is found as always, and this is used only if it is the same
+        (nothing held since)."""
+        held = self._held
+        assert held is not None
+        self.prepared = None
+        try:
+            for p, raw, desc in self._descriptions(record=False):
+                layout = vmdesc.frame_device_state(held.buf, p, desc)
+                if unlike_qemus(raw, desc, self._facts()) is None:
+                    self.prepared = self._prepare(layout)
+                return
+        except Exception:  # not framed, or a bug: the EOF decides, and says which
+            self.prepared = None
 
     def _unframed_verdict(self, res: FeedResult) -> None:
         assert self.unframed is not None
@@ -82,18 +115,12 @@ class EndDetection(DeviceStateWriter):
         """Release the device state if a description at the end of what is held frames it."""
         held = self._held
         assert held is not None
-        for p in held.candidates():
-            raw = memoryview(held.buf)[p + 6 :]
-            if len(raw) > self.config.max_description:
-                self._oversized = len(raw)  # not parsed: said at the end if nothing frames
-                continue
-            if held.buf.count(b"{", p + 6) + held.buf.count(b"[", p + 6) > \
-                    MAX_DESCRIPTION_CONTAINERS:
-                self._oversized = len(raw)
-                continue
-            desc = vmdesc.parse_description(raw)
-            if desc is None:
-                continue  # not a description: keep waiting
+        if self.end_at_source_eof:
+            prep = self._take_prepared()
+            if prep is not None:
+                self._emit(res, prep)  # what the loop below would find and release
+                return
+        for p, raw, desc in self._descriptions(record=True):
             try:
                 layout = vmdesc.frame_device_state(held.buf, p, desc)
             except DescriptionMismatch as e:
@@ -116,9 +143,29 @@ class EndDetection(DeviceStateWriter):
                                      f"stream's own: {why}", held.start_offset + p)
                     continue
                 self.pending = layout  # confirmed by the quiet window (or the source's EOF)
+                self.prepared = self._prepare(layout)
                 return
             self._release(res, layout)
             return
+
+    def _descriptions(self, *, record: bool
+                      ) -> Iterator[tuple[int, memoryview, dict[str, object]]]:
+        """The candidate EOF positions whose bytes parse as a description, newest first,
+        with the description. One over the caps is not parsed (``record``: remembered, said
+        at the end if nothing frames)."""
+        held = self._held
+        assert held is not None
+        for p in held.candidates():
+            raw = memoryview(held.buf)[p + 6 :]
+            if len(raw) > self.config.max_description or \
+                    held.buf.count(b"{", p + 6) + held.buf.count(b"[", p + 6) > \
+                    MAX_DESCRIPTION_CONTAINERS:
+                if record:
+                    self._oversized = len(raw)
+                continue
+            desc = vmdesc.parse_description(raw)
+            if desc is not None:  # else not a description: keep waiting
+                yield p, raw, desc
 
     def _unlike_the_end(self, raw: memoryview, desc: dict[str, object],
                         layout: DeviceStateLayout) -> str | None:

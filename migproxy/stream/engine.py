@@ -249,9 +249,11 @@ class StreamEngine(EndDetection, PackageWriter):
                                  self.received - len(mv))
             return
         if self.end_at_source_eof:
-            return  # the end of the stream is the source closing: see feed_eof
+            self._prepare_end()  # the end is the source closing (feed_eof): ready for it
+            return
         self.unframed = None  # more bytes: an earlier candidate was not the end
         self.pending = None
+        self.prepared = None
         self._try_end(res)
 
     def _after_done(self, mv: memoryview, chunk_start: int, res: FeedResult) -> None:
