@@ -700,3 +700,43 @@ def test_with_the_return_path_an_unframed_end_is_concluded_by_the_driver() -> No
         assert res.joined() + end.joined() == bad
         assert eng.mode == Mode.PASSTHROUGH
         assert eng.conclude().data == []  # once only
+
+
+# -- the release computed ahead ------------------------------------------------------------
+
+
+def _finish(eng: StreamEngine, *, ahead: bool, eof: bool) -> tuple[bytes, list[object]]:
+    if not ahead:
+        eng.prepared = None  # computed at the end instead
+    end = eng.feed_eof() if eof else eng.conclude()
+    return end.joined(), [type(e) for e in end.events]
+
+
+@pytest.mark.parametrize("return_path", [True, False])
+def test_the_release_computed_ahead_is_the_release(return_path: bool) -> None:
+    """The release of a framed end is computed when the end is found (with the return path:
+    while the quiet window runs; without: before the source's EOF); confirming it then only
+    emits it, the same bytes and events as computing it then."""
+    data = RP_STREAM if return_path else build(SynthSpec(cpus=2, full_pages=16,
+                                                         zero_pages=64))
+    outs = []
+    for ahead in (True, False):
+        eng = StreamEngine(_cfg())
+        first = eng.feed(data)
+        assert eng.prepared is not None
+        assert not [e for e in first.events if isinstance(e, DeviceStateReleased)]
+        outs.append((first.joined(), *_finish(eng, ahead=ahead, eof=not return_path)))
+        assert eng.mode == Mode.DONE
+        assert eng.prepared is None
+    assert outs[0] == outs[1]
+    assert DeviceStateReleased in outs[0][2]
+
+
+def test_a_byte_after_the_end_drops_the_release_computed_for_it() -> None:
+    eng = StreamEngine(_cfg())
+    eng.feed(RP_STREAM)
+    assert eng.prepared is not None
+    eng.feed(b"\x00")
+    assert eng.prepared is None
+    assert eng.conclude().data == []
+    assert eng.mode == Mode.HOLDING
