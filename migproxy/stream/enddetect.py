@@ -79,18 +79,17 @@ class EndDetection(DeviceStateWriter):
 
     def _prepare_end(self) -> None:
         """Without the return path, before the source's EOF: when the newest description
-        at the end of what is held frames it and is QEMU's serialisation, compute its release
-        now, so that the EOF (which follows at once) only emits it. Decides nothing: at
-        the EOF the end is found as always, and this is used only if it is the same
-        (nothing held since)."""
+        at the end of what is held frames it, compute its release now, so that the EOF
+        (which follows at once) only emits it. Decides nothing: at the EOF the end is found
+        as always, and this is used only if it is the same (nothing held since). At most
+        once per read, like the framing with the return path."""
         held = self._held
         assert held is not None
         self.prepared = None
         try:
-            for p, raw, desc in self._descriptions(record=False):
+            for p, _raw, desc in self._descriptions(record=False):
                 layout = vmdesc.frame_device_state(held.buf, p, desc)
-                if unlike_qemus(raw, desc, self._facts()) is None:
-                    self.prepared = self._prepare(layout)
+                self.prepared = self._prepare(layout)
                 return
         except Exception:  # not framed, or a bug: the EOF decides, and says which
             self.prepared = None
