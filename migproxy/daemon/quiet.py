@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# How many times the longest pause inside the held burst the window lasts at least.
-PAUSE_FACTOR = 4
+# How many times the longest pause inside the held burst the window lasts at least (the
+# pause measured includes the daemon's own work between reads: an overestimate).
+PAUSE_FACTOR = 2
 # The most the pauses can stretch the window to (a longer end_quiet still applies).
 ADAPTIVE_CAP = 0.1  # seconds
 

@@ -88,8 +88,9 @@ HANDOVER_POLL = 0.002  # seconds
 # A quiet window this short (the end of the device state, with the return path) is waited
 # out on the event loop's thread, watching the source's socket, instead of sleeping: a
 # loaded host wakes a sleeping daemon late (a 1 ms timer fired after 9-10 ms with both
-# CPUs busy), and all of it is switchover time, the guest's downtime.
-QUIET_SPIN_MAX = 0.002  # seconds
+# CPUs busy), and all of it is switchover time, the guest's downtime. Once per migration;
+# the loop's other connections wait that long at most.
+QUIET_SPIN_MAX = 0.005  # seconds
 
 _ids = itertools.count(1)
 _DIRECTION = {Side.DESTINATION: "to_destination", Side.SOURCE: "to_source"}

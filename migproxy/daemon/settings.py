@@ -294,7 +294,7 @@ END_QUIET: Setting[float] = Setting(
     help="with the return path, quiet that confirms the end of the device state (at least)",
     doc="with the return path: seconds without a byte after a VM description that frames "
         "the device state before it is taken for the end and released, at least ({range}; "
-        "a device state that arrived in several reads stretches it to 4 times their "
+        "a device state that arrived in several reads stretches it to twice their "
         "longest pause, up to 0.1 s); the switchover time this adds is measured under "
         "[Reliability](reliability.md)")
 HIGH_WATER: Setting[int] = Setting(

@@ -1040,7 +1040,7 @@ def test_connect_queue_after_lists_later_sessions_of_the_same_host() -> None:
 
 
 def test_a_device_state_that_came_in_pieces_stretches_the_quiet_window() -> None:
-    """Pauses between the reads of the held device state lengthen the window (4 times the
+    """Pauses between the reads of the held device state lengthen the window (twice the
     longest), so that a source whose burst arrives slowly is given time to finish it."""
     from migproxy.daemon.quiet import PAUSE_FACTOR
 
