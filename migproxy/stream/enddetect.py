@@ -13,8 +13,6 @@ held is remembered (``unframed``) and becomes the verdict when nothing follows i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from migproxy.stream import vmdesc
 from migproxy.stream.enginestate import FeedResult, Mode
 from migproxy.stream.policy import MAX_DESCRIPTION_CONTAINERS
@@ -77,23 +75,6 @@ class EndDetection(DeviceStateWriter):
             return None
         return prep
 
-    def _prepare_end(self) -> None:
-        """Without the return path, before the source's EOF: when the newest description
-        at the end of what is held frames it, compute its release now, so that the EOF
-        (which follows at once) only emits it. Decides nothing: at the EOF the end is found
-        as always, and this is used only if it is the same (nothing held since). At most
-        once per read, like the framing with the return path."""
-        held = self._held
-        assert held is not None
-        self.prepared = None
-        try:
-            for p, _raw, desc in self._descriptions(record=False):
-                layout = vmdesc.frame_device_state(held.buf, p, desc)
-                self.prepared = self._prepare(layout)
-                return
-        except Exception:  # not framed, or a bug: the EOF decides, and says which
-            self.prepared = None
-
     def _unframed_verdict(self, res: FeedResult) -> None:
         assert self.unframed is not None
         reason, message, offset = self.unframed
@@ -114,12 +95,18 @@ class EndDetection(DeviceStateWriter):
         """Release the device state if a description at the end of what is held frames it."""
         held = self._held
         assert held is not None
-        if self.end_at_source_eof:
-            prep = self._take_prepared()
-            if prep is not None:
-                self._emit(res, prep)  # what the loop below would find and release
-                return
-        for p, raw, desc in self._descriptions(record=True):
+        for p in held.candidates():
+            raw = memoryview(held.buf)[p + 6 :]
+            if len(raw) > self.config.max_description:
+                self._oversized = len(raw)  # not parsed: said at the end if nothing frames
+                continue
+            if held.buf.count(b"{", p + 6) + held.buf.count(b"[", p + 6) > \
+                    MAX_DESCRIPTION_CONTAINERS:
+                self._oversized = len(raw)
+                continue
+            desc = vmdesc.parse_description(raw)
+            if desc is None:
+                continue  # not a description: keep waiting
             try:
                 layout = vmdesc.frame_device_state(held.buf, p, desc)
             except DescriptionMismatch as e:
@@ -146,25 +133,6 @@ class EndDetection(DeviceStateWriter):
                 return
             self._release(res, layout)
             return
-
-    def _descriptions(self, *, record: bool
-                      ) -> Iterator[tuple[int, memoryview, dict[str, object]]]:
-        """The candidate EOF positions whose bytes parse as a description, newest first,
-        with the description. One over the caps is not parsed (``record``: remembered, said
-        at the end if nothing frames)."""
-        held = self._held
-        assert held is not None
-        for p in held.candidates():
-            raw = memoryview(held.buf)[p + 6 :]
-            if len(raw) > self.config.max_description or \
-                    held.buf.count(b"{", p + 6) + held.buf.count(b"[", p + 6) > \
-                    MAX_DESCRIPTION_CONTAINERS:
-                if record:
-                    self._oversized = len(raw)
-                continue
-            desc = vmdesc.parse_description(raw)
-            if desc is not None:  # else not a description: keep waiting
-                yield p, raw, desc
 
     def _unlike_the_end(self, raw: memoryview, desc: dict[str, object],
                         layout: DeviceStateLayout) -> str | None:

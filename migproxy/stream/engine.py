@@ -249,8 +249,7 @@ class StreamEngine(EndDetection, PackageWriter):
                                  self.received - len(mv))
             return
         if self.end_at_source_eof:
-            self._prepare_end()  # the end is the source closing (feed_eof): ready for it
-            return
+            return  # the end of the stream is the source closing: see feed_eof
         self.unframed = None  # more bytes: an earlier candidate was not the end
         self.pending = None
         self.prepared = None
