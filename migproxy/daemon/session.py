@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from migproxy.daemon.quiet import QuietWindow
 from migproxy.stream import wire
 from migproxy.stream.engine import EngineConfig, FeedResult, Mode, StreamEngine
 from migproxy.stream.events import Event
@@ -121,9 +122,10 @@ class Timer(enum.StrEnum):
 # followed by the rest within the same burst.
 END_CONFIRM_DELAY = 1.0  # seconds
 # With the return path, how long a description that frames the device state and passed
-# every check must stand with no byte after it before the device state is released (the
-# added switchover time; configurable per route as end_quiet).
-DEFAULT_END_QUIET = 0.01  # seconds
+# every check must stand with no byte after it before the device state is released, at
+# least (the added switchover time; configurable per route as end_quiet). A device state
+# that arrived in several reads stretches it (migproxy.daemon.quiet).
+DEFAULT_END_QUIET = 0.001  # seconds
 
 
 class ConnState(enum.StrEnum):
@@ -257,6 +259,7 @@ class Session:
         self.channel: Channel | None = None
         self.engine: StreamEngine | None = None
         self.return_path: ReturnPathReader | None = None
+        self.quiet: QuietWindow | None = None  # main channels: the end's quiet window
         self.outcome: Outcome | None = None
         self.started = now
         self.last_activity = now
@@ -537,10 +540,14 @@ class Session:
             self._classify(bytes(self._prefix[:CLASSIFY_BYTES]), out)
             data = memoryview(bytes(self._prefix))
             self._prefix = bytearray()
-        if self.engine is None:
+        engine = self.engine
+        if engine is None:
             out.append(Forward(Side.DESTINATION, [data]))
             return
-        self._engine_result(self.engine.feed(data), out, now)
+        res = engine.feed(data)
+        if engine.mode == Mode.HOLDING and self.quiet is not None:
+            self.quiet.held(now)
+        self._engine_result(res, out, now)
 
     def _engine_result(self, res: FeedResult, out: list[Command], now: float) -> bool:
         """Turn the engine's result into commands; False if the engine aborted."""
@@ -553,7 +560,13 @@ class Session:
             out.extend(self._end(CloseReason.POLICY_ABORT, abort=True, now=now))
             return False
         if engine.end_pending:
-            out.append(RequestTimer(Timer.DEVICE_STATE_END, self.settings.end_quiet))
+            quiet = self.quiet
+            window = quiet.seconds() if quiet is not None else self.settings.end_quiet
+            if quiet is not None:
+                out.append(Log("debug", "device_state_end_pending", {
+                    "quiet": window, "held_reads": quiet.held_reads,
+                    "longest_pause": round(quiet.longest_pause, 6)}))
+            out.append(RequestTimer(Timer.DEVICE_STATE_END, window))
         elif engine.end_unconfirmed:
             out.append(RequestTimer(Timer.DEVICE_STATE_END, END_CONFIRM_DELAY))
         return True
@@ -563,6 +576,7 @@ class Session:
         if self.channel == Channel.MAIN:
             self.engine = StreamEngine(self.settings.engine)
             self.return_path = ReturnPathReader()
+            self.quiet = QuietWindow(self.settings.end_quiet)
         elif self.channel == Channel.TLS:
             out.append(Log("warning", "tls", {"reason": TLS_NOT_TERMINATED,
                                               "note": TLS_NOTE}))

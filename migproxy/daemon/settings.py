@@ -291,10 +291,12 @@ CLASSIFY_TIMEOUT: Setting[float] = Setting(
 END_QUIET: Setting[float] = Setting(
     "end_quiet", "route", "float", DEFAULT_END_QUIET, metavar="SECONDS",
     minimum=0.001, maximum=5, unit="s",
-    help="with the return path, quiet that confirms the end of the device state",
+    help="with the return path, quiet that confirms the end of the device state (at least)",
     doc="with the return path: seconds without a byte after a VM description that frames "
-        "the device state before it is taken for the end and released ({range}); the "
-        "switchover time this adds is measured under [Reliability](reliability.md)")
+        "the device state before it is taken for the end and released, at least ({range}; "
+        "a device state that arrived in several reads stretches it to twice their "
+        "longest pause, up to 0.1 s); the switchover time this adds is measured under "
+        "[Reliability](reliability.md)")
 HIGH_WATER: Setting[int] = Setting(
     "high_water", "route", "int", 4 << 20, metavar="BYTES",
     minimum=65536, maximum=1 << 30, unit="bytes",

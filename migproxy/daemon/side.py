@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import socket
 import struct
+import termios
 from typing import Protocol, cast
 
 from migproxy.daemon.buffers import INITIAL_READ_SIZE, READ_SIZE, next_buffer
@@ -40,6 +42,8 @@ from migproxy.daemon.tls_legs import answers_close_notify
 # plaintext buffer grows to READ_SIZE as on a plaintext leg.
 CIPHER_READ_SIZE = 256 << 10
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets the connection
+_INT = struct.pack("i", 0)  # the argument of FIONREAD
+_UNPACK_INT = struct.Struct("i").unpack
 
 
 class SideOwner(Protocol):
@@ -169,6 +173,24 @@ class SideProtocol(asyncio.BufferedProtocol):
         leg queues ciphertext, never the caller's bytes)."""
         t = self.transport
         return self.tls is None and t is not None and t.get_write_buffer_size() > 0
+
+    def quiet(self) -> bool:
+        """Whether nothing has arrived that this side has not delivered: reading is not
+        paused, the kernel queues no byte of the connection (FIONREAD) and a TLS leg's
+        layer holds no plaintext. False when that cannot be told."""
+        t = self.transport
+        if t is None or self.closed or self._pause_reasons or \
+                (self.tls is not None and self.tls.buffered):
+            return False
+        sock = t.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.FIONREAD, _INT)
+        except (OSError, ValueError):
+            return False
+        waiting: int = _UNPACK_INT(queued)[0]
+        return waiting == 0
 
     def end_direction(self, *, close_notify: bool) -> None:
         """End this leg's direction towards its peer after what is queued: FIN; on a TLS

@@ -18,7 +18,7 @@ from migproxy.stream.enginestate import FeedResult, Mode
 from migproxy.stream.policy import MAX_DESCRIPTION_CONTAINERS
 from migproxy.stream.reasons import Reason
 from migproxy.stream.vmdesc import DescriptionMismatch, DeviceStateLayout, unlike_qemus
-from migproxy.stream.writer import DeviceStateWriter
+from migproxy.stream.writer import DeviceStateWriter, PreparedRelease
 
 
 class EndDetection(DeviceStateWriter):
@@ -60,7 +60,20 @@ class EndDetection(DeviceStateWriter):
         layout = self.pending
         assert layout is not None
         self.pending = None
-        self._release(res, layout)
+        prep = self._take_prepared()
+        if prep is not None and prep.layout is layout:
+            self._emit(res, prep)
+        else:
+            self._release(res, layout)
+
+    def _take_prepared(self) -> PreparedRelease | None:
+        """The release computed ahead, if nothing was held since (forgotten either way)."""
+        prep = self.prepared
+        self.prepared = None
+        held = self._held
+        if prep is None or held is None or len(held.buf) != prep.length:
+            return None
+        return prep
 
     def _unframed_verdict(self, res: FeedResult) -> None:
         assert self.unframed is not None
@@ -116,6 +129,7 @@ class EndDetection(DeviceStateWriter):
                                      f"stream's own: {why}", held.start_offset + p)
                     continue
                 self.pending = layout  # confirmed by the quiet window (or the source's EOF)
+                self.prepared = self._prepare(layout)
                 return
             self._release(res, layout)
             return

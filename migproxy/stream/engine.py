@@ -252,6 +252,7 @@ class StreamEngine(EndDetection, PackageWriter):
             return  # the end of the stream is the source closing: see feed_eof
         self.unframed = None  # more bytes: an earlier candidate was not the end
         self.pending = None
+        self.prepared = None
         self._try_end(res)
 
     def _after_done(self, mv: memoryview, chunk_start: int, res: FeedResult) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from migproxy.stream.devstate import HeldDeviceState
 from migproxy.stream.events import Aborted, Event, PassthroughEntered
@@ -23,6 +24,9 @@ from migproxy.stream.policy import DEFAULT_HOLD_CAP, DEFAULT_MAX_DESCRIPTION, Ho
 from migproxy.stream.reasons import Reason, StopReason, stop_reasons
 from migproxy.stream.rewriter import SectionRewriter
 from migproxy.stream.vmdesc import DeviceStateLayout, StreamFacts
+
+if TYPE_CHECKING:
+    from migproxy.stream.writer import PreparedRelease
 
 Chunk = bytes | bytearray | memoryview
 
@@ -107,6 +111,7 @@ class EngineState:
         # the last candidate not taken for the end: (why, message, offset)
         self.unframed: tuple[StopReason, str, int] | None = None
         self.pending: DeviceStateLayout | None = None  # a framed end awaiting confirmation
+        self.prepared: PreparedRelease | None = None  # its release, computed ahead
         self.reports: list[Event] = []  # what the rewriters decoded (e.g. ARM CpuSeen)
         self.layout: DeviceStateLayout | None = None
         self.stop_reason: StopReason | None = None

@@ -12,6 +12,7 @@ a bug, which the engine turns into ``internal_error``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from migproxy.stream import vmdesc, wire
 from migproxy.stream.enginestate import EngineState, FeedResult, Mode
@@ -35,6 +36,22 @@ from migproxy.stream.vmdesc import (
 )
 
 
+@dataclass
+class PreparedRelease:
+    """The release of a framed device state, computed before it is due
+    (:meth:`DeviceStateWriter._prepare`): emitting it (:meth:`DeviceStateWriter._emit`)
+    then changes the engine as releasing at once would have, with the same events in the
+    same order. Valid while nothing more is held (``length``)."""
+
+    layout: DeviceStateLayout
+    length: int  # the held bytes it was computed for
+    events: list[Event] = field(default_factory=list)  # up to the outcome, in order
+    reports: list[Event] = field(default_factory=list)  # what the rewriters decoded
+    out: bytes | bytearray | None = None  # the device state to release
+    refused: SectionRefused | None = None  # a rewriter refused: not understood
+    error: Exception | None = None  # a bug: internal_error when emitted
+
+
 class DeviceStateWriter(EngineState):
     """Releases the held device state (a part of
     :class:`~migproxy.stream.engine.StreamEngine`)."""
@@ -52,19 +69,50 @@ class DeviceStateWriter(EngineState):
         return out
 
     def _release(self, res: FeedResult, layout: DeviceStateLayout) -> None:
+        self._emit(res, self._prepare(layout))
+
+    def _prepare(self, layout: DeviceStateLayout) -> PreparedRelease:
+        """Everything of a release that leaves the engine as it is: the events, the
+        rewriters' decode and plan, the splice and its check. Done while a candidate end
+        awaits confirmation, so that confirming it only emits."""
         held = self._held
         assert held is not None
         buf = held.buf
         base = held.start_offset
-        self.layout = layout
-        res.events.extend(item_events(layout.items, base))
-        res.events.append(EofFramed(base + layout.eof_offset, 1))
-        res.events.append(VmDescriptionFramed(
+        prep = PreparedRelease(layout, len(buf))
+        prep.events.extend(item_events(layout.items, base))
+        prep.events.append(EofFramed(base + layout.eof_offset, 1))
+        prep.events.append(VmDescriptionFramed(
             base + layout.description_offset, layout.end - layout.description_offset,
             layout.end - layout.description_offset - 5))
-        out = self._rewrite(res, buf, layout)
-        if out is None:  # not understood or refused: handled
+        try:
+            prep.out = self._rewrite(prep, buf, base, layout)
+        except SectionRefused as e:
+            prep.refused = e
+        except Exception as e:  # a bug: raised again when the release is emitted
+            prep.error = e
+        return prep
+
+    def _emit(self, res: FeedResult, prep: PreparedRelease) -> None:
+        """Release what :meth:`_prepare` computed (or stop, as it found)."""
+        held = self._held
+        assert held is not None
+        assert len(held.buf) == prep.length
+        buf = held.buf
+        base = held.start_offset
+        layout = prep.layout
+        self.layout = layout
+        res.events.extend(prep.events)
+        self.reports.extend(prep.reports)
+        if prep.error is not None:
+            raise prep.error
+        if prep.refused is not None:
+            e = prep.refused
+            self._not_understood(res, e.reason, f"{e.context}{e}", base, memoryview(b""),
+                                 self.received)
             return
+        out = prep.out
+        assert out is not None
         rewritten = out is not buf
         self._rewritten_release = rewritten
         self._out(res, out if rewritten else memoryview(buf))
@@ -74,18 +122,17 @@ class DeviceStateWriter(EngineState):
         self._enter(Mode.DONE)
         self._drop_held()
 
-    def _rewrite(self, res: FeedResult, buf: bytearray,
-                 layout: DeviceStateLayout) -> bytes | bytearray | None:
+    def _rewrite(self, prep: PreparedRelease, buf: bytearray, base: int,
+                 layout: DeviceStateLayout) -> bytes | bytearray:
         """Hand every section to the rewriters that claim it: decode all, then plan all.
-        Returns the device state to release (``buf`` itself when unchanged), or None when a
-        rewriter refused (the engine has then stopped rewriting)."""
+        Returns the device state to release (``buf`` itself when unchanged); raises
+        SectionRefused when a rewriter refused."""
         if not self.config.rewriters:
             return buf
-        base = self._held.start_offset if self._held is not None else 0
-        edits = self._plan_edits(res, buf, base, self._claimed(layout), memoryview(b""),
-                                 self.received)
-        if edits is None:
-            return None
+        edits = self._decode_and_plan(buf, base, self._claimed(layout), prep.reports,
+                                      prep.events)
+        for edit in edits:
+            prep.events.extend(edit.events)
         if self.config.dry_run or not edits:
             return buf
         out, eof = splice(buf, layout, edits)
@@ -98,27 +145,35 @@ class DeviceStateWriter(EngineState):
         """Decode every claimed section, then plan each (``base``: the stream offset of
         ``buf[0]``). None when a rewriter refused: the engine has then stopped rewriting
         (``mv`` from ``chunk_start``: the input not held, passed on with what is held)."""
-        decoded_all: list[tuple[SectionRewriter, Decoded]] = []
-        edits: list[SectionEdit] = []
-        facts = self._facts()
         try:
-            for rw in self.config.rewriters:
-                rw.begin(facts)
-            for item, rw in claimed:
-                decoded = rw.decode(buf, item, base)
-                decoded_all.append((rw, decoded))
-                self.reports.extend(decoded.events)
-                res.events.extend(decoded.events)
-            apply = not self.config.dry_run
-            for rw, decoded in decoded_all:
-                edit = rw.plan(decoded, apply=apply)
-                if edit is not None:
-                    edits.append(edit)
+            edits = self._decode_and_plan(buf, base, claimed, self.reports, res.events)
         except SectionRefused as e:
             self._not_understood(res, e.reason, f"{e.context}{e}", base, mv, chunk_start)
             return None
         for edit in edits:
             res.events.extend(edit.events)
+        return edits
+
+    def _decode_and_plan(self, buf: bytearray, base: int,
+                         claimed: list[tuple[FullSection, SectionRewriter]],
+                         reports: list[Event], events: list[Event]) -> list[SectionEdit]:
+        """Decode every claimed section (its events to ``reports`` and ``events`` as they
+        come), then plan each; raises SectionRefused when a rewriter refuses."""
+        decoded_all: list[tuple[SectionRewriter, Decoded]] = []
+        edits: list[SectionEdit] = []
+        facts = self._facts()
+        for rw in self.config.rewriters:
+            rw.begin(facts)
+        for item, rw in claimed:
+            decoded = rw.decode(buf, item, base)
+            decoded_all.append((rw, decoded))
+            reports.extend(decoded.events)
+            events.extend(decoded.events)
+        apply = not self.config.dry_run
+        for rw, decoded in decoded_all:
+            edit = rw.plan(decoded, apply=apply)
+            if edit is not None:
+                edits.append(edit)
         return edits
 
 

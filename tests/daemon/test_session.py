@@ -1037,3 +1037,26 @@ def test_connect_queue_after_lists_later_sessions_of_the_same_host() -> None:
     for x in (early, main, later, other):
         q.accepted(x)
     assert q.after(main) == [later]
+
+
+def test_a_device_state_that_came_in_pieces_stretches_the_quiet_window() -> None:
+    """Pauses between the reads of the held device state lengthen the window (twice the
+    longest), so that a source whose burst arrives slowly is given time to finish it."""
+    from migproxy.daemon.quiet import PAUSE_FACTOR
+
+    s = Session(_settings(), 0.0)
+    s.on_source_data(memoryview(RP[:64]), 1.0)
+    s.on_target_connected(1.0)
+    held_from = RP.index(b"\x00\x06", RP.index(b"globalstate")) - 2000
+    s.on_source_data(memoryview(RP[64:held_from]), 1.0)
+    s.on_source_data(memoryview(RP[held_from : held_from + 1000]), 1.001)
+    s.on_source_data(memoryview(RP[held_from + 1000 : -10]), 1.004)  # a 3 ms pause
+    cmds = s.on_source_data(memoryview(RP[-10:]), 1.0045)
+    timers = [c for c in _of(cmds, RequestTimer) if c.timer == Timer.DEVICE_STATE_END]
+    assert [t.delay for t in timers] == [pytest.approx(PAUSE_FACTOR * 0.003)]
+    logs = [c for c in _of(cmds, Log) if c.event == "device_state_end_pending"]
+    assert logs
+    assert logs[0].fields["held_reads"] == 3
+    out = s.on_timer(Timer.DEVICE_STATE_END, 1.02)
+    assert [e for c in _of(out, Report) for e in c.events
+            if isinstance(e, DeviceStateReleased)]

@@ -700,3 +700,36 @@ def test_with_the_return_path_an_unframed_end_is_concluded_by_the_driver() -> No
         assert res.joined() + end.joined() == bad
         assert eng.mode == Mode.PASSTHROUGH
         assert eng.conclude().data == []  # once only
+
+
+# -- the release computed ahead ------------------------------------------------------------
+
+
+def test_the_release_computed_ahead_is_the_release() -> None:
+    """With the return path the release of a framed end is computed when the end is found
+    (while the quiet window runs); confirming it then only emits it: the same bytes and
+    events as computing it then."""
+    outs = []
+    for ahead in (True, False):
+        eng = StreamEngine(_cfg())
+        first = eng.feed(RP_STREAM)
+        assert eng.prepared is not None
+        assert not [e for e in first.events if isinstance(e, DeviceStateReleased)]
+        if not ahead:
+            eng.prepared = None  # computed at the end instead
+        end = eng.conclude()
+        outs.append((first.joined(), end.joined(), [type(e) for e in end.events]))
+        assert eng.mode == Mode.DONE
+        assert eng.prepared is None
+    assert outs[0] == outs[1]
+    assert DeviceStateReleased in outs[0][2]
+
+
+def test_a_byte_after_the_end_drops_the_release_computed_for_it() -> None:
+    eng = StreamEngine(_cfg())
+    eng.feed(RP_STREAM)
+    assert eng.prepared is not None
+    eng.feed(b"\x00")
+    assert eng.prepared is None
+    assert eng.conclude().data == []
+    assert eng.mode == Mode.HOLDING
