@@ -28,13 +28,15 @@ def unreferenced(buf: bytearray) -> bool:
 def next_buffer(retired: list[bytearray], old: bytearray, size: int) -> bytearray:
     """A receive buffer of ``size`` bytes to read into instead of ``old``, which a queued
     write may still refer to: an earlier one from ``retired`` that nothing refers to any
-    more, else a new one. ``old`` joins ``retired`` (at most RETIRED_BUFFERS are kept; one
-    dropped is freed when its last write is done). The caller must not hold a view of
-    ``old`` or of the buffers in ``retired``."""
-    reuse = next((b for b in retired if len(b) == size and unreferenced(b)), None)
+    more, else a new one. ``old`` joins ``retired`` unless RETIRED_BUFFERS are kept
+    already: the transport writes in order, so the earlier ones are free first (keeping the
+    newest instead, a queue deeper than RETIRED_BUFFERS reads would allocate a buffer on
+    every read). A buffer dropped, or of another size, is freed when its last write is done.
+    The caller must not hold a view of ``old`` or of the buffers in ``retired``."""
+    retired[:] = [b for b in retired if len(b) == size]
+    reuse = next((b for b in retired if unreferenced(b)), None)
     if reuse is not None:
         retired.remove(reuse)
-    retired.append(old)
-    if len(retired) > RETIRED_BUFFERS:
-        del retired[0]
+    if len(retired) < RETIRED_BUFFERS and len(old) == size:
+        retired.append(old)
     return reuse if reuse is not None else bytearray(size)

@@ -56,6 +56,7 @@ class PairObserver:
         self.channel: Channel | None = None
         self._profile = profile
         self._dry_run = dry_run
+        self._bytes: dict[tuple[str, Channel], Any] = {}  # migproxy_bytes by its labels
         self._hold_t0: float | None = None
         self._held_reported = 0
 
@@ -80,7 +81,11 @@ class PairObserver:
         self.log.warning("tls_handshake_failed", reason=TLS_HANDSHAKE, error=error)
 
     def forwarded(self, direction: str, n: int) -> None:
-        self.metrics.bytes.labels(direction, self.channel or Channel.OTHER).inc(n)
+        key = (direction, self.channel or Channel.OTHER)
+        counter = self._bytes.get(key)
+        if counter is None:  # looked up once: labels() costs a lock and a tuple per read
+            counter = self._bytes[key] = self.metrics.bytes.labels(*key)
+        counter.inc(n)
 
     def classified(self, c: Classified) -> None:
         self.channel = c.channel

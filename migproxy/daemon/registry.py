@@ -99,10 +99,21 @@ class PairRegistry:
 
     # the queue ------------------------------------------------------------------------------
     def execute(self, pair: Member, commands: list[Command]) -> None:
-        """Carry out a session's commands, after those queued before them."""
-        if commands:
+        """Carry out a session's commands, after those queued before them (at once when
+        nothing is queued or running: every read of a bulk transfer comes this way)."""
+        if not commands:
+            return
+        if self._draining or self._queue:
             self._queue.append(partial(pair.execute, commands))
             self._drain()
+            return
+        self._draining = True
+        try:
+            pair.execute(commands)
+            while self._queue:
+                self._queue.popleft()()
+        finally:
+            self._draining = False
 
     def execute_port(self, port: PortState, commands: list[PortCommand]) -> None:
         """Carry out a port state's commands, after those queued before them."""

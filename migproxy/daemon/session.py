@@ -206,7 +206,8 @@ class Classified:
 
 @dataclass(slots=True)
 class Report:
-    """Engine events, and the bytes it holds now (for the observer)."""
+    """Engine events, and the bytes it holds now (for the observer); only when there are
+    events or the held bytes changed since the last one."""
 
     events: list[Event]
     held_bytes: int
@@ -268,6 +269,7 @@ class Session:
         self._source_eof_pending = False
         self._eof = {Side.SOURCE: False, Side.DESTINATION: False}
         self._splice_offered = False
+        self._held_reported = 0  # the engine's held bytes in the last Report
         self._reached_target = False  # the target connection was up at some point
         self.spliced = False  # the executor relays the rest in the kernel
         self._spliced_bytes = {Side.SOURCE: 0, Side.DESTINATION: 0}  # moved there, by target
@@ -555,7 +557,10 @@ class Session:
         assert engine is not None
         if res.data:  # bytes first: logging and metrics must not delay the switchover
             out.append(Forward(Side.DESTINATION, res.data))
-        out.append(Report(res.events, engine.held_bytes))
+        held = engine.held_bytes
+        if res.events or held != self._held_reported:  # (most reads of RAM report nothing)
+            out.append(Report(res.events, held))
+            self._held_reported = held
         if engine.mode == Mode.ABORTED:
             out.extend(self._end(CloseReason.POLICY_ABORT, abort=True, now=now))
             return False

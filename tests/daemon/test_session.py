@@ -128,6 +128,20 @@ def test_main_channel_output_does_not_depend_on_chunking(chunk: int) -> None:
     assert _sent(out) == REWRITTEN
 
 
+def test_a_read_with_nothing_new_reports_nothing() -> None:
+    """A Report only when the engine has events or holds another number of bytes (most
+    reads of RAM have neither); the observer still sees every change of the held bytes."""
+    _s, out = _relay(STREAM, chunk=7)
+    reports = _of(out, Report)
+    held = 0
+    for r in reports:
+        assert r.events or r.held_bytes != held
+        held = r.held_bytes
+    assert 0 < len(reports) < len(STREAM) // 7 // 10
+    assert any(r.held_bytes for r in reports)  # the device state was held, then released
+    assert held == 0
+
+
 def test_multifd_channel_is_forwarded_untouched() -> None:
     s, out = _relay(MULTIFD, chunk=1000)
     assert _of(out, Classified) == [Classified(Channel.MULTIFD)]
