@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -21,25 +20,8 @@ from migproxy.daemon.tls_layer import (
     TlsEvent,
     TlsLayer,
 )
-from testkit.labs import tls_unavailable
-from testkit.pki import Ca, PkiUnavailable, client_context, creds_dir, server_context
-
-
-@dataclass(frozen=True)
-class Pki:
-    creds: Path
-    rogue: Path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        ca = Ca.create(tmp_path_factory.mktemp("ca"))
-        rogue = Ca.create(tmp_path_factory.mktemp("rogue-ca"), name="rogue CA")
-    except PkiUnavailable as e:
-        tls_unavailable(str(e))
-    return Pki(creds_dir(ca, tmp_path_factory.mktemp("pki") / "qemu"),
-               creds_dir(rogue, tmp_path_factory.mktemp("rogue") / "qemu"))
+from testkit.pki import client_context, server_context
+from tests.daemon.conftest import Pki
 
 
 @dataclass

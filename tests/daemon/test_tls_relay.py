@@ -21,8 +21,8 @@ import uvloop
 
 from migproxy.daemon.server import Daemon
 from migproxy.stream import wire
-from testkit.labs import tls_unavailable
-from testkit.pki import Ca, PkiUnavailable, client_context, creds_dir, server_context
+from testkit.pki import client_context, server_context
+from tests.daemon.conftest import Pki
 from tests.daemon.loopback import (
     REWRITTEN,
     STREAM,
@@ -47,23 +47,6 @@ def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLo
     if request.param == "uvloop":
         return uvloop.EventLoopPolicy()
     return asyncio.DefaultEventLoopPolicy()
-
-
-@dataclass(frozen=True)
-class Pki:
-    creds: Path  # the libvirt layout, from the trusted CA
-    rogue: Path  # the same layout from a CA nobody trusts
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        ca = Ca.create(tmp_path_factory.mktemp("ca"))
-        rogue = Ca.create(tmp_path_factory.mktemp("rogue-ca"), name="rogue CA")
-    except PkiUnavailable as e:
-        tls_unavailable(str(e))
-    return Pki(creds_dir(ca, tmp_path_factory.mktemp("pki") / "qemu"),
-               creds_dir(rogue, tmp_path_factory.mktemp("rogue") / "qemu"))
 
 
 @dataclass
