@@ -13,17 +13,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <stdint.h>
 
-#define RAM_ZERO_CONT 0x22u
-#define RAM_PAGE_CONT 0x28u
-
-static inline uint64_t be64(const unsigned char *p)
-{
-    return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40) |
-           ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16) |
-           ((uint64_t)p[6] << 8) | (uint64_t)p[7];
-}
+#include "ramwalk.h"
 
 static PyObject *walk(PyObject *self, PyObject *args)
 {
@@ -44,32 +35,15 @@ static PyObject *walk(PyObject *self, PyObject *args)
     }
     {
         const unsigned char *b = (const unsigned char *)view.buf;
-        const uint64_t ps = page_size, mask = page_size - 1, blen = block_len;
-        /* the largest offset whose page lies inside the block (none if it is too short) */
-        const int fits = have_block && blen >= ps;
-        const uint64_t last = fits ? blen - ps : 0;
+        const struct ram_block rb = ram_block_of(page_size, block_len, have_block);
+        size_t p = (size_t)pos, np = 0, nz = 0;
 
         Py_BEGIN_ALLOW_THREADS
-        while (end - pos >= 8) {
-            const uint64_t word = be64(b + pos);
-            const uint64_t flags = word & mask;
-            const uint64_t offset = word ^ flags;
-
-            if (flags == RAM_PAGE_CONT) {
-                if (!fits || offset > last || (uint64_t)(end - pos - 8) < ps)
-                    break;
-                pos += 8 + (Py_ssize_t)ps;
-                pages++;
-            } else if (flags == RAM_ZERO_CONT) {
-                if (end - pos < 9 || !fits || offset > last)
-                    break;
-                pos += 9;
-                zeros++;
-            } else {
-                break;
-            }
-        }
+        p = ram_walk(b, p, (size_t)end, &rb, &np, &nz);
         Py_END_ALLOW_THREADS
+        pos = (Py_ssize_t)p;
+        pages = (Py_ssize_t)np;
+        zeros = (Py_ssize_t)nz;
     }
     PyBuffer_Release(&view);
     return Py_BuildValue("nnn", pos, pages, zeros);

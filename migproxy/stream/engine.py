@@ -37,12 +37,13 @@ from migproxy.stream.enginestate import TRANSITIONS, Chunk, EngineConfig, FeedRe
 from migproxy.stream.errors import FormatError, TruncatedError, Unsupported
 from migproxy.stream.events import Aborted, DeviceStateHeld, StreamComplete
 from migproxy.stream.framer import ST_AFTER_EOF, ST_DONE, ST_HOLD, ST_PACKAGE
+from migproxy.stream.framerstate import RamWalk
 from migproxy.stream.packagewriter import PackageWriter
 from migproxy.stream.policy import DEFAULT_HOLD_CAP, MAX_DESCRIPTION_CONTAINERS, MAX_ITEM, Policy
 from migproxy.stream.reasons import Reason
 
 __all__ = ["DEFAULT_HOLD_CAP", "MAX_ITEM", "TRANSITIONS", "EngineConfig", "FeedResult", "Mode",
-           "Policy", "StreamEngine"]
+           "Policy", "RamWalk", "StreamEngine"]
 
 
 class StreamEngine(EndDetection, PackageWriter):
@@ -83,6 +84,32 @@ class StreamEngine(EndDetection, PackageWriter):
         self.forwarded_in = self.received if self.mode == Mode.PASSTHROUGH else \
             self.forwarded_in
         return res
+
+    def ram_walk(self) -> RamWalk | None:
+        """Whether the next bytes may be walked and forwarded outside the engine (the
+        daemon's RAM pump), and how: a :class:`~migproxy.stream.framerstate.RamWalk` while
+        the engine streams RAM records and carries no incomplete item; else None."""
+        if self.mode != Mode.STREAMING or self._carry:
+            return None
+        return self.framer.ram_walk()
+
+    def walked(self, nbytes: int, walk: RamWalk, skip_left: int, pages: int,
+               zeros: int) -> None:
+        """``nbytes`` bytes from the source were forwarded unchanged outside the engine
+        as :meth:`ram_walk` allowed: the first ``walk.skip - skip_left`` of them the rest
+        of a page, then ``pages`` PAGE|CONTINUE and ``zeros`` ZERO|CONTINUE records
+        (all the bytes were of these; the caller feeds what follows)."""
+        ps = walk.page_size
+        taken = walk.skip - skip_left
+        if (self.ram_walk() != walk or not 0 <= skip_left <= walk.skip
+                or (skip_left and (pages or zeros))
+                or nbytes != taken + pages * (8 + ps) + zeros * 9):
+            raise ValueError(f"walked: {nbytes} bytes do not match {walk} "
+                             f"(skip left {skip_left}, {pages} pages, {zeros} zero pages)")
+        self.framer.walked(skip_left, pages, zeros)
+        self.received += nbytes
+        self.forwarded_in += nbytes
+        self.sent += nbytes
 
     def feed_eof(self) -> FeedResult:
         """The source closed its side. Flush or report what is incomplete."""

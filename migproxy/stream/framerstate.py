@@ -72,6 +72,21 @@ class RamStats:
                 self.multifd_flushes)
 
 
+@dataclass(frozen=True, slots=True)
+class RamWalk:
+    """Where the framer is inside a ``ram`` section's records, for a walk outside it (the
+    daemon's RAM pump): ``skip`` bytes of a page already framed come first, then records
+    of pages of ``page_size`` bytes in the current block (``block_len`` bytes long, or
+    ``have_block`` false: none named yet). The walk takes ``PAGE|CONTINUE`` and
+    ``ZERO|CONTINUE`` records exactly as the compiled walk does and stops before any other
+    record, leaving it to the framer."""
+
+    skip: int
+    page_size: int
+    block_len: int
+    have_block: bool
+
+
 @dataclass
 class Section:
     """An iterable section the stream started (QEMU's ``ram``)."""
@@ -136,6 +151,43 @@ class FramerState:
 
     def _abs(self, pos: int) -> int:
         return self.base + pos
+
+    def ram_walk(self) -> RamWalk | None:
+        """The RAM records the framer is in, as a :class:`RamWalk`; None unless it waits
+        for the next record of a ``ram`` section (or the rest of a page's data). Only for
+        a caller that holds no bytes of an incomplete record (the engine's carry is
+        empty): the framer's ``need`` then only says that the last call ended at a
+        record's start."""
+        ps = self.page_size
+        if ps is None:
+            return None
+        if self.state == ST_RAM:
+            skip = 0
+        elif self.state == ST_SKIP and self.after_skip == ST_RAM:
+            skip = self.skip
+        else:
+            return None
+        return RamWalk(skip, ps, self._cur_block_len, self._cur_block is not None)
+
+    def walked(self, skip_left: int, pages: int, zeros: int) -> None:
+        """Records of the :meth:`ram_walk` were framed outside: ``pages`` PAGE|CONTINUE and
+        ``zeros`` ZERO|CONTINUE records, after the skip (``skip_left`` of it is still to
+        come, and then no record was)."""
+        ps = self.page_size
+        assert ps is not None
+        assert self.state in (ST_RAM, ST_SKIP)
+        st = self.stats
+        st.pages += pages
+        st.zero_pages += zeros
+        st.page_bytes += pages * ps
+        self.need = 0
+        if skip_left:
+            self.skip = skip_left
+            self.after_skip = ST_RAM
+            self.state = ST_SKIP
+        else:
+            self.skip = 0
+            self.state = ST_RAM
 
     def _fail(self, pos: int, expected: str, found: str | None = None) -> FormatError:
         return FormatError(self._abs(pos), expected, found)
