@@ -1,11 +1,13 @@
-"""Build hook for the compiled RAM record walk (migproxy/stream/_ramwalk.c).
+"""Build hook for the compiled RAM record walk (migproxy/stream/_ramwalk.c) and the RAM
+pump (migproxy/daemon/_rampump.c), which share the walk (migproxy/stream/ramwalk.h).
 
 Everything else is in pyproject.toml. The compiled walk is the default: on a fragmented
 guest the pure-Python walk costs 10-20 times more per record, on the critical path of every
 migration. So a failed build (no C compiler, no Python headers: Debian's gcc and
 python3-dev) fails the install with the reason, unless MIGPROXY_PYTHON_WALK=1 is set at
-build time, which installs the pure-Python walk on purpose (with a warning). At run time,
-MIGPROXY_NO_EXTENSIONS=1 uses the Python walk even when the compiled one is built.
+build time, which installs the pure-Python walk on purpose (with a warning; no RAM pump
+then either: every main channel stays on the event loop). At run time,
+MIGPROXY_NO_EXTENSIONS=1 uses the Python walk and no pump even when both are built.
 """
 
 import os
@@ -44,7 +46,12 @@ class RamWalkBuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("migproxy.stream._ramwalk", ["migproxy/stream/_ramwalk.c"],
-                           extra_compile_args=["-O2"])],
+    ext_modules=[
+        Extension("migproxy.stream._ramwalk", ["migproxy/stream/_ramwalk.c"],
+                  depends=["migproxy/stream/ramwalk.h"], extra_compile_args=["-O2"]),
+        Extension("migproxy.daemon._rampump", ["migproxy/daemon/_rampump.c"],
+                  include_dirs=["migproxy/stream"], depends=["migproxy/stream/ramwalk.h"],
+                  extra_compile_args=["-O2"]),
+    ],
     cmdclass={"build_ext": RamWalkBuildExt},
 )

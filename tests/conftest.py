@@ -34,6 +34,7 @@ LOOPBACK_MODULES = frozenset({
     "tests/daemon/test_metrics_http.py",
     "tests/daemon/test_port_loopback.py",
     "tests/daemon/test_port_ranges.py",
+    "tests/daemon/test_pump.py",
     "tests/daemon/test_relay.py",
     "tests/daemon/test_server.py",
     "tests/daemon/test_soak.py",

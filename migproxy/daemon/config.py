@@ -121,6 +121,8 @@ class Config:
     drain_timeout: float = S.DRAIN_TIMEOUT.default
     hold_budget: int = S.HOLD_BUDGET.default
     splice_threads: int = S.SPLICE_THREADS.default
+    ram_pump: str = S.RAM_PUMP.default
+    ram_pump_threads: int = S.RAM_PUMP_THREADS.default
     tls_failed_handshakes: int = S.TLS_FAILED_HANDSHAKES.default
     source: str = "<command line>"
     defaults: RouteSettings = field(default_factory=RouteSettings)

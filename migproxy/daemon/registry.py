@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from migproxy.daemon.handshake_budget import DEFAULT_FAILURES, HandshakeBudget
 from migproxy.daemon.port import Connect, PortCommand, PortState, RouteAdmission, WakeAt
+from migproxy.daemon.pump import PumpPath, RamPumps
 from migproxy.daemon.session import Command, Session
 from migproxy.daemon.splice import KernelRelays
 from migproxy.stream.policy import HoldBudget
@@ -65,9 +66,11 @@ class PairRegistry:
 
     def __init__(self, hold_budget: HoldBudget | None = None,
                  kernel_relays: KernelRelays | None = None,
-                 handshakes: HandshakeBudget | None = None) -> None:
+                 handshakes: HandshakeBudget | None = None,
+                 ram_pumps: RamPumps | None = None) -> None:
         self.hold_budget = hold_budget  # shared by every pair's engine
         self.kernel_relays = kernel_relays or KernelRelays(0)
+        self.ram_pumps = ram_pumps or RamPumps(PumpPath.OFF, 0)
         # failed TLS handshakes per source address, over every route
         self.handshakes = handshakes if handshakes is not None else \
             HandshakeBudget(DEFAULT_FAILURES)

@@ -19,6 +19,12 @@ Receive buffers (:mod:`migproxy.daemon.buffers`): data handed to a transport may
 referenced by it after ``write()`` returns, so a side only reuses its receive buffer when
 the peer transport has nothing of it queued; otherwise it takes a fresh one.
 
+While the session says that the next source bytes are RAM records forwarded unchanged
+(:meth:`~migproxy.daemon.session.Session.ram_walk`) and nothing is queued towards the
+destination, a plaintext main channel's source reading and destination writing go to its
+RAM pump (:mod:`migproxy.daemon.pump`), in a worker thread, until it hands back; the
+session then hears what it forwarded and gets what it read beyond that as source data.
+
 A connection the session offers (``Splice``) is handed to a kernel relay
 (:mod:`migproxy.daemon.splice`) once nothing is queued towards either side: its sockets
 leave the event loop, and the session hears only how the relay ended.
@@ -46,6 +52,7 @@ from migproxy.daemon.port import (
     Refuse,
     Wake,
 )
+from migproxy.daemon.pump import PumpRun, PumpStatus, RamPump
 from migproxy.daemon.registry import PairRegistry
 from migproxy.daemon.session import (
     Classified,
@@ -133,6 +140,10 @@ class Pair:
         self._timers: dict[Timer, asyncio.Handle] = {}
         self._source_read_at = 0.0  # when the last read from the source arrived
         self.kernel: KernelRelay | None = None  # relays the rest, once handed over
+        self.pump: RamPump | None = None  # moves RAM records in a worker thread, at times
+        self._pumping = False  # the pump runs: it reads the source and writes the target
+        self._pump_off = False  # no more pump runs (the source ended, or no pump)
+        self._pump_reset = True  # how the pump's sockets close once a run ends
         self.admitted = False
         self.refused = False
         self._connect_task: asyncio.Task[None] | None = None
@@ -287,6 +298,8 @@ class Pair:
                 self._forward(c)
             else:
                 _COMMANDS[type(c)](self, c)
+        if not self._pumping and not self._pump_off:
+            self._maybe_pump()
 
     def _report(self, c: Report) -> None:
         self.observer.report(c)
@@ -311,6 +324,13 @@ class Pair:
     def _close(self, c: Close) -> None:
         if self.kernel is not None:
             self.kernel.stop()  # resets both (a clean end needs no command)
+        self._pump_off = True
+        if self.pump is not None:
+            if self._pumping:
+                self._pump_reset = c.abort
+                self.pump.stop()  # its sockets close when the run ends (_pumped)
+            else:
+                self.pump.close(reset=c.abort)
         for side in self.sides.values():
             side.close(abort=c.abort)
 
@@ -354,6 +374,77 @@ class Pair:
         if to.holds_references():
             # The transport may hold references into the reading side's buffer.
             self.sides[c.to.peer].fresh_buffer()
+
+    # the RAM pump ------------------------------------------------------------------------
+    def _maybe_pump(self) -> None:
+        """Start a pump run if the session allows one now (RAM records next), both legs
+        are plaintext and open, the source is read for no other reason than this, nothing
+        is queued towards the destination, and a worker is free."""
+        pumps = self.registry.ram_pumps
+        if not pumps.has_room() or self.kernel is not None or self.refused:
+            return
+        walk = self.session.ram_walk()
+        if walk is None or not RamPump.can_walk(walk):
+            return
+        src, dst = self.src, self.dst
+        ts, td = src.transport, dst.transport
+        if (ts is None or td is None or src.tls is not None or dst.tls is not None
+                or src.closed or dst.closed or src.eof or dst.write_ended or ts.is_closing()
+                or td.is_closing() or src.paused_except("pump")
+                or td.get_write_buffer_size()):
+            return
+        if self.pump is None:
+            try:
+                self.pump = RamPump(ts.get_extra_info("socket").fileno(),
+                                    td.get_extra_info("socket").fileno(), pumps.path)
+            except (OSError, AttributeError) as e:  # no descriptor left, no socket
+                self._pump_off = True
+                self.observer.logged(Log("warning", "ram_pump_unavailable", {
+                    "error": str(e) or type(e).__name__,
+                    "note": "RAM relayed on the event loop instead"}))
+                return
+            self.observer.logged(Log("debug", "ram_pump", {"path": str(self.pump.path)}))
+        src.pause("pump")
+        self._pumping = True
+        pumps.start(self.pump, walk, self._pumped)
+
+    def _pumped(self, run: PumpRun | BaseException) -> None:
+        """A pump run ended (on the event loop): account for what it forwarded, feed what
+        it read beyond that, and run it again or read on the event loop."""
+        self._pumping = False
+        pump = self.pump
+        assert pump is not None
+        if self.session.closed or self.refused:
+            pump.close(reset=self._pump_reset)
+            return
+        now = time.monotonic()
+        if isinstance(run, BaseException):  # a bug: where the stream is is not known
+            self._pump_off = True
+            self.lost(Side.SOURCE, f"the RAM pump failed: {run!r}")
+            return
+        if run.forwarded:
+            self._source_read_at = now
+            self.observer.forwarded("to_destination", run.forwarded)
+        if run.lost_position:
+            self._pump_off = True
+            side = Side.DESTINATION if run.status == PumpStatus.WRITE_ERROR else Side.SOURCE
+            self.lost(side, run.error or f"the RAM pump stopped ({run.status.name})")
+            return
+        if run.forwarded:
+            self.session.on_source_walked(run.forwarded, run.walk, run.skip_left, run.pages,
+                                          run.zeros, now)
+        if run.status == PumpStatus.PIPE_ERROR:
+            pump.stop_splicing()
+            self.observer.logged(Log("warning", "ram_pump_splice_failed", {
+                "error": run.error, "note": "the RAM pump copies from now on"}))
+        elif run.status == PumpStatus.EOF:
+            self._pump_off = True  # the event loop reads the end (it stays readable)
+        if run.leftover:
+            self.data_from(Side.SOURCE, memoryview(run.leftover))
+        if not self._pumping and not self._pump_off and not self.session.closed:
+            self._maybe_pump()
+        if not self._pumping:
+            self.src.resume("pump")
 
     # the kernel relay --------------------------------------------------------------------
     def _hand_over(self, idle_timeout: float, deadline: float | None = None) -> None:

@@ -18,6 +18,8 @@ from migproxy.daemon.memory import IdleTrim
 from migproxy.daemon.metrics import Metrics
 from migproxy.daemon.metrics_http import MetricsServer
 from migproxy.daemon.observe import watch_loop_lag
+from migproxy.daemon.pump import AVAILABLE as PUMP_AVAILABLE
+from migproxy.daemon.pump import PumpPath, RamPumps
 from migproxy.daemon.registry import PairRegistry
 from migproxy.daemon.relay import Pair
 from migproxy.daemon.sdnotify import notify
@@ -44,7 +46,9 @@ class Daemon:
             r for route in config.routes for r in route.engine_config().stop_reasons))
         self.registry = PairRegistry(HoldBudget(config.hold_budget),
                                      KernelRelays(config.splice_threads),
-                                     HandshakeBudget(config.tls_failed_handshakes))
+                                     HandshakeBudget(config.tls_failed_handshakes),
+                                     RamPumps(PumpPath(config.ram_pump),
+                                              config.ram_pump_threads))
         self.idle_trim = IdleTrim(lambda: not self.registry.pairs)
         self.registry.on_idle = self.idle_trim.maybe_idle
         self.servers: list[asyncio.Server] = []
@@ -65,6 +69,13 @@ class Daemon:
                       "splice(2)" if relays.threads else
                       "off: every channel goes through the event loop" +
                       ("" if SPLICE_AVAILABLE else " (no splice(2) on this system)"))
+        pumps = self.registry.ram_pumps
+        self.log.info("ram_pump", path=str(pumps.path), threads=pumps.threads,
+                      note="RAM records of plaintext main channels move in worker threads"
+                      if pumps.path != PumpPath.OFF else
+                      "off: RAM records go through the event loop" +
+                      ("" if PUMP_AVAILABLE else " (the compiled pump is not built, or "
+                       "MIGPROXY_NO_EXTENSIONS)"))
         await self._resolve_targets()
         for route in self.config.routes:
             # One server per port of the route (a range has several), one log line.

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from migproxy.daemon.quiet import QuietWindow
 from migproxy.stream import wire
-from migproxy.stream.engine import EngineConfig, FeedResult, Mode, StreamEngine
+from migproxy.stream.engine import EngineConfig, FeedResult, Mode, RamWalk, StreamEngine
 from migproxy.stream.events import Event
 from migproxy.stream.returnpath import ReturnPathReader
 
@@ -426,6 +426,28 @@ class Session:
         """Bytes the kernel relay moved (counted in ``Finished``)."""
         self._spliced_bytes[Side.DESTINATION] += to_destination
         self._spliced_bytes[Side.SOURCE] += to_source
+
+    def ram_walk(self) -> RamWalk | None:
+        """What the executor may move without the session, as the engine's
+        :meth:`~migproxy.stream.engine.StreamEngine.ram_walk` (RAM records, forwarded
+        unchanged), while the connection is open and nothing of the source waits; else
+        None."""
+        engine = self.engine
+        if (engine is None or self.state != ConnState.OPEN or self.spliced or self._pending
+                or self._eof[Side.SOURCE]):
+            return None
+        return engine.ram_walk()
+
+    def on_source_walked(self, nbytes: int, walk: RamWalk, skip_left: int, pages: int,
+                         zeros: int, now: float) -> None:
+        """The executor moved ``nbytes`` source bytes to the destination as ``walk``
+        allowed (:meth:`ram_walk`; the engine accounts for them: see
+        :meth:`~migproxy.stream.engine.StreamEngine.walked`)."""
+        engine = self.engine
+        if engine is None or self.closed:
+            return
+        self.last_activity = now
+        engine.walked(nbytes, walk, skip_left, pages, zeros)
 
     def on_target_failed(self, error: str, now: float) -> list[Command]:
         if self.closed:

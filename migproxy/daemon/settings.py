@@ -37,6 +37,7 @@ from migproxy.daemon.admission import (
     parse_networks,
 )
 from migproxy.daemon.handshake_budget import DEFAULT_FAILURES
+from migproxy.daemon.pump import DEFAULT_THREADS as PUMP_THREADS
 from migproxy.daemon.session import DEFAULT_END_QUIET
 from migproxy.daemon.splice import DEFAULT_THREADS
 from migproxy.daemon.tls import DEFAULT_HANDSHAKE_TIMEOUT
@@ -381,6 +382,20 @@ SPLICE_THREADS: Setting[int] = Setting(
          "with splice(2) at once, one thread each (0: none)",
     doc="connections relayed in the kernel at once, one thread each ({range}; 0: none; see "
         "[The kernel relay](design.md#the-kernel-relay)); more wait on the event loop path")
+RAM_PUMP: Setting[str] = Setting(
+    "ram_pump", "daemon", "choice", "copy", choices=("splice", "copy", "off"),
+    help="how a main channel's RAM records move while the engine only walks them: "
+         "splice(2) with a tee(2) copy to walk, read/write, or off (the event loop)",
+    doc="how a plaintext main channel's RAM records move while the engine forwards them "
+        "unchanged: `splice` (socket to pipe to socket, a `tee(2)` copy for the walk), "
+        "`copy` (`read(2)`/`write(2)`), both in a worker thread without the GIL, or `off` "
+        "(the event loop); see [The RAM pump](design.md#the-ram-pump)")
+RAM_PUMP_THREADS: Setting[int] = Setting(
+    "ram_pump_threads", "daemon", "int", PUMP_THREADS, metavar="N",
+    minimum=0, maximum=1024,
+    help="main channels whose RAM records move in a worker thread at once (0: none)",
+    doc="main channels whose RAM pump runs at once, one worker thread each ({range}; 0: "
+        "none); more use the event-loop path meanwhile")
 TLS_FAILED_HANDSHAKES: Setting[int] = Setting(
     "tls_failed_handshakes", "daemon", "int", DEFAULT_FAILURES, metavar="N",
     minimum=0, maximum=65536,
@@ -398,8 +413,8 @@ ROUTE_SETTINGS: tuple[Setting[Any], ...] = (
     MAX_CONNECTIONS, MAX_PER_PEER, ALLOW, TLS_SOURCE_CREDS, TLS_DESTINATION_CREDS,
     TLS_HOSTNAME, TLS_HANDSHAKE_TIMEOUT, ALLOW_PLAINTEXT_SOURCE)
 DAEMON_SETTINGS: tuple[Setting[Any], ...] = (
-    METRICS, LOG_FORMAT, LOG_LEVEL, HOLD_BUDGET, DRAIN_TIMEOUT, SPLICE_THREADS,
-    TLS_FAILED_HANDSHAKES)
+    METRICS, LOG_FORMAT, LOG_LEVEL, HOLD_BUDGET, DRAIN_TIMEOUT, SPLICE_THREADS, RAM_PUMP,
+    RAM_PUMP_THREADS, TLS_FAILED_HANDSHAKES)
 SETTINGS: dict[str, Setting[Any]] = {
     s.key: s for s in (*ADDRESS_SETTINGS, *ROUTE_SETTINGS, *DAEMON_SETTINGS)}
 ROUTE_KEYS = frozenset(s.key for s in ROUTE_SETTINGS)

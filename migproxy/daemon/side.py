@@ -244,6 +244,10 @@ class SideProtocol(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         self._pause_reasons.add(reason)
 
+    def paused_except(self, reason: str) -> bool:
+        """Whether reading is paused for any reason but ``reason``."""
+        return bool(self._pause_reasons) and self._pause_reasons != {reason}
+
     def resume(self, reason: str) -> None:
         if reason not in self._pause_reasons:
             return

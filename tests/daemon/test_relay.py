@@ -138,7 +138,7 @@ async def test_slow_destination_keeps_memory_bounded() -> None:
     port = await target.start()
     big = build(SynthSpec(ram_bytes=256 << 20, full_pages=6000, zero_pages=0,
                           part_sections=4))
-    d = await start_daemon(port, high_water=256 * 1024)
+    d = await start_daemon(port, high_water=256 * 1024, ram_pump="off")  # the event loop's
     peak = 0
     try:
         async def watch() -> None:
@@ -547,7 +547,7 @@ async def test_receive_buffers_are_reused_under_backpressure_and_bytes_stay_exac
     big = build(SynthSpec(cpus=2, full_pages=4000, zero_pages=4000))
     expected = run_engine([big], arm_engine_config(default_profile()))[0]
     slow = Target(read_delay=0.005, read_size=64 << 10)  # ~13 MB/s: writes must queue
-    d = await start_daemon(await slow.start())
+    d = await start_daemon(await slow.start(), ram_pump="off")  # the event-loop path
     side_mod.SideProtocol.fresh_buffer = counting  # type: ignore[method-assign]
     try:
         await send_all(listen_port(d), big)

@@ -382,7 +382,8 @@ def test_dockerignore():
               "migproxy/cli/__init__.py", "migproxy/arm/profiles/default.toml",
               "migproxy/arm/knowledge.toml",
               "migproxy/arm/manifests/qemu-11.1.3/virt-10.0-max.json",
-              "migproxy/stream/_ramwalk.c", "config/migproxy.example.toml"]
+              "migproxy/stream/_ramwalk.c", "migproxy/stream/ramwalk.h",
+              "migproxy/daemon/_rampump.c", "config/migproxy.example.toml"]
     for p in needed:
         assert (ROOT / p).exists(), p
         assert not _dockerignore_excludes(p, patterns), f"{p} must be in the build context"
@@ -390,7 +391,8 @@ def test_dockerignore():
               ".pytest_cache/v", ".ruff_cache/x", ".hypothesis/x", "migproxy/__pycache__/a.pyc",
               "migproxy/x.pyc", "migproxy.egg-info/PKG-INFO", "bench/engine_micro.py",
               "build/lib/x", "dist/x.whl", ".venv/bin/python", "scripts/test.sh",
-              "migproxy/stream/_ramwalk.cpython-311-x86_64-linux-gnu.so"]:
+              "migproxy/stream/_ramwalk.cpython-311-x86_64-linux-gnu.so",
+              "migproxy/daemon/_rampump.cpython-311-x86_64-linux-gnu.so"]:
         assert _dockerignore_excludes(p, patterns), f"{p} must stay out of the build context"
 
 

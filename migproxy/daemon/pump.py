@@ -1,0 +1,240 @@
+"""The RAM pump: a main channel's RAM records moved from socket to socket in a thread.
+
+Most of a main channel is RAM records the engine forwards unchanged. On the event-loop
+path each read goes through uvloop, the session and the engine, and costs more in Python
+than the bytes cost the kernel. While the engine says that the next bytes are such
+records (:meth:`~migproxy.daemon.session.Session.ram_walk`), the executor hands the source
+socket's reading and the destination socket's writing to a :class:`RamPump`: the compiled
+pump (``_rampump.c``) reads, walks every record with the framer's own walk
+(``migproxy/stream/ramwalk.h``) and writes, in a worker thread without the GIL, and hands
+back at the first record the framer must decide (the end of a section, a block change),
+when the source goes quiet, at the end of its direction, or after a budget of bytes or
+time. What it read and did not forward goes back to the engine through the usual path; the
+engine accounts for the records forwarded (:meth:`~migproxy.stream.engine.StreamEngine.walked`)
+without seeing them. So the bytes, events and decisions are exactly those of the
+event-loop path; only who carries them out changes.
+
+Two data paths (:class:`PumpPath`): ``splice`` moves the bytes socket -> pipe -> socket
+with splice(2) and gives the walk a tee(2) copy (one copy of each byte instead of two);
+``copy`` uses read(2) and write(2). ``off``, no built extension (``MIGPROXY_NO_EXTENSIONS``)
+or no room (:class:`RamPumps`, ``ram_pump_threads``): the event-loop path.
+
+Bounds: each pump holds a :data:`BUFFER_SIZE` buffer and, splicing, two pipes of at most
+:data:`PIPE_SIZE` bytes; it runs at most :data:`YIELD_SECONDS` or :data:`BUDGET` bytes
+before it reports to the event loop, and hands back after :data:`QUIET_SECONDS` without a
+byte. The event loop takes it back at once (an eventfd) to close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import enum
+import fcntl
+import os
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from migproxy.stream.engine import RamWalk
+
+BUFFER_SIZE = 1 << 20  # bytes a pump reads at once at most (and keeps of a record)
+PIPE_SIZE = 1 << 20  # bytes each of a splicing pump's two pipes holds at most
+BUDGET = 256 << 20  # bytes a pump forwards before it reports to the event loop
+YIELD_SECONDS = 0.2  # seconds a pump runs before it reports to the event loop
+QUIET_SECONDS = 0.1  # seconds without a byte after which a pump hands back
+DEFAULT_THREADS = 16  # pumps a daemon runs at once
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+class PumpPath(enum.StrEnum):
+    """How a pump moves the bytes it forwards."""
+
+    SPLICE = "splice"  # splice(2) through a pipe, tee(2) a copy for the walk
+    COPY = "copy"  # read(2) and write(2)
+    OFF = "off"  # no pump: the event-loop path
+
+
+class PumpStatus(enum.IntEnum):
+    """Why a pump handed back (``_rampump.c``'s PUMP_ codes)."""
+
+    RECORD = 0  # a record the framer decides
+    EOF = 1  # the source ended its direction
+    WAKE = 2  # the event loop took it back (to close the connection)
+    QUIET = 3  # no byte for QUIET_SECONDS
+    BUDGET = 4  # BUDGET bytes or YIELD_SECONDS
+    READ_ERROR = 5  # the source failed
+    WRITE_ERROR = 6  # the destination failed
+    FULL = 7  # splicing: the pipe is full of an incomplete record
+    PIPE_ERROR = 8  # tee(2) or a pipe failed: copy from now on (nothing was lost)
+
+
+def _extension() -> Callable[..., tuple[int, int, int, int, int, int, int]] | None:
+    if sys.platform != "linux" or \
+            os.environ.get("MIGPROXY_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from migproxy.daemon import _rampump  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    pump: Callable[..., tuple[int, int, int, int, int, int, int]] = _rampump.pump
+    return pump
+
+
+_PUMP = _extension()
+AVAILABLE = _PUMP is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PumpRun:
+    """What one run of a pump did."""
+
+    walk: RamWalk  # what it was allowed to walk
+    status: PumpStatus
+    forwarded: int  # bytes moved to the destination
+    pages: int  # PAGE|CONTINUE records among them
+    zeros: int  # ZERO|CONTINUE records among them
+    skip_left: int  # of walk.skip, not yet come
+    leftover: bytes  # read and not forwarded: the engine's, in order
+    error: str | None  # READ_ERROR, WRITE_ERROR, PIPE_ERROR: why
+
+    @property
+    def lost_position(self) -> bool:
+        """Whether the stream's position is lost (a write may have been cut short): the
+        connection cannot go on."""
+        return self.status in (PumpStatus.WAKE, PumpStatus.READ_ERROR,
+                               PumpStatus.WRITE_ERROR)
+
+
+class RamPump:
+    """The pump of one main channel: duplicates of its two sockets (so that the event loop
+    may close its transports while a run ends), an eventfd to take it back, a buffer and,
+    splicing, two pipes. Runs one at a time (:meth:`run`, in a worker thread)."""
+
+    def __init__(self, source: int, destination: int, path: PumpPath,
+                 pipe_size: int = PIPE_SIZE) -> None:
+        if path == PumpPath.OFF:
+            raise ValueError("no pump on the event-loop path")
+        self._fds: list[int] = []
+        try:
+            self.source = self._own(os.dup(source))
+            self.destination = self._own(os.dup(destination))
+            self.wake = self._own(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK))
+            self.pipes: tuple[int, int, int, int] | None = None
+            if path == PumpPath.SPLICE:
+                a_r, a_w = (self._own(fd) for fd in os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK))
+                b_r, b_w = (self._own(fd) for fd in os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK))
+                for fd in (a_w, b_w):
+                    with contextlib.suppress(OSError):  # else the default size
+                        fcntl.fcntl(fd, _F_SETPIPE_SZ, pipe_size)
+                self.pipes = (a_r, a_w, b_r, b_w)
+        except OSError:
+            self.close(reset=False)
+            raise
+        self.buffer = bytearray(BUFFER_SIZE)
+        self.running = False
+        self.closed = False
+
+    def _own(self, fd: int) -> int:
+        self._fds.append(fd)
+        return fd
+
+    @property
+    def path(self) -> PumpPath:
+        return PumpPath.COPY if self.pipes is None else PumpPath.SPLICE
+
+    @staticmethod
+    def can_walk(walk: RamWalk) -> bool:
+        """Whether a pump's buffer holds two records of ``walk``'s pages."""
+        return 2 * (walk.page_size + 8) <= BUFFER_SIZE
+
+    def run(self, walk: RamWalk) -> PumpRun:
+        """Move RAM records until one of :class:`PumpStatus` (blocking: a worker thread's)."""
+        assert _PUMP is not None
+        status, fwd, pages, zeros, skip_left, leftover, err = _PUMP(
+            self.source, self.destination, self.wake, self.buffer, walk.skip, walk.page_size,
+            walk.block_len, walk.have_block, BUDGET, int(YIELD_SECONDS * 1000),
+            int(QUIET_SECONDS * 1000), self.pipes)
+        st = PumpStatus(status)
+        error = None
+        if st in (PumpStatus.READ_ERROR, PumpStatus.WRITE_ERROR, PumpStatus.PIPE_ERROR):
+            error = f"[Errno {err}] {os.strerror(err)}" if err else "unknown error"
+        return PumpRun(walk, st, fwd, pages, zeros, skip_left, bytes(self.buffer[:leftover]),
+                       error)
+
+    def stop(self) -> None:
+        """Take a running pump back at once (it returns WAKE)."""
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self.wake, 1)
+
+    def stop_splicing(self) -> None:
+        """After PIPE_ERROR: the copy path from now on (the pipes may hold junk)."""
+        if self.pipes is not None:
+            for fd in self.pipes:
+                self._fds.remove(fd)
+                os.close(fd)
+            self.pipes = None
+
+    def close(self, *, reset: bool) -> None:
+        """Close the duplicates (``reset``: with SO_LINGER 0, so a connection the event
+        loop aborted is reset, not ended with a FIN)."""
+        self.closed = True
+        if reset:
+            for fd in self._fds[:2]:
+                with contextlib.suppress(OSError):
+                    s = socket.socket(fileno=os.dup(fd))
+                    try:
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    finally:
+                        s.close()
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+
+class RamPumps:
+    """The pumps of a daemon: at most ``threads`` run at once, each in a worker thread of
+    its own (a channel that finds none free stays on the event-loop path meanwhile)."""
+
+    def __init__(self, path: PumpPath, threads: int = DEFAULT_THREADS) -> None:
+        self.path = path if AVAILABLE and threads > 0 else PumpPath.OFF
+        self.threads = threads
+        self.running = 0
+        self.runs = 0  # runs started
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def has_room(self) -> bool:
+        return self.path != PumpPath.OFF and self.running < self.threads
+
+    def start(self, pump: RamPump, walk: RamWalk,
+              done: Callable[[PumpRun | BaseException], None]) -> None:
+        """Run ``pump`` in a worker thread; ``done`` gets its run (or what it raised) on
+        the event loop."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.threads, thread_name_prefix="migproxy-pump")
+        loop = asyncio.get_event_loop()
+        pump.running = True
+        self.running += 1
+        self.runs += 1
+        future = loop.run_in_executor(self._pool, pump.run, walk)
+
+        def finished(f: asyncio.Future[PumpRun]) -> None:
+            pump.running = False
+            self.running -= 1
+            if f.cancelled():
+                done(asyncio.CancelledError())
+                return
+            exc = f.exception()
+            done(exc if exc is not None else f.result())
+
+        future.add_done_callback(finished)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
