@@ -114,7 +114,7 @@ def _guest_downtime(src: Any, dst: Any) -> float | None:
 class _Daemon:
     """A migproxy daemon (default profile) in front of the destination."""
 
-    def __init__(self, target_port: int, log_path: Path) -> None:
+    def __init__(self, target_port: int, log_path: Path, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
         self.log_path = log_path
@@ -122,7 +122,7 @@ class _Daemon:
             self.proc = popen(
                 [sys.executable, "-m", "migproxy", "--listen", f"127.0.0.1:{self.port}",
                  "--target", f"127.0.0.1:{target_port}", "--metrics",
-                 f"127.0.0.1:{self.metrics_port}", "--log-format", "json"],
+                 f"127.0.0.1:{self.metrics_port}", "--log-format", "json", *extra],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         wait_listening(self.port, 20, alive=lambda: self.proc.poll() is None)
 
@@ -177,8 +177,8 @@ def _migrate(lab: Any, guest: Path, path: str, timeout: float, work: Path,
         dst.migrate_incoming(f"tcp:127.0.0.1:{dst_port}", caps)
         wait_listening(dst_port, 20)
         port = dst_port
-        if path == "migproxy":
-            daemon = _Daemon(dst_port, work / f"migproxy-{dst_port}.log")
+        if path in DAEMON_ARGS:
+            daemon = _Daemon(dst_port, work / f"{path}-{dst_port}.log", DAEMON_ARGS[path])
             port = daemon.port
         elif path == "bare":
             port = free_port()
@@ -272,7 +272,10 @@ def run(repeat: int, *, quick: bool = False, log: Callable[[str], None] = print)
     return out
 
 
-PATHS = ["direct", "bare", "migproxy"]  # bare: testkit/bare_relay.py (quick mode: without)
+# bare: testkit/bare_relay.py (quick mode: without); migproxy_loop: its event-loop path
+PATHS = ["direct", "bare", "migproxy", "migproxy_loop"]
+DAEMON_ARGS: dict[str, tuple[str, ...]] = {"migproxy": (),
+                                           "migproxy_loop": ("--ram-pump", "off")}
 CONFIGS: list[tuple[str, dict[str, bool]]] = [("default", {}),
                                               ("return-path", {"return-path": True})]
 
