@@ -91,8 +91,8 @@ PATHS: dict[str, RelayPath] = {p.key: p for p in (
     RelayPath("migproxy_none", "migproxy --profile none", "migproxy", ("--profile", "none"),
           "none"),
     RelayPath("migproxy", "migproxy (rewrite, default profile)", "migproxy", (), "rewrite"),
-    RelayPath("migproxy_copy", "migproxy rewrite, --ram-pump copy", "migproxy",
-              ("--ram-pump", "copy"), "rewrite"),
+    RelayPath("migproxy_splice", "migproxy rewrite, --ram-pump splice", "migproxy",
+              ("--ram-pump", "splice"), "rewrite"),
     RelayPath("migproxy_loop", "migproxy rewrite, --ram-pump off (event loop)", "migproxy",
               ("--ram-pump", "off"), "rewrite"),
 )}

@@ -2,7 +2,8 @@
  * The RAM pump of migproxy's executor (optional; see migproxy/daemon/pump.py).
  *
  * pump(src, dst, wake, buf, skip, page_size, block_len, have_block, budget, yield_ms,
- *      quiet_ms, pipes) -> (status, forwarded, pages, zeros, skip_left, leftover, errno)
+ *      quiet_ms, pipes, prefix) -> (status, forwarded, pages, zeros, skip_left, leftover,
+ *      errno)
  *
  * While the stream engine says that the next bytes of a main channel are RAM records it
  * forwards unchanged (after ``skip`` bytes of a page it already framed), this moves them
@@ -22,6 +23,9 @@
  * After PUMP_WAKE, PUMP_WRITE_ERROR and PUMP_READ_ERROR the position in the stream is not
  * kept (a write may have been cut short): the caller closes the connection. After the
  * others every record counted has been forwarded whole.
+ *
+ * ``prefix`` (bytes-like or None) is written to the destination first: what the engine
+ * sent of the last run's leftover (not counted in ``forwarded``).
  *
  * Whatever it read and did not forward (the record it stopped at, an incomplete record)
  * is in buf[0:leftover] on return, in order: the caller feeds it to the engine. The bytes
@@ -114,19 +118,19 @@ static int wait_for(int fd, short events, int wake, int timeout_ms)
     }
 }
 
-/* Forward n bytes to the destination: buf[0:n] (copying), or the head of pipe a
- * (splicing); 0, or a PUMP_ status. */
-static int forward(struct pump *pp, const unsigned char *b, size_t n)
+/* Forward n bytes to the destination: b[0:n], or the head of pipe a (``piped``); 0, or a
+ * PUMP_ status. */
+static int forward(struct pump *pp, const unsigned char *b, size_t n, int piped)
 {
     while (n > 0) {
-        ssize_t w = pp->a_r < 0 ? write(pp->dst, b, n)
+        ssize_t w = !piped ? write(pp->dst, b, n)
                                 : splice(pp->a_r, NULL, pp->dst, NULL, n,
                                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK | SPLICE_F_MORE);
 
         if (w > 0) {
-            b += w;
+            if (!piped)
+                b += w;
             n -= (size_t)w;
-            pp->forwarded += (size_t)w;
             continue;
         }
         if (w < 0 && errno == EINTR)
@@ -210,13 +214,13 @@ static ssize_t take(struct pump *pp, size_t len, long long started)
     }
 }
 
-static int run(struct pump *pp)
+static int run(struct pump *pp, const unsigned char *prefix, size_t prefix_len)
 {
     size_t len = 0; /* bytes read and not forwarded: buf[0:len] (and, splicing, pipe a) */
     const long long started = now_ms();
-    int status;
+    int status = prefix_len ? forward(pp, prefix, prefix_len, 0) : 0;
 
-    for (;;) {
+    while (!status) {
         size_t pos = 0, seen;
         ssize_t r = take(pp, len, started);
 
@@ -247,9 +251,10 @@ static int run(struct pump *pp)
         if (!pp->skip)
             pos = ram_walk(pp->buf, pos, seen, &pp->rb, &pp->pages, &pp->zeros);
         if (pos) {
-            status = forward(pp, pp->buf, pos);
+            status = forward(pp, pp->buf, pos, pp->a_r >= 0);
             if (status)
                 break;
+            pp->forwarded += pos;
         }
         len -= pos;
         if (pp->a_r < 0) {
@@ -283,7 +288,8 @@ static int run(struct pump *pp)
 static PyObject *pump(PyObject *self, PyObject *args)
 {
     int src, dst, wake, have_block, yield_ms, quiet_ms;
-    Py_buffer view;
+    Py_buffer view, pre;
+    PyObject *prefix;
     unsigned long long skip, page_size, block_len;
     Py_ssize_t budget;
     PyObject *pipes;
@@ -291,20 +297,30 @@ static PyObject *pump(PyObject *self, PyObject *args)
     int status;
 
     (void)self;
-    if (!PyArg_ParseTuple(args, "iiiw*KKKpniiO", &src, &dst, &wake, &view, &skip, &page_size,
-                          &block_len, &have_block, &budget, &yield_ms, &quiet_ms, &pipes))
+    if (!PyArg_ParseTuple(args, "iiiw*KKKpniiOO", &src, &dst, &wake, &view, &skip,
+                          &page_size, &block_len, &have_block, &budget, &yield_ms, &quiet_ms,
+                          &pipes, &prefix))
         return NULL;
+    memset(&pre, 0, sizeof pre);
+    if (prefix != Py_None && PyObject_GetBuffer(prefix, &pre, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     memset(&pp, 0, sizeof pp);
     pp.a_r = pp.a_w = pp.b_r = pp.b_w = -1;
     if (pipes != Py_None &&
         !PyArg_ParseTuple(pipes, "iiii", &pp.a_r, &pp.a_w, &pp.b_r, &pp.b_w)) {
         PyBuffer_Release(&view);
+        if (pre.obj != NULL)
+            PyBuffer_Release(&pre);
         return NULL;
     }
     if (page_size < 512 || (page_size & (page_size - 1)) != 0 ||
         (unsigned long long)view.len < 2 * (page_size + 8) || budget <= 0 || yield_ms <= 0 ||
         quiet_ms <= 0) {
         PyBuffer_Release(&view);
+        if (pre.obj != NULL)
+            PyBuffer_Release(&pre);
         PyErr_SetString(PyExc_ValueError,
                         "pump: bad page size, buffer size (2 records at least), budget or wait");
         return NULL;
@@ -320,9 +336,11 @@ static PyObject *pump(PyObject *self, PyObject *args)
     pp.yield_ms = yield_ms;
     pp.quiet_ms = quiet_ms;
     Py_BEGIN_ALLOW_THREADS
-    status = run(&pp);
+    status = run(&pp, (const unsigned char *)pre.buf, pre.obj != NULL ? (size_t)pre.len : 0);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
+    if (pre.obj != NULL)
+        PyBuffer_Release(&pre);
     return Py_BuildValue("inn" "nKni", status, (Py_ssize_t)pp.forwarded, (Py_ssize_t)pp.pages,
                          (Py_ssize_t)pp.zeros, (unsigned long long)pp.skip,
                          (Py_ssize_t)pp.leftover, pp.err);
@@ -331,7 +349,8 @@ static PyObject *pump(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"pump", pump, METH_VARARGS,
      "pump(src, dst, wake, buf, skip, page_size, block_len, have_block, budget, yield_ms, "
-     "quiet_ms, pipes) -> (status, forwarded, pages, zeros, skip_left, leftover, errno)"},
+     "quiet_ms, pipes, prefix) -> (status, forwarded, pages, zeros, skip_left, leftover, "
+     "errno)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from migproxy.stream.engine import RamWalk
+from migproxy.stream.enginestate import Chunk
 
 BUFFER_SIZE = 1 << 20  # bytes a pump reads at once at most (and keeps of a record)
 PIPE_SIZE = 1 << 20  # bytes each of a splicing pump's two pipes holds at most
@@ -152,13 +153,15 @@ class RamPump:
         """Whether a pump's buffer holds two records of ``walk``'s pages."""
         return 2 * (walk.page_size + 8) <= BUFFER_SIZE
 
-    def run(self, walk: RamWalk) -> PumpRun:
-        """Move RAM records until one of :class:`PumpStatus` (blocking: a worker thread's)."""
+    def run(self, walk: RamWalk, prefix: Chunk | None = None) -> PumpRun:
+        """Write ``prefix`` to the destination (what the engine sent of the last run's
+        leftover), then move RAM records until one of :class:`PumpStatus` (blocking: a
+        worker thread's)."""
         assert _PUMP is not None
         status, fwd, pages, zeros, skip_left, leftover, err = _PUMP(
             self.source, self.destination, self.wake, self.buffer, walk.skip, walk.page_size,
             walk.block_len, walk.have_block, BUDGET, int(YIELD_SECONDS * 1000),
-            int(QUIET_SECONDS * 1000), self.pipes)
+            int(QUIET_SECONDS * 1000), self.pipes, prefix)
         st = PumpStatus(status)
         error = None
         if st in (PumpStatus.READ_ERROR, PumpStatus.WRITE_ERROR, PumpStatus.PIPE_ERROR):
@@ -211,10 +214,10 @@ class RamPumps:
     def has_room(self) -> bool:
         return self.path != PumpPath.OFF and self.running < self.threads
 
-    def start(self, pump: RamPump, walk: RamWalk,
+    def start(self, pump: RamPump, walk: RamWalk, prefix: Chunk | None,
               done: Callable[[PumpRun | BaseException], None]) -> None:
-        """Run ``pump`` in a worker thread; ``done`` gets its run (or what it raised) on
-        the event loop."""
+        """Run ``pump`` (``prefix`` first) in a worker thread; ``done`` gets its run (or
+        what it raised) on the event loop."""
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.threads, thread_name_prefix="migproxy-pump")
@@ -222,7 +225,7 @@ class RamPumps:
         pump.running = True
         self.running += 1
         self.runs += 1
-        future = loop.run_in_executor(self._pool, pump.run, walk)
+        future = loop.run_in_executor(self._pool, pump.run, walk, prefix)
 
         def finished(f: asyncio.Future[PumpRun]) -> None:
             pump.running = False

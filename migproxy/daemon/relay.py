@@ -86,6 +86,7 @@ from migproxy.daemon.tls_legs import (
 if TYPE_CHECKING:
     from migproxy.daemon.config import Route
     from migproxy.daemon.metrics import Metrics
+    from migproxy.stream.enginestate import Chunk
 
 # Before a connection goes to the kernel relay, what its transports still queue must be
 # written: reading pauses, and the handover waits this long at most (polling), else the
@@ -144,6 +145,9 @@ class Pair:
         self._pumping = False  # the pump runs: it reads the source and writes the target
         self._pump_off = False  # no more pump runs (the source ended, or no pump)
         self._pump_reset = True  # how the pump's sockets close once a run ends
+        # While a run's leftover is fed to the session: what it sends to the destination,
+        # for the next run to write first (None: not feeding a leftover)
+        self._capture: list[Chunk] | None = None
         self.admitted = False
         self.refused = False
         self._connect_task: asyncio.Task[None] | None = None
@@ -297,8 +301,10 @@ class Pair:
             if isinstance(c, Forward):  # the hot path first
                 self._forward(c)
             else:
+                if self._capture is not None and type(c) not in _CAPTURE_KEEPS:
+                    self._flush_capture()  # what it does must come after those bytes
                 _COMMANDS[type(c)](self, c)
-        if not self._pumping and not self._pump_off:
+        if not self._pumping and not self._pump_off and self._capture is None:
             self._maybe_pump()
 
     def _report(self, c: Report) -> None:
@@ -360,6 +366,19 @@ class Pair:
             self.refuse(c.reason)
 
     def _forward(self, c: Forward) -> None:
+        if c.to is Side.DESTINATION:
+            # The pump writes the destination while it runs; the session sends it nothing
+            # meanwhile (the source is read by the pump, and nothing else sends there).
+            assert not self._pumping, "a Forward to the destination while the pump runs"
+            if self._capture is not None:
+                n = 0
+                for chunk in c.chunks:
+                    if len(chunk):
+                        self._capture.append(chunk)
+                        n += len(chunk)
+                if n:
+                    self.observer.forwarded("to_destination", n)
+                return
         to = self.sides[c.to]
         t = to.transport
         if t is None or to.closed or t.is_closing() or to.write_ended:
@@ -376,23 +395,24 @@ class Pair:
             self.sides[c.to.peer].fresh_buffer()
 
     # the RAM pump ------------------------------------------------------------------------
-    def _maybe_pump(self) -> None:
+    def _maybe_pump(self, prefix: list[Chunk] | None = None) -> bool:
         """Start a pump run if the session allows one now (RAM records next), both legs
         are plaintext and open, the source is read for no other reason than this, nothing
-        is queued towards the destination, and a worker is free."""
+        is queued towards the destination, and a worker is free. The run writes
+        ``prefix`` first. Whether it started."""
         pumps = self.registry.ram_pumps
         if not pumps.has_room() or self.kernel is not None or self.refused:
-            return
+            return False
         walk = self.session.ram_walk()
         if walk is None or not RamPump.can_walk(walk):
-            return
+            return False
         src, dst = self.src, self.dst
         ts, td = src.transport, dst.transport
         if (ts is None or td is None or src.tls is not None or dst.tls is not None
                 or src.closed or dst.closed or src.eof or dst.write_ended or ts.is_closing()
                 or td.is_closing() or src.paused_except("pump")
                 or td.get_write_buffer_size()):
-            return
+            return False
         if self.pump is None:
             try:
                 self.pump = RamPump(ts.get_extra_info("socket").fileno(),
@@ -402,11 +422,15 @@ class Pair:
                 self.observer.logged(Log("warning", "ram_pump_unavailable", {
                     "error": str(e) or type(e).__name__,
                     "note": "RAM relayed on the event loop instead"}))
-                return
+                return False
             self.observer.logged(Log("debug", "ram_pump", {"path": str(self.pump.path)}))
         src.pause("pump")
         self._pumping = True
-        pumps.start(self.pump, walk, self._pumped)
+        data: Chunk | None = None
+        if prefix:
+            data = prefix[0] if len(prefix) == 1 else b"".join(prefix)
+        pumps.start(self.pump, walk, data, self._pumped)
+        return True
 
     def _pumped(self, run: PumpRun | BaseException) -> None:
         """A pump run ended (on the event loop): account for what it forwarded, feed what
@@ -439,12 +463,37 @@ class Pair:
                 "error": run.error, "note": "the RAM pump copies from now on"}))
         elif run.status == PumpStatus.EOF:
             self._pump_off = True  # the event loop reads the end (it stays readable)
+        captured: list[Chunk] = []
         if run.leftover:
-            self.data_from(Side.SOURCE, memoryview(run.leftover))
-        if not self._pumping and not self._pump_off and not self.session.closed:
-            self._maybe_pump()
-        if not self._pumping:
+            # What the session sends of it goes to the next run, to write first (not to
+            # the transport, whose queue would keep the pump from running again).
+            self._capture = captured
+            try:
+                self.data_from(Side.SOURCE, memoryview(run.leftover))
+            finally:
+                self._capture = None
+        started = (not self._pump_off and not self.session.closed
+                   and self._maybe_pump(captured))
+        if not started:
+            self._write_captured(captured)
             self.src.resume("pump")
+
+    def _flush_capture(self) -> None:
+        """Write what was captured so far, and capture no more (a command that must come
+        after those bytes, or the pair's end)."""
+        captured = self._capture
+        self._capture = None
+        if captured:
+            self._write_captured(captured)
+            captured.clear()
+
+    def _write_captured(self, chunks: list[Chunk]) -> None:
+        dst = self.dst
+        t = dst.transport
+        if not chunks or t is None or dst.closed or t.is_closing() or dst.write_ended:
+            return
+        for chunk in chunks:
+            dst.write(chunk)
 
     # the kernel relay --------------------------------------------------------------------
     def _hand_over(self, idle_timeout: float, deadline: float | None = None) -> None:
@@ -599,6 +648,10 @@ class Pair:
         if not self.done.done():
             self.done.set_result(str(c.outcome))
 
+
+# Commands that may come while a pump run's leftover is fed without writing what it
+# sent to the destination first (the others flush it: see Pair.execute).
+_CAPTURE_KEEPS = frozenset({Report, Log, RequestTimer, PauseReading, ResumeReading})
 
 # What the executor does for each of the session's commands but Forward.
 _COMMANDS: dict[type[Any], Callable[[Pair, Any], None]] = {

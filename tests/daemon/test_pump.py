@@ -19,7 +19,7 @@ from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon import pump as pump_mod
 from migproxy.daemon.pump import PumpPath, PumpRun, PumpStatus, RamPump, RamPumps
-from migproxy.stream.engine import RamWalk
+from migproxy.stream.engine import RamWalk, StreamEngine
 from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
 from tests.daemon.loopback import (
@@ -142,6 +142,22 @@ def test_forwards_the_records_and_stops_at_a_record_the_framer_decides(
     assert not run.lost_position
     assert run.error is None
     assert wires.received() == body
+
+
+@needs_pump
+@pytest.mark.parametrize("path", PATHS)
+def test_the_prefix_goes_out_first(wires: Wires, path: PumpPath) -> None:
+    """What the engine sent of the last run's leftover is written before anything else,
+    and not counted as walked."""
+    prefix = b"what the engine sent" * 1000
+    body = records(30)
+    wires.send(body + EOS, end=True)
+    p = RamPump(wires.src.fileno(), wires.dst.fileno(), path)
+    run = p.run(WALK, memoryview(prefix))
+    p.close(reset=False)
+    assert run.status == PumpStatus.RECORD
+    assert (run.forwarded, run.pages, run.zeros) == (len(body), *counts(30))
+    assert wires.received() == prefix + body
 
 
 @needs_pump
@@ -320,6 +336,40 @@ async def test_the_daemon_relays_the_same_bytes_on_every_path(path: str, chunk: 
         else:
             assert pumps.runs > 0  # it did move RAM (and handed back every time)
         assert pumps.running == 0
+    finally:
+        await stop_daemon(d, target)
+
+
+def _not_understood_midway() -> bytes:
+    """FRAGMENTED with an unknown RAM flag (0x400) in a record word past its middle."""
+    e = StreamEngine(arm_engine_config(default_profile()))
+    half = len(FRAGMENTED) // 2
+    e.feed(FRAGMENTED[:half])
+    for i in range(half, len(FRAGMENTED)):
+        walk = e.ram_walk()
+        if walk is not None and walk.skip == 0:
+            at = e.received
+            return FRAGMENTED[:at + 6] + bytes((FRAGMENTED[at + 6] | 0x04,)) + \
+                FRAGMENTED[at + 7:]
+        e.feed(FRAGMENTED[i:i + 1])
+    raise AssertionError("no record boundary in the second half")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("path", ["copy", "off"])
+async def test_a_stream_not_understood_after_the_pump_is_relayed_as_it_came(path: str) -> None:
+    """The record the pump stops at is not understood: the engine relays the rest
+    untouched, and the daemon hands the connection to the kernel relay. What the engine
+    sent of the pump's leftover goes out before that (not after the handover)."""
+    if path != "off" and not pump_mod.AVAILABLE:
+        pytest.skip("the compiled RAM pump is not built")
+    stream = _not_understood_midway()
+    target = Target()
+    d = await start_daemon(await target.start(), ram_pump=path)
+    try:
+        await send_all(listen_port(d), stream, chunk=1 << 20)
+        assert await received(target, 0, timeout=60) == stream  # passthrough: unchanged
+        assert (d.registry.ram_pumps.runs > 0) == (path != "off")
     finally:
         await stop_daemon(d, target)
 
