@@ -100,7 +100,10 @@ class PumpRun:
     pages: int  # PAGE|CONTINUE records among them
     zeros: int  # ZERO|CONTINUE records among them
     skip_left: int  # of walk.skip, not yet come
-    leftover: bytes  # read and not forwarded: the engine's, in order
+    # read and not forwarded: the engine's, in order; a view of the pump's buffer, valid
+    # until its next run reads (which first writes its prefix, so the prefix may be a
+    # slice of this)
+    leftover: memoryview
     error: str | None  # READ_ERROR, WRITE_ERROR, PIPE_ERROR: why
 
     @property
@@ -137,6 +140,7 @@ class RamPump:
             self.close(reset=False)
             raise
         self.buffer = bytearray(BUFFER_SIZE)
+        self._view = memoryview(self.buffer)
         self.running = False
         self.closed = False
 
@@ -166,8 +170,7 @@ class RamPump:
         error = None
         if st in (PumpStatus.READ_ERROR, PumpStatus.WRITE_ERROR, PumpStatus.PIPE_ERROR):
             error = f"[Errno {err}] {os.strerror(err)}" if err else "unknown error"
-        return PumpRun(walk, st, fwd, pages, zeros, skip_left, bytes(self.buffer[:leftover]),
-                       error)
+        return PumpRun(walk, st, fwd, pages, zeros, skip_left, self._view[:leftover], error)
 
     def stop(self) -> None:
         """Take a running pump back at once (it returns WAKE)."""

@@ -466,10 +466,13 @@ class Pair:
         captured: list[Chunk] = []
         if run.leftover:
             # What the session sends of it goes to the next run, to write first (not to
-            # the transport, whose queue would keep the pump from running again).
+            # the transport, whose queue would keep the pump from running again). The
+            # leftover is a view of the pump's buffer: the engine keeps no reference to
+            # what it is fed, the next run writes its prefix before it reads, and a run
+            # starts only when the transport queues nothing.
             self._capture = captured
             try:
-                self.data_from(Side.SOURCE, memoryview(run.leftover))
+                self.data_from(Side.SOURCE, run.leftover)
             finally:
                 self._capture = None
         started = (not self._pump_off and not self.session.closed

@@ -137,7 +137,7 @@ def test_forwards_the_records_and_stops_at_a_record_the_framer_decides(
     p.close(reset=False)
     assert run.status == PumpStatus.RECORD, run
     assert (run.forwarded, run.pages, run.zeros) == (len(body), *counts(300))
-    assert run.leftover.startswith(EOS)
+    assert bytes(run.leftover).startswith(EOS)
     assert data.startswith(body + run.leftover)
     assert not run.lost_position
     assert run.error is None
@@ -239,13 +239,13 @@ def test_the_budget_ends_a_run_at_a_record_boundary(wires: Wires, path: PumpPath
         assert run.skip_left == 0
         # whole records (after the skip), then what it read beyond them, in order
         assert len(out) + run.forwarded in bounds
-        assert data[len(out) + run.forwarded:].startswith(run.leftover)
+        assert data[len(out) + run.forwarded:].startswith(bytes(run.leftover))
         out = data[:len(out) + run.forwarded + len(run.leftover)]
         if run.leftover:
             # the engine would frame these; the test forwards them itself and starts the
             # next run after the record they begin
             wires.dst.setblocking(True)
-            wires.dst.sendall(run.leftover)
+            wires.dst.sendall(bytes(run.leftover))
             wires.dst.setblocking(False)
         nxt = next(b for b in bounds if b >= len(out))
         walk = RamWalk(nxt - len(out), PS, BLOCK, True)
@@ -291,7 +291,7 @@ def test_a_pipe_full_of_an_incomplete_record_hands_back(wires: Wires) -> None:
     assert run.status in (PumpStatus.FULL, PumpStatus.RECORD), run
     if run.status == PumpStatus.FULL:
         assert run.forwarded == 0
-        assert body.startswith(run.leftover)
+        assert body.startswith(bytes(run.leftover))
         assert run.leftover
     else:  # the kernel gave the pipe more than a page: it walked the record
         assert run.forwarded == PS + 8
