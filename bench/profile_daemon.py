@@ -51,16 +51,20 @@ def top_frames(collapsed: Path, top: int) -> tuple[int, list[tuple[str, int, int
     return samples, [(f, self_c[f], total_c[f]) for f in names]
 
 
-# Where the relay's time goes, from the stacks: the engine (any frame of migproxy/stream or
-# migproxy/arm on the stack), TLS (the innermost frame in Python's ssl module: encrypting
+# Where the relay's time goes, from the stacks: the RAM pump (its worker thread's run), the
+# engine (any frame of migproxy/stream or migproxy/arm on the stack), TLS (the innermost frame in Python's ssl module: encrypting
 # or decrypting), writes (the innermost Python frame hands bytes to a transport), the event
 # loop itself (no Python frame below the loop's run: uvloop's socket reads and callbacks,
 # in C), metrics (prometheus_client, the observer), the rest.
-SHARES = ("event loop (reads, in C)", "writes", "engine", "TLS (ssl)", "metrics",
-          "other Python")
+SHARES = ("event loop (reads, in C)", "writes", "engine", "RAM pump (C, worker thread)",
+          "TLS (ssl)", "metrics", "other Python")
 
 
 def _category(frames: list[str]) -> str:
+    if any("daemon/pump.py" in f for f in frames) and \
+            not any("daemon/relay.py" in f for f in frames):
+        return "RAM pump (C, worker thread)"  # its run, without the GIL (the event loop
+        # thread only starts runs and takes their results: those count where they go)
     if any("migproxy/stream/" in f or "migproxy/arm/" in f for f in frames):
         return "engine"
     inner = frames[-1]

@@ -8,6 +8,7 @@ Assertions are about bytes, counts and statuses, never about how fast anything i
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import threading
@@ -296,6 +297,14 @@ def test_a_pipe_full_of_an_incomplete_record_hands_back(wires: Wires) -> None:
     else:  # the kernel gave the pipe more than a page: it walked the record
         assert run.forwarded == PS + 8
         assert run.leftover == EOS
+
+
+def test_the_pump_is_built_where_the_suite_requires_it() -> None:
+    """scripts/test.sh builds the extensions and sets MIGPROXY_REQUIRE_EXTENSIONS=1: then
+    the tests above must not skip for want of the pump."""
+    if os.environ.get("MIGPROXY_REQUIRE_EXTENSIONS") != "1":
+        pytest.skip("MIGPROXY_REQUIRE_EXTENSIONS is not set")
+    assert pump_mod.AVAILABLE, "the compiled RAM pump is not built (_rampump.c)"
 
 
 def test_no_pump_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
