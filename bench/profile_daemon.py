@@ -52,10 +52,11 @@ def top_frames(collapsed: Path, top: int) -> tuple[int, list[tuple[str, int, int
 
 
 # Where the relay's time goes, from the stacks: the RAM pump (its worker thread's run), the
-# engine (any frame of migproxy/stream or migproxy/arm on the stack), TLS (the innermost frame in Python's ssl module: encrypting
-# or decrypting), writes (the innermost Python frame hands bytes to a transport), the event
-# loop itself (no Python frame below the loop's run: uvloop's socket reads and callbacks,
-# in C), metrics (prometheus_client, the observer), the rest.
+# engine (any frame of migproxy/stream or migproxy/arm on the stack), TLS (the innermost
+# frame in Python's ssl module: encrypting or decrypting), writes (the innermost Python
+# frame hands bytes to a transport), the event loop itself (no Python frame below the
+# loop's run: uvloop's socket reads and callbacks, in C), metrics (prometheus_client, the
+# observer), the rest.
 SHARES = ("event loop (reads, in C)", "writes", "engine", "RAM pump (C, worker thread)",
           "TLS (ssl)", "metrics", "other Python")
 
