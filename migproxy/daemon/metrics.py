@@ -23,6 +23,7 @@ from prometheus_client import (
 
 from migproxy import __version__
 from migproxy.daemon.admission import Refusal
+from migproxy.daemon.pump import PumpStatus
 from migproxy.daemon.session import TLS_NOT_TERMINATED, CloseReason
 from migproxy.stream.framer import IMPLEMENTATION
 from migproxy.stream.reasons import Reason, StopReason
@@ -32,6 +33,8 @@ TLS_HANDSHAKE = "tls_handshake"  # refused: the source's TLS handshake failed
 
 CHANNELS = ("main", "multifd", "tls", "other")
 DIRECTIONS = ("to_destination", "to_source")
+# How a RAM pump run ends (PumpStatus, lower case; internal_error: the run raised)
+PUMP_ENDS = (*(st.name.lower() for st in PumpStatus), "internal_error")
 
 # Families kept for one release under their old names ("tail", "holdback": the device
 # state), with the same values as their replacements. Removed in the release after 0.1.
@@ -89,6 +92,9 @@ class Metrics:
         self.spliced = Counter(
             "migproxy_spliced_connections", "Connections whose rest was relayed in the kernel "
             "(splice(2)), by channel kind", ["channel"], registry=r)
+        self.ram_pump_runs = Counter(
+            "migproxy_ram_pump_runs", "Runs of the RAM pump (a main channel's RAM records "
+            "moved in a worker thread), by how each ended", ["ended"], registry=r)
         self.sections = Counter(
             "migproxy_sections", "Main-channel sections framed, by type (START/PART/END/FULL)",
             ["type"], registry=r)
@@ -182,6 +188,8 @@ class Metrics:
             self.spliced.labels(ch)
             for d in DIRECTIONS:
                 self.bytes.labels(d, ch)
+        for ended in PUMP_ENDS:
+            self.ram_pump_runs.labels(ended)
         for flag in ("true", "false"):
             self.device_state_releases.labels(flag)
             self.tail_releases.labels(flag)

@@ -72,6 +72,10 @@ class PairObserver:
         self.metrics.connections_refused.labels(reason).inc()
         self.log.warning("refused", reason=str(reason))
 
+    def pumped(self, ended: str) -> None:
+        """A RAM pump run ended (``ended``: one of metrics.PUMP_ENDS)."""
+        self.metrics.ram_pump_runs.labels(ended).inc()
+
     def spliced(self) -> None:
         self.metrics.spliced.labels(self.channel or Channel.OTHER).inc()
 

@@ -438,6 +438,8 @@ class Pair:
         self._pumping = False
         pump = self.pump
         assert pump is not None
+        self.observer.pumped("internal_error" if isinstance(run, BaseException)
+                             else run.status.name.lower())
         if self.session.closed or self.refused:
             pump.close(reset=self._pump_reset)
             return

@@ -19,6 +19,7 @@ import pytest
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.daemon import pump as pump_mod
+from migproxy.daemon.metrics import PUMP_ENDS
 from migproxy.daemon.pump import PumpPath, PumpRun, PumpStatus, RamPump, RamPumps
 from migproxy.stream.engine import RamWalk, StreamEngine
 from testkit.streams import run_engine
@@ -27,6 +28,7 @@ from tests.daemon.loopback import (
     Target,
     listen_port,
     received,
+    sample,
     send_all,
     start_daemon,
     stop_daemon,
@@ -340,10 +342,15 @@ async def test_the_daemon_relays_the_same_bytes_on_every_path(path: str, chunk: 
         assert await received(target, 0, timeout=60) == EXPECTED
         pumps = d.registry.ram_pumps
         assert pumps.path == PumpPath(path)
+        runs = {e: sample(d, "migproxy_ram_pump_runs_total", ended=e) for e in PUMP_ENDS}
         if path == "off":
             assert pumps.runs == 0
+            assert not any(runs.values())
         else:
             assert pumps.runs > 0  # it did move RAM (and handed back every time)
+            assert sum(runs.values()) == pumps.runs
+            assert runs["record"] > 0  # at least at every section end
+            assert runs["read_error"] == runs["write_error"] == runs["internal_error"] == 0
         assert pumps.running == 0
     finally:
         await stop_daemon(d, target)
