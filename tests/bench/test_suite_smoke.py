@@ -35,7 +35,8 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
     assert res["throughput_fragmented"]["shape"]["zero_ratio"] == 0.3
     assert res["throughput_fragmented"]["paths"]["migproxy"]["all_ok"]
     tp = res["throughput"]
-    paths = {"direct", "splice", "bare", "migproxy_dry_run", "migproxy_none", "migproxy"}
+    paths = {"direct", "splice", "bare", "migproxy_dry_run", "migproxy_none", "migproxy",
+             "migproxy_splice", "migproxy_loop"}  # the last two: the RAM pump's other paths
     socat = {"socat", "socat_1m"}
     if shutil.which("socat"):
         assert set(tp["paths"]) == paths | socat
