@@ -481,7 +481,8 @@ class Pair:
                    and self._maybe_pump(captured))
         if not started:
             self._write_captured(captured)
-            self.src.resume("pump")
+            if not self.session.closed:
+                self.src.resume("pump")
 
     def _flush_capture(self) -> None:
         """Write what was captured so far, and capture no more (a command that must come

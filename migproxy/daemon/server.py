@@ -208,6 +208,7 @@ class Daemon:
         aborted = await self.drain(self.config.drain_timeout)
         if aborted:
             self.log.warning("drain_timeout", aborted=aborted)
+        self.registry.ram_pumps.shutdown()  # (the runs of the pairs closed were taken back)
         await self.close_metrics()
         self.log.info("stopped")
         return 0
