@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from migproxy.daemon.admission import Refusal
-from migproxy.daemon.metrics import CHANNELS, DEPRECATED, DIRECTIONS, Metrics
+from migproxy.daemon.metrics import CHANNELS, DEPRECATED, DIRECTIONS, PUMP_ENDS, Metrics
 from migproxy.stream.reasons import Reason
 
 # (family name as exposed, type, label names) -- the table in docs/operations.md (Metrics)
@@ -19,6 +19,7 @@ DOCUMENTED: list[tuple[str, str, tuple[str, ...]]] = [
     ("migproxy_migrations_active", "gauge", ()),
     ("migproxy_bytes", "counter", ("direction", "channel")),
     ("migproxy_spliced_connections", "counter", ("channel",)),
+    ("migproxy_ram_pump_runs", "counter", ("ended",)),
     ("migproxy_sections", "counter", ("type",)),
     ("migproxy_ram_records", "counter", ("type",)),
     ("migproxy_cpregs_dropped", "counter", ("register",)),
@@ -193,6 +194,8 @@ def test_exact_series_count_at_start() -> None:
     # added: build info, connections at accept, device-state releases 2, held bytes,
     # hold seconds and size histograms, the loop-lag histogram (12 buckets, +Inf, count, sum)
     expected += 1 + 1 + 2 + 1 + (14 + 1 + 2) + (7 + 1 + 2) + (12 + 1 + 2)
+    # added: the RAM pump's runs, one per way a run ends
+    expected += len(PUMP_ENDS)
     assert len(_lines(Metrics())) == expected
 
 
