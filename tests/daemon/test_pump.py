@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
@@ -435,3 +437,97 @@ async def test_a_reset_source_ends_a_pumping_pair(monkeypatch: pytest.MonkeyPatc
         assert len(c.data) <= cut
     finally:
         await stop_daemon(d, target)
+
+
+# -- random streams against a reference walk ---------------------------------------------------
+
+def reference(data: bytes, walk: RamWalk) -> tuple[int, int, int, bool]:
+    """Where a walk of ``data`` stops, written from the grammar: (position, pages, zeros,
+    stopped at a record the framer decides rather than at the end or an incomplete one)."""
+    ps = walk.page_size
+    pos = min(walk.skip, len(data))
+    if walk.skip > len(data):
+        return pos, 0, 0, False
+    pages = zeros = 0
+    while len(data) - pos >= 8:
+        word = struct.unpack_from(">Q", data, pos)[0]
+        flags, offset = word & (ps - 1), word & ~(ps - 1)
+        inside = walk.have_block and offset + ps <= walk.block_len
+        if flags == 0x28 and inside:
+            if len(data) - pos < 8 + ps:
+                return pos, pages, zeros, False
+            pos += 8 + ps
+            pages += 1
+        elif flags == 0x22 and inside:
+            if len(data) - pos < 9:
+                return pos, pages, zeros, False
+            pos += 9
+            zeros += 1
+        else:
+            return pos, pages, zeros, True
+    return pos, pages, zeros, False
+
+
+_record = st.tuples(st.sampled_from(["page", "zero"]), st.just(0), st.integers(0, 255))
+
+
+@needs_pump
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records_=st.lists(_record, max_size=300),
+       stop=st.sampled_from([b"", EOS, page(BLOCK, 1), struct.pack(">Q", 0x400 | 0x28)]),
+       cut=st.integers(0, 4200),
+       skip=st.integers(0, 4096),
+       pieces=st.lists(st.integers(1, 70000), min_size=1, max_size=8),
+       path=st.sampled_from(PATHS))
+def test_random_streams_walk_as_the_grammar_says(
+        records_: list[tuple[str, int, int]], stop: bytes, cut: int, skip: int,
+        pieces: list[int], path: PumpPath) -> None:
+    """Random records (in random pieces, so reads end anywhere), then either a record the
+    framer decides or the end (possibly inside a record): the pump forwards exactly the
+    walk's records, counts them, and hands back the rest it read, in order."""
+    body = b"\x5a" * skip + b"".join(
+        page(i * PS, fill) if kind == "page" else zero(i * PS)
+        for i, (kind, _, fill) in enumerate(records_))
+    data = body + stop + b"\x00" * 100 if stop else body[:max(0, len(body) - cut)]
+    walk = RamWalk(skip, PS, BLOCK, True)
+    want_pos, want_pages, want_zeros, at_record = reference(data, walk)
+    w = Wires()
+    try:
+        def send() -> None:
+            at = 0
+            for n in pieces * (1 + len(data) // max(1, sum(pieces))):
+                if at >= len(data):
+                    break
+                w.sender.sendall(data[at:at + n])
+                at += n
+            w.sender.sendall(data[at:])
+            w.sender.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=send, daemon=True)
+        t.start()
+        p = RamPump(w.src.fileno(), w.dst.fileno(), path)
+        run = p.run(walk)
+        p.close(reset=False)
+        t.join(10)
+        got = w.received()
+    finally:
+        w.close()
+    rest = bytes(run.leftover)
+    fwd = run.forwarded
+    assert got == data[:fwd]
+    assert data[fwd:].startswith(rest)
+    if run.status == PumpStatus.FULL:
+        # Splicing, tiny segments filled the pipe's slots before a record was whole: the
+        # engine takes it from there. Whole records so far, counted as the walk counts.
+        assert path == PumpPath.SPLICE
+        assert fwd <= want_pos
+        assert reference(data[:fwd], walk)[:3] == (fwd, run.pages, run.zeros)
+        assert rest
+        return
+    assert run.status == (PumpStatus.RECORD if at_record else PumpStatus.EOF)
+    assert run.skip_left == max(0, skip - len(data))
+    assert (fwd, run.pages, run.zeros) == (want_pos, want_pages, want_zeros)
+    if not at_record:
+        assert rest == data[want_pos:]  # everything up to the end came back
+    else:
+        assert rest
