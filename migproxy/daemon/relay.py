@@ -336,7 +336,7 @@ class Pair:
                 self._pump_reset = c.abort
                 self.pump.stop()  # its sockets close when the run ends (_pumped)
             else:
-                self.pump.close(reset=c.abort)
+                self.registry.ram_pumps.close(self.pump, reset=c.abort)
         for side in self.sides.values():
             side.close(abort=c.abort)
 
@@ -401,7 +401,7 @@ class Pair:
         is queued towards the destination, and a worker is free. The run writes
         ``prefix`` first. Whether it started."""
         pumps = self.registry.ram_pumps
-        if not pumps.has_room() or self.kernel is not None or self.refused:
+        if not pumps.has_room(self.pump) or self.kernel is not None or self.refused:
             return False
         walk = self.session.ram_walk()
         if walk is None or not RamPump.can_walk(walk):
@@ -441,7 +441,7 @@ class Pair:
         self.observer.pumped("internal_error" if isinstance(run, BaseException)
                              else run.status.name.lower())
         if self.session.closed or self.refused:
-            pump.close(reset=self._pump_reset)
+            self.registry.ram_pumps.close(pump, reset=self._pump_reset)
             return
         now = time.monotonic()
         if isinstance(run, BaseException):  # a bug: where the stream is is not known

@@ -393,9 +393,9 @@ RAM_PUMP: Setting[str] = Setting(
 RAM_PUMP_THREADS: Setting[int] = Setting(
     "ram_pump_threads", "daemon", "int", PUMP_THREADS, metavar="N",
     minimum=0, maximum=1024,
-    help="main channels whose RAM records move in a worker thread at once (0: none)",
-    doc="main channels whose RAM pump runs at once, one worker thread each ({range}; 0: "
-        "none); more use the event-loop path meanwhile")
+    help="main channels with a RAM pump at once, a worker thread each (0: none)",
+    doc="main channels with a RAM pump at once, one worker thread each, kept until the "
+        "channel closes ({range}; 0: none); more use the event-loop path meanwhile")
 TLS_FAILED_HANDSHAKES: Setting[int] = Setting(
     "tls_failed_handshakes", "daemon", "int", DEFAULT_FAILURES, metavar="N",
     minimum=0, maximum=65536,

@@ -311,6 +311,37 @@ def test_the_pump_is_built_where_the_suite_requires_it() -> None:
     assert pump_mod.AVAILABLE, "the compiled RAM pump is not built (_rampump.c)"
 
 
+@needs_pump
+def test_a_pump_holds_a_worker_thread_until_it_is_closed(wires: Wires) -> None:
+    """At most ``threads`` pumps have a worker thread; closing one frees its place and
+    ends its thread."""
+    pumps = RamPumps(PumpPath.COPY, 1)
+    p = RamPump(wires.src.fileno(), wires.dst.fileno(), PumpPath.COPY)
+    results: list[PumpRun | BaseException] = []
+
+    async def one_run() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        wires.send(records(3) + EOS)
+        pumps.start(p, WALK, None, lambda r: (results.append(r), done.set_result(None)))
+        await asyncio.wait_for(done, 10)
+
+    before = set(threading.enumerate())
+    asyncio.run(one_run())
+    assert isinstance(results[0], PumpRun)
+    assert results[0].status == PumpStatus.RECORD
+    assert pumps.has_room(p)  # its own thread
+    assert not pumps.has_room()  # no second one
+    threads = [t for t in threading.enumerate()
+               if t.name == "migproxy-pump" and t not in before]
+    assert len(threads) == 1
+    pumps.close(p, reset=False)
+    assert pumps.has_room()
+    for t in threads:
+        t.join(5)
+    assert not any(t.is_alive() for t in threads)
+
+
 def test_no_pump_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pump_mod, "AVAILABLE", False)
     pumps = RamPumps(PumpPath.SPLICE, 4)
