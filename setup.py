@@ -11,6 +11,7 @@ MIGPROXY_NO_EXTENSIONS=1 uses the Python walk and no pump even when both are bui
 """
 
 import os
+import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -45,13 +46,17 @@ class RamWalkBuildExt(build_ext):
             self._failed(e)
 
 
-setup(
-    ext_modules=[
-        Extension("migproxy.stream._ramwalk", ["migproxy/stream/_ramwalk.c"],
-                  depends=["migproxy/stream/ramwalk.h"], extra_compile_args=["-O2"]),
+EXTENSIONS = [
+    Extension("migproxy.stream._ramwalk", ["migproxy/stream/_ramwalk.c"],
+              depends=["migproxy/stream/ramwalk.h"], extra_compile_args=["-O2"]),
+]
+if sys.platform.startswith("linux"):  # splice(2), tee(2): the pump is Linux only
+    EXTENSIONS.append(
         Extension("migproxy.daemon._rampump", ["migproxy/daemon/_rampump.c"],
                   include_dirs=["migproxy/stream"], depends=["migproxy/stream/ramwalk.h"],
-                  extra_compile_args=["-O2"]),
-    ],
+                  extra_compile_args=["-O2"]))
+
+setup(
+    ext_modules=EXTENSIONS,
     cmdclass={"build_ext": RamWalkBuildExt},
 )
