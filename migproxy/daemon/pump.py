@@ -1,8 +1,8 @@
 """The RAM pump: a main channel's RAM records moved from socket to socket in a thread.
 
 Most of a main channel is RAM records the engine forwards unchanged. On the event-loop
-path each read goes through uvloop, the session and the engine, and costs more in Python
-than the bytes cost the kernel. While the engine says that the next bytes are such
+path each read goes through uvloop, the session and the engine, all on the one event-loop
+thread. While the engine says that the next bytes are such
 records (:meth:`~migproxy.daemon.session.Session.ram_walk`), the executor hands the source
 socket's reading and the destination socket's writing to a :class:`RamPump`: the compiled
 pump (``_rampump.c``) reads, walks every record with the framer's own walk
