@@ -457,8 +457,13 @@ class Pair:
             self.lost(side, run.error or f"the RAM pump stopped ({run.status.name})")
             return
         if run.forwarded:
-            self.session.on_source_walked(run.forwarded, run.walk, run.skip_left, run.pages,
-                                          run.zeros, now)
+            try:
+                self.session.on_source_walked(run.forwarded, run.walk, run.skip_left,
+                                              run.pages, run.zeros, now)
+            except ValueError as e:  # a bug: the engine cannot say where the stream is
+                self._pump_off = True
+                self.lost(Side.SOURCE, f"the RAM pump and the engine disagree: {e}")
+                return
         if run.status == PumpStatus.PIPE_ERROR:
             pump.stop_splicing()
             self.observer.logged(Log("warning", "ram_pump_splice_failed", {

@@ -8,6 +8,7 @@ Assertions are about bytes, counts and statuses, never about how fast anything i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -419,6 +420,32 @@ async def test_a_stream_not_understood_after_the_pump_is_relayed_as_it_came(path
         await send_all(listen_port(d), stream, chunk=1 << 20)
         assert await received(target, 0, timeout=60) == stream  # passthrough: unchanged
         assert (d.registry.ram_pumps.runs > 0) == (path != "off")
+    finally:
+        await stop_daemon(d, target)
+
+
+@pytest.mark.asyncio
+async def test_a_pump_run_the_engine_refuses_ends_the_pair(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should the engine ever refuse what a run reports (a bug: it no longer knows where
+    the stream is), the pair ends with an error instead of going on."""
+    if not pump_mod.AVAILABLE:
+        pytest.skip("the compiled RAM pump is not built")
+
+    def refuse(*_args: object) -> None:
+        raise ValueError("walked: (refused by the test)")
+
+    monkeypatch.setattr(StreamEngine, "walked", refuse)
+    target = Target()
+    d = await start_daemon(await target.start(), ram_pump="copy")
+    try:
+        with contextlib.suppress(ConnectionError):  # the daemon resets the source
+            await send_all(listen_port(d), FRAGMENTED, chunk=1 << 20)
+        c = await target.conn(0)
+        await asyncio.wait_for(c.eof.wait(), 20)
+        assert len(c.data) < len(EXPECTED)  # cut short, not completed
+        await wait_pairs_closed(d, timeout=20)
+        assert sample(d, "migproxy_migrations_total", outcome="failed") == 1
     finally:
         await stop_daemon(d, target)
 
