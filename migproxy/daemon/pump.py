@@ -32,13 +32,12 @@ import contextlib
 import enum
 import fcntl
 import os
-import socket
-import struct
 import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from migproxy.daemon.splice import reset_on_close
 from migproxy.stream.engine import RamWalk
 from migproxy.stream.enginestate import Chunk
 
@@ -49,7 +48,6 @@ YIELD_SECONDS = 0.2  # seconds a pump runs before it reports to the event loop
 QUIET_SECONDS = 0.1  # seconds without a byte after which a pump hands back
 DEFAULT_THREADS = 16  # pumps a daemon runs at once
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class PumpPath(enum.StrEnum):
@@ -141,7 +139,6 @@ class RamPump:
             raise
         self.buffer = bytearray(BUFFER_SIZE)
         self._view = memoryview(self.buffer)
-        self.running = False
         self.closed = False
 
     def _own(self, fd: int) -> int:
@@ -191,12 +188,7 @@ class RamPump:
         self.closed = True
         if reset:
             for fd in self._fds[:2]:
-                with contextlib.suppress(OSError):
-                    s = socket.socket(fileno=os.dup(fd))
-                    try:
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-                    finally:
-                        s.close()
+                reset_on_close(fd)
         for fd in self._fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -274,12 +266,10 @@ class RamPumps:
         if worker is None:
             worker = self._workers[pump] = _Worker(
                 pump, asyncio.get_event_loop().call_soon_threadsafe)
-        pump.running = True
         self.running += 1
         self.runs += 1
 
         def finished(result: PumpRun | BaseException) -> None:
-            pump.running = False
             self.running -= 1
             done(result)
 

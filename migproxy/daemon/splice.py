@@ -75,6 +75,14 @@ def _on_socket(fd: int, op: Callable[[socket.socket], T]) -> T:
         s.close()
 
 
+def reset_on_close(fd: int) -> None:
+    """Make the close of socket ``fd`` (its last descriptor) reset the connection
+    (``SO_LINGER`` 0); nothing if it cannot be set."""
+    with contextlib.suppress(OSError):
+        _on_socket(fd, lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                              _LINGER_RESET))
+
+
 class _Direction:
     """One direction: ``src`` -> pipe -> ``dst``."""
 
@@ -180,9 +188,7 @@ class KernelRelay:
         abort = how is not SpliceEnd.CLOSED
         for fd in self._fds:
             if abort:
-                with contextlib.suppress(OSError):
-                    _on_socket(fd, lambda s: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                                          _LINGER_RESET))
+                reset_on_close(fd)
             os.close(fd)
         for d in self._dirs:
             d.close()
