@@ -371,13 +371,7 @@ class Pair:
             # meanwhile (the source is read by the pump, and nothing else sends there).
             assert not self._pumping, "a Forward to the destination while the pump runs"
             if self._capture is not None:
-                n = 0
-                for chunk in c.chunks:
-                    if len(chunk):
-                        self._capture.append(chunk)
-                        n += len(chunk)
-                if n:
-                    self.observer.forwarded("to_destination", n)
+                self._capture.extend(c.chunks)  # counted when written (or handed over)
                 return
         to = self.sides[c.to]
         t = to.transport
@@ -429,6 +423,8 @@ class Pair:
         data: Chunk | None = None
         if prefix:
             data = prefix[0] if len(prefix) == 1 else b"".join(prefix)
+            if len(data):
+                self.observer.forwarded("to_destination", len(data))
         pumps.start(self.pump, walk, data, self._pumped)
         return True
 
@@ -485,7 +481,7 @@ class Pair:
         started = (not self._pump_off and not self.session.closed
                    and self._maybe_pump(captured))
         if not started:
-            self._write_captured(captured)
+            self._forward(Forward(Side.DESTINATION, captured))
             if not self.session.closed:
                 self.src.resume("pump")
 
@@ -495,16 +491,8 @@ class Pair:
         captured = self._capture
         self._capture = None
         if captured:
-            self._write_captured(captured)
+            self._forward(Forward(Side.DESTINATION, captured))
             captured.clear()
-
-    def _write_captured(self, chunks: list[Chunk]) -> None:
-        dst = self.dst
-        t = dst.transport
-        if not chunks or t is None or dst.closed or t.is_closing() or dst.write_ended:
-            return
-        for chunk in chunks:
-            dst.write(chunk)
 
     # the kernel relay --------------------------------------------------------------------
     def _hand_over(self, idle_timeout: float, deadline: float | None = None) -> None:

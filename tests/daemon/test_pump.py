@@ -376,6 +376,9 @@ async def test_the_daemon_relays_the_same_bytes_on_every_path(path: str, chunk: 
         assert await received(target, 0, timeout=60) == EXPECTED
         pumps = d.registry.ram_pumps
         assert pumps.path == PumpPath(path)
+        # every byte sent counted once, whoever wrote it (the pump, a prefix, the loop)
+        assert sample(d, "migproxy_bytes_total", direction="to_destination",
+                      channel="main") == len(EXPECTED)
         runs = {e: sample(d, "migproxy_ram_pump_runs_total", ended=e) for e in PUMP_ENDS}
         if path == "off":
             assert pumps.runs == 0
