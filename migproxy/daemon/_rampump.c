@@ -257,11 +257,7 @@ static int run(struct pump *pp, const unsigned char *prefix, size_t prefix_len)
             pp->forwarded += pos;
         }
         len -= pos;
-        if (pp->a_r < 0) {
-            memmove(pp->buf, pp->buf + pos, len);
-        } else if (len) {
-            memmove(pp->buf, pp->buf + pos, seen - pos);
-        }
+        memmove(pp->buf, pp->buf + pos, seen - pos); /* what was seen and not forwarded */
         if (!pp->skip && seen == len + pos &&
             !ram_walk_incomplete(pp->buf, 0, seen - pos, &pp->rb)) {
             status = PUMP_RECORD;
@@ -295,6 +291,7 @@ static PyObject *pump(PyObject *self, PyObject *args)
     PyObject *pipes;
     struct pump pp;
     int status;
+    PyObject *result = NULL;
 
     (void)self;
     if (!PyArg_ParseTuple(args, "iiiw*KKKpniiOO", &src, &dst, &wake, &view, &skip,
@@ -309,21 +306,14 @@ static PyObject *pump(PyObject *self, PyObject *args)
     memset(&pp, 0, sizeof pp);
     pp.a_r = pp.a_w = pp.b_r = pp.b_w = -1;
     if (pipes != Py_None &&
-        !PyArg_ParseTuple(pipes, "iiii", &pp.a_r, &pp.a_w, &pp.b_r, &pp.b_w)) {
-        PyBuffer_Release(&view);
-        if (pre.obj != NULL)
-            PyBuffer_Release(&pre);
-        return NULL;
-    }
+        !PyArg_ParseTuple(pipes, "iiii", &pp.a_r, &pp.a_w, &pp.b_r, &pp.b_w))
+        goto done;
     if (page_size < 512 || (page_size & (page_size - 1)) != 0 ||
         (unsigned long long)view.len < 2 * (page_size + 8) || budget <= 0 || yield_ms <= 0 ||
         quiet_ms <= 0) {
-        PyBuffer_Release(&view);
-        if (pre.obj != NULL)
-            PyBuffer_Release(&pre);
         PyErr_SetString(PyExc_ValueError,
                         "pump: bad page size, buffer size (2 records at least), budget or wait");
-        return NULL;
+        goto done;
     }
     pp.src = src;
     pp.dst = dst;
@@ -338,12 +328,14 @@ static PyObject *pump(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     status = run(&pp, (const unsigned char *)pre.buf, pre.obj != NULL ? (size_t)pre.len : 0);
     Py_END_ALLOW_THREADS
+    result = Py_BuildValue("inn" "nKni", status, (Py_ssize_t)pp.forwarded,
+                           (Py_ssize_t)pp.pages, (Py_ssize_t)pp.zeros,
+                           (unsigned long long)pp.skip, (Py_ssize_t)pp.leftover, pp.err);
+done:
     PyBuffer_Release(&view);
     if (pre.obj != NULL)
         PyBuffer_Release(&pre);
-    return Py_BuildValue("inn" "nKni", status, (Py_ssize_t)pp.forwarded, (Py_ssize_t)pp.pages,
-                         (Py_ssize_t)pp.zeros, (unsigned long long)pp.skip,
-                         (Py_ssize_t)pp.leftover, pp.err);
+    return result;
 }
 
 static PyMethodDef methods[] = {

@@ -351,6 +351,19 @@ def test_no_pump_without_the_extension(monkeypatch: pytest.MonkeyPatch) -> None:
     assert RamPumps(PumpPath.COPY, 0).path == PumpPath.OFF or not pump_mod.AVAILABLE
 
 
+@needs_pump
+@pytest.mark.parametrize("page_size", [100, 3000, 1 << 20])
+def test_the_compiled_pump_refuses_a_page_it_cannot_hold(page_size: int) -> None:
+    """Not a power of two of at least 512, or two records do not fit the buffer: refused
+    before any I/O (and the buffers it took are given back: the buffer can grow again)."""
+    from migproxy.daemon import _rampump  # type: ignore[attr-defined]
+
+    buf = bytearray(1 << 20)
+    with pytest.raises(ValueError, match="page size"):
+        _rampump.pump(-1, -1, -1, buf, 0, page_size, BLOCK, True, 1, 1, 1, None, b"prefix")
+    buf.append(0)  # no view of it left
+
+
 def test_no_pump_object_on_the_event_loop_path() -> None:
     with pytest.raises(ValueError, match="event-loop"):
         RamPump(0, 1, PumpPath.OFF)
