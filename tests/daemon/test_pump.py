@@ -25,6 +25,8 @@ from migproxy.daemon import pump as pump_mod
 from migproxy.daemon.metrics import PUMP_ENDS
 from migproxy.daemon.pump import PumpPath, PumpRun, PumpStatus, RamPump, RamPumps
 from migproxy.stream.engine import RamWalk, StreamEngine
+from testkit.loopback import tcp_pair
+from testkit.ramwalk import reference_walk
 from testkit.streams import run_engine
 from testkit.synthetic import SynthSpec, build
 from tests.daemon.loopback import (
@@ -35,6 +37,7 @@ from tests.daemon.loopback import (
     send_all,
     start_daemon,
     stop_daemon,
+    until,
     wait_pairs_closed,
 )
 
@@ -64,13 +67,6 @@ def records(n: int, start: int = 0) -> bytes:
 def counts(n: int) -> tuple[int, int]:
     zeros = sum(1 for i in range(n) if i % 3 == 2)
     return n - zeros, zeros
-
-
-def tcp_pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as srv:
-        a = socket.create_connection(srv.getsockname())
-        b, _ = srv.accept()
-    return a, b
 
 
 class Wires:
@@ -495,10 +491,7 @@ async def test_a_reset_source_ends_a_pumping_pair(monkeypatch: pytest.MonkeyPatc
         cut = len(FRAGMENTED) // 2
         _, w = await send_all(listen_port(d), FRAGMENTED[:cut], close=False)
         pumps = d.registry.ram_pumps
-        for _ in range(500):  # until the pump waits for the source
-            if pumps.running:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: pumps.running, "the pump waits for the source")
         assert pumps.running == 1
         sock = w.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -514,33 +507,6 @@ async def test_a_reset_source_ends_a_pumping_pair(monkeypatch: pytest.MonkeyPatc
 
 
 # -- random streams against a reference walk ---------------------------------------------------
-
-def reference(data: bytes, walk: RamWalk) -> tuple[int, int, int, bool]:
-    """Where a walk of ``data`` stops, written from the grammar: (position, pages, zeros,
-    stopped at a record the framer decides rather than at the end or an incomplete one)."""
-    ps = walk.page_size
-    pos = min(walk.skip, len(data))
-    if walk.skip > len(data):
-        return pos, 0, 0, False
-    pages = zeros = 0
-    while len(data) - pos >= 8:
-        word = struct.unpack_from(">Q", data, pos)[0]
-        flags, offset = word & (ps - 1), word & ~(ps - 1)
-        inside = walk.have_block and offset + ps <= walk.block_len
-        if flags == 0x28 and inside:
-            if len(data) - pos < 8 + ps:
-                return pos, pages, zeros, False
-            pos += 8 + ps
-            pages += 1
-        elif flags == 0x22 and inside:
-            if len(data) - pos < 9:
-                return pos, pages, zeros, False
-            pos += 9
-            zeros += 1
-        else:
-            return pos, pages, zeros, True
-    return pos, pages, zeros, False
-
 
 _record = st.tuples(st.sampled_from(["page", "zero"]), st.just(0), st.integers(0, 255))
 
@@ -565,7 +531,7 @@ def test_random_streams_walk_as_the_grammar_says(
         for i, (kind, _, fill) in enumerate(records_))
     data = body + stop + b"\x00" * 100 if stop else body[:max(0, len(body) - cut)]
     walk = RamWalk(skip, PS, BLOCK, True)
-    want_pos, want_pages, want_zeros, at_record = reference(data, walk)
+    want_pos, want_pages, want_zeros, at_record = reference_walk(data, walk)
     w = Wires()
     try:
         def send() -> None:
@@ -595,7 +561,7 @@ def test_random_streams_walk_as_the_grammar_says(
         # engine takes it from there. Whole records so far, counted as the walk counts.
         assert path == PumpPath.SPLICE
         assert fwd <= want_pos
-        assert reference(data[:fwd], walk)[:3] == (fwd, run.pages, run.zeros)
+        assert reference_walk(data[:fwd], walk)[:3] == (fwd, run.pages, run.zeros)
         assert rest
         return
     assert run.status == (PumpStatus.RECORD if at_record else PumpStatus.EOF)

@@ -4,13 +4,12 @@ must give the same bytes, events and counts as feeding everything."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 
 from migproxy.arm.profile import default_profile
 from migproxy.arm.rewriter import arm_engine_config
 from migproxy.stream.engine import RamWalk, StreamEngine
+from testkit.ramwalk import reference_walk
 from testkit.synthetic import SynthSpec, build
 
 STREAM = build(SynthSpec(cpus=2, part_sections=5, full_pages=700, zero_pages=900,
@@ -18,27 +17,9 @@ STREAM = build(SynthSpec(cpus=2, part_sections=5, full_pages=700, zero_pages=900
 
 
 def outside_walk(buf: bytes, walk: RamWalk) -> tuple[int, int, int, int]:
-    """What a pump would move of ``buf``: (bytes, skip left, pages, zeros); written here
-    from the grammar, not from the engine's walks."""
-    pos = min(walk.skip, len(buf))
-    skip_left = walk.skip - pos
-    pages = zeros = 0
-    if skip_left:
-        return pos, skip_left, 0, 0
-    ps = walk.page_size
-    while len(buf) - pos >= 8:
-        word = struct.unpack_from(">Q", buf, pos)[0]
-        flags, offset = word & (ps - 1), word & ~(ps - 1)
-        inside = walk.have_block and offset + ps <= walk.block_len
-        if flags == 0x28 and inside and len(buf) - pos >= 8 + ps:
-            pos += 8 + ps
-            pages += 1
-        elif flags == 0x22 and inside and len(buf) - pos >= 9:
-            pos += 9
-            zeros += 1
-        else:
-            break
-    return pos, 0, pages, zeros
+    """What a pump would move of ``buf``: (bytes, skip left, pages, zeros)."""
+    pos, pages, zeros, _ = reference_walk(buf, walk)
+    return pos, max(0, walk.skip - len(buf)), pages, zeros
 
 
 @pytest.mark.parametrize("chunk", [1000, 4099, 65536])
