@@ -67,6 +67,12 @@ class RamStats:
     page_bytes: int = 0
     blocks: dict[str, int] = field(default_factory=dict)
 
+    def count(self, pages: int, zeros: int, page_size: int) -> None:
+        """``pages`` PAGE and ``zeros`` ZERO records of ``page_size``-byte pages framed."""
+        self.pages += pages
+        self.zero_pages += zeros
+        self.page_bytes += pages * page_size
+
     def snapshot(self) -> tuple[int, int, int, int, int]:
         return (self.pages, self.zero_pages, self.xbzrle_pages, self.compressed_pages,
                 self.multifd_flushes)
@@ -176,10 +182,7 @@ class FramerState:
         ps = self.page_size
         assert ps is not None
         assert self.state in (ST_RAM, ST_SKIP)
-        st = self.stats
-        st.pages += pages
-        st.zero_pages += zeros
-        st.page_bytes += pages * ps
+        self.stats.count(pages, zeros, ps)
         self.need = 0
         if skip_left:
             self.skip = skip_left

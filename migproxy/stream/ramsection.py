@@ -190,10 +190,7 @@ class RamSectionFramer(FramerState):
                 have_block = self._cur_block is not None
                 bound = block_bound(cur_len, ps)
         finally:
-            st = self.stats
-            st.pages += pages
-            st.zero_pages += zeros
-            st.page_bytes += pages * ps
+            self.stats.count(pages, zeros, ps)
 
     def _check_continue(self, pos: int, offset: int, have_block: bool, cur_len: int) -> None:
         if not have_block:
