@@ -6,7 +6,9 @@ A target names its kind in ``limit``; each kind is explained once:
 * ``throughput:<section>``: migproxy (rewriting) relays about 3 seconds' worth of that RAM
   shape (at its speed in the run) with py-spy attached (``bench.profile_daemon``): the
   hottest frames and the share of the samples in the event loop (reads), writes, the
-  engine and metrics.
+  engine and metrics. Then the ceiling (``bench.pump_paths``, once for both shapes): the
+  compiled RAM pump alone, no Python, event loop or engine, against the splice relay's
+  two ``splice`` calls, alternately: what reading every record header costs any relay.
 * ``channel``: the kernel relay against the least a splice relay does, in one process
   (``bench.splice_floor``): what the daemon's relay thread adds to the kernel's cost.
 * ``parallel``: from the run itself: how many CPUs each relay kept busy while the main and
@@ -46,6 +48,8 @@ def explain(res: dict[str, Any], missed: list[dict[str, Any]], *, quick: bool,
         try:
             if kind == "throughput":
                 out[key] = _throughput(res[arg], quick, say)
+                if "pump_ceiling" not in out:
+                    out["pump_ceiling"] = _pump_ceiling(quick, say)
             elif kind == "channel":
                 out[key] = _channel(quick, say)
             elif kind == "parallel":
@@ -76,6 +80,21 @@ def _throughput(tp: dict[str, Any], quick: bool, say: Callable[[str], None]) -> 
         res = profile_daemon.profile("migproxy", shape, size, rate=SAMPLE_RATE, top=10,
                                      out=os.path.join(d, "stacks.txt"))
     profile_daemon.print_profile(res, say)
+    return res
+
+
+def _pump_ceiling(quick: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    from bench import pump_paths
+    from migproxy.daemon import pump, splice
+
+    if not (pump.AVAILABLE and splice.AVAILABLE):
+        say("no ceiling: the compiled RAM pump or splice(2) is not available here")
+        return {"skipped": "the compiled RAM pump or splice(2) is not available"}
+    res = pump_paths.compare(16 if quick else 1024, 1 if quick else 3, ("copy", "bare"),
+                             say=say)
+    say("the RAM pump alone (read, walk, write; no Python in the way) against the splice "
+        "relay (no byte read), one process:")
+    pump_paths.print_compare(res, say, base="bare")
     return res
 
 

@@ -11,7 +11,11 @@ over loopback to this process, which relays them to a sink process, by each path
   event-loop path costs without uvloop, the session or the engine);
 - ``copy``: the compiled pump, ``read(2)``, walk, ``write(2)`` (``ram_pump = copy``);
 - ``splice``: the compiled pump, ``splice(2)`` into a pipe, a ``tee(2)`` copy read to walk,
-  ``splice(2)`` out (``ram_pump = splice``).
+  ``splice(2)`` out (``ram_pump = splice``);
+- ``bare``: two blocking ``splice(2)`` calls a round and no walk (``bench.splice_floor``):
+  the splice relay, which reads no byte. ``copy`` against ``bare`` is what reading every
+  record header costs a relay here, with no Python, event loop or engine in the way: the
+  ceiling of the RAM pump against the splice relay of the throughput section.
 
 MB/s = bytes / (the sink's last byte - the relay's start); CPU s/GB = this process's user +
 system time over the bytes. Every run checks that the sink got every byte.
@@ -27,16 +31,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
+from bench.splice_floor import splice_through
 from migproxy.daemon import pump as pump_mod
 from migproxy.daemon.pump import PumpPath, PumpStatus, RamPump
 from migproxy.stream.engine import RamWalk
 
 PS = 4096
 UNIT_RECORDS = 2048  # records in the repeated unit (about 7.4 MiB)
-PATHS = ("loop", "copy", "splice")
+PATHS = ("loop", "copy", "splice", "bare")
 
 
 def _unit() -> bytes:
@@ -113,6 +120,8 @@ def one(path: str, unit_file: Path, repeat_units: int, size: int) -> tuple[float
         t0 = time.monotonic()
         if path == "loop":
             _relay_loop(src, dst)
+        elif path == "bare":
+            splice_through(src.fileno(), dst.fileno())
         else:
             _relay_pump(src, dst, PumpPath(path))
         t = os.times()
@@ -132,6 +141,37 @@ def one(path: str, unit_file: Path, repeat_units: int, size: int) -> tuple[float
     return size / (float(t_end) - t0) / 1e6, cpu / (size / 1e9)
 
 
+def compare(mib: int, repeat: int, paths: tuple[str, ...] = PATHS,
+            say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Each of ``paths`` ``repeat`` times, round robin, ``mib`` MiB a run: medians of MB/s
+    and CPU s/GB per path, and the stream's size."""
+    unit = _unit()
+    units = max(1, (mib << 20) // len(unit))
+    size = units * len(unit)
+    runs: dict[str, list[tuple[float, float]]] = {p: [] for p in paths}
+    with tempfile.TemporaryDirectory() as d:
+        unit_file = Path(d) / "unit"
+        unit_file.write_bytes(unit)
+        for i in range(repeat):
+            for path in paths:
+                mbs, cpu = one(path, unit_file, units, size)
+                runs[path].append((mbs, cpu))
+                say(f"  run {i + 1}/{repeat} {path:<7} {mbs:6.0f} MB/s  {cpu:.3f} CPU s/GB")
+    return {"bytes": size, "repeat": repeat,
+            "paths": {p: {"mb_s": median(m for m, _ in r), "cpu_s_per_gb": median(c for _, c in r)}
+                      for p, r in runs.items()}}
+
+
+def print_compare(res: dict[str, Any], say: Callable[[str], None] = print,
+                  base: str = "loop") -> None:
+    paths = res["paths"]
+    ref = paths[base]["mb_s"]
+    say(f"{res['bytes'] / 1e6:.0f} MB of RAM records per run, medians of {res['repeat']}:")
+    say(f"{'path':<8}{'MB/s':>8}{'x ' + base:>8}{'CPU s/GB':>10}")
+    for path, v in paths.items():
+        say(f"{path:<8}{v['mb_s']:8.0f}{v['mb_s'] / ref:7.2f}x{v['cpu_s_per_gb']:10.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=1024, help="MiB per run (default 1024)")
@@ -140,26 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if not pump_mod.AVAILABLE:
         print("the compiled RAM pump is not built: only the loop path would run")
         return 1
-    unit = _unit()
-    units = max(1, (args.mib << 20) // len(unit))
-    size = units * len(unit)
-    results: dict[str, list[tuple[float, float]]] = {p: [] for p in PATHS}
-    with tempfile.TemporaryDirectory() as d:
-        unit_file = Path(d) / "unit"
-        unit_file.write_bytes(unit)
-        for i in range(args.repeat):
-            for path in PATHS:
-                mbs, cpu = one(path, unit_file, units, size)
-                results[path].append((mbs, cpu))
-                print(f"  run {i + 1}/{args.repeat} {path:<7} {mbs:6.0f} MB/s  "
-                      f"{cpu:.3f} CPU s/GB", flush=True)
-    base = median(m for m, _ in results["loop"])
-    print(f"{size / 1e6:.0f} MB of RAM records per run, medians of {args.repeat}:")
-    print(f"{'path':<8}{'MB/s':>8}{'x loop':>8}{'CPU s/GB':>10}")
-    for path in PATHS:
-        mbs = median(m for m, _ in results[path])
-        cpu = median(c for _, c in results[path])
-        print(f"{path:<8}{mbs:8.0f}{mbs / base:7.2f}x{cpu:10.3f}")
+    print_compare(compare(args.mib, args.repeat))
     return 0
 
 

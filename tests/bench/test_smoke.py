@@ -38,3 +38,21 @@ def test_splice_floor_runs_and_reports(tmp_path: Path) -> None:
     assert set(res) == {"kernel relay", "bare splice"}
     # Each relay moved all 16 MiB (a short transfer raises) and used its thread's CPU.
     assert all(r["mb_s"] > 0 and r["relay_cpu_s_per_gb"] >= 0 for r in res.values())
+
+
+def test_pump_paths_runs_every_path_and_reports(capsys) -> None:
+    import pytest
+
+    from bench import pump_paths
+    from migproxy.daemon import pump
+    from migproxy.daemon.splice import AVAILABLE
+
+    if not (AVAILABLE and pump.AVAILABLE):
+        pytest.skip("the compiled RAM pump and splice(2) are Linux only")
+    res = pump_paths.compare(8, 1, say=lambda _: None)
+    # Every path moved every byte (one() raises when the sink got fewer), ceiling included.
+    assert set(res["paths"]) == {"loop", "copy", "splice", "bare"}
+    assert res["bytes"] > 7 << 20
+    assert all(v["mb_s"] > 0 for v in res["paths"].values())
+    pump_paths.print_compare(res, base="bare")
+    assert "x bare" in capsys.readouterr().out

@@ -84,3 +84,6 @@ def test_bench_suite_quick_runs_and_reports(tmp_path: Path,
     # A profile of what limits it for each kind of missed target of issue 18.
     kinds = {t["limit"] for t in res["targets"] if t["issue"] == "18" and t["met"] is False}
     assert kinds <= set(res.get("limits", {}))
+    if any(k.startswith("throughput") for k in kinds):  # with the pump's ceiling
+        ceiling = res["limits"]["pump_ceiling"]
+        assert "skipped" in ceiling or set(ceiling["paths"]) == {"copy", "bare"}
