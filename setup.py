@@ -1,5 +1,6 @@
-"""Build hook for the compiled RAM record walk (migproxy/stream/_ramwalk.c) and the RAM
-pump (migproxy/daemon/_rampump.c), which share the walk (migproxy/stream/ramwalk.h).
+"""Build hook for the compiled RAM record walk (migproxy/stream/_ramwalk.c), the RAM
+pump (migproxy/daemon/_rampump.c), which share the walk (migproxy/stream/ramwalk.h), and
+the kernel relay's loop (migproxy/daemon/_kernelrelay.c).
 
 Everything else is in pyproject.toml. The compiled walk is the default: on a fragmented
 guest the pure-Python walk costs 10-20 times more per record, on the critical path of every
@@ -50,10 +51,13 @@ EXTENSIONS = [
     Extension("migproxy.stream._ramwalk", ["migproxy/stream/_ramwalk.c"],
               depends=["migproxy/stream/ramwalk.h"], extra_compile_args=["-O2"]),
 ]
-if sys.platform.startswith("linux"):  # splice(2), tee(2): the pump is Linux only
+if sys.platform.startswith("linux"):  # splice(2), tee(2): the pump and relay loop are Linux only
     EXTENSIONS.append(
         Extension("migproxy.daemon._rampump", ["migproxy/daemon/_rampump.c"],
                   include_dirs=["migproxy/stream"], depends=["migproxy/stream/ramwalk.h"],
+                  extra_compile_args=["-O2"]))
+    EXTENSIONS.append(
+        Extension("migproxy.daemon._kernelrelay", ["migproxy/daemon/_kernelrelay.c"],
                   extra_compile_args=["-O2"]))
 
 setup(

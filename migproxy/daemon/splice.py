@@ -4,8 +4,11 @@ A connection whose bytes need no parsing any more (a multifd channel, the postco
 preempt channel, an unterminated TLS channel, a main channel once the engine relays the
 rest untouched) is handed from the event loop to a :class:`KernelRelay`: one thread that
 owns both sockets and moves each direction socket -> pipe -> socket with ``splice(2)``,
-so the bytes never enter Python and the thread holds the GIL only between system calls.
-Several channels of one migration then use several cores, as multifd intends.
+so the bytes never enter Python. The thread's loop is compiled (``_kernelrelay.c``; the
+same steps as :meth:`KernelRelay._relay_python`, the fallback without the extension or with
+``MIGPROXY_NO_EXTENSIONS=1``): it takes the GIL once a :data:`PROGRESS_INTERVAL`, not
+around every ``splice`` call. Several channels of one migration then use several cores, as
+multifd intends.
 
 Exactly what the event-loop path does, the thread does too:
 
@@ -53,6 +56,25 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 _LINGER_RESET = struct.pack("ii", 1, 0)
 T = TypeVar("T")
+# _kernelrelay.c's statuses
+_CLOSED, _REPORT, _IDLE, _STOPPED, _FAILED = range(5)
+_Loop = Callable[..., tuple[int, int, int, int, tuple[int, int, int, int, int, int, bool, bool,
+                                                      bool],
+                            tuple[int, int, int, int, int, int, bool, bool, bool], int, int]]
+
+
+def _compiled_loop() -> _Loop | None:
+    if not AVAILABLE or os.environ.get("MIGPROXY_NO_EXTENSIONS", "") not in ("", "0"):
+        return None
+    try:
+        from migproxy.daemon import _kernelrelay  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    loop: _Loop = _kernelrelay.relay
+    return loop
+
+
+COMPILED = _compiled_loop()  # None: the Python loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +131,16 @@ class _Direction:
     def close(self) -> None:
         os.close(self.read_end)
         os.close(self.write_end)
+
+    def state(self) -> tuple[int, int, int, int, int, int, bool, bool, bool]:
+        """What the compiled loop takes (and gives back)."""
+        return (self.src, self.dst, self.read_end, self.write_end, self.room, self.fill,
+                self.eof, self.stalled, self.done)
+
+    def set_state(self, state: tuple[int, int, int, int, int, int, bool, bool, bool],
+                  moved: int) -> None:
+        self.fill, self.eof, self.stalled, self.done = state[5:]
+        self.moved += moved
 
 
 class _Failed(Exception):
@@ -205,6 +237,31 @@ class KernelRelay:
         self._on_end(end)
 
     def _relay(self) -> tuple[SpliceEnd, Side | None, str | None]:
+        if COMPILED is None:
+            return self._relay_python()
+        a, b = self._dirs
+        src, dst = self._fds
+        idle_ms = max(1, int(self._idle * 1000)) if self._idle > 0 else 0
+        report_ms = max(1, int(PROGRESS_INTERVAL * 1000))
+        elapsed = 0
+        while True:
+            status, fd, err, elapsed, sa, sb, ma, mb = COMPILED(
+                src, dst, self._wake_r, a.state(), b.state(), idle_ms, elapsed, report_ms)
+            a.set_state(sa, ma)
+            b.set_state(sb, mb)
+            if status == _REPORT:
+                self._report()
+            elif status == _CLOSED:
+                return SpliceEnd.CLOSED, None, None
+            elif status == _IDLE:
+                return SpliceEnd.IDLE, None, None
+            elif status == _STOPPED:
+                return SpliceEnd.STOPPED, None, None
+            else:
+                side = Side.SOURCE if fd == src else Side.DESTINATION
+                raise _Failed(side, OSError(err, os.strerror(err)))
+
+    def _relay_python(self) -> tuple[SpliceEnd, Side | None, str | None]:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         polled: set[int] = set()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from migproxy.daemon import splice
 from migproxy.daemon.server import Daemon
 from migproxy.daemon.session import Channel
 from migproxy.daemon.splice import AVAILABLE, PIPE_SIZE, KernelRelays, RelayEnd
@@ -74,8 +75,14 @@ class Relayed:
         self.destination.close()
 
 
-@pytest_asyncio.fixture
-async def relays() -> AsyncIterator[KernelRelays]:
+@pytest_asyncio.fixture(params=["compiled", "python"])
+async def relays(request: pytest.FixtureRequest,
+                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KernelRelays]:
+    """Kernel relays with the compiled loop (_kernelrelay.c) and with the Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(splice, "COMPILED", None)
+    elif splice.COMPILED is None:
+        pytest.skip("the kernel relay's compiled loop is not built")
     r = KernelRelays(4)
     yield r
     for relay in list(r.running):
@@ -199,6 +206,50 @@ async def test_back_pressure_holds_no_more_than_the_pipe(relays: KernelRelays) -
         assert (await r.end()).how == "closed"
     finally:
         r.close()
+
+
+async def test_progress_is_reported_while_the_relay_runs(
+        relays: KernelRelays, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts reach the event loop every PROGRESS_INTERVAL, not only at the end; the
+    reports and the end add up to the bytes moved."""
+    monkeypatch.setattr(splice, "PROGRESS_INTERVAL", 0.01)
+    r = Relayed(relays)
+    try:
+        r.source.sendall(b"a" * 5000)
+        assert await in_thread(r.destination.recv, 5000) == b"a" * 5000
+        # A report after the bytes moved and before the end (the relay still runs).
+        await until(lambda: r.progress[0] == 5000, "a progress report")
+        assert not r.ended.done()
+        r.destination.sendall(b"b" * 300)
+        assert await in_thread(r.source.recv, 300) == b"b" * 300
+        await until(lambda: r.progress[1] == 300, "a progress report back")
+        for peer in (r.source, r.destination):
+            peer.shutdown(socket.SHUT_WR)
+        end = await r.end()
+        assert end.how == "closed"
+        assert (r.progress[0] + end.to_destination, r.progress[1] + end.to_source) == \
+            (5000, 300)
+    finally:
+        r.close()
+
+
+async def test_the_compiled_loop_is_built_where_the_suite_requires_it() -> None:
+    """scripts/test.sh builds the extensions and sets MIGPROXY_REQUIRE_EXTENSIONS=1: then
+    the relay tests above run the compiled loop too."""
+    if os.environ.get("MIGPROXY_REQUIRE_EXTENSIONS") != "1":
+        pytest.skip("MIGPROXY_REQUIRE_EXTENSIONS is not set")
+    assert splice.COMPILED is not None, "the kernel relay's loop is not built (_kernelrelay.c)"
+
+
+async def test_the_compiled_loop_refuses_a_bad_state() -> None:
+    if splice.COMPILED is None:
+        pytest.skip("the kernel relay's compiled loop is not built")
+    good = (-1, -1, -1, -1, 1 << 16, 0, False, False, False)
+    over = (-1, -1, -1, -1, 1 << 16, (1 << 16) + 1, False, False, False)
+    with pytest.raises(ValueError, match="pipe fill"):
+        splice.COMPILED(-1, -1, -1, over, good, 0, 0, 1000)
+    with pytest.raises(ValueError, match="report interval"):
+        splice.COMPILED(-1, -1, -1, good, good, 0, 0, 0)
 
 
 # -- inside the daemon ----------------------------------------------------------------------
