@@ -43,10 +43,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# A C compiler for the compiled RAM record walk (migproxy/stream/_ramwalk.c) and the RAM
-# pump (migproxy/daemon/_rampump.c); the wheel
-# carries the built module, so the runtime stage needs no compiler. (Without one the
-# build still succeeds, with the pure-Python walk.)
+# A C compiler for the compiled RAM record walk (migproxy/stream/_ramwalk.c), the RAM
+# pump (migproxy/daemon/_rampump.c) and the kernel relay's loop
+# (migproxy/daemon/_kernelrelay.c); the wheel carries the built modules, so the runtime
+# stage needs no compiler. (Without one the build still succeeds, with the pure-Python
+# walk.)
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*

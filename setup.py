@@ -7,8 +7,9 @@ guest the pure-Python walk costs 10-20 times more per record, on the critical pa
 migration. So a failed build (no C compiler, no Python headers: Debian's gcc and
 python3-dev) fails the install with the reason, unless MIGPROXY_PYTHON_WALK=1 is set at
 build time, which installs the pure-Python walk on purpose (with a warning; no RAM pump
-then either: every main channel stays on the event loop). At run time,
-MIGPROXY_NO_EXTENSIONS=1 uses the Python walk and no pump even when both are built.
+then either: every main channel stays on the event loop; and the kernel relay runs its
+Python loop). At run time, MIGPROXY_NO_EXTENSIONS=1 uses the Python walk, no pump and the
+Python relay loop even when all are built.
 """
 
 import os

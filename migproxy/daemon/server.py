@@ -26,6 +26,7 @@ from migproxy.daemon.sdnotify import notify
 from migproxy.daemon.session import ConnState
 from migproxy.daemon.side import SideProtocol
 from migproxy.daemon.splice import AVAILABLE as SPLICE_AVAILABLE
+from migproxy.daemon.splice import COMPILED as SPLICE_COMPILED
 from migproxy.daemon.splice import KernelRelays
 from migproxy.stream.errors import MigproxyError
 from migproxy.stream.framer import IMPLEMENTATION
@@ -65,6 +66,7 @@ class Daemon:
                       "pure Python (the compiled walk is not built, or MIGPROXY_NO_EXTENSIONS)")
         relays = self.registry.kernel_relays
         self.log.info("kernel_relay", threads=relays.threads,
+                      loop="c" if SPLICE_COMPILED is not None else "python",
                       note=f"up to {relays.threads} untouched channels at once move by "
                       "splice(2)" if relays.threads else
                       "off: every channel goes through the event loop" +

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+import structlog.testing
 
 from migproxy.daemon import splice
 from migproxy.daemon.server import Daemon
@@ -322,6 +323,18 @@ async def test_main_channel_not_understood_goes_to_the_kernel(target: Target) ->
         await wait_pairs_closed(d)
         assert sample(d, "migproxy_migrations_total", outcome="passthrough") == 1
         w.close()
+    finally:
+        await stop_daemon(d, target)
+
+
+async def test_the_daemon_says_which_relay_loop_it_runs(target: Target) -> None:
+    with structlog.testing.capture_logs() as logs:
+        d = await start_daemon(await target.start())
+    try:
+        line = [e for e in logs if e["event"] == "kernel_relay"]
+        assert len(line) == 1
+        assert line[0]["loop"] == ("c" if splice.COMPILED is not None else "python")
+        assert line[0]["threads"] == 16
     finally:
         await stop_daemon(d, target)
 

@@ -383,7 +383,8 @@ def test_dockerignore():
               "migproxy/arm/knowledge.toml",
               "migproxy/arm/manifests/qemu-11.1.3/virt-10.0-max.json",
               "migproxy/stream/_ramwalk.c", "migproxy/stream/ramwalk.h",
-              "migproxy/daemon/_rampump.c", "config/migproxy.example.toml"]
+              "migproxy/daemon/_rampump.c", "migproxy/daemon/_kernelrelay.c",
+              "config/migproxy.example.toml"]
     for p in needed:
         assert (ROOT / p).exists(), p
         assert not _dockerignore_excludes(p, patterns), f"{p} must be in the build context"
@@ -392,7 +393,8 @@ def test_dockerignore():
               "migproxy/x.pyc", "migproxy.egg-info/PKG-INFO", "bench/engine_micro.py",
               "build/lib/x", "dist/x.whl", ".venv/bin/python", "scripts/test.sh",
               "migproxy/stream/_ramwalk.cpython-311-x86_64-linux-gnu.so",
-              "migproxy/daemon/_rampump.cpython-311-x86_64-linux-gnu.so"]:
+              "migproxy/daemon/_rampump.cpython-311-x86_64-linux-gnu.so",
+              "migproxy/daemon/_kernelrelay.cpython-311-x86_64-linux-gnu.so"]:
         assert _dockerignore_excludes(p, patterns), f"{p} must stay out of the build context"
 
 
