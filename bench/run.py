@@ -215,14 +215,17 @@ def print_throughput(res: dict[str, Any]) -> None:
 def bench_tls(mib: int, runs: int, notes: list[str]) -> dict[str, Any]:
     from bench import tls_relay
 
-    say(f"== tls: TLS on both legs, {mib} MiB per run, best of {runs}: migproxy "
-        "(--profile none) and socat with OpenSSL, same sender, sink and certificates")
+    say(f"== tls: TLS on both legs, {mib} MiB per run, {runs} runs each, taking turns: "
+        "migproxy (--profile none) and socat with OpenSSL, same sender, sink and "
+        "certificates")
     if not socat_available():
         notes.append("socat is not installed: the TLS section measured migproxy alone")
     res = tls_relay.run(mib, runs)
     mb = res["mb_s"]
-    say(table([[k, "-" if v is None else f"{v:.0f}"] for k, v in mb.items()],
-              ["relay", "MB/s (best)"]))
+    runs_of = res.get("all", {})
+    say(table([[k, "-" if v is None else f"{v:.0f}",
+                " ".join(f"{x:.0f}" for x in runs_of.get(k, []))] for k, v in mb.items()],
+              ["relay", "MB/s (median)", "all"]))
     if res.get("ratio") is not None:
         say(f"migproxy / socat: {res['ratio']:.2f}x")
     return res
