@@ -56,3 +56,31 @@ def test_pump_paths_runs_every_path_and_reports(capsys) -> None:
     assert all(v["mb_s"] > 0 for v in res["paths"].values())
     pump_paths.print_compare(res, base="bare")
     assert "x bare" in capsys.readouterr().out
+
+
+def test_relay_cpu_counts_threads_that_ended() -> None:
+    """bench's relay CPU reads the process's CPU clock: a thread that burnt CPU and ended
+    (as a kernel relay's does once its connection closes) still counts, to the ns."""
+    import subprocess
+    import sys
+
+    from bench import netio
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, threading, time\n"
+        "def burn():\n"
+        "    while time.thread_time() < 0.15: pass\n"
+        "t = threading.Thread(target=burn); t.start(); t.join()\n"
+        "print('done', flush=True); sys.stdin.read()\n")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "done\n"
+        cpu = netio.cpu_seconds(child.pid)
+        assert cpu >= 0.15
+        # Finer than /proc's clock ticks (a whole number of them: the old reading).
+        ticks = cpu * netio._TICK
+        assert abs(ticks - round(ticks)) > 1e-6
+    finally:
+        child.kill()
+        child.wait()
