@@ -20,7 +20,8 @@
  *   RELAY_IDLE    no byte either way for ``idle_ms`` (0: no idle limit);
  *   RELAY_STOPPED ``wake`` became readable (the event loop stops the relay);
  *   RELAY_FAILED  a splice, shutdown or socket error: ``failed_fd`` is the socket it
- *                 concerns, ``errno`` the error (a socket error's SO_ERROR).
+ *                 concerns, ``errno`` the error (a socket error's SO_ERROR); poll(2)
+ *                 failing: ``failed_fd`` -1.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN
@@ -200,7 +201,7 @@ static int run(int src, int dst, int wake, struct direction *dirs, long long idl
             }
         }
         if (poll(p, (nfds_t)nfds, (int)wait + 1) < 0 && errno != EINTR) {
-            f->fd = src;
+            f->fd = -1; /* neither socket's failure */
             f->err = errno;
             status = RELAY_FAILED;
             goto out;

@@ -58,9 +58,9 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 T = TypeVar("T")
 # _kernelrelay.c's statuses
 _CLOSED, _REPORT, _IDLE, _STOPPED, _FAILED = range(5)
-_Loop = Callable[..., tuple[int, int, int, int, tuple[int, int, int, int, int, int, bool, bool,
-                                                      bool],
-                            tuple[int, int, int, int, int, int, bool, bool, bool], int, int]]
+# a direction for it: (src, dst, read_end, write_end, room, fill, eof, stalled, done)
+_State = tuple[int, int, int, int, int, int, bool, bool, bool]
+_Loop = Callable[..., tuple[int, int, int, int, _State, _State, int, int]]
 
 
 def _compiled_loop() -> _Loop | None:
@@ -132,13 +132,12 @@ class _Direction:
         os.close(self.read_end)
         os.close(self.write_end)
 
-    def state(self) -> tuple[int, int, int, int, int, int, bool, bool, bool]:
+    def state(self) -> _State:
         """What the compiled loop takes (and gives back)."""
         return (self.src, self.dst, self.read_end, self.write_end, self.room, self.fill,
                 self.eof, self.stalled, self.done)
 
-    def set_state(self, state: tuple[int, int, int, int, int, int, bool, bool, bool],
-                  moved: int) -> None:
+    def set_state(self, state: _State, moved: int) -> None:
         self.fill, self.eof, self.stalled, self.done = state[5:]
         self.moved += moved
 
@@ -257,9 +256,12 @@ class KernelRelay:
                 return SpliceEnd.IDLE, None, None
             elif status == _STOPPED:
                 return SpliceEnd.STOPPED, None, None
-            else:
+            elif status == _FAILED and fd in (src, dst):
                 side = Side.SOURCE if fd == src else Side.DESTINATION
                 raise _Failed(side, OSError(err, os.strerror(err)))
+            else:  # poll(2) failed, or a status it does not have: no side to blame
+                raise OSError(err, f"the relay loop ended with status {status}: "
+                                   f"{os.strerror(err)}")
 
     def _relay_python(self) -> tuple[SpliceEnd, Side | None, str | None]:
         poller = select.poll()
