@@ -145,7 +145,9 @@ def run(size: int, repeat: int, channels: int, main_size: int,
                 single[k].append(s)
                 p = _parallel(sink, relays[k], per, channels, plan, shape_json, repeats)
                 parallel[k].append(p)
-                say(f"  run {rep + 1}/{repeat} {k:<20} single {s['mb_s']:6.0f} MB/s"
+                cpu = "" if s["relay_cpu_s"] is None else \
+                    f" {s['relay_cpu_s'] / (size / 1e9):.3f} CPU s/GB"
+                say(f"  run {rep + 1}/{repeat} {k:<20} single {s['mb_s']:6.0f} MB/s{cpu}"
                     f"{'' if s['ok'] else ' NOT OK'}   parallel {p['mb_s']:6.0f} MB/s"
                     f"{'' if p['ok'] else ' NOT OK: ' + str(p['error'])}")
     finally:
