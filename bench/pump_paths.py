@@ -90,7 +90,9 @@ def _relay_loop(src: socket.socket, dst: socket.socket) -> None:
 
 def _relay_pump(src: socket.socket, dst: socket.socket, path: PumpPath) -> None:
     # One run to the end of the stream: no budget or quiet hand-back (which would leave the
-    # rest of a record for an engine this benchmark does not have).
+    # rest of a record for an engine this benchmark does not have). The limits go back
+    # afterwards: bench.limits runs this inside bench.run's process.
+    saved = pump_mod.BUDGET, pump_mod.YIELD_SECONDS, pump_mod.QUIET_SECONDS
     pump_mod.BUDGET = 1 << 62
     pump_mod.YIELD_SECONDS = pump_mod.QUIET_SECONDS = 3600.0
     src.setblocking(False)
@@ -100,6 +102,7 @@ def _relay_pump(src: socket.socket, dst: socket.socket, path: PumpPath) -> None:
         run = p.run(RamWalk(0, PS, 1 << 40, True))
     finally:
         p.close(reset=False)
+        pump_mod.BUDGET, pump_mod.YIELD_SECONDS, pump_mod.QUIET_SECONDS = saved
     if run.status != PumpStatus.EOF or run.leftover:
         raise RuntimeError(f"the pump stopped: {run.status.name} {run.error}")
 
@@ -141,8 +144,12 @@ def one(path: str, unit_file: Path, repeat_units: int, size: int) -> tuple[float
     return size / (float(t_end) - t0) / 1e6, cpu / (size / 1e9)
 
 
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
 def compare(mib: int, repeat: int, paths: tuple[str, ...] = PATHS,
-            say: Callable[[str], None] = print) -> dict[str, Any]:
+            say: Callable[[str], None] = _say) -> dict[str, Any]:
     """Each of ``paths`` ``repeat`` times, round robin, ``mib`` MiB a run: medians of MB/s
     and CPU s/GB per path, and the stream's size."""
     unit = _unit()
@@ -162,7 +169,7 @@ def compare(mib: int, repeat: int, paths: tuple[str, ...] = PATHS,
                       for p, r in runs.items()}}
 
 
-def print_compare(res: dict[str, Any], say: Callable[[str], None] = print,
+def print_compare(res: dict[str, Any], say: Callable[[str], None] = _say,
                   base: str = "loop") -> None:
     paths = res["paths"]
     ref = paths[base]["mb_s"]

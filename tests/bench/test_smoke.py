@@ -49,7 +49,10 @@ def test_pump_paths_runs_every_path_and_reports(capsys) -> None:
 
     if not (AVAILABLE and pump.AVAILABLE):
         pytest.skip("the compiled RAM pump and splice(2) are Linux only")
+    limits = pump.BUDGET, pump.YIELD_SECONDS, pump.QUIET_SECONDS
     res = pump_paths.compare(8, 1, say=lambda _: None)
+    # The daemon's limits are as they were (bench.limits runs this inside bench.run).
+    assert limits == (pump.BUDGET, pump.YIELD_SECONDS, pump.QUIET_SECONDS)
     # Every path moved every byte (one() raises when the sink got fewer), ceiling included.
     assert set(res["paths"]) == {"loop", "copy", "splice", "bare"}
     assert res["bytes"] > 7 << 20
