@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.netio import cpu_seconds
 from bench.procs import REPO, free_port, stop
 from testkit.pki import Ca, client_context, creds_dir
 from testkit.synthetic import SynthSpec, build
@@ -106,11 +107,6 @@ def migrate(port: int, creds: Path, stream: bytes, sink: Sink) -> float:
     return sink.done[-1][1] - t0
 
 
-def _cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(flooders: int, seconds: float, budget: int | None, repo: Path) -> dict[str, Any]:
     stream = build(SynthSpec(cpus=2, full_pages=2000, zero_pages=2000))
     with tempfile.TemporaryDirectory(prefix="migproxy-tls-flood-") as tmp:
@@ -138,7 +134,7 @@ def run(flooders: int, seconds: float, budget: int | None, repo: Path) -> dict[s
             alone = min(migrate(listen, creds, stream, sink) for _ in range(3))
             counts = {"answered": 0, "refused": 0}
             lock = threading.Lock()
-            cpu0 = _cpu(proc.pid)
+            cpu0 = cpu_seconds(proc.pid)
             until = time.perf_counter() + seconds
             threads = [threading.Thread(target=flood, args=(listen, ssl.create_default_context(
                 cafile=str(creds / "ca-cert.pem")), until, counts, lock)) for _ in range(flooders)]
@@ -149,7 +145,7 @@ def run(flooders: int, seconds: float, budget: int | None, repo: Path) -> dict[s
             during.append(migrate(listen, creds, stream, sink))
             for t in threads:
                 t.join()
-            cpu = _cpu(proc.pid) - cpu0
+            cpu = cpu_seconds(proc.pid) - cpu0
         finally:
             stop(proc)
             sink.sock.close()
