@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from migproxy.daemon.splice import reset_on_close
 from migproxy.stream.engine import RamWalk
 from migproxy.stream.enginestate import Chunk
+from migproxy.stream.extensions import compiled
 
 BUFFER_SIZE = 1 << 20  # bytes a pump reads at once at most (and keeps of a record)
 PIPE_SIZE = 1 << 20  # bytes each of a splicing pump's two pipes holds at most
@@ -73,14 +74,10 @@ class PumpStatus(enum.IntEnum):
 
 
 def _extension() -> Callable[..., tuple[int, int, int, int, int, int, int]] | None:
-    if sys.platform != "linux" or \
-            os.environ.get("MIGPROXY_NO_EXTENSIONS", "") not in ("", "0"):
+    if sys.platform != "linux":
         return None
-    try:
-        from migproxy.daemon import _rampump  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    pump: Callable[..., tuple[int, int, int, int, int, int, int]] = _rampump.pump
+    pump: Callable[..., tuple[int, int, int, int, int, int, int]] | None = compiled(
+        "migproxy.daemon._rampump", "pump")
     return pump
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from migproxy.daemon.session import Side, SpliceEnd
+from migproxy.stream.extensions import compiled
 
 AVAILABLE = sys.platform == "linux" and hasattr(os, "splice")
 PIPE_SIZE = 1 << 20  # bytes a direction's pipe holds at most (the kernel may give less)
@@ -64,13 +65,9 @@ _Loop = Callable[..., tuple[int, int, int, int, _State, _State, int, int]]
 
 
 def _compiled_loop() -> _Loop | None:
-    if not AVAILABLE or os.environ.get("MIGPROXY_NO_EXTENSIONS", "") not in ("", "0"):
+    if not AVAILABLE:
         return None
-    try:
-        from migproxy.daemon import _kernelrelay  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    loop: _Loop = _kernelrelay.relay
+    loop: _Loop | None = compiled("migproxy.daemon._kernelrelay", "relay")
     return loop
 
 

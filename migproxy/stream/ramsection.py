@@ -11,11 +11,11 @@ whatever the split (the tests run each with and without it).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from migproxy.stream import mappedram, wire
 from migproxy.stream.errors import Unsupported
+from migproxy.stream.extensions import compiled
 from migproxy.stream.framerstate import (
     ST_FOOTER,
     ST_MEMSIZE,
@@ -36,13 +36,8 @@ MAX_RAM_BLOCKS = 4096  # RAM blocks in the MEM_SIZE list (a QEMU VM has tens)
 def _compiled_walk() -> Callable[..., tuple[int, int, int]] | None:
     """The compiled RAM record walk (``_ramwalk.c``), unless it is not built or
     ``MIGPROXY_NO_EXTENSIONS`` is set (to anything but empty or 0)."""
-    if os.environ.get("MIGPROXY_NO_EXTENSIONS", "") not in ("", "0"):
-        return None
-    try:
-        from migproxy.stream import _ramwalk  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    walk: Callable[..., tuple[int, int, int]] = _ramwalk.walk
+    walk: Callable[..., tuple[int, int, int]] | None = compiled("migproxy.stream._ramwalk",
+                                                                 "walk")
     return walk
 
 
