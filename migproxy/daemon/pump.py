@@ -151,15 +151,20 @@ class RamPump:
         """Whether a pump's buffer holds two records of ``walk``'s pages."""
         return 2 * (walk.page_size + 8) <= BUFFER_SIZE
 
-    def run(self, walk: RamWalk, prefix: Chunk | None = None) -> PumpRun:
+    def run(self, walk: RamWalk, prefix: Chunk | None = None, *, budget: int | None = None,
+            yield_seconds: float | None = None,
+            quiet_seconds: float | None = None) -> PumpRun:
         """Write ``prefix`` to the destination (what the engine sent of the last run's
         leftover), then move RAM records until one of :class:`PumpStatus` (blocking: a
-        worker thread's)."""
+        worker thread's). The limits default to :data:`BUDGET`, :data:`YIELD_SECONDS`
+        and :data:`QUIET_SECONDS`."""
         assert _PUMP is not None
         status, fwd, pages, zeros, skip_left, leftover, err = _PUMP(
             self.source, self.destination, self.wake, self.buffer, walk.skip, walk.page_size,
-            walk.block_len, walk.have_block, BUDGET, int(YIELD_SECONDS * 1000),
-            int(QUIET_SECONDS * 1000), self.pipes, prefix)
+            walk.block_len, walk.have_block, BUDGET if budget is None else budget,
+            int((YIELD_SECONDS if yield_seconds is None else yield_seconds) * 1000),
+            int((QUIET_SECONDS if quiet_seconds is None else quiet_seconds) * 1000),
+            self.pipes, prefix)
         st = PumpStatus(status)
         error = None
         if st in (PumpStatus.READ_ERROR, PumpStatus.WRITE_ERROR, PumpStatus.PIPE_ERROR):
